@@ -1,0 +1,1 @@
+"""Datasets as arrays: SynthCXR generation, image checks, the per-dataset array cache."""

@@ -1,0 +1,76 @@
+"""DatasetArrays: one dataset at working resolution as uint8 arrays (the cache that training and explaining read)."""
+from __future__ import annotations
+
+import os
+import tempfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("train", "val", "test", "test_shifted")
+
+
+@dataclass
+class DatasetArrays:
+    """Row i of every array is one image; `image_ids` are database ids (or -1 before registration).
+
+    images: uint8 (N, H, W) grayscale; lung / lesion / marker: uint8 {0,1} masks (N, H, W), all-zero where
+    unknown (has_lung etc. say which rows have a real mask); labels: int64 (N,); splits: str (N,).
+    """
+
+    images: np.ndarray
+    labels: np.ndarray
+    splits: np.ndarray
+    classes: list[str]
+    image_ids: np.ndarray
+    lung: np.ndarray
+    lesion: np.ndarray
+    marker: np.ndarray
+    has_lung: np.ndarray
+    has_marker: np.ndarray
+    paths: np.ndarray = field(default_factory=lambda: np.zeros(0, dtype=str))
+
+    def __len__(self) -> int:
+        return int(self.images.shape[0])
+
+    @property
+    def size(self) -> int:
+        return int(self.images.shape[-1])
+
+    def split_index(self, *splits: str) -> np.ndarray:
+        """Row indices of the given splits (all rows when none given)."""
+        if not splits:
+            return np.arange(len(self))
+        return np.flatnonzero(np.isin(self.splits, list(splits)))
+
+    def subset(self, idx: np.ndarray) -> "DatasetArrays":
+        return DatasetArrays(
+            images=self.images[idx], labels=self.labels[idx], splits=self.splits[idx], classes=list(self.classes),
+            image_ids=self.image_ids[idx], lung=self.lung[idx], lesion=self.lesion[idx], marker=self.marker[idx],
+            has_lung=self.has_lung[idx], has_marker=self.has_marker[idx],
+            paths=self.paths[idx] if len(self.paths) else self.paths,
+        )
+
+    def save(self, path: str | Path) -> None:
+        """Atomic write (temp file + rename) of an uncompressed npz."""
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp.npz")
+        os.close(fd)
+        try:
+            np.savez(tmp, images=self.images, labels=self.labels, splits=self.splits.astype(str),
+                     classes=np.array(self.classes, dtype=str), image_ids=self.image_ids, lung=self.lung,
+                     lesion=self.lesion, marker=self.marker, has_lung=self.has_lung, has_marker=self.has_marker,
+                     paths=self.paths.astype(str))
+            os.replace(tmp, path)
+        finally:
+            if os.path.exists(tmp):
+                os.unlink(tmp)
+
+    @classmethod
+    def load(cls, path: str | Path) -> "DatasetArrays":
+        with np.load(path, allow_pickle=False) as z:
+            return cls(images=z["images"], labels=z["labels"], splits=z["splits"], classes=[str(c) for c in z["classes"]],
+                       image_ids=z["image_ids"], lung=z["lung"], lesion=z["lesion"], marker=z["marker"],
+                       has_lung=z["has_lung"], has_marker=z["has_marker"], paths=z["paths"])

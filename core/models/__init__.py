@@ -1,0 +1,48 @@
+"""Classifier registry (timm-style): create_model(arch) → a module with forward_features / forward_head.
+
+Every classifier takes images in [0, 1], shape (N, in_chans, H, W), normalises inside, and exposes:
+- forward_features(x) → the last convolutional block's activations (N, C, h, w);
+- forward_head(f) → logits (N, num_classes);
+- feature_layer: the module whose output forward_features returns (GradCAM's target layer);
+- blocks: an ordered list of feature blocks, for freezing the first K (freeze_blocks).
+"""
+from __future__ import annotations
+
+from typing import Callable
+
+import torch.nn as nn
+
+_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
+
+
+def register(name: str):
+    def deco(fn):
+        _REGISTRY[name] = fn
+        return fn
+    return deco
+
+
+def list_archs() -> list[str]:
+    _load_all()
+    return sorted(_REGISTRY)
+
+
+def create_model(arch: str, num_classes: int = 4, in_chans: int = 1, **kwargs) -> nn.Module:
+    _load_all()
+    if arch not in _REGISTRY:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(sorted(_REGISTRY))}")
+    model = _REGISTRY[arch](num_classes=num_classes, in_chans=in_chans, **kwargs)
+    model.arch = arch
+    return model
+
+
+def freeze_blocks(model: nn.Module, k: int) -> None:
+    """Freeze the first k feature blocks (the eXBL paper froze MobileNetV2's early layers)."""
+    for block in list(model.blocks)[:k]:
+        for p in block.parameters():
+            p.requires_grad_(False)
+
+
+def _load_all() -> None:
+    # One import line per architecture module; each module calls @register.
+    from core.models import simple_cnn  # noqa: F401

@@ -1,0 +1,88 @@
+"""Shared page pieces: current_user(), the sidebar (user, dataset, model pickers) and the worker banner."""
+from __future__ import annotations
+
+import streamlit as st
+
+from services.catalog import list_datasets, list_models
+from services.users import get_or_create_user, list_users
+from services.worker import alive_workers
+
+WORKER_CMD = ".venv/bin/exemplar worker"
+
+
+def current_user() -> dict | None:
+    """The one identity helper: {'id', 'name'} of the user picked in the sidebar, or None."""
+    return st.session_state.get("user")
+
+
+def require_user() -> dict | None:
+    u = current_user()
+    if u is None:
+        st.info("Pick or create a user name in the sidebar first: every write records who made it.")
+    return u
+
+
+def selected_dataset() -> dict | None:
+    return st.session_state.get("dataset")
+
+
+def selected_model() -> dict | None:
+    return st.session_state.get("model")
+
+
+def sidebar() -> None:
+    with st.sidebar:
+        st.markdown("### Exemplar")
+        users = list_users()
+        names = [u["name"] for u in users]
+        cur = current_user()
+        idx = names.index(cur["name"]) if cur and cur["name"] in names else None
+        pick = st.selectbox("User", names, index=idx, key="sb_user", placeholder="pick a user")
+        new = st.text_input("…or create a user", key="sb_new_user", placeholder="your name")
+        if st.button("Create user", key="sb_create_user", disabled=not new.strip()):
+            try:
+                uid = get_or_create_user(new)
+                st.session_state["user"] = {"id": uid, "name": new.strip()}
+                st.rerun()
+            except ValueError as exc:
+                st.error(str(exc))
+        if pick and (cur is None or cur["name"] != pick):
+            st.session_state["user"] = next({"id": u["id"], "name": u["name"]} for u in users if u["name"] == pick)
+
+        datasets = list_datasets()
+        if not datasets:
+            st.caption("No dataset yet: build the demo with `exemplar demo` or import one on **Data & models**.")
+            st.session_state["dataset"] = None
+        else:
+            dnames = [d["name"] for d in datasets]
+            cur_d = selected_dataset()
+            di = dnames.index(cur_d["name"]) if cur_d and cur_d["name"] in dnames else 0
+            dn = st.selectbox("Dataset", dnames, index=di, key="sb_dataset")
+            st.session_state["dataset"] = next(d for d in datasets if d["name"] == dn)
+        ds = selected_dataset()
+        models = list_models("classifier", ds["id"]) if ds else []
+        if not models:
+            st.caption("No classifier for this dataset yet: train one on **Data & models**.")
+            st.session_state["model"] = None
+        else:
+            labels = [f"#{m['id']} {m['name']}" for m in models]
+            cur_m = selected_model()
+            ids = [m["id"] for m in models]
+            mi = ids.index(cur_m["id"]) if cur_m and cur_m["id"] in ids else len(ids) - 1
+            ml = st.selectbox("Model", labels, index=mi, key="sb_model")
+            st.session_state["model"] = models[labels.index(ml)]
+        worker_banner()
+
+
+def worker_banner() -> None:
+    alive = alive_workers()
+    if alive:
+        st.success(f"Worker alive: {len(alive)} ({', '.join(w['device'] or 'auto' for w in alive)})", icon="✅")
+    else:
+        st.warning(f"No worker is running: jobs will wait in the queue. Start one with `{WORKER_CMD}` "
+                   "(or `make run`).", icon="⚠️")
+
+
+def not_built(feature: str) -> None:
+    """Say plainly that a page's feature is not built yet (never fake content)."""
+    st.info(f"{feature} is not built yet in this version of Exemplar.")

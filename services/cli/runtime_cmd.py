@@ -1,0 +1,70 @@
+"""`exemplar worker`, `exemplar serve`, `exemplar db upgrade`: processes and schema."""
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+from pathlib import Path
+
+import typer
+
+from services.cli.common import emit
+
+ROOT = Path(__file__).resolve().parents[2]
+
+
+def register(app: typer.Typer) -> None:
+    @app.command()
+    def worker(workers: int = typer.Option(1, help="worker processes (one per GPU is a good start)")):
+        """Run a job worker (Huey consumer) until Ctrl-C."""
+        from services.database import ensure_schema
+        from services.worker import run_worker
+
+        ensure_schema()
+        run_worker(workers)
+
+    @app.command()
+    def serve(port: int = typer.Option(8501), address: str = typer.Option("localhost"),
+              workers: int = typer.Option(1), headless: bool = typer.Option(True)):
+        """Start a worker and the Streamlit app together; Ctrl-C stops both."""
+        from services.database import ensure_schema
+
+        ensure_schema()
+        exe = Path(sys.executable).with_name("exemplar")
+        wcmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "services.cli"]),
+                "worker", "--workers", str(workers)]
+        scmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
+                "--server.address", address, "--server.headless", str(headless).lower(),
+                "--browser.gatherUsageStats", "false"]
+        procs = [subprocess.Popen(wcmd), subprocess.Popen(scmd, cwd=ROOT)]
+        typer.echo(f"Exemplar at http://{address}:{port} (worker pid {procs[0].pid}); Ctrl-C stops both", err=True)
+        try:
+            while all(p.poll() is None for p in procs):
+                try:
+                    procs[0].wait(timeout=1)
+                except subprocess.TimeoutExpired:
+                    pass
+        except KeyboardInterrupt:
+            pass
+        finally:
+            for p in procs:
+                if p.poll() is None:
+                    p.send_signal(signal.SIGINT)
+            for p in procs:
+                try:
+                    p.wait(timeout=15)
+                except subprocess.TimeoutExpired:
+                    p.kill()
+
+    db_app = typer.Typer(help="Database schema.", no_args_is_help=True)
+    app.add_typer(db_app, name="db")
+
+    @db_app.command("upgrade")
+    def db_upgrade(json_: bool = typer.Option(False, "--json")):
+        """Apply Alembic migrations to head."""
+        from db.migrate import current
+        from services.database import ensure_schema
+
+        url = ensure_schema()
+        emit({"revision": current(url)}, json_, f"database at revision {current(url)}")
