@@ -152,16 +152,33 @@ def request_cancel(job_id: int) -> bool:
         return True
 
 
+def _dead_here(worker: str | None) -> bool:
+    """True when the job's worker process ran on this host and no longer exists."""
+    if not worker or ":" not in worker:
+        return False
+    host, _, pid = worker.rpartition(":")
+    if host != socket.gethostname() or not pid.isdigit():
+        return False
+    try:
+        os.kill(int(pid), 0)
+    except ProcessLookupError:
+        return True
+    except PermissionError:
+        return False
+    return False
+
+
 def mark_lost(stale_after_s: float = STALE_AFTER_S) -> int:
-    """Jobs left `running` whose heartbeat is older than stale_after_s become `lost`; returns how many."""
+    """Jobs left `running` whose process died on this host, or whose heartbeat is older than stale_after_s,
+    become `lost`; returns how many."""
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
     with session() as s:
         rows = s.scalars(select(Job).where(Job.status == "running")).all()
         n = 0
         for job in rows:
-            if job.heartbeat_at is None or job.heartbeat_at < cutoff:
+            if _dead_here(job.worker) or job.heartbeat_at is None or job.heartbeat_at < cutoff:
                 job.status, job.finished_at = "lost", utcnow()
-                job.message = job.error = "worker stopped while running (heartbeat stale)"
+                job.message = job.error = "the worker stopped while this job was running"
                 n += 1
         return n
 

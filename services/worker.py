@@ -41,7 +41,11 @@ def _device_label() -> str:
 
 def run_worker(workers: int = 1) -> None:
     """Blocking: start the consumer with `workers` child processes; Ctrl-C stops it."""
+    import logging
+
     from huey.consumer import Consumer
+
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
 
     from services.queue import get_huey
 

@@ -1,0 +1,1 @@
+"""Counterfactual search methods: XAIDIFF guidance, the adversarial baseline and GCI."""

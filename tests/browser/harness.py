@@ -1,0 +1,124 @@
+"""Browser-test harness: a real `streamlit run app.py` + a real worker on a free loopback port, and a Chromium page.
+
+Use in a test module:  `from tests.browser.harness import live_app, page  # noqa: F401` (pytest fixtures).
+Debian's chromium (/usr/bin/chromium) is driven by Playwright; nothing is downloaded.
+"""
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[2]
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            raise RuntimeError(f"streamlit exited with {proc.returncode}")
+        try:
+            with urllib.request.urlopen(url, timeout=2) as r:
+                if r.status == 200:
+                    return
+        except OSError:
+            time.sleep(0.5)
+    raise RuntimeError(f"{url} did not answer within {timeout}s")
+
+
+class LiveApp:
+    """A running app: .url, .home (EXEMPLAR_HOME), .env; stop() ends both processes."""
+
+    def __init__(self, home: Path):
+        self.home = home
+        self.port = free_port()
+        self.url = f"http://127.0.0.1:{self.port}"
+        self.env = {**os.environ, "EXEMPLAR_HOME": str(home), "EXEMPLAR_DEVICE": "cpu", "PYTHONUNBUFFERED": "1"}
+        bindir = Path(sys.executable).parent
+        self.worker_log = open(home / "worker.log", "w")
+        self.app_log = open(home / "streamlit.log", "w")
+        subprocess.run([str(bindir / "exemplar"), "db", "upgrade"], env=self.env, check=True, capture_output=True)
+        self.worker = subprocess.Popen([str(bindir / "exemplar"), "worker"], env=self.env, cwd=ROOT,
+                                       stdout=self.worker_log, stderr=subprocess.STDOUT, start_new_session=True)
+        self.app = subprocess.Popen(
+            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(self.port),
+             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
+             "--server.fileWatcherType", "none"],
+            env=self.env, cwd=ROOT, stdout=self.app_log, stderr=subprocess.STDOUT, start_new_session=True)
+        _wait_http(self.url + "/_stcore/health", self.app)
+
+    def stop(self) -> None:
+        for p in (self.app, self.worker):
+            if p.poll() is None:
+                os.killpg(p.pid, signal.SIGTERM)
+        for p in (self.app, self.worker):
+            try:
+                p.wait(timeout=20)
+            except subprocess.TimeoutExpired:
+                os.killpg(p.pid, signal.SIGKILL)
+                p.wait()
+        self.worker_log.close()
+        self.app_log.close()
+
+
+@pytest.fixture
+def live_app(exemplar_home):
+    app = LiveApp(exemplar_home)
+    try:
+        yield app
+    finally:
+        app.stop()
+
+
+@pytest.fixture
+def page(live_app):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        ctx = browser.new_context(viewport={"width": 1400, "height": 1000})
+        pg = ctx.new_page()
+        pg.set_default_timeout(30_000)
+        try:
+            yield pg
+        finally:
+            ctx.close()
+            browser.close()
+
+
+def wait_idle(page, timeout: float = 30_000) -> None:
+    """Wait until Streamlit has finished running the script (no 'running' status widget)."""
+    page.wait_for_selector('[data-testid="stApp"]', timeout=timeout)
+    page.wait_for_function(
+        "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
+
+
+def exceptions_on(page) -> list[str]:
+    return [e.inner_text() for e in page.query_selector_all('[data-testid="stException"]')]
+
+
+def pick_user(page, name: str = "tester") -> None:
+    """Create (or pick) a user through the sidebar."""
+    page.get_by_label("…or create a user").fill(name)
+    page.get_by_label("…or create a user").press("Enter")
+    wait_idle(page)
+    page.get_by_role("button", name="Create user").click()
+    wait_idle(page)

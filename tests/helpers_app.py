@@ -1,0 +1,24 @@
+"""AppTest helpers: app_test() builds the app (through tests/apptest_entry.py), open_page(at, name) switches to a page."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from streamlit.testing.v1 import AppTest
+
+ENTRY = Path(__file__).resolve().parent / "apptest_entry.py"
+
+
+def app_test(user: dict | None = None, timeout: float = 120, **state) -> AppTest:
+    """An AppTest of the whole app; `user` ({'id','name'}) and other session_state entries preset."""
+    at = AppTest.from_file(str(ENTRY), default_timeout=timeout)
+    if user is not None:
+        at.session_state["user"] = user
+    for k, v in state.items():
+        at.session_state[k] = v
+    return at
+
+
+def open_page(at: AppTest, name: str) -> AppTest:
+    """Run the app on pages/<name>.py (e.g. 'gallery', 'data_models')."""
+    at.run()
+    return at.switch_page(f"../pages/{name}.py").run()

@@ -1,0 +1,63 @@
+"""A throwaway PostgreSQL server from Debian's binaries, run as the `postgres` user in a temp dir on a loopback port."""
+from __future__ import annotations
+
+import glob
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+
+import pytest
+
+
+def _bin() -> str | None:
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    return os.path.dirname(found[-1]) if found else None
+
+
+def _as_postgres(cmd: list[str]) -> list[str]:
+    if os.geteuid() == 0:
+        return ["su", "postgres", "-s", "/bin/sh", "-c", " ".join(f"'{c}'" for c in cmd)]
+    return cmd
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """Start initdb + postgres on a free port; yield a SQLAlchemy URL; stop and remove afterwards."""
+    bindir = _bin()
+    if bindir is None:
+        pytest.fail("PostgreSQL server binaries are missing: `make test` installs them (apt-get install postgresql)")
+    base = tempfile.mkdtemp(prefix="exemplar-pg-")
+    os.chmod(base, 0o755)
+    data = os.path.join(base, "data")
+    if os.geteuid() == 0:
+        shutil.chown(base, "postgres", "postgres")
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    subprocess.run(_as_postgres([f"{bindir}/initdb", "-D", data, "-U", "exemplar", "--auth=trust", "-E", "UTF8"]),
+                   check=True, capture_output=True)
+    log = os.path.join(base, "log")
+    subprocess.run(_as_postgres([f"{bindir}/pg_ctl", "-D", data, "-l", log, "-w", "-o",
+                                 f"-p {port} -k {base} -c listen_addresses=127.0.0.1", "start"]),
+                   check=True, capture_output=True)
+    try:
+        url = f"postgresql+psycopg://exemplar@127.0.0.1:{port}/postgres"
+        from sqlalchemy import create_engine, text
+
+        deadline = time.monotonic() + 30
+        while True:
+            try:
+                with create_engine(url).connect() as c:
+                    c.execute(text("select 1"))
+                break
+            except Exception:
+                if time.monotonic() > deadline:
+                    raise
+                time.sleep(0.5)
+        yield url
+    finally:
+        subprocess.run(_as_postgres([f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"]), capture_output=True)
+        shutil.rmtree(base, ignore_errors=True)

@@ -1,0 +1,69 @@
+"""Job lifecycle with a real worker process: success with progress rows, failure with traceback, cancel, lost worker."""
+from __future__ import annotations
+
+import signal
+
+from services import jobs
+from services.worker import alive_workers
+from tests.helpers_worker import start_worker, stop_worker, wait_for
+
+FINAL = ("succeeded", "failed", "cancelled", "lost")
+
+
+def test_success_failure_and_cancel_in_a_real_worker(exemplar_home):
+    w = start_worker(exemplar_home)
+    try:
+        ok = jobs.submit("data.synth", {"name": "tiny", "n": 40, "size": 32, "confounder": 0.9, "seed": 1})
+        bad = jobs.submit("data.synth", {"name": "broken", "n": -5, "size": 32, "confounder": 0.9, "seed": 1})
+        row = wait_for(ok, lambda r: r["status"] in FINAL)
+        assert row["status"] == "succeeded", row
+        assert row["progress"] == 1.0 and row["result"]["dataset_id"] > 0
+        assert row["started_at"] and row["finished_at"] and row["worker"]
+        row = wait_for(bad, lambda r: r["status"] in FINAL)
+        assert row["status"] == "failed"
+        assert "Traceback" in jobs.get_job(bad)["error"] or row["error"]
+        from db.models import Job
+        from services.database import session
+
+        with session() as s:
+            assert "Traceback" in s.get(Job, bad).traceback
+        assert alive_workers(), "the worker's heartbeat is not recorded"
+        long = jobs.submit("data.synth", {"name": "big", "n": 30000, "size": 128, "confounder": 0.9, "seed": 2})
+        wait_for(long, lambda r: r["status"] == "running")
+        assert jobs.request_cancel(long)
+        row = wait_for(long, lambda r: r["status"] in FINAL)
+        assert row["status"] == "cancelled"
+        from services.catalog import list_datasets
+
+        assert "big" not in [d["name"] for d in list_datasets()], "a cancelled synth left a dataset row"
+    finally:
+        stop_worker(w)
+
+
+def test_queued_job_cancelled_before_start_never_runs(exemplar_home):
+    jid = jobs.submit("data.synth", {"name": "never", "n": 40, "size": 32, "confounder": 0.9, "seed": 1})
+    assert jobs.request_cancel(jid)
+    assert jobs.get_job(jid)["status"] == "cancelled"
+    w = start_worker(exemplar_home)
+    try:
+        done = jobs.submit("data.synth", {"name": "after", "n": 40, "size": 32, "confounder": 0.9, "seed": 1})
+        wait_for(done, lambda r: r["status"] == "succeeded")
+        assert jobs.get_job(jid)["status"] == "cancelled" and jobs.get_job(jid)["started_at"] is None
+    finally:
+        stop_worker(w)
+
+
+def test_lost_worker_recovery(exemplar_home):
+    w = start_worker(exemplar_home)
+    long = jobs.submit("data.synth", {"name": "big", "n": 30000, "size": 128, "confounder": 0.9, "seed": 3})
+    try:
+        wait_for(long, lambda r: r["status"] == "running")
+    finally:
+        stop_worker(w, signal.SIGKILL)  # the worker dies without a chance to finish the job
+    assert jobs.get_job(long)["status"] == "running"
+    w2 = start_worker(exemplar_home, "worker2.log")
+    try:
+        row = wait_for(long, lambda r: r["status"] != "running", timeout=60)
+        assert row["status"] == "lost" and "worker stopped" in row["message"]
+    finally:
+        stop_worker(w2)
