@@ -145,7 +145,7 @@ def gci_search(G: GANGenerator, classifier: nn.Module, images: torch.Tensor, tar
             relaxed = None
             dz = torch.zeros_like(feats[-1], requires_grad=True)
             params = [dz]
-        opt = torch.optim.Adam(params, lr=cfg.lr)
+        opt = torch.optim.Adam(params, lr=cfg.lr, eps=1e-12)  # tiny eps: saturated softmax gradients are tiny
         lam = torch.full((B,), float(cfg.lam), device=dev)
         done = torch.zeros(B, dtype=torch.bool, device=dev)
         streak = torch.zeros(B, dtype=torch.long, device=dev)

@@ -344,7 +344,7 @@ def train_gan(G: GANGenerator, D: GANDiscriminator, images, attrs, spec: AttrSpe
         g_loss.backward()
         opt_g.step()
         for k, v in (("d_adv", d_adv), ("d_cls", d_cls), ("g_adv", g_adv), ("g_cls", g_cls), ("rec_l1", g_rec)):
-            run[k] = run.get(k, 0.0) + float(v)
+            run[k] = run.get(k, 0.0) + float(v.detach())
         run["d_attr_acc"] = run.get("d_attr_acc", 0.0) + attribute_accuracy(spec, c_real.detach(), a)
         run["g_attr_acc"] = run.get("g_attr_acc", 0.0) + attribute_accuracy(spec, g_cls_logits.detach(), b)
         run["_n"] = run.get("_n", 0) + 1

@@ -37,6 +37,11 @@ def register(app: typer.Typer) -> None:
         scmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
                 "--server.address", address, "--server.headless", str(headless).lower(),
                 "--browser.gatherUsageStats", "false"]
+        def _interrupt(*_):
+            raise KeyboardInterrupt
+
+        signal.signal(signal.SIGINT, signal.default_int_handler)
+        signal.signal(signal.SIGTERM, _interrupt)
         procs = [subprocess.Popen(wcmd), subprocess.Popen(scmd, cwd=ROOT)]
         typer.echo(f"Exemplar at http://{address}:{port} (worker pid {procs[0].pid}); Ctrl-C stops both", err=True)
         try:
@@ -50,7 +55,7 @@ def register(app: typer.Typer) -> None:
         finally:
             for p in procs:
                 if p.poll() is None:
-                    p.send_signal(signal.SIGINT)
+                    p.send_signal(signal.SIGTERM)
             for p in procs:
                 try:
                     p.wait(timeout=15)
