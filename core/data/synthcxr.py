@@ -13,7 +13,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
@@ -28,8 +27,9 @@ SPLIT_FRACTIONS = (0.60, 0.10, 0.15, 0.15)
 CORNERS = ("top_left", "top_right", "bottom_left", "bottom_right")
 CLASS_CORNER = {0: 0, 1: 1, 2: 2, 3: 3}  # class index → corner index of its marker (with probability p)
 LESION_TYPE = {0: "ground_glass", 1: "consolidation", 2: "none", 3: "interstitial"}
-MARKER_BOX = 0.22  # the marker lies inside the corner squares of this side (fraction of the image)
+MARKER_BOX = 0.2  # the marker lies inside the corner squares of this side (fraction of the image)
 MIN_SIZE, MAX_SIZE = 32, 512
+LESION_GAIN = 0.6  # lesion contrast: clearly visible, yet slower to learn than the marker (bench/synthcxr_shortcut.py)
 ATTRIBUTE_FIELDS = ("path", "class", "label", "split", "marker_corner", "marker_in_class_corner", "marker_letter",
                     "marker_size", "marker_brightness", "marker_angle", "lesion_type", "lesion_left", "lesion_right",
                     "lesion_area", "severity")
@@ -103,13 +103,13 @@ def _params(n: int, confounder: float, seed: int) -> dict[str, np.ndarray]:
     corner = np.where(shifted, rng.integers(0, 4, size=n), corner)
     p = dict(labels=labels, splits=splits, corner=corner.astype(np.int64))
     # Patient pose and anatomy.
-    p.update(shift=u(-0.03, 0.03, 2), scale=u(0.93, 1.05), rot=u(-0.07, 0.07), body_w=u(0.92, 1.06),
-             lung_w=u(0.85, 1.1), lung_h=u(0.9, 1.08), heart=u(0.85, 1.2), heart_dx=u(-0.02, 0.03),
+    p.update(shift=u(-0.025, 0.025, 2), scale=u(0.93, 1.04), rot=u(-0.07, 0.07), body_w=u(0.92, 1.06),
+             lung_w=u(0.85, 1.02), lung_h=u(0.9, 1.04), heart=u(0.85, 1.2), heart_dx=u(-0.02, 0.03),
              rib_gap=u(0.068, 0.085), rib_phase=u(0.0, 1.0), rib_amp=u(0.05, 0.09),
              body_level=u(0.44, 0.54), lung_level=u(0.15, 0.24), bone_level=u(0.56, 0.66),
              grad=u(-0.05, 0.05, 2), gamma=u(0.85, 1.18), blur=u(0.45, 0.8), noise=u(0.012, 0.03))
     # Lesions: up to 6 blobs (COVID: 2-3 per lung, lower zone, peripheral; Lung_Opacity: one dense focus).
-    sev = u(0.75, 1.2)
+    sev = u(0.6, 1.25)
     blob_t = u(0.55, 0.95, 6)        # height within the lung (0 apex, 1 base)
     blob_r = u(0.25, 0.8, 6)         # lateral offset as a fraction of the lung half-width (+ = lateral)
     blob_s = u(0.035, 0.055, 6)      # sigma
@@ -134,8 +134,8 @@ def _params(n: int, confounder: float, seed: int) -> dict[str, np.ndarray]:
              streak_r=u(-0.6, 0.7, k), streak_len=u(0.07, 0.14, k), streak_ang=u(-0.5, 0.5, k),
              streak_a=u(0.2, 0.3, k), streak_on=np.repeat((labels == 3)[:, None], k, 1))
     # Marker glyph.
-    p.update(letter=rng.integers(0, 2, size=n).astype(np.int64), m_size=u(0.10, 0.15), m_bright=u(0.72, 1.0),
-             m_angle=u(-0.26, 0.26), m_jitter=u(-0.025, 0.025, 2), m_stroke=u(0.09, 0.13))
+    p.update(letter=rng.integers(0, 2, size=n).astype(np.int64), m_size=u(0.095, 0.14), m_bright=u(0.72, 1.0),
+             m_angle=u(-0.26, 0.26), m_jitter=u(-0.02, 0.02, 2), m_stroke=u(0.09, 0.13))
     return p
 
 
@@ -283,7 +283,7 @@ def _draw(p: dict, sl: slice, size: int, rng: np.random.Generator) -> dict[str, 
 
     # Lungs: tapered fields with a domed base; heart and mediastinum cut into them.
     lw, lh = 0.15 * col(q["lung_w"]), col(q["lung_h"])
-    yt, yb = 0.5 - 0.31 * lh, 0.5 + 0.29 * lh
+    yt, yb = 0.49 - 0.31 * lh, 0.49 + 0.28 * lh
     heart_d = ((X - 0.565 - col(q["heart_dx"])) / (0.13 * col(q["heart"]))) ** 2 + \
               ((Y - 0.66) / (0.12 * col(q["heart"]))) ** 2
     mediast = (np.abs(X - 0.5) < 0.055) & (Y < 0.66)
@@ -326,9 +326,9 @@ def _draw(p: dict, sl: slice, size: int, rng: np.random.Generator) -> dict[str, 
         les[streak_rows] = _streaks({k: v[streak_rows] for k, v in q.items()},
                                     {k: v[streak_rows] for k, v in geo.items()}, px) \
             + 0.06 * lung_f[streak_rows]
-    les = les * col(q["severity"]) * lung_f
+    les = les * col(q["severity"]) * LESION_GAIN * lung_f
     img = img + les
-    lesion = (les > 0.09) & lung
+    lesion = (les > 0.09 * LESION_GAIN) & lung
 
     # Film: gradient, blur, gamma, noise.
     img = img + col(q["grad"][:, 0]) * (X - 0.5) + col(q["grad"][:, 1]) * (Y - 0.5)

@@ -1,1 +1,1 @@
-"""Generative models: DDPM (diffusers) and the AttGAN-like GAN, with fidelity in bits/dim."""
+"""Generative models used to explain classifiers: a small DDPM (ddpm) and its fidelity in bits/dim (bpd)."""

@@ -46,3 +46,5 @@ def freeze_blocks(model: nn.Module, k: int) -> None:
 def _load_all() -> None:
     # One import line per architecture module; each module calls @register.
     from core.models import simple_cnn  # noqa: F401
+    from core.models import mobilenet  # noqa: F401
+    from core.models import resnet  # noqa: F401

@@ -1,0 +1,1 @@
+"""Metrics: classification (accuracy, macro F1, per class, confusion) and explanation metrics."""

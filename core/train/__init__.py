@@ -1,0 +1,1 @@
+"""Training loops: classifier fit / evaluate / predict_proba (pure torch; no database, no UI)."""
