@@ -1,7 +1,481 @@
-"""The counterfactual studio page (placeholder until its issue lands)."""
+"""The counterfactual studio: pick an image, model version(s), a target class and methods; run them as a job; see
+original | counterfactual | affirmative | adversarial (| GAN) side by side with |Δ| maps, class probabilities before
+and after, metrics and the taxonomy badge; step through the diffusion trajectory; compare two model versions
+(share of |Δ| in the marker box and in the lungs); rate each result; reopen and export stored results.
+"""
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import not_built
+from pages.common import current_user, selected_dataset, selected_model
+from pages.parts.job_progress import render_job
+from services import counterfactuals as cfs
+from services.catalog import list_models
+from services.datasets import list_images, resolve_image
+from services.generators import get_generator
+from services.jobs import get_job, submit
 
-st.title("The counterfactual studio")
-not_built("The counterfactual studio")
+BADGE_COLOR = {"counterfactual": "green", "adversarial": "red", "affirmative": "blue", "none": "gray"}
+COLUMN_ORDER = ["diffusion", "affirmative", "adversarial", "gan"]
+SIDE = 192
+
+
+def fmt(v, nd: int = 3) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+
+
+# ----------------------------------------------------------------------------------------------- pictures
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _inferno() -> np.ndarray:
+    from matplotlib import colormaps
+
+    return (colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def png(rgb: np.ndarray, side: int | None = SIDE) -> bytes:
+    from PIL import Image
+
+    im = Image.fromarray(np.asarray(rgb, np.uint8))
+    if side and im.width != side:
+        im = im.resize((side, side), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def gray_rgb(a: np.ndarray) -> np.ndarray:
+    return np.repeat(np.asarray(a, np.uint8)[..., None], 3, axis=-1)
+
+
+def masks_rgb(a: np.ndarray, lung: np.ndarray | None, marker: np.ndarray | None) -> np.ndarray:
+    """The image with the lungs tinted blue and the marker yellow."""
+    rgb = gray_rgb(a).astype(np.float32)
+    if lung is not None:
+        rgb = np.where(lung[..., None] > 0, 0.65 * rgb + 0.35 * np.array([0, 200, 255], np.float32), rgb)
+    if marker is not None:
+        rgb = np.where(marker[..., None] > 0, np.array([255, 200, 0], np.float32), rgb)
+    return rgb.round().astype(np.uint8)
+
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _images(dataset_id: int, stamp: float, home: str) -> np.ndarray:
+    from services.datasets import load_arrays
+
+    return load_arrays(dataset_id).images
+
+
+def dataset_images(dataset_id: int) -> np.ndarray:
+    """The dataset's images at working resolution (its array cache, loaded once per process and file version)."""
+    from services.datasets import cache_path
+    from services.settings import get_settings
+
+    p = cache_path(dataset_id)
+    return _images(int(dataset_id), p.stat().st_mtime if p.exists() else 0.0, str(get_settings().home_dir))
+
+
+def delta_png(a: np.ndarray, b: np.ndarray, marker: np.ndarray | None = None) -> bytes:
+    """|Δ| in the inferno colormap (scaled to its max), the marker box outlined in cyan."""
+    d = np.abs(b.astype(np.float32) - a.astype(np.float32))
+    m = d / d.max() if d.max() > 0 else d
+    rgb = _inferno()[(m * 255).round().astype(np.uint8)]
+    box = cfs.marker_box(marker) if marker is not None else None
+    if box is not None:
+        ys, xs = np.nonzero(box)
+        y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+        rgb = rgb.copy()
+        rgb[[y0, y1], x0:x1 + 1] = (0, 220, 255)
+        rgb[y0:y1 + 1, [x0, x1]] = (0, 220, 255)
+    return png(rgb)
+
+
+def gray_png(a: np.ndarray) -> bytes:
+    return png(gray_rgb(a))
+
+
+def prob_bars(classes: list[str], before, after, key: str, target: int | None = None) -> None:
+    fig = go.Figure()
+    fig.add_bar(x=classes, y=list(before), name="before", marker_color="#9aa5b1")
+    if after is not None:
+        fig.add_bar(x=classes, y=list(after), name="after", marker_color="#e4572e")
+    fig.update_layout(barmode="group", height=190, margin=dict(l=0, r=0, t=4, b=0), yaxis_range=[0, 1],
+                      legend=dict(orientation="h", y=1.15, x=0), showlegend=after is not None)
+    st.plotly_chart(fig, key=key, width="stretch", config={"displayModeBar": False})
+
+
+def badge(category: str | None) -> None:
+    if category is None:
+        st.caption("category: — (no DDPM to score fidelity)")
+    else:
+        st.badge(category, color=BADGE_COLOR.get(category, "gray"))
+
+
+# ----------------------------------------------------------------------------------------------- results
+
+def rate_form(row: dict, key: str) -> None:
+    with st.popover("Rate", width="stretch"):
+        with st.form(f"{key}_form", clear_on_submit=True, border=False):
+            realism = st.slider("Realism", 1, 5, 3, key=f"{key}_realism")
+            plausible = st.radio("The change is clinically plausible", list(cfs.RATING_PLAUSIBLE), index=2,
+                                 horizontal=True, key=f"{key}_plausible")
+            comment = st.text_area("Comment", key=f"{key}_comment", max_chars=5000)
+            if st.form_submit_button("Save rating"):
+                u = current_user()
+                if u is None:
+                    st.warning("Pick or create a user in the sidebar first: every rating records who made it.")
+                else:
+                    cfs.annotate(row["id"], u["id"], realism, plausible, comment)
+                    st.toast("rating saved")
+        anns = cfs.list_annotations(row["id"])
+        for a in anns[-5:]:
+            st.caption(f"{a['user']}: realism {a['rating']}, plausible {a['plausible']}")
+            if a["comment"]:
+                st.text(a["comment"])  # plain text, never rendered as markdown or HTML
+
+
+def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str) -> None:
+    """One column of the side-by-side row: image, |Δ| map, probability bars, metrics, badge, rating."""
+    m = row["metrics"]
+    if kind == "affirmative":
+        a = m.get("affirmative") or {}
+        img, probs, cat = arrs["affirmative"], a.get("probs"), a.get("category")
+        st.markdown("**Affirmative**")
+        st.image(gray_png(img), caption="guided back to " + classes[m["original_class"]])
+        st.image(delta_png(arrs["original"], img, arrs.get("marker")), caption="|Δ| to the original")
+        prob_bars(classes, m["probs_before"], probs, key=f"{key}_bars")
+        st.caption(f"p(original) {fmt(a.get('orig_prob'))} · L1 {fmt(a.get('l1_to_original'), 4)} · "
+                   f"bpd {fmt(a.get('bpd'))}")
+        badge(cat)
+        return
+    label = cfs.METHOD_LABELS.get(row["method"], row["method"])
+    st.markdown(f"**{label}**" + (f" · {row['preset']}" if row.get("preset") else ""))
+    img = arrs["counterfactual"]
+    st.image(gray_png(img), caption=f"#{row['id']} → {classes[row['target']]}")
+    st.image(delta_png(arrs["original"], img, arrs.get("marker")), caption="|Δ| (marker box outlined)")
+    prob_bars(classes, m["probs_before"], m["probs_after"], key=f"{key}_bars")
+    d_bpd = (row["bpd"] - m["bpd_original"]) if (row["bpd"] is not None and m.get("bpd_original") is not None) else None
+    st.caption(f"p(target) {fmt(row['target_prob'])} · {'flipped' if row['flipped'] else 'not flipped'} · "
+               f"L1 {fmt(row['l1'], 4)} · bpd {fmt(row['bpd'])} (ε {fmt(m.get('bpd_eps'))}, "
+               f"{'+' if (d_bpd or 0) >= 0 else ''}{fmt(d_bpd, 2)} vs the original) · "
+               f"{row['unet_passes']} UNet passes · {fmt(row['seconds'], 1)} s")
+    st.caption(f"|Δ| in marker box {fmt(m.get('marker_share'), 2)} · in lungs {fmt(m.get('lung_share'), 2)}")
+    badge(row["category"])
+    rate_form(row, key=f"{key}_rate")
+
+
+def side_by_side(rows: list[dict], key: str) -> None:
+    """original | counterfactual | affirmative | adversarial (| GAN) for rows of one model, image and target."""
+    rows = sorted(rows, key=lambda r: COLUMN_ORDER.index(r["method"]) if r["method"] in COLUMN_ORDER else 99)
+    arrs = {r["id"]: cfs.load_arrays_of(r) for r in rows}
+    first = rows[0]
+    classes = first["metrics"].get("classes") or [str(i) for i in range(len(first["metrics"]["probs_before"]))]
+    cols_spec = [("original", first)]
+    for r in rows:
+        cols_spec.append((r["method"], r))
+        if r["method"] == "diffusion" and "affirmative" in arrs[r["id"]]:
+            cols_spec.append(("affirmative", r))
+    cols = st.columns(len(cols_spec))
+    for (kind, r), col in zip(cols_spec, cols):
+        with col:
+            if kind == "original":
+                a = arrs[r["id"]]
+                st.markdown("**Original**")
+                st.image(gray_png(a["original"]),
+                         caption=f"{r.get('image_path', r['image_id'])} · predicted "
+                                 f"{classes[r['metrics']['original_class']]}")
+                if "lung" in a or "marker" in a:
+                    st.image(png(masks_rgb(a["original"], a.get("lung"), a.get("marker"))),
+                             caption="lungs (blue) · marker (yellow)")
+                prob_bars(classes, r["metrics"]["probs_before"], None, key=f"{key}_orig_bars")
+                st.caption(f"bpd {fmt(r['metrics'].get('bpd_original'))} · ε {fmt(r['metrics'].get('bpd_eps'))}")
+            else:
+                result_column(kind, r, arrs[r["id"]], classes, key=f"{key}_{kind}_{r['id']}")
+    traj_rows = [r for r in rows if "trajectory" in arrs[r["id"]]]
+    for r in traj_rows:
+        trajectory_view(r, arrs[r["id"]], key=f"{key}_traj_{r['id']}")
+
+
+def trajectory_view(row: dict, arrs: dict, key: str) -> None:
+    frames, ft = arrs["trajectory"], arrs["trajectory_t"]
+    curve, ct = arrs["prob_curve"], arrs["curve_t"]
+    with st.container(border=True):
+        st.markdown(f"**Trajectory** of #{row['id']}: the one-step estimate x̂₀ while denoising, and p(target)")
+        c1, c2 = st.columns([1, 2])
+        with c1:
+            i = st.select_slider("timestep", options=list(range(len(ft))), value=len(ft) - 1,
+                                 format_func=lambda j: f"t = {int(ft[j])}", key=f"{key}_slider")
+            st.image(gray_png(frames[i]), caption=f"x̂₀ at t = {int(ft[i])}")
+        with c2:
+            ok = np.isfinite(curve)
+            fig = go.Figure()
+            fig.add_scatter(x=ct[ok], y=curve[ok], mode="lines+markers", name="p(target)")
+            fig.add_vline(x=int(ft[i]), line_dash="dot", line_color="#e4572e")
+            fig.update_layout(height=230, margin=dict(l=0, r=0, t=10, b=0), yaxis_range=[0, 1],
+                              xaxis_title="timestep t (denoising runs right to left)", yaxis_title="p(target)",
+                              xaxis_autorange="reversed")
+            st.plotly_chart(fig, key=f"{key}_curve", width="stretch")
+
+
+def show_job_results(job_id: int, key: str) -> None:
+    rows = cfs.list_counterfactuals(job_id=job_id)
+    if not rows:
+        return
+    by_model: dict[int, list[dict]] = {}
+    for r in rows:
+        by_model.setdefault(r["model_id"], []).append(r)
+    if len(by_model) > 1:
+        compare_table(rows)
+    for mid, rs in by_model.items():
+        st.markdown(f"#### Model #{mid} · {rs[0]['model_name']}")
+        side_by_side(rs, key=f"{key}_m{mid}")
+
+
+def compare_table(rows: list[dict]) -> None:
+    st.markdown("**Where the edits go**: share of Σ|Δ| inside the marker box and inside the lungs")
+    st.dataframe([{"model": f"#{r['model_id']} {r['model_name']}", "method": r["method"], "flipped": r["flipped"],
+                   "p(target)": round(r["target_prob"], 3), "L1": round(r["l1"], 4),
+                   "|Δ| in marker box": r["metrics"].get("marker_share"), "|Δ| in lungs": r["metrics"].get("lung_share"),
+                   "category": r["category"]} for r in rows], key="cf_compare_table", hide_index=True)
+
+
+def live(job_id: int, key: str) -> None:
+    """Poll the job; when it ends, rerun the page once so the results render."""
+
+    @st.fragment(run_every=1.5)
+    def _poll() -> None:
+        job = get_job(job_id)
+        if job is None:
+            return
+        render_job(job, key, chart=False)
+        if job["status"] in ("succeeded", "failed", "cancelled", "lost"):
+            seen = st.session_state.setdefault("cf_seen_final", [])
+            if job_id not in seen:
+                seen.append(job_id)
+                st.rerun(scope="app")
+
+    _poll()
+
+
+# ----------------------------------------------------------------------------------------------- inputs
+
+def pick_image(ds: dict) -> dict | None:
+    qp = st.query_params.get("image")
+    if qp and st.session_state.get("cf_qp_used") != qp:
+        try:
+            im = resolve_image(ds["id"], qp)
+            st.session_state["cf_image_id"] = im["id"]
+        except ValueError as exc:
+            st.warning(f"The linked image does not belong to {ds['name']}: {exc}")
+        st.session_state["cf_qp_used"] = qp
+    c1, c2, c3 = st.columns([1, 1, 2])
+    split = c1.selectbox("Split", ["test", "test_shifted", "val", "train"], key="cf_split")
+    klass = c2.selectbox("Class", ["any"] + list(ds["classes"]), key="cf_class")
+    imgs = [im for im in list_images(ds["id"], split) if klass == "any" or im["class"] == klass][:500]
+    chosen = st.session_state.get("cf_image_id")
+    if chosen is not None and all(im["id"] != chosen for im in imgs):
+        try:
+            imgs = [resolve_image(ds["id"], chosen)] + imgs
+        except ValueError:
+            chosen = None
+    if not imgs:
+        st.info("No image in this split and class.")
+        return None
+    ids = [im["id"] for im in imgs]
+    idx = ids.index(chosen) if chosen in ids else 0
+    pick = c3.selectbox("Image", ids, index=idx, key="cf_image_pick",
+                        format_func=lambda i: next(f"#{im['id']} {im['path']} ({im['class']})" for im in imgs
+                                                   if im["id"] == i))
+    st.session_state["cf_image_id"] = pick
+    return next(im for im in imgs if im["id"] == pick)
+
+
+def available_methods(ds: dict) -> dict[str, str | None]:
+    """method → None when usable, else why not."""
+    out = {}
+    for m, kind in cfs.METHODS.items():
+        if kind is None or get_generator(ds["id"], kind) is not None:
+            out[m] = None
+        else:
+            out[m] = f"needs a {kind} generator: `exemplar gen train --dataset {ds['name']} --kind {kind}`"
+    return out
+
+
+def advanced_options() -> dict:
+    with st.expander("Advanced (override the preset)"):
+        c = st.columns(4)
+        steps = c[0].number_input("diffusion steps", 0, 1000, 0, key="cf_opt_steps", help="0 = the preset's")
+        t_start = c[1].number_input("start timestep t₀", 0, 999, 0, key="cf_opt_t0", help="0 = the preset's")
+        eta = c[2].number_input("η (step scale)", 0.0, 50.0, 0.0, key="cf_opt_eta", help="0 = the preset's")
+        adv = c[3].number_input("adversarial max steps", 0, 2000, 0, key="cf_opt_adv", help="0 = default")
+    d = {k: v for k, v in (("steps", int(steps)), ("t_start", int(t_start)), ("eta", float(eta))) if v}
+    return {"diffusion": d, "adversarial": {"max_steps": int(adv)} if adv else {}}
+
+
+def run_form(ds: dict, image: dict, model_ids: list[int], key: str, methods_default: list[str]) -> None:
+    avail = available_methods(ds)
+    usable = [m for m, why in avail.items() if why is None]
+    for m, why in avail.items():
+        if why:
+            st.caption(f"{cfs.METHOD_LABELS.get(m, m)}: {why}")
+    c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+    classes = list(ds["classes"])
+    default_t = next((i for i, c in enumerate(classes) if c != image["class"]), 0)
+    target = c1.selectbox("Target class", classes, index=default_t, key=f"{key}_target")
+    methods = c2.multiselect("Methods", usable, default=[m for m in methods_default if m in usable],
+                             format_func=lambda m: cfs.METHOD_LABELS.get(m, m), key=f"{key}_methods")
+    preset = c3.radio("Preset", list(cfs.PRESETS), key=f"{key}_preset", help="fast: from the noised input, ≤ 60 "
+                      "guided passes, early stop · xaidiff: the published defaults from pure noise (slow on CPU)")
+    affirm = c4.checkbox("Affirmative", value=True, key=f"{key}_affirm")
+    n_seeds = c4.number_input("Seeds", 1, 8, 1, key=f"{key}_seeds")
+    opts = advanced_options() if key == "cf_gen" else {}
+    u = current_user()
+    if st.button("Generate", type="primary", key=f"{key}_run", disabled=not methods or u is None):
+        params = {"model_ids": model_ids, "image": image["id"], "target": target, "methods": methods,
+                  "preset": preset, "affirmative": bool(affirm), "n_seeds": int(n_seeds),
+                  "options": opts or st.session_state.get("cf_gen_opts", {})}
+        st.session_state[f"{key}_job"] = submit("counterfactual", params, u["id"])
+        st.rerun()
+    if u is None:
+        st.caption("Pick a user in the sidebar to run: every result records who made it.")
+    if key == "cf_gen":
+        st.session_state["cf_gen_opts"] = opts
+
+
+def job_area(key: str) -> None:
+    jid = st.session_state.get(f"{key}_job")
+    if jid is None:
+        return
+    job = get_job(jid)
+    if job is None:
+        return
+    if job["status"] in ("queued", "running"):
+        live(jid, key)
+    else:
+        render_job(job, key, chart=False)
+        if job["status"] == "succeeded":
+            show_job_results(jid, key)
+
+
+# ----------------------------------------------------------------------------------------------- tabs
+
+def tab_generate(ds: dict, model: dict) -> None:
+    image = pick_image(ds)
+    if image is None:
+        return
+    c1, c2 = st.columns([1, 4])
+    c1.image(gray_png(dataset_images(ds["id"])[image["index"]]), caption=f"{image['path']} · label {image['class']}")
+    with c2:
+        st.markdown(f"Model **#{model['id']} {model['name']}** (change it in the sidebar)")
+        run_form(ds, image, [model["id"]], "cf_gen", ["diffusion", "adversarial"])
+    job_area("cf_gen")
+
+
+def tab_compare(ds: dict, model: dict) -> None:
+    models = list_models("classifier", ds["id"])
+    if len(models) < 2:
+        st.info("Comparing needs two model versions of this dataset (for example the baseline and its eXBL "
+                "retrain).")
+        return
+    labels = {m["id"]: f"#{m['id']} {m['name']}" for m in models}
+    ids = list(labels)
+    c1, c2 = st.columns(2)
+    a = c1.selectbox("Model A", ids, index=0, format_func=labels.get, key="cf_cmp_a")
+    b_default = next((i for i, m in enumerate(models) if m.get("parent_id") == a), len(ids) - 1)
+    b = c2.selectbox("Model B", ids, index=b_default, format_func=labels.get, key="cf_cmp_b")
+    if a == b:
+        st.warning("Pick two different model versions.")
+        return
+    image = next((im for im in [st.session_state.get("cf_image_id")] if im), None)
+    if image is None:
+        st.info("Pick an image on the Generate tab first.")
+        return
+    im = resolve_image(ds["id"], image)
+    st.caption(f"Image {im['path']} ({im['class']}); the old model's counterfactual should edit the marker, "
+               "the new one's the lungs.")
+    run_form(ds, im, [a, b], "cf_cmp", ["diffusion"])
+    job_area("cf_cmp")
+
+
+def tab_stored(ds: dict) -> None:
+    rows = cfs.list_counterfactuals(dataset_id=ds["id"], limit=500)
+    if not rows:
+        st.info("No stored counterfactuals for this dataset yet.")
+        return
+    table = [{"id": r["id"], "model": f"#{r['model_id']} {r['model_name']}", "image": r["image_path"],
+              "method": r["method"], "preset": r["preset"],
+              "target": (r["metrics"].get("classes") or [])[r["target"]] if r["metrics"].get("classes") else r["target"],
+              "flipped": r["flipped"], "p(target)": round(r["target_prob"], 3), "L1": round(r["l1"], 4),
+              "bpd": r["bpd"], "category": r["category"], "UNet passes": r["unet_passes"],
+              "s": round(r["seconds"], 1), "created": r["created_at"]} for r in rows]
+    st.dataframe(table, key="cf_stored_table", hide_index=True)
+    c1, c2 = st.columns([1, 1])
+    pick = c1.selectbox("Reopen", [r["id"] for r in rows], key="cf_reopen",
+                        format_func=lambda i: next(f"#{r['id']} {r['method']} · {r['image_path']}" for r in rows
+                                                   if r["id"] == i))
+    with c2:
+        sel = st.multiselect("Export (empty = all shown)", [r["id"] for r in rows], key="cf_export_ids")
+        st.download_button("Export zip", data=lambda: cfs.export_zip(sel or [r["id"] for r in rows]),
+                           file_name="counterfactuals.zip", mime="application/zip", key="cf_export")
+    row = next(r for r in rows if r["id"] == pick)
+    same = [r for r in rows if r["job_id"] == row["job_id"] and r["model_id"] == row["model_id"]
+            and row["job_id"] is not None] or [row]
+    side_by_side(same, key=f"cf_stored_{pick}")
+
+
+def ddpm_card(gen: dict) -> None:
+    """The DDPM's provenance: samples, loss curve, training steps, command."""
+    import json
+    from pathlib import Path
+
+    folder = Path(gen["checkpoint"])
+    prov_path = folder / "provenance.json"
+    if not prov_path.is_file():
+        return
+    prov = json.loads(prov_path.read_text())
+    with st.expander("About the DDPM (samples, training, provenance)"):
+        c1, c2 = st.columns([3, 2])
+        if (folder / "samples.png").is_file():
+            c1.image(str(folder / "samples.png"), caption="unconditional samples (strided DDPM, 50 steps)")
+        with c2:
+            st.caption(f"{prov.get('training_steps')} training steps on {prov.get('train_images')} images of "
+                       f"{prov.get('dataset')} · final loss {fmt(prov.get('final_loss'), 4)} · "
+                       f"{(prov.get('weights_bytes') or 0) / 1e6:.1f} MB · {prov.get('device')}")
+            st.code(prov.get("command", ""), language="bash")
+            curve = prov.get("loss_curve") or []
+            if curve:
+                fig = go.Figure(go.Scatter(y=curve, mode="lines"))
+                fig.update_layout(height=160, margin=dict(l=0, r=0, t=4, b=0), yaxis_type="log",
+                                  yaxis_title="loss", xaxis_title="× 10 steps")
+                st.plotly_chart(fig, key="cf_ddpm_loss", width="stretch")
+
+
+# ----------------------------------------------------------------------------------------------- page
+
+st.title("Counterfactual studio")
+st.caption("What would have to change in this image for the model to say otherwise? Diffusion counterfactuals "
+           "stay on the data distribution (bits/dim ≤ ε); adversarial examples do not.")
+ds = selected_dataset()
+model = selected_model()
+if ds is None:
+    st.info("No dataset yet: build the demo with `exemplar demo` or import one on **Data & models**.")
+elif model is None:
+    st.info("No classifier for this dataset yet: train one on **Data & models**.")
+else:
+    gen = get_generator(ds["id"], "ddpm")
+    if gen is not None:
+        b = (gen["metrics"] or {}).get("bpd") or {}
+        st.caption(f"Fidelity model: DDPM #{gen['id']} {gen['name']} · ε = {fmt(b.get('eps'))} bits/dim "
+                   f"({b.get('estimator', 'not computed yet')}, 95th percentile of {b.get('n', '?')} held-out images)")
+        ddpm_card(gen)
+    t1, t2, t3 = st.tabs(["Generate", "Compare model versions", "Stored results"])
+    with t1:
+        tab_generate(ds, model)
+    with t2:
+        tab_compare(ds, model)
+    with t3:
+        tab_stored(ds)

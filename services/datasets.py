@@ -51,9 +51,19 @@ def _sub(progress: Progress | None, lo: float, hi: float) -> Progress | None:
     return lambda f, msg="", **kw: progress(lo + (hi - lo) * float(f), msg, **kw)
 
 
-def _say(progress: Progress | None, f: float, msg: str) -> None:
-    if progress is not None:
+def _say(progress: Progress | None, f: float, msg: str, committed: bool = False) -> None:
+    """Report progress; once the database is committed a cancel request can no longer undo the work."""
+    if progress is None:
+        return
+    if not committed:
         progress(f, msg)
+        return
+    from services.jobs import JobCancelled
+
+    try:
+        progress(f, msg)
+    except JobCancelled:
+        pass
 
 
 def check_name(name: str) -> str:
@@ -458,7 +468,7 @@ def _import(src, root, layout, name, skip_bad, labels, size, seed, user_id, prog
         dataset_id, counts, ids = d.id, d.counts, [im.id for im in rows]
     # The cache: appended rows (and replaced changed rows) in images.index order.
     if new_items or changed or old is None:
-        _say(progress, 0.95, "writing the array cache")
+        _say(progress, 0.95, "writing the array cache", committed=True)
         new = _arrays(new_items, [classes.index(it.rec.label) for it in new_items],
                       [it.rec.split for it in new_items], ids, classes, size)
         if old is not None:
@@ -472,7 +482,8 @@ def _import(src, root, layout, name, skip_bad, labels, size, seed, user_id, prog
             new.save(cache_path(dataset_id))
         except OSError:
             cache_path(dataset_id).unlink(missing_ok=True)  # rebuilt on the next load_arrays
-    _say(progress, 1.0, f"dataset {name}: {len(new_items)} imported, {unchanged} unchanged, {len(bad)} bad")
+    _say(progress, 1.0, f"dataset {name}: {len(new_items)} imported, {unchanged} unchanged, {len(bad)} bad",
+         committed=True)
     return {"dataset_id": dataset_id, "name": name, "root": str(root), "counts": counts, "report": report,
             "created": ex_id is None}
 

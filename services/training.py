@@ -29,8 +29,8 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
                      pretrained: str | None = None, lr: float | None = None, batch_size: int = 64, seed: int = 0,
                      patience: int = 3, augment: bool = True, weight_decay: float = 1e-4,
                      arch_kwargs: dict | None = None, name: str | None = None, parent_id: int | None = None,
-                     device: str | None = None, user_id: int | None = None, job_id: int | None = None,
-                     progress: Progress | None = None) -> dict:
+                     device: str | None = None, threads: int | None = None, user_id: int | None = None,
+                     job_id: int | None = None, progress: Progress | None = None) -> dict:
     """Train a classifier on a dataset (id or name) and register it.
 
     Returns {model_id, name, arch, dataset_id, checkpoint, metrics: {val, test, test_shifted}, history,
@@ -39,7 +39,7 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
     import torch
 
     from core.models import create_model, freeze_blocks as freeze
-    from core.train.classifier import TrainConfig, evaluate, fit
+    from core.train.classifier import TrainConfig, cpu_threads, evaluate, fit
     from core.train.pretrained import load_pretrained
     from services.datasets import get_dataset, load_arrays
     from services.models import prune_partial, register_model, save_checkpoint_dir
@@ -69,12 +69,13 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
             raise ValueError(f"--freeze-blocks {freeze_blocks} would freeze all {len(model.blocks)} blocks of {arch}")
         freeze(model, freeze_blocks)
     cfg = TrainConfig(epochs=epochs, lr=lr or DEFAULT_LR[arch], batch_size=batch_size, patience=patience, seed=seed,
-                      augment=augment, weight_decay=weight_decay)
+                      augment=augment, weight_decay=weight_decay, threads=threads)
     say(0.01, f"training {arch} on {len(tr)} images ({dev})")
     res = fit(model, arrays.images[tr], arrays.labels[tr], arrays.images[va], arrays.labels[va], cfg, device=dev,
               progress=_sub(progress, 0.01, 0.9))
     say(0.9, "evaluating val, test and test_shifted", force=True)
-    metrics = evaluate(model, arrays, EVAL_SPLITS, device=dev)
+    with cpu_threads(threads if str(dev) == "cpu" else None):
+        metrics = evaluate(model, arrays, EVAL_SPLITS, device=dev)
     config = {
         "arch": arch, "num_classes": len(arrays.classes), "in_chans": 1, "arch_kwargs": arch_kwargs,
         "classes": list(arrays.classes), "image_size": arrays.size, "dataset_id": ds["id"], "dataset": ds["name"],
@@ -130,7 +131,7 @@ def evaluate_splits(model: Any, dataset: Any = None, splits: Sequence[str] = EVA
 
 def train_job(ctx) -> dict:
     """`train` job. params: dataset (id or name), arch, epochs, freeze_blocks, pretrained, lr, batch_size, seed,
-    patience, augment, arch_kwargs, name, parent_id, device."""
+    patience, augment, arch_kwargs, name, parent_id, device, threads."""
     p = dict(ctx.params)
     return train_classifier(
         p["dataset"], p.get("arch", "simple_cnn"), int(p.get("epochs", 10)),
@@ -138,4 +139,5 @@ def train_job(ctx) -> dict:
         lr=float(p["lr"]) if p.get("lr") else None, batch_size=int(p.get("batch_size") or 64),
         seed=int(p.get("seed") or 0), patience=int(p.get("patience") or 3), augment=bool(p.get("augment", True)),
         arch_kwargs=p.get("arch_kwargs"), name=p.get("name"), parent_id=p.get("parent_id"), device=p.get("device"),
-        user_id=ctx.user_id, job_id=ctx.job_id, progress=ctx.progress)
+        threads=int(p["threads"]) if p.get("threads") else None, user_id=ctx.user_id, job_id=ctx.job_id,
+        progress=ctx.progress)

@@ -105,7 +105,7 @@ def make_dicom(path: Path, pixels: np.ndarray, photometric: str = "MONOCHROME2",
     if voi_lut is not None:
         item = Dataset()
         item.LUTDescriptor = [len(voi_lut), 0, 16]
-        item.LUTData = [int(v) for v in voi_lut]
+        item.add_new(0x00283006, "US", [int(v) for v in voi_lut])  # LUTData as US values
         ds.VOILUTSequence = Sequence([item])
     ds.add_new(0x00111010, "LO", "private secret Doe")
     ds.PixelData = np.ascontiguousarray(pixels.astype(np.uint16)).tobytes()

@@ -8,6 +8,7 @@ import zipfile
 
 import numpy as np
 import pytest
+from PIL import Image
 from typer.testing import CliRunner
 
 from core.data import synthcxr
@@ -30,7 +31,7 @@ def test_synth_registers_rows_and_cache_matches_generator():
     assert set(counts) == set(synthcxr.CLASSES) and sum(sum(v.values()) for v in counts.values()) == 48
     gen = synthcxr.generate(n=48, size=32, confounder=0.9, seed=2)
     arr = D.load_arrays(res["dataset_id"])
-    order = np.argsort([synthcxr.relpaths(gen.labels).index(p) for p in arr.paths])
+    order = [synthcxr.relpaths(gen.labels).index(p) for p in arr.paths]
     assert np.array_equal(arr.images, gen.images[order]) and np.array_equal(arr.lung, gen.lung[order])
     assert np.array_equal(arr.marker, gen.marker[order]) and np.array_equal(arr.lesion, gen.lesion[order])
     assert np.array_equal(arr.labels, gen.labels[order]) and arr.has_lung.all() and arr.has_marker.all()
@@ -73,7 +74,7 @@ def test_import_round_trip_and_idempotent_reimport(tree):
     # one new file is appended at the next cache row
     src = tree / "Normal" / "images" / "Normal-1.png"
     extra = tree / "Normal" / "images" / "Normal-999.png"
-    write_png(extra, 255 - np.asarray(__import__("PIL.Image").Image.open(src)))
+    write_png(extra, 255 - np.asarray(Image.open(src)))
     res3 = D.import_dataset(tree, "covid-radiography", "imp", size=32)
     assert res3["report"]["imported"] == 1 and res3["report"]["unchanged"] == 48
     arr3 = D.load_arrays(res["dataset_id"])

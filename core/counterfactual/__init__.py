@@ -59,3 +59,4 @@ def generate(method: str, classifier, x_ref: torch.Tensor, target: torch.Tensor,
 def _load_all() -> None:
     # One import line per method module; each calls @register.
     from core.counterfactual import adversarial, xaidiff  # noqa: F401
+    from core.counterfactual import gci  # noqa: F401  (registers "gan")

@@ -4,8 +4,10 @@ A' is either the known attributes in a continuous relaxation (softmax over each 
 sigmoid for flags, started at the image's own attributes) or an unknown latent offset δ added to the
 generator's bottleneck (mode "latent", attributes held fixed). Adam on those parameters; a sample stops
 once its prediction has been the target for `patience` consecutive steps (a stable flip), and its result
-is the image at that step. λ grows by `lam_growth` every `grow_every` steps without a flip, so a sample
-that needs a larger edit still gets one (documented: this only rescales the objective's trade-off).
+is the image at that step. λ grows by `lam_growth` every `grow_every` steps without a flip, so a sample that
+needs a larger edit still gets one (this only rescales the objective's trade-off). Output "residual" (an
+Exemplar option, not in the paper) applies only the change the edit makes to the reconstruction,
+I + G(I; A') − G(I; A), so detail the generator cannot reproduce is kept.
 ‖·‖₁ is the mean absolute difference per pixel (DESIGN.md's closeness). Batched: samples never interact.
 """
 from __future__ import annotations
@@ -18,9 +20,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.generative.gan import AttrSpec, GANGenerator
+from core.counterfactual import CounterfactualBatch, register
+from core.generative.gan import AttrSpec, GANBundle, GANGenerator
 
 MODES = ("attributes", "latent")
+OUTPUTS = ("generator", "residual")
 
 
 @dataclass
@@ -35,6 +39,9 @@ class GCIConfig:
     snapshot_every: int = 10
     init_logit: float = 4.0  # how sharply the relaxation starts at the image's own one-hot values
     frozen: tuple[str, ...] = ()  # attribute groups the search may not change
+    relax: str = "softmax"  # "softmax" (stay on the simplex / in [0, 1]) or "box" (a0 + offset, may extrapolate)
+    extrapolate: float = 0.5  # box only: how far past [0, 1] an attribute may go
+    output: str = "generator"  # "generator": I(A') = G(I; A') as in GCI; "residual": I + G(I; A') − G(I; A)
 
 
 @dataclass
@@ -58,14 +65,16 @@ class GCIResult:
 
 
 class _Relaxed(nn.Module):
-    """Free parameters θ → attribute vector: softmax per one-hot group, sigmoid per flag; frozen groups fixed."""
+    """Free parameters θ → attribute vector: softmax per one-hot group and sigmoid per flag ("softmax"), or the
+    start plus a free offset, clamped to [−e, 1 + e] ("box"); frozen groups stay fixed."""
 
-    def __init__(self, spec: AttrSpec, a0: torch.Tensor, init_logit: float, frozen: tuple[str, ...]):
+    def __init__(self, spec: AttrSpec, a0: torch.Tensor, init_logit: float, frozen: tuple[str, ...],
+                 relax: str = "softmax", extrapolate: float = 0.5):
         super().__init__()
-        self.spec, self.frozen = spec, set(frozen)
+        self.spec, self.frozen, self.relax, self.ext = spec, set(frozen), relax, extrapolate
         self.register_buffer("a0", a0.clone())
         theta = torch.zeros_like(a0)
-        for g in spec.groups:
+        for g in spec.groups if relax == "softmax" else []:
             sl = spec.slices[g.name]
             if g.kind == "onehot":
                 theta[:, sl] = a0[:, sl] * init_logit
@@ -80,6 +89,8 @@ class _Relaxed(nn.Module):
             sl = self.spec.slices[g.name]
             if g.name in self.frozen:
                 parts.append(self.a0[:, sl])
+            elif self.relax == "box":  # a0 + offset, allowed past [0, 1] by `extrapolate` (AttGAN's test intensity)
+                parts.append((self.a0[:, sl] + self.theta[:, sl]).clamp(-self.ext, 1 + self.ext))
             elif g.kind == "onehot":
                 parts.append(F.softmax(self.theta[:, sl], 1))
             else:
@@ -110,7 +121,7 @@ def describe_change(spec: AttrSpec, a0, a1, min_change: float = 0.1) -> list[str
 
 
 def gci_search(G: GANGenerator, classifier: nn.Module, images: torch.Tensor, targets, attrs0,
-               spec: AttrSpec | None = None, cfg: GCIConfig | None = None) -> GCIResult:
+               spec: AttrSpec | None = None, cfg: GCIConfig | None = None, progress=None) -> GCIResult:
     """Counterfactuals for a batch: images (B, C, H, W) in [0, 1], targets (B,) class indices, attrs0 (B, dim).
 
     G and the classifier are used in eval mode and not changed; only A' (or δ) is optimised.
@@ -118,6 +129,8 @@ def gci_search(G: GANGenerator, classifier: nn.Module, images: torch.Tensor, tar
     cfg = cfg or GCIConfig()
     if cfg.mode not in MODES:
         raise ValueError(f"GCI mode must be one of {MODES}, got {cfg.mode!r}")
+    if cfg.output not in OUTPUTS:
+        raise ValueError(f"GCI output must be one of {OUTPUTS}, got {cfg.output!r}")
     if cfg.mode == "attributes" and spec is None:
         raise ValueError("attribute mode needs the attribute spec")
     t_start = time.perf_counter()
@@ -137,8 +150,9 @@ def gci_search(G: GANGenerator, classifier: nn.Module, images: torch.Tensor, tar
         with torch.no_grad():
             feats = G.encode(x)
             z_norm = feats[-1].flatten(1).norm(dim=1).clamp_min(1e-8)
+            rec0 = G.decode(feats, a0) if cfg.output == "residual" else None
         if cfg.mode == "attributes":
-            relaxed = _Relaxed(spec, a0, cfg.init_logit, cfg.frozen).to(dev)
+            relaxed = _Relaxed(spec, a0, cfg.init_logit, cfg.frozen, cfg.relax, cfg.extrapolate).to(dev)
             params = [relaxed.theta]
             dz = None
         else:
@@ -162,6 +176,8 @@ def gci_search(G: GANGenerator, classifier: nn.Module, images: torch.Tensor, tar
             a = relaxed() if relaxed is not None else a0
             f = feats if dz is None else feats[:-1] + [feats[-1] + dz]
             out = G.decode(f, a)
+            if rec0 is not None:  # keep what G cannot reconstruct; only the attribute-driven change is applied
+                out = (x + out - rec0).clamp(0, 1)
             logits = classifier(out)
             ce = F.cross_entropy(logits, tgt, reduction="none")
             l1 = (out - x).abs().flatten(1).mean(1)
@@ -193,6 +209,8 @@ def gci_search(G: GANGenerator, classifier: nn.Module, images: torch.Tensor, tar
                     done |= stop
                 grow = (~done) & (since_flip > 0) & (since_flip % cfg.grow_every == 0)
                 lam = torch.where(grow, lam * cfg.lam_growth, lam)
+            if progress is not None:
+                progress(step, cfg.max_steps)
             if bool(done.all()):
                 break
             opt.step()
@@ -215,3 +233,49 @@ def gci_search(G: GANGenerator, classifier: nn.Module, images: torch.Tensor, tar
         l1=np.abs(img_np - x_np).reshape(B, -1).mean(1), steps=steps.cpu().numpy(),
         generator_passes=passes.cpu().numpy(), seconds=time.perf_counter() - t_start,
         trajectory={k: np.stack(v) for k, v in traj.items()}, snapshots=snaps, attributes_changed=changed)
+
+
+def _quantize(x: torch.Tensor) -> torch.Tensor:
+    return torch.round(x.clamp(0, 1) * 255.0) / 255.0
+
+
+@register("gan", generator_kind="gan")
+def gan_method(classifier, x_ref, target, generator: GANBundle, device="cpu", progress=None, mode: str = "attributes",
+               attributes=None, **overrides) -> CounterfactualBatch:
+    """Registry entry: generator = a GANBundle; `attributes` (B, dim) are the images' known attributes (estimated
+    by the discriminator's attribute head when None); overrides are GCIConfig fields (lam, lr, max_steps, …).
+
+    Per-sample extras go into config["per_sample"]: attributes_changed (list of strings), attrs0 / attrs,
+    latent_norm, generator_passes, steps, attributes_source.
+    """
+    fields = GCIConfig.__dataclass_fields__
+    cfg = GCIConfig(mode=mode, **{k: v for k, v in overrides.items() if v is not None and k in fields and k != "mode"})
+    G = generator.G.to(device)
+    x = x_ref.to(device).float()
+    x = x if x.ndim == 4 else x[:, None]
+    source = "known"
+    if attributes is None:
+        attributes, source = generator.estimate_attributes(x), "estimated by the discriminator"
+    res = gci_search(G, classifier, x, np.asarray(target.cpu() if torch.is_tensor(target) else target),
+                     attributes, generator.spec, cfg, progress=progress)
+    images = _quantize(torch.as_tensor(res.images))
+    with torch.no_grad():
+        probs = F.softmax(classifier(images.to(device)), dim=1).cpu().numpy()
+    curve = res.trajectory["target_prob"].T.astype(np.float64)  # (B, S)
+    steps_t = np.arange(1, curve.shape[1] + 1)
+    curve[steps_t[None, :] > res.steps[:, None]] = np.nan  # a sample's curve ends at its stop step
+    snaps_t = np.array([s for s, _ in res.snapshots])
+    frames = np.stack([f for _, f in res.snapshots], 1) if res.snapshots else None  # (B, F, H, W)
+    if frames is not None:  # a stopped sample's later frames show its result
+        for b in range(frames.shape[0]):
+            frames[b, snaps_t > res.steps[b]] = res.images[b, 0]
+        frames = (np.clip(frames, 0, 1) * 255).round().astype(np.uint8)
+    per_sample = {"attributes_changed": res.attributes_changed, "attrs0": res.attrs0.round(4).tolist(),
+                  "attrs": res.attrs.round(4).tolist(), "latent_norm": res.latent_norm.round(4).tolist(),
+                  "generator_passes": res.generator_passes.tolist(), "steps": res.steps.tolist(),
+                  "attributes_source": source, "attribute_names": [g.name for g in generator.spec.groups]}
+    conf = {k: getattr(cfg, k) for k in fields}
+    conf["frozen"] = list(cfg.frozen)
+    return CounterfactualBatch(images=images, probs=probs, prob_curve=curve, unet_passes=np.zeros(len(images), int),
+                               seconds=res.seconds, trajectory=frames, trajectory_t=snaps_t, curve_t=steps_t,
+                               config={"method": "gan", **conf, "per_sample": per_sample})

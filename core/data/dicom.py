@@ -197,20 +197,23 @@ def display_pixels(ds, max_pixels: int = MAX_PIXELS) -> tuple[np.ndarray, dict]:
     if arr.ndim == 3:  # colour: luminance
         arr = arr[..., :3].astype(np.float64) @ np.array([0.299, 0.587, 0.114])
         applied["colour"] = "converted to luminance"
-    x = apply_modality_lut(arr, ds).astype(np.float64)
+    x = apply_modality_lut(arr, ds)
     if "RescaleSlope" in ds or "ModalityLUTSequence" in ds:
         applied["modality_lut"] = "LUT" if "ModalityLUTSequence" in ds else \
             f"slope {float(ds.RescaleSlope)} intercept {float(ds.get('RescaleIntercept', 0))}"
     if "VOILUTSequence" in ds:
         desc = ds.VOILUTSequence[0].LUTDescriptor
         bits = int(desc[2]) if len(desc) > 2 else 16
-        v = apply_voi_lut(x, ds, index=0, prefer_lut=True).astype(np.float64) / float(2 ** bits - 1)
+        xi = x if np.issubdtype(x.dtype, np.integer) else np.round(x).astype(np.int64)  # LUTs index integers
+        v = apply_voi_lut(xi, ds, index=0, prefer_lut=True).astype(np.float64) / float(2 ** bits - 1)
         applied["voi"] = "VOI LUT"
     elif "WindowCenter" in ds and "WindowWidth" in ds:
+        x = x.astype(np.float64)
         c, w = _first(ds.WindowCenter), _first(ds.WindowWidth)
         v = _window(x, c, w, str(ds.get("VOILUTFunction", "LINEAR")))
         applied["voi"] = f"window center {c:g} width {w:g}"
     else:
+        x = x.astype(np.float64)
         lo, hi = float(x.min()), float(x.max())
         v = (x - lo) / (hi - lo) if hi > lo else np.zeros_like(x)
         applied["voi"] = "min-max"

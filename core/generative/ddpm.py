@@ -225,6 +225,7 @@ def save_ddpm(unet: UNet2DModel, scheduler: DDPMScheduler, path: str | Path,
         raise FileExistsError(f"{path} exists already")
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp"))
+    os.chmod(tmp, 0o755)  # mkdtemp makes it private; a model folder is as readable as any checkpoint
     try:
         unet.save_pretrained(tmp / "unet", safe_serialization=True)
         scheduler.save_pretrained(tmp / "scheduler")
@@ -241,6 +242,6 @@ def load_ddpm(path: str | Path, device: str | torch.device = "cpu") -> tuple[UNe
     path = Path(path)
     if not (path / "unet" / "config.json").exists():
         raise FileNotFoundError(f"no DDPM at {path} (expected {path / 'unet' / 'config.json'})")
-    unet = UNet2DModel.from_pretrained(path / "unet", use_safetensors=True).to(device).eval()
+    unet = UNet2DModel.from_pretrained(path / "unet", use_safetensors=True, low_cpu_mem_usage=False).to(device).eval()
     scheduler = DDPMScheduler.from_pretrained(path / "scheduler")
     return unet, scheduler

@@ -115,6 +115,31 @@ def class_only_spec(classes: list[str]) -> AttrSpec:
     return AttrSpec([AttrGroup("class", "onehot", list(classes))])
 
 
+# SynthCXR's known attributes (images.meta of a SynthCXR import): marker corner, lesion sides, lesion opacity.
+SEVERITY_MAX = 1.25  # SynthCXR draws lesion severity in [0.6, 1.25]; opacity = severity / SEVERITY_MAX
+
+
+def synthcxr_spec(classes: list[str]) -> AttrSpec:
+    from core.data.synthcxr import CORNERS
+
+    return AttrSpec([AttrGroup("class", "onehot", list(classes)), AttrGroup("marker", "onehot", list(CORNERS)),
+                     AttrGroup("lesion_left", "flag"), AttrGroup("lesion_right", "flag"),
+                     AttrGroup("opacity", "flag")])
+
+
+def has_synthcxr_attributes(metas: list[dict]) -> bool:
+    keys = ("marker_corner", "lesion_left", "lesion_right", "severity")
+    return bool(metas) and all(all(k in (m or {}) for k in keys) for m in metas)
+
+
+def synthcxr_rows(classes: list[str], labels, metas: list[dict]) -> list[dict]:
+    """Per-image attribute rows for synthcxr_spec from labels and images.meta."""
+    return [{"class": classes[int(y)], "marker": m["marker_corner"], "lesion_left": float(m["lesion_left"]),
+             "lesion_right": float(m["lesion_right"]),
+             "opacity": min(1.0, max(0.0, float(m["severity"]) / SEVERITY_MAX))}
+            for y, m in zip(labels, metas)]
+
+
 def random_targets(spec: AttrSpec, a: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
     """Edit targets for a batch: each group shuffled independently across the batch (keeps each marginal)."""
     b = a.clone()
@@ -137,13 +162,23 @@ def _n_down(size: int) -> int:
     return n
 
 
+def _up(cin: int, cout: int, up: str, bias: bool) -> nn.Module:
+    """×2 upsampling: a 4×4 stride-2 transposed conv (AttGAN), or nearest upsampling + 3×3 conv (no checkerboard)."""
+    if up == "convT":
+        return nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=bias)
+    return nn.Sequential(nn.Upsample(scale_factor=2, mode="nearest"), nn.Conv2d(cin, cout, 3, 1, 1, bias=bias))
+
+
 class GANGenerator(nn.Module):
     """Encoder (stride-2 convs down to 4×4) → decoder (transposed convs) with the attribute vector injected."""
 
     def __init__(self, attr_dim: int, size: int = 64, in_chans: int = 1, width: int = 32, max_width: int = 256,
-                 skips: int = 1):
+                 skips: int = 1, up: str = "convT"):
         super().__init__()
+        if up not in ("convT", "nearest"):
+            raise ValueError(f"up must be 'convT' (transposed conv) or 'nearest' (upsample + conv), got {up!r}")
         self.attr_dim, self.size, self.in_chans, self.width, self.max_width = attr_dim, size, in_chans, width, max_width
+        self.up = up
         n = _n_down(size)
         self.skips = max(0, min(skips, n - 1))
         chans = [min(width * 2 ** i, max_width) for i in range(n)]
@@ -158,14 +193,14 @@ class GANGenerator(nn.Module):
         cin = chans[-1] + attr_dim
         for i in range(n - 1):
             cout = chans[-2 - i]
-            self.dec.append(nn.Sequential(nn.ConvTranspose2d(cin, cout, 4, 2, 1, bias=False), nn.BatchNorm2d(cout),
+            self.dec.append(nn.Sequential(_up(cin, cout, up, bias=False), nn.BatchNorm2d(cout),
                                           nn.ReLU(inplace=True)))
             cin = cout
             if i < self.skips:  # skip from the encoder level of the same resolution
                 cin += chans[-2 - i]
             if i == 0:  # inject the attributes once more after the first decoder layer (AttGAN inject_layers=1)
                 cin += attr_dim
-        self.out = nn.ConvTranspose2d(cin, in_chans, 4, 2, 1)
+        self.out = _up(cin, in_chans, up, bias=True)
 
     @property
     def latent_shape(self) -> tuple[int, int, int]:
@@ -204,6 +239,7 @@ class GANDiscriminator(nn.Module):
     def __init__(self, attr_dim: int, size: int = 64, in_chans: int = 1, width: int = 32, max_width: int = 256,
                  fc: int = 64):
         super().__init__()
+        self.width = width
         n = _n_down(size)
         layers, cin = [], in_chans
         for i in range(n):
@@ -222,20 +258,84 @@ class GANDiscriminator(nn.Module):
 
 
 def build_gan(spec: AttrSpec, size: int = 64, in_chans: int = 1, width: int = 32, max_width: int = 256,
-              skips: int = 1, d_width: int | None = None) -> tuple[GANGenerator, GANDiscriminator]:
-    G = GANGenerator(spec.dim, size, in_chans, width, max_width, skips)
+              skips: int = 1, d_width: int | None = None, up: str = "convT") -> tuple[GANGenerator, GANDiscriminator]:
+    G = GANGenerator(spec.dim, size, in_chans, width, max_width, skips, up)
     D = GANDiscriminator(spec.dim, size, in_chans, d_width or width, max_width)
     return G, D
 
 
-def gan_config(G: GANGenerator, spec: AttrSpec) -> dict:
+def gan_config(G: GANGenerator, spec: AttrSpec, D: GANDiscriminator | None = None) -> dict:
     """The JSON config that rebuilds G (and D) from a checkpoint."""
     return {"kind": "gan", "arch": "attgan", "size": G.size, "in_chans": G.in_chans, "width": G.width,
-            "max_width": G.max_width, "skips": G.skips, "attributes": spec.to_json()}
+            "max_width": G.max_width, "skips": G.skips, "up": G.up, "d_width": D.width if D is not None else G.width,
+            "attributes": spec.to_json()}
 
 
 def count_params(m: nn.Module) -> int:
     return sum(p.numel() for p in m.parameters())
+
+
+@dataclass
+class GANBundle:
+    """A loaded GAN: generator, discriminator (None when the checkpoint has none), attribute spec, config."""
+
+    G: GANGenerator
+    D: GANDiscriminator | None
+    spec: AttrSpec
+    config: dict
+
+    def modules(self) -> nn.ModuleDict:
+        """What a checkpoint stores: keys G.* and D.*."""
+        return nn.ModuleDict({"G": self.G, **({"D": self.D} if self.D is not None else {})})
+
+    @torch.no_grad()
+    def estimate_attributes(self, images: torch.Tensor) -> np.ndarray:
+        """Attributes of images without known ones, read by D's attribute head (one-hot argmax, flags by sigmoid)."""
+        if self.D is None:
+            raise ValueError("this GAN checkpoint has no discriminator to estimate attributes with")
+        self.D.eval()
+        x = images.to(next(self.D.parameters()).device).float()
+        logits = self.D(x if x.ndim == 4 else x[:, None])[1].cpu()
+        out = torch.zeros_like(logits)
+        for g in self.spec.groups:
+            sl = self.spec.slices[g.name]
+            if g.kind == "onehot":
+                out[:, sl] = F.one_hot(logits[:, sl].argmax(1), g.dim).float()
+            else:
+                out[:, sl] = torch.sigmoid(logits[:, sl])
+        return out.numpy()
+
+
+def bundle_from_config(cfg: dict, with_d: bool = True) -> GANBundle:
+    spec = AttrSpec.from_json(cfg["attributes"])
+    G, D = build_gan(spec, size=cfg["size"], in_chans=cfg.get("in_chans", 1), width=cfg["width"],
+                     max_width=cfg.get("max_width", 256), skips=cfg.get("skips", 1), d_width=cfg.get("d_width"),
+                     up=cfg.get("up", "convT"))
+    return GANBundle(G, D if with_d else None, spec, dict(cfg))
+
+
+def load_gan(path, device: str | torch.device = "cpu") -> GANBundle:
+    """Rebuild a GAN from PATH (.safetensors) and the JSON config beside it; D is loaded when stored."""
+    import json
+    from pathlib import Path
+
+    from safetensors.torch import load_file
+
+    path = Path(path).with_suffix(".safetensors")
+    cfg_path = path.with_suffix(".json")
+    if not path.is_file() or not cfg_path.is_file():
+        raise FileNotFoundError(f"GAN checkpoint {path} or its config {cfg_path.name} is missing")
+    cfg = json.loads(cfg_path.read_text())
+    if cfg.get("kind") != "gan":
+        raise ValueError(f"{path} is not a GAN checkpoint (kind {cfg.get('kind')!r})")
+    state = load_file(str(path), device="cpu")
+    has_d = any(k.startswith("D.") for k in state)
+    b = bundle_from_config(cfg, with_d=has_d)
+    b.modules().load_state_dict(state)
+    b.G.to(device).eval()
+    if b.D is not None:
+        b.D.to(device).eval()
+    return b
 
 
 # ----------------------------------------------------------------------------------------------------------

@@ -16,7 +16,7 @@ from core.models.base import Classifier
 
 
 def torchvision_key(key: str) -> str:
-    """A torchvision mobilenet_v2 state-dict key → this model's key (features.i → blocks.i, classifier.1 → head.3)."""
+    """torchvision mobilenet_v2 state-dict key → this model's (features.i → blocks.i, classifier.1 → head.3)."""
     key = re.sub(r"^features\.", "blocks.", key)
     return re.sub(r"^classifier\.1\.", "head.3.", key)
 

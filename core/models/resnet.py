@@ -15,7 +15,7 @@ from core.models.base import Classifier
 
 
 def torchvision_key(key: str) -> str:
-    """A torchvision resnet18 state-dict key → this model's key (conv1 → blocks.0.0, layerK → blocks.K, fc → head.2)."""
+    """torchvision resnet18 state-dict key → this model's (conv1 → blocks.0.0, layerK → blocks.K, fc → head.2)."""
     key = re.sub(r"^conv1\.", "blocks.0.0.", key)
     key = re.sub(r"^bn1\.", "blocks.0.1.", key)
     key = re.sub(r"^layer([1-4])\.", r"blocks.\1.", key)

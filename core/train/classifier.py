@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import math
 import time
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from typing import Callable, Sequence
 
@@ -39,6 +40,7 @@ class TrainConfig:
     jitter: float = 0.1  # brightness / contrast jitter
     noise: float = 0.01  # additive Gaussian noise (std, in [0, 1] units)
     progress_every: int = 10  # batches between progress reports
+    threads: int | None = None  # CPU threads for this run (None: torch's default); 1 is fastest on a busy machine
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -90,6 +92,18 @@ def augment_batch(x: torch.Tensor, gen: torch.Generator, max_shift: float = 0.03
     if noise > 0:
         x = x + torch.randn(x.shape, generator=gen).to(x.device) * noise
     return x.clamp_(0.0, 1.0)
+
+
+@contextmanager
+def cpu_threads(n: int | None):
+    """Run the block with torch using n CPU threads (None: leave as is), restored afterwards."""
+    before = torch.get_num_threads()
+    if n:
+        torch.set_num_threads(int(n))
+    try:
+        yield
+    finally:
+        torch.set_num_threads(before)
 
 
 def _train_mode(model: nn.Module) -> None:
@@ -160,6 +174,12 @@ def fit(model: nn.Module, x_train: np.ndarray | torch.Tensor, y_train: np.ndarra
     if cfg.epochs < 1 or cfg.batch_size < 1:
         raise ValueError("epochs and batch_size must be at least 1")
     device = torch.device(device)
+    with cpu_threads(cfg.threads if device.type == "cpu" else None):
+        return _fit(model, x_train, y_train, x_val, y_val, cfg, device, progress)
+
+
+def _fit(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, device: torch.device,
+         progress: Progress | None) -> FitResult:
     t0 = time.monotonic()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)

@@ -39,8 +39,9 @@ def render_job(job: dict, key: str, chart: bool = True) -> None:
             st.plotly_chart(fig, key=f"{key}_chart_{job['id']}_{len(df)}", use_container_width=True)
 
 
-def live_job(job_id: int, key: str, every: float = 1.5) -> None:
-    """Poll one job with st.fragment(run_every=…) until it is final."""
+def live_job(job_id: int, key: str, every: float = 1.5, chart: bool = True, extra=None) -> None:
+    """Poll one job with st.fragment(run_every=…) until it is final. chart=False drops the generic metrics chart;
+    extra(job), when given, renders page-specific content (e.g. grouped charts) inside the same fragment."""
 
     @st.fragment(run_every=every)
     def _poll() -> None:
@@ -48,6 +49,8 @@ def live_job(job_id: int, key: str, every: float = 1.5) -> None:
         if job is None:
             st.warning(f"job {job_id} does not exist")
             return
-        render_job(job, key)
+        render_job(job, key, chart=chart)
+        if extra is not None:
+            extra(job)
 
     _poll()

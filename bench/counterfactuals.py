@@ -1,0 +1,271 @@
+"""Counterfactual figures on N test images of a dataset (the demo by default), for each row of ROWS:
+
+flip rate, mean target probability, L1 (mean |Δ| in [0, 1]), mean bits/dim and its change from the original
+(Δbpd), share per category, UNet passes per
+image, seconds per image, and the overhead ratio s / (steps × one step's unit cost) with the unit cost (one UNet +
+classifier forward and backward for diffusion; one classifier forward + backward for pixel-space methods)
+measured in the same run at the same batch size. Then the shortcut probe: the share of |Δ| in the marker box and in
+the lungs for the baseline model and for an eXBL model (a child of it) when one exists.
+
+Images run one at a time by default (--batch 1), so seconds per image are what one click in the studio costs.
+Rows are (label, method, options, how many images); the GAN rows (known attributes, latent) come from services.gan.
+
+Usage: OMP_NUM_THREADS=1 python bench/counterfactuals.py [--dataset demo] [--model ID] [--n 20] [--n-xaidiff 4]
+       [--xaidiff-steps 500] [--target second|normal] [--device cpu]
+Writes $EXEMPLAR_HOME/bench/counterfactuals.json.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+
+
+@dataclass
+class Row:
+    label: str
+    method: str
+    options: dict = field(default_factory=dict)
+    n_key: str = "n"   # which image count applies ("n" or "n_xaidiff")
+    unit: str = "unet"  # the step's unit cost: "unet" (UNet + classifier fwd/bwd) or "classifier"
+
+
+ROWS: list[Row] = [
+    Row("xaidiff preset", "diffusion", {"preset": "xaidiff"}, "n_xaidiff"),
+    Row("fast preset", "diffusion", {"preset": "fast"}),
+    Row("adversarial", "adversarial", {}, unit="classifier"),
+]
+# issue 8: GAN (GCI) rows, known-attribute and latent modes; their generator and attributes come from services.gan.
+from services.gan import BENCH_ROWS as _GAN_ROWS  # noqa: E402
+
+ROWS += [Row(label, "gan", opts, unit="gan") for label, opts in _GAN_ROWS]
+GAN: dict = {}  # set in main(): {"bundle", "attrs" per benchmarked image, "generator_id"} (services.gan.bench_context)
+
+
+def pick_targets(probs: np.ndarray, classes: list[str], rule: str) -> np.ndarray:
+    pred = probs.argmax(1)
+    if rule == "second":
+        return np.argsort(-probs, 1)[:, 1]
+    if rule == "normal":
+        normal = classes.index("Normal")
+        other = classes.index("COVID") if "COVID" in classes else (normal + 1) % len(classes)
+        return np.where(pred == normal, other, normal)
+    raise ValueError(f"unknown target rule {rule!r}")
+
+
+def unit_cost(kind: str, unet, clf, x: torch.Tensor, reps: int = 5) -> float:
+    """Seconds of one guided step's core work at this batch size (median of reps)."""
+    ts = []
+    for _ in range(reps + 1):
+        xt = x.clone().requires_grad_(True)
+        t0 = time.perf_counter()
+        if kind == "unet":
+            eps = unet(xt, torch.full((x.shape[0],), 500, dtype=torch.long)).sample
+            img = ((xt - eps * 0.5) + 1) / 2
+        elif kind == "gan":  # one G(I; A') forward + classifier forward + backward
+            img = GAN["bundle"].G(xt, torch.as_tensor(GAN["attrs"][:x.shape[0]]))
+        else:
+            img = xt
+        loss = F.log_softmax(clf(img), 1)[:, 0].sum()
+        torch.autograd.grad(loss, xt)
+        ts.append(time.perf_counter() - t0)
+    return float(np.median(ts[1:]))
+
+
+def run_row(row: Row, clf, gen, scorer, x_all: torch.Tensor, tgt_all: np.ndarray, orig_all: np.ndarray,
+            batch: int, lung: np.ndarray, marker: np.ndarray, device: str, seed: int, overrides: dict) -> dict:
+    from core.counterfactual import generate
+    from core.counterfactual.taxonomy import categorize, shares
+    from core.generative.ddpm import to_uint8
+    from services.counterfactuals import delta_shares
+
+    unet = gen[0] if gen is not None else None
+    n = len(x_all)
+    imgs, probs, passes, steps, secs = [], [], [], [], []
+    for s in range(0, n, batch):
+        xb = x_all[s:s + batch]
+        tb = torch.as_tensor(tgt_all[s:s + batch])
+        opts = {**row.options, **overrides.get(row.label, {})}
+        if row.method == "diffusion":
+            opts["seeds"] = [seed + s + i for i in range(len(xb))]
+        if row.method == "gan":
+            opts["attributes"] = GAN["attrs"][s:s + batch]
+        t0 = time.perf_counter()
+        out = generate(row.method, clf, xb, tb, generator=gen if row.method == "diffusion" else GAN.get("bundle"),
+                       device=device, **opts)
+        secs.append(time.perf_counter() - t0)
+        imgs.append(to_uint8(out.images))
+        probs.append(out.probs)
+        passes.extend(out.unet_passes.tolist())
+        finite = np.isfinite(out.prob_curve)
+        steps.extend(finite.sum(1).tolist())
+    imgs = np.concatenate(imgs)
+    probs = np.concatenate(probs)
+    x_u8 = to_uint8(x_all)
+    bpd = scorer(imgs) if scorer is not None else None
+    bpd0 = scorer(x_u8) if scorer is not None else None
+    preds = probs.argmax(1)
+    cats = [categorize(int(p), int(o), int(t), None if bpd is None else float(b), scorer.eps if scorer else None)
+            for p, o, t, b in zip(preds, orig_all, tgt_all, bpd if bpd is not None else [None] * n)]
+    flips = preds == tgt_all
+    l1 = np.abs(imgs.astype(float) - x_u8.astype(float)).reshape(n, -1).mean(1) / 255
+    sh = [delta_shares(x_u8[i], imgs[i], lung[i], marker[i]) for i in range(n)]
+    from services.counterfactuals import marker_box
+
+    boxes = [marker_box(marker[i]) for i in range(n)]
+    box_area = float(np.mean([b.mean() for b in boxes if b is not None])) if any(b is not None for b in boxes) else None
+    unit = unit_cost(row.unit, unet, clf, x_all[:batch])
+    total_steps = float(np.sum(steps))
+    flip_cats = [c for c, f in zip(cats, flips) if f]
+    return {
+        "label": row.label, "method": row.method, "n": n, "flip_rate": float(flips.mean()),
+        "target_prob": float(probs[np.arange(n), tgt_all].mean()), "l1": float(l1.mean()),
+        "bpd": None if bpd is None else float(np.mean(bpd)),
+        "delta_bpd": None if bpd is None else float(np.mean(bpd - bpd0)),
+        "categories": shares(cats), "flip_categories": shares(flip_cats) if flip_cats else {},
+        "unet_passes_per_image": float(np.mean(passes)), "steps_per_image": total_steps / n,
+        "seconds_per_image": float(np.sum(secs)) / n, "unit_seconds": unit, "unit": row.unit,
+        "overhead_ratio": float(np.sum(secs)) / (total_steps / len(x_all[:batch]) * unit) if total_steps else None,
+        "marker_share": float(np.nanmean([d["marker_share"] for d in sh])),
+        "lung_share": float(np.nanmean([d["lung_share"] for d in sh])),
+        "marker_box_area": box_area, "lung_area": float(np.mean([l.mean() for l in lung])),
+    }
+
+
+def fmt(v, nd=3):
+    return "—" if v is None or (isinstance(v, float) and np.isnan(v)) else f"{v:.{nd}f}"
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--dataset", default="demo")
+    ap.add_argument("--model", type=int, default=None, help="classifier id (default: the dataset's first)")
+    ap.add_argument("--generator", type=int, default=None, help="DDPM id (default: the dataset's newest)")
+    ap.add_argument("--gan", type=int, default=None, help="GAN id (default: the dataset's newest)")
+    ap.add_argument("--n", type=int, default=20)
+    ap.add_argument("--n-xaidiff", type=int, default=4)
+    ap.add_argument("--xaidiff-steps", type=int, default=500)
+    ap.add_argument("--batch", type=int, default=1)
+    ap.add_argument("--split", default="test")
+    ap.add_argument("--target", default="second", choices=["second", "normal"])
+    ap.add_argument("--rows", default=None, help="comma-separated row labels to run (default all)")
+    ap.add_argument("--no-probe", action="store_true")
+    ap.add_argument("--overrides", default=None,
+                    help='JSON {row label: {option: value}}, e.g. \'{"fast preset": {"t_start": 250}}\'')
+    ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--device", default=None)
+    a = ap.parse_args()
+
+    from services.catalog import list_models
+    from services.datasets import get_dataset, load_arrays
+    from services.generators import bpd_settings, ensure_bpd_threshold, get_generator, load_ddpm_generator
+    from services.models import load_classifier
+    from services.settings import get_settings, resolve_device
+    from core.generative.bpd import bits_per_dim
+
+    device = resolve_device(a.device)
+    ds = get_dataset(a.dataset)
+    models = list_models("classifier", ds["id"])
+    if not models:
+        raise SystemExit(f"no classifier for dataset {ds['name']}")
+    base_id = a.model or models[0]["id"]
+    clf, _ = load_classifier(base_id, device)
+    grow = get_generator(ds["id"], "ddpm", a.generator)
+    gen = load_ddpm_generator(grow, device) if grow else None
+    scorer = None
+    if gen is not None:
+        info = ensure_bpd_threshold(grow, ds["id"], device)
+        st = bpd_settings({"metrics": {"bpd": info}})
+
+        def scorer(imgs):
+            return bits_per_dim(gen[0], gen[1], imgs, terms=st["terms"], seed=st["seed"], device=device).bpd
+
+        scorer.eps = float(info["eps"])
+        scorer.estimator = info["estimator"]
+    arr = load_arrays(ds["id"])
+    idx = arr.split_index(a.split)
+    rng = np.random.default_rng(a.seed)
+    idx = np.sort(rng.choice(idx, min(a.n, len(idx)), replace=False))
+    x = torch.from_numpy(arr.images[idx]).float().div(255)[:, None]
+    with torch.no_grad():
+        p0 = torch.softmax(clf(x.to(device)), 1).cpu().numpy()
+    tgt = pick_targets(p0, list(arr.classes), a.target)
+    orig = p0.argmax(1)
+    overrides = {"xaidiff preset": {"steps": a.xaidiff_steps}}
+    for label, opts in (json.loads(a.overrides) if a.overrides else {}).items():
+        overrides[label] = {**overrides.get(label, {}), **opts}
+    results = []
+    wanted = set(a.rows.split(",")) if a.rows else None
+    for row in ROWS:
+        if wanted and row.label not in wanted:
+            continue
+        if row.method == "diffusion" and gen is None:
+            print(f"skipping {row.label}: no DDPM for {ds['name']}")
+            continue
+        if row.method == "gan" and not GAN:
+            from services.gan import bench_context
+
+            GAN.update(bench_context(ds["id"], idx, device, a.gan) or {"missing": True})
+        if row.method == "gan" and "bundle" not in GAN:
+            print(f"skipping {row.label}: no GAN for {ds['name']}")
+            continue
+        k = a.n_xaidiff if row.n_key == "n_xaidiff" else a.n
+        t0 = time.perf_counter()
+        res = run_row(row, clf, gen, scorer, x[:k], tgt[:k], orig[:k], a.batch, arr.lung[idx][:k],
+                      arr.marker[idx][:k], device, a.seed, overrides)
+        res["wall_seconds"] = time.perf_counter() - t0
+        results.append(res)
+        print(f"  {row.label}: done in {res['wall_seconds']:.0f}s", flush=True)
+
+    probe = []
+    if not a.no_probe and gen is not None:
+        children = [m for m in models if m.get("parent_id") == base_id]
+        for label, mid in [("baseline", base_id)] + [("eXBL", children[-1]["id"])] if children else [("baseline", base_id)]:
+            c, _ = load_classifier(mid, device)
+            with torch.no_grad():
+                pp = torch.softmax(c(x.to(device)), 1).cpu().numpy()
+            r = run_row(Row(f"probe {label}", "diffusion", {"preset": "fast"}), c, gen, scorer, x, pick_targets(
+                pp, list(arr.classes), a.target), pp.argmax(1), a.batch, arr.lung[idx], arr.marker[idx], device,
+                a.seed, {})
+            probe.append({"model": label, "model_id": mid, "flip_rate": r["flip_rate"],
+                          "marker_share": r["marker_share"], "lung_share": r["lung_share"],
+                          "marker_box_area": r["marker_box_area"], "lung_area": r["lung_area"]})
+
+    head = ["row", "n", "flip", "p(tgt)", "L1", "bpd", "Δbpd", "cf", "adv", "aff", "none", "passes/img", "s/img", "unit s",
+            "overhead"]
+    print(f"\nCounterfactuals on {ds['name']} ({a.split}, target rule {a.target}), model #{base_id}, device {device}"
+          + (f", DDPM #{grow['id']}, ε {scorer.eps:.3f} bits/dim ({scorer.estimator})" if scorer else ""))
+    print(" | ".join(head))
+    for r in results:
+        c = r["categories"]
+        print(" | ".join([r["label"], str(r["n"]), fmt(r["flip_rate"], 2), fmt(r["target_prob"]), fmt(r["l1"], 4),
+                          fmt(r["bpd"]), fmt(r["delta_bpd"]), fmt(c.get("counterfactual"), 2), fmt(c.get("adversarial"), 2),
+                          fmt(c.get("affirmative"), 2), fmt(c.get("none"), 2), fmt(r["unet_passes_per_image"], 1),
+                          fmt(r["seconds_per_image"], 2), fmt(r["unit_seconds"], 4), fmt(r["overhead_ratio"], 2)]))
+    for r in results:
+        if r["flip_categories"]:
+            fc = r["flip_categories"]
+            print(f"  {r['label']}: of its flips {fmt(fc['counterfactual'], 2)} counterfactual, "
+                  f"{fmt(fc['adversarial'], 2)} adversarial")
+    if probe:
+        print("\nShortcut probe (fast preset): share of |Δ| in the marker box / in the lungs "
+              "(their share of the image area in brackets: what a uniform edit would give)")
+        for p in probe:
+            print(f"  {p['model']} #{p['model_id']}: flip {fmt(p['flip_rate'], 2)}, marker box "
+                  f"{fmt(p['marker_share'], 3)} [{fmt(p['marker_box_area'], 3)}], lungs {fmt(p['lung_share'], 3)} "
+                  f"[{fmt(p['lung_area'], 3)}]")
+    out = get_settings().path("bench") / "counterfactuals.json"
+    out.write_text(json.dumps({"dataset": ds["name"], "model_id": base_id, "device": str(device),
+                               "generator_id": grow["id"] if grow else None,
+                               "eps": scorer.eps if scorer else None, "args": vars(a), "rows": results,
+                               "probe": probe}, indent=2, default=str))
+    print(f"\nwrote {out}")
+
+
+if __name__ == "__main__":
+    main()

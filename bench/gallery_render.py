@@ -1,0 +1,136 @@
+"""Gallery render time with a 10,000-image dataset in the database (Streamlit AppTest, server side).
+
+Builds in a throwaway EXEMPLAR_HOME: a SynthCXR dataset of N images registered as `datasets` / `images` rows
+with its array cache, a simple_cnn registry row and an explanation run of N `explanations` rows + maps.npy
+(maps from the model's GradCAM, computed in batches as the explain job does). Then times, in one process:
+  cold first page   the app's first run, landing on the gallery (imports, array cache load, first overlays)
+  warm first page   a new session opening the gallery (server already warm)
+  sort change       AR ascending → AP descending
+  filter change     only wrong predictions
+  next page         page 2
+Goal (issue 5): first page and sort change ≤ 1 s. Usage: python bench/gallery_render.py [--n 10000] [--home DIR]
+[--repeats 3] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import sys
+import tempfile
+import time
+from pathlib import Path
+
+PER_PAGE = 24  # the gallery's default page size
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+
+def build(n: int) -> tuple[int, int, int]:
+    """Dataset, model and run rows for n images; returns (dataset_id, model_id, run_id)."""
+    import numpy as np
+    import torch
+    from sqlalchemy import insert
+
+    from core.data import synthcxr
+    from core.data.arrays import DatasetArrays
+    from core.models import create_model
+    from db.models import Dataset, Image
+    from services.database import session
+    from services.datasets import cache_path
+    from services.explaining import run_explain
+    from services.models import register_model, save_checkpoint_dir
+
+    d = synthcxr.generate(n, 64, 0.9, 0)
+    paths = synthcxr.relpaths(d.labels)
+    with session() as s:
+        ds = Dataset(name="bench10k", root="/nonexistent/bench10k", layout="covid-radiography",
+                     classes=list(synthcxr.CLASSES), image_size=64, counts={}, meta={"source": "bench"})
+        s.add(ds)
+        s.flush()
+        ds_id = ds.id
+        s.execute(insert(Image), [
+            {"dataset_id": ds_id, "path": paths[i], "label": int(d.labels[i]), "split": str(d.splits[i]),
+             "sha256": f"{i:064x}", "width": 64, "height": 64, "mask_path": f"masks/{i}.png",
+             "marker_mask_path": f"marker_masks/{i}.png", "meta": {}, "index": i} for i in range(n)])
+        ids = [r[0] for r in s.execute(Image.__table__.select().with_only_columns(Image.id)
+                                       .where(Image.dataset_id == ds_id).order_by(Image.index))]
+    DatasetArrays(images=d.images, labels=d.labels.astype(np.int64), splits=np.asarray(d.splits, dtype=str),
+                  classes=list(synthcxr.CLASSES), image_ids=np.asarray(ids, np.int64), lung=d.lung,
+                  lesion=d.lesion, marker=d.marker, has_lung=np.ones(n, bool), has_marker=np.ones(n, bool),
+                  paths=np.asarray(paths, dtype=str)).save(cache_path(ds_id))
+    torch.manual_seed(0)
+    model = create_model("simple_cnn", num_classes=4, in_chans=1, width=8)
+    cfg = {"arch": "simple_cnn", "num_classes": 4, "in_chans": 1, "arch_kwargs": {"width": 8},
+           "classes": list(synthcxr.CLASSES), "image_size": 64, "dataset_id": ds_id}
+    mid = register_model(name="bench-cnn", arch="simple_cnn", checkpoint=save_checkpoint_dir(model, cfg),
+                         dataset_id=ds_id, config=cfg)
+    t = time.perf_counter()
+    res = run_explain(mid, "gradcam", batch_size=256)
+    print(f"# setup: {n} images, explain run #{res['run_id']} in {time.perf_counter() - t:.1f} s "
+          f"({res['summary']['images_per_s']} images/s)", flush=True)
+    return ds_id, mid, res["run_id"]
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--n", type=int, default=10_000)
+    ap.add_argument("--repeats", type=int, default=3)
+    ap.add_argument("--json", default=None)
+    ap.add_argument("--home", default=None, help="reuse (or build once into) this EXEMPLAR_HOME")
+    args = ap.parse_args()
+    home = args.home or tempfile.mkdtemp(prefix="exemplar-bench-gallery-")
+    os.environ["EXEMPLAR_HOME"] = home
+    os.environ.setdefault("EXEMPLAR_DEVICE", "cpu")
+    import torch
+
+    torch.set_num_threads(2)
+    from services.users import get_or_create_user
+    from tests.helpers_app import app_test, open_page
+
+    from services.explaining import list_runs
+
+    if not list_runs():
+        build(args.n)
+    uid = get_or_create_user("bench")
+    user = {"id": uid, "name": "bench"}
+
+    def check(at):
+        if at.exception:
+            raise SystemExit(f"exception on the page: {[e.value for e in at.exception]}")
+        n_cards = sum(1 for b in at.button if b.key and b.key.startswith("g_good_"))
+        if n_cards != PER_PAGE:
+            raise SystemExit(f"expected {PER_PAGE} cards, got {n_cards}")
+        return at
+
+    def clock(fn) -> float:
+        t = time.perf_counter()
+        check(fn())
+        return time.perf_counter() - t
+
+    times: dict[str, list[float]] = {}
+    at = app_test(user=user)
+    times["cold first page"] = [clock(at.run)]  # the app's default page is the gallery
+    for _ in range(args.repeats):
+        at = app_test(user=user)
+        times.setdefault("warm first page", []).append(clock(at.run))
+        times.setdefault("sort change", []).append(clock(lambda: (at.selectbox(key="g_sort").set_value("ap"),
+                                                                  at.radio(key="g_order").set_value("descending"))[1].run()))
+        times.setdefault("filter change", []).append(clock(lambda: at.selectbox(key="g_correct").set_value("wrong").run()))
+        times.setdefault("next page", []).append(clock(lambda: at.number_input(key="g_page").set_value(2).run()))
+    print(f"# {args.n} images, {PER_PAGE} cards per page, AppTest (server-side script time + element "
+          f"serialisation), torch threads 2")
+    print(f"{'step':<20}{'median s':>10}{'max s':>10}  goal ≤ 1 s")
+    out = {}
+    for k, v in times.items():
+        med = statistics.median(v)
+        out[k] = {"median_s": med, "max_s": max(v), "runs": v}
+        print(f"{k:<20}{med:>10.3f}{max(v):>10.3f}  {'met' if med <= 1.0 else 'NOT met'}")
+    if args.json:
+        Path(args.json).write_text(json.dumps({"args": vars(args), "times": out}, indent=2))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""Differentiable GradCAM for explanation losses: maps that keep their graph (create_graph) to the weights.
+
+core.explain's GradCAM detaches (it is for display). Here the features come from the training forward pass, the
+class scores are differentiated with respect to them with create_graph=True, so a loss on the map trains both
+the feature blocks and the head. Only the head is differentiated twice: the extra cost is small.
+
+- gradcam(feats, logits, target): ReLU(Σ_k mean_ij(∂y_t/∂A_k) · A_k), (N, h, w), the map of DESIGN.md §4.
+- image_at / l2n / upsample: the ⊙ x↓ factor, L2 normalisation and the §4 display map.
+"""
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+EPS = 1e-8
+
+
+def gradcam(feats: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, create_graph: bool = True,
+            relu: bool = True) -> torch.Tensor:
+    """(N, h, w) GradCAM of class target[i] for image i; differentiable when create_graph."""
+    score = logits.gather(1, target.reshape(-1, 1).to(logits.device)).sum()
+    (g,) = torch.autograd.grad(score, feats, create_graph=create_graph, retain_graph=True)
+    cam = (g.mean(dim=(2, 3), keepdim=True) * feats).sum(1)
+    return cam.clamp_min(0) if relu else cam
+
+
+def image_at(x: torch.Tensor, hw: tuple[int, int]) -> torch.Tensor:
+    """Images (N, C, H, W) averaged over channels and area-downsampled to the map size: (N, h, w)."""
+    return F.adaptive_avg_pool2d(x.float().mean(1, keepdim=True), hw)[:, 0]
+
+
+def l2n(v: torch.Tensor) -> torch.Tensor:
+    """Flatten to (N, D) and divide each row by its L2 norm (a zero row stays zero)."""
+    v = v.flatten(1)
+    return v / v.norm(dim=1, keepdim=True).clamp_min(EPS)
+
+
+def upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(N, h, w) → (N, H, W) bilinear, each map divided by its own max (0 where the max is 0), as in §4."""
+    e = F.interpolate(m[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0].clamp_min(0)
+    mx = e.amax(dim=(1, 2), keepdim=True)
+    return torch.where(mx > 0, e / mx.clamp_min(EPS), torch.zeros_like(e))
+
+
+def features_logits(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward split at the GradCAM layer: (features, logits)."""
+    feats = model.forward_features(x)
+    return feats, model.forward_head(feats)

@@ -1,0 +1,131 @@
+"""Explanation overlays for the gallery: the image with its map blended in a colormap, rendered with numpy/PIL
+for a whole page at once and cached per (run, page, opacity, colormap)."""
+from __future__ import annotations
+
+import io
+from functools import lru_cache
+
+import numpy as np
+import streamlit as st
+from PIL import Image
+
+COLORMAPS = ("jet", "inferno", "viridis", "hot", "gray")
+
+
+# Colormaps as control points (position, r, g, b), interpolated linearly to 256 entries: hot and gray are
+# exact (jet too, below, per channel); viridis and inferno are sampled from matplotlib's tables at 9 points (no matplotlib import needed).
+_POINTS: dict[str, list[tuple[float, int, int, int]]] = {
+    "inferno": [(0.0, 0, 0, 4), (0.125, 31, 12, 72), (0.25, 85, 15, 109), (0.375, 136, 34, 106),
+                (0.5, 186, 54, 85), (0.625, 227, 89, 51), (0.75, 249, 140, 10), (0.875, 249, 201, 50),
+                (1.0, 252, 255, 164)],
+    "viridis": [(0.0, 68, 1, 84), (0.125, 71, 44, 122), (0.25, 59, 81, 139), (0.375, 44, 113, 142),
+                (0.5, 33, 145, 140), (0.625, 39, 173, 129), (0.75, 92, 200, 99), (0.875, 170, 220, 50),
+                (1.0, 253, 231, 37)],
+    "hot": [(0.0, 10, 0, 0), (0.365, 255, 0, 0), (0.746, 255, 255, 0), (1.0, 255, 255, 255)],
+    "gray": [(0.0, 0, 0, 0), (1.0, 255, 255, 255)],
+}
+
+
+# jet per channel (matplotlib's segment data): channel → [(position, value 0..1), …]
+_JET = {"r": [(0, 0), (0.35, 0), (0.66, 1), (0.89, 1), (1, 0.5)],
+        "g": [(0, 0), (0.125, 0), (0.375, 1), (0.64, 1), (0.91, 0), (1, 0)],
+        "b": [(0, 0.5), (0.11, 1), (0.34, 1), (0.65, 0), (1, 0)]}
+
+
+@lru_cache(maxsize=16)
+def colormap_lut(name: str) -> np.ndarray:
+    """(256, 3) uint8 lookup table of a colormap."""
+    t = np.linspace(0, 1, 256)
+    if name == "jet":
+        return np.stack([np.interp(t, *zip(*_JET[c])) * 255 for c in "rgb"], 1).round().astype(np.uint8)
+    if name not in _POINTS:
+        raise ValueError(f"unknown colormap {name!r}; choose one of {', '.join(COLORMAPS)}")
+    pts = np.array(_POINTS[name], np.float64)
+    return np.stack([np.interp(t, pts[:, 0], pts[:, c]) for c in (1, 2, 3)], 1).round().astype(np.uint8)
+
+
+def blend(gray: np.ndarray, maps: np.ndarray, opacity: float = 0.45, cmap: str = "jet") -> np.ndarray:
+    """gray (k, H, W) uint8 and maps (k, H, W) in [0, 1] (NaN → 0) → (k, H, W, 3) uint8 overlays."""
+    m = np.nan_to_num(np.asarray(maps, np.float32), nan=0.0).clip(0, 1)
+    col = colormap_lut(cmap)[(m * 255).round().astype(np.uint8)].astype(np.float32)
+    g = np.asarray(gray, np.float32)[..., None]
+    return ((1 - opacity) * g + opacity * col).round().clip(0, 255).astype(np.uint8)
+
+
+def gray_rgb(gray: np.ndarray) -> np.ndarray:
+    return np.repeat(np.asarray(gray, np.uint8)[..., None], 3, axis=-1)
+
+
+def mask_rgb(gray: np.ndarray, mask: np.ndarray, color=(0, 200, 255), opacity: float = 0.5) -> np.ndarray:
+    """The image with a binary mask tinted in `color`."""
+    g = gray_rgb(gray).astype(np.float32)
+    c = np.array(color, np.float32)
+    m = np.asarray(mask, bool)[..., None]
+    return np.where(m, (1 - opacity) * g + opacity * c, g).round().astype(np.uint8)
+
+
+def png(rgb: np.ndarray, side: int | None = None) -> bytes:
+    im = Image.fromarray(rgb)
+    if side and im.width != side:
+        im = im.resize((side, side), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def _cache_stamp(dataset_id: int) -> float:
+    from services.datasets import cache_path
+
+    p = cache_path(dataset_id)
+    return p.stat().st_mtime if p.exists() else 0.0
+
+
+@st.cache_resource(max_entries=16, show_spinner=False)
+def _array(dataset_id: int, stamp: float, home: str, key: str) -> np.ndarray:
+    """One array of the dataset's cache file (images, lung, marker, has_lung, …): an npz member is read alone."""
+    from services.datasets import cache_path, load_arrays
+
+    p = cache_path(dataset_id)
+    if not p.exists():
+        load_arrays(dataset_id)  # rebuilds the cache from the dataset's files
+    with np.load(p, allow_pickle=False) as z:
+        return z[key]
+
+
+def dataset_array(dataset_id: int, key: str) -> np.ndarray:
+    """An array of the dataset cache, loaded once per server process (again when the cache file changes)."""
+    from services.settings import get_settings
+
+    return _array(int(dataset_id), _cache_stamp(dataset_id), str(get_settings().home_dir), key)
+
+
+@st.cache_resource(max_entries=8, show_spinner=False)
+def _maps(maps_path: str):
+    return np.load(maps_path, mmap_mode="r", allow_pickle=False)
+
+
+def run_maps(run: dict) -> np.ndarray:
+    """A run's maps, memory-mapped (only the rows a page shows are read)."""
+    return _maps(run["maps_path"])
+
+
+@st.cache_data(max_entries=64, show_spinner=False)
+def page_overlays(run_id: int, maps_path: str, dataset_id: int, stamp: float, pairs: tuple[tuple[int, int], ...],
+                  opacity: float, cmap: str, side: int = 160) -> list[bytes]:
+    """PNG overlays for one page: pairs = ((map row, dataset cache row), …); cached by run, page and style."""
+    if not pairs:
+        return []
+    from services.settings import get_settings
+
+    images = _array(int(dataset_id), stamp, str(get_settings().home_dir), "images")
+    maps = _maps(maps_path)
+    mi = np.array([p[0] for p in pairs])
+    ii = np.array([p[1] for p in pairs])
+    rgb = blend(images[ii], np.asarray(maps[mi], np.float32), opacity, cmap)
+    return [png(x, side) for x in rgb]
+
+
+def overlays_for(run: dict, dataset_id: int, rows: list[dict], opacity: float, cmap: str, side: int = 160) -> list[bytes]:
+    pairs = tuple((int(r["index"]), int(r["image_index"])) for r in rows)
+    return page_overlays(int(run["id"]), run["maps_path"], int(dataset_id), _cache_stamp(dataset_id), pairs,
+                         float(opacity), cmap, side)

@@ -1,0 +1,25 @@
+"""`exemplar demo`: build the built-in demo (SynthCXR → baseline classifier → …); idempotent, progress on stderr."""
+from __future__ import annotations
+
+import typer
+
+from services.cli.common import emit, run_job
+
+
+def _human(res: dict) -> str:
+    lines = [f"{s['title']}: {s['status']}" + (f" in {s['seconds']:.0f}s" if s["status"] == "built" else "")
+             for s in res.get("steps", [])]
+    sm = res.get("summary") or {}
+    if sm.get("test_accuracy") is not None:
+        lines.append(f"baseline model #{sm['baseline_model_id']}: test accuracy {sm['test_accuracy']:.3f}, "
+                     f"test_shifted accuracy {sm['test_shifted_accuracy']:.3f} (the shortcut)")
+    return "\n".join(lines + ["demo ready: start the app with `make run` or `exemplar serve`"])
+
+
+def register(app: typer.Typer) -> None:
+    @app.command("demo")
+    def demo(queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
+             json_: bool = typer.Option(False, "--json")):
+        """Build the demo: what exists already is kept, so running it twice is quick."""
+        res = run_job("demo", {}, json_, enqueue=queue)
+        emit(res, json_, _human(res))

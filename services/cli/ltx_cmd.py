@@ -1,0 +1,86 @@
+"""`exemplar ltx train` (pretrain an LTX explainer for a classifier) and `exemplar evaluate` (compare methods)."""
+from __future__ import annotations
+
+import typer
+
+from services.cli.common import emit, fail, run_job
+
+
+def _fmt(v, nd: int = 3) -> str:
+    return "n/a" if v is None else f"{v:.{nd}f}"
+
+
+def _table(res: dict) -> str:
+    lines = [f"model #{res['model_id']} · {res['split']} · {res['n']} images (predicted class; POS/DEL lower is "
+             f"better, NEG/INS higher, max 90)",
+             f"{'method':24s} {'AR':>6s} {'AP':>6s} {'POS':>6s} {'NEG':>6s} {'DEL':>6s} {'INS':>6s} {'s/img':>8s}"]
+    for name, r in res["methods"].items():
+        lines.append(f"{r.get('label', name):24s} {_fmt(r['ar']):>6s} {_fmt(r['ap']):>6s} {_fmt(r['pos'], 1):>6s} "
+                     f"{_fmt(r['neg'], 1):>6s} {_fmt(r['del'], 1):>6s} {_fmt(r['ins'], 1):>6s} "
+                     f"{r['seconds_per_image']:>8.4f}")
+    return "\n".join(lines)
+
+
+def register(app: typer.Typer) -> None:
+    ltx_app = typer.Typer(help="LTX learned explainer (Learning to Explain).", no_args_is_help=True)
+    app.add_typer(ltx_app, name="ltx")
+
+    @ltx_app.command("train")
+    def train(model: int = typer.Option(..., help="classifier id to explain"),
+              epochs: int = typer.Option(None, help="pretraining epochs over the train split (default 5)"),
+              alpha: float = typer.Option(None, help="weight α of the mask mean in the LTX loss"),
+              lr: float = typer.Option(None, help="Adam learning rate"),
+              batch_size: int = typer.Option(None, "--batch-size"),
+              limit: int = typer.Option(None, help="pretrain on the first N training images only"),
+              seed: int = typer.Option(None),
+              name: str = typer.Option(None, help="explainer name (default ltx-<classifier name>)"),
+              device: str = typer.Option(None, help="cpu | cuda | auto (default EXEMPLAR_DEVICE)"),
+              queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
+              json_: bool = typer.Option(False, "--json")):
+        """Pretrain an LTX explainer on the classifier's training split; prints explainer_id and its history."""
+        if epochs is not None and epochs < 1:
+            fail("--epochs must be at least 1")
+        if alpha is not None and alpha < 0:
+            fail("--alpha must be ≥ 0")
+        params = {"model_id": model, "epochs": epochs, "alpha": alpha, "lr": lr, "batch_size": batch_size,
+                  "limit": limit, "seed": seed, "name": name, "device": device}
+        res = run_job("ltx.train", {k: v for k, v in params.items() if v is not None}, json_, enqueue=queue)
+        last = res["history"][-1]
+        out = {"explainer_id": res["explainer_id"], "model_id": res["model_id"], "alpha": res["alpha"],
+               "epochs": len(res["history"]), "history": res["history"], "metrics": res["metrics"],
+               "seconds": res["seconds"], "device": res["device"], "checkpoint": res["checkpoint"]}
+        emit(out, json_, f"LTX explainer #{res['explainer_id']} for model #{res['model_id']}: loss {last['loss']:.3f} "
+                         f"(CE {last['ce']:.3f}, mask mean {last['mask_mean']:.3f}) in {res['seconds']:.1f} s")
+
+    @app.command("evaluate")
+    def evaluate(model: int = typer.Option(..., help="classifier id"),
+                 methods: str = typer.Option("gradcam,ig,ltx_pretrained,ltx",
+                                             help="comma-separated: gradcam, ig, saliency, occlusion, "
+                                                  "guided_gradcam, ltx, ltx_pretrained"),
+                 split: str = typer.Option("test", help="split to evaluate on"),
+                 limit: int = typer.Option(None, help="only the first N images of the split"),
+                 target: str = typer.Option("both", help="explained class: predicted, or both (predicted and true)"),
+                 tau: float = typer.Option(0.5, help="threshold of T(E) = E ≥ τ for AR / AP"),
+                 finetune_steps: int = typer.Option(None, "--finetune-steps", help="LTX per-instance steps (25)"),
+                 batch_size: int = typer.Option(32, "--batch-size"),
+                 device: str = typer.Option(None, help="cpu | cuda | auto (default EXEMPLAR_DEVICE)"),
+                 queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
+                 json_: bool = typer.Option(False, "--json")):
+        """AR, AP, POS, NEG, DEL, INS and seconds per image for each method; stored on the classifier's row."""
+        from services.evaluation import parse_methods
+
+        try:
+            names = parse_methods(methods)
+        except ValueError as exc:
+            fail(str(exc))
+        if target not in ("predicted", "both"):
+            fail("--target must be predicted or both")
+        if not 0 < tau <= 1:
+            fail("--tau must be in (0, 1]")
+        if limit is not None and limit < 1:
+            fail("--limit must be at least 1")
+        targets = ["predicted", "true"] if target == "both" else ["predicted"]
+        params = {"model_id": model, "methods": names, "split": split, "limit": limit, "targets": targets,
+                  "tau": tau, "finetune_steps": finetune_steps, "batch_size": batch_size, "device": device}
+        res = run_job("evaluate", params, json_, enqueue=queue)
+        emit(res, json_, _table(res))

@@ -1,0 +1,75 @@
+"""Export of an explanation run: one .npz with image ids, dataset paths, labels, predictions, probabilities,
+maps (at their stored resolution) and every metric as its own array; optionally the metrics table as CSV."""
+from __future__ import annotations
+
+import csv
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+from services.explaining import METRICS, load_maps, load_run, run_rows
+
+
+def _atomic(path: Path, write) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        write(tmp)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+
+
+def export_explanations(run_id: int, out: str | Path, csv_path: str | Path | None = None) -> dict:
+    """Write the run to OUT (.npz; keys image_ids, paths, labels, splits, targets, preds, probs, maps, classes,
+    run_id, tau and one float32 array per metric: ar, ap, f1, soft_ar, relevance_mass, rra, pointing, wr —
+    NaN where undefined). Returns {run_id, out, csv, n, keys}."""
+    from services.explaining import dataset_classes
+
+    run = load_run(run_id)
+    rows = run_rows(run_id)
+    maps = load_maps(run_id, mmap=True)
+    order = np.array([r["index"] for r in rows], np.int64)
+    arrays = {
+        "image_ids": np.array([r["image_id"] for r in rows], np.int64),
+        "paths": np.array([r["path"] for r in rows], dtype=str),
+        "labels": np.array([r["label"] for r in rows], np.int64),
+        "splits": np.array([r["split"] for r in rows], dtype=str),
+        "targets": np.array([r["target"] for r in rows], np.int64),
+        "preds": np.array([r["pred"] for r in rows], np.int64),
+        "probs": np.array([r["prob"] for r in rows], np.float32),
+        "maps": np.asarray(maps[order]),
+        "classes": np.array(dataset_classes(run["dataset_id"]) if run.get("dataset_id") else [], dtype=str),
+        "run_id": np.array(run["id"], np.int64),
+        "tau": np.array(run["tau"], np.float32),
+    }
+    for k in METRICS:
+        arrays[k] = np.array([np.nan if r[k] is None else r[k] for r in rows], np.float32)
+    out = Path(out).expanduser()
+    if out.suffix != ".npz":
+        out = out.with_name(out.name + ".npz")
+
+    def _write_npz(tmp):
+        with open(tmp, "wb") as fh:
+            np.savez(fh, **arrays)
+
+    _atomic(out, _write_npz)
+    res = {"run_id": run["id"], "out": str(out.resolve()), "csv": None, "n": len(rows), "keys": sorted(arrays)}
+    if csv_path:
+        cp = Path(csv_path).expanduser()
+        cols = ["image_id", "path", "label", "split", "target", "pred", "prob", *METRICS]
+
+        def _write_csv(tmp):
+            with open(tmp, "w", newline="") as fh:
+                w = csv.writer(fh)
+                w.writerow(cols)
+                for r in rows:
+                    w.writerow(["" if r[c] is None else r[c] for c in cols])
+
+        _atomic(cp, _write_csv)
+        res["csv"] = str(cp.resolve())
+    return res

@@ -1,0 +1,276 @@
+"""Before / after report of a parent model and its retrained child: the data, the plotly figures and a
+self-contained HTML export (plotly.js inline, images as base64 PNG: one file that opens offline).
+
+compare() joins the two models' newest GradCAM runs on image id: AR / AP / WR per image, accuracy and confusion
+matrices per split (from the registry rows), the wrong-reason score, and the images whose AR changed most.
+"""
+from __future__ import annotations
+
+import base64
+import html
+import io
+import math
+import os
+import tempfile
+from datetime import datetime, timezone
+from pathlib import Path
+
+import numpy as np
+
+SPLITS = ("val", "test", "test_shifted")
+METRIC_KEYS = ("ar", "ap", "wr")
+
+
+def _num(v) -> float:
+    return float("nan") if v is None else float(v)
+
+
+def _mean(a) -> float | None:
+    a = np.asarray(a, np.float64)
+    return float(np.nanmean(a)) if np.isfinite(a).any() else None
+
+
+def _run_for(model_id: int, method: str = "gradcam") -> dict | None:
+    from services.explaining import latest_run
+
+    return latest_run(model_id, method)
+
+
+def compare(parent_id: int, child_id: int, top: int = 8, split: str | None = None) -> dict:
+    """Everything the report shows, as plain data (lists and numbers; NaN where undefined)."""
+    from services.explaining import dataset_classes, run_rows
+    from services.models import get_model
+
+    parent, child = get_model(int(parent_id)), get_model(int(child_id))
+    if parent is None or child is None:
+        raise ValueError(f"no model {parent_id if parent is None else child_id}")
+    if parent["dataset_id"] != child["dataset_id"]:
+        raise ValueError("parent and child were trained on different datasets: nothing to compare image by image")
+    classes = list((child["config"] or {}).get("classes") or dataset_classes(child["dataset_id"]))
+    out: dict = {"parent": _model_info(parent), "child": _model_info(child), "classes": classes,
+                 "related": child["parent_id"] == parent["id"], "split": split,
+                 "accuracy": {}, "confusion": {}, "runs": {}, "per_image": None, "changed": [], "summary": {},
+                 "xbl": (child["config"] or {}).get("xbl"), "history": (child["config"] or {}).get("history") or []}
+    for s in SPLITS:
+        pm, cm = (parent["metrics"] or {}).get(s), (child["metrics"] or {}).get(s)
+        if pm or cm:
+            out["accuracy"][s] = {"parent": (pm or {}).get("accuracy"), "child": (cm or {}).get("accuracy")}
+            out["confusion"][s] = {"parent": (pm or {}).get("confusion"), "child": (cm or {}).get("confusion")}
+    rp, rc = _run_for(parent["id"]), _run_for(child["id"])
+    out["runs"] = {"parent": rp["id"] if rp else None, "child": rc["id"] if rc else None}
+    if rp is None or rc is None:
+        return out
+    pr = {r["image_id"]: r for r in run_rows(rp["id"])}
+    cr = {r["image_id"]: r for r in run_rows(rc["id"])}
+    ids = [i for i in pr if i in cr and (split is None or pr[i]["split"] == split)]
+    per = {"image_id": ids, "split": [pr[i]["split"] for i in ids], "label": [pr[i]["label"] for i in ids],
+           "path": [pr[i]["path"] for i in ids], "image_index": [pr[i]["image_index"] for i in ids]}
+    for who, rows in (("parent", pr), ("child", cr)):
+        for k in METRIC_KEYS:
+            per[f"{k}_{who}"] = [_num(rows[i][k]) for i in ids]
+        per[f"pred_{who}"] = [rows[i]["pred"] for i in ids]
+        per[f"map_{who}"] = [rows[i]["index"] for i in ids]
+    out["per_image"] = per
+    for who in ("parent", "child"):
+        out["summary"][who] = {f"{k}_mean": _mean(per[f"{k}_{who}"]) for k in METRIC_KEYS}
+        out["summary"][who]["n"] = len(ids)
+    d = np.asarray(per["ar_child"], np.float64) - np.asarray(per["ar_parent"], np.float64)
+    order = [int(j) for j in np.argsort(-np.nan_to_num(np.abs(d), nan=-1.0), kind="stable") if np.isfinite(d[j])]
+    keys = ("image_id", "split", "label", "path", "image_index", "ar_parent", "ar_child", "ap_parent", "ap_child",
+            "wr_parent", "wr_child", "pred_parent", "pred_child", "map_parent", "map_child")
+    out["changed"] = [{**{k: per[k][j] for k in keys}, "delta_ar": float(d[j])} for j in order[: int(top)]]
+    return out
+
+
+def _model_info(m: dict) -> dict:
+    return {"id": m["id"], "name": m["name"], "arch": m["arch"], "parent_id": m["parent_id"],
+            "created_at": m["created_at"], "feedback_ids": m["feedback_ids"]}
+
+
+# ----------------------------------------------------------------------------------------------- figures
+
+def figures(data: dict) -> dict:
+    """plotly figures keyed by name: hist_ar, hist_ap, hist_wr, accuracy, confusion_<split>, history."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    figs = {}
+    pn, cn = f"#{data['parent']['id']} before", f"#{data['child']['id']} after"
+    per = data.get("per_image")
+    if per:
+        for k, title in (("ar", "AR"), ("ap", "AP"), ("wr", "wrong reason (WR)")):
+            f = go.Figure()
+            for who, name in (("parent", pn), ("child", cn)):
+                v = [x for x in per[f"{k}_{who}"] if math.isfinite(x)]
+                f.add_trace(go.Histogram(x=v, name=name, opacity=0.6, xbins=dict(start=0, end=1.0001, size=0.05)))
+            f.update_layout(barmode="overlay", title=f"{title} per image", xaxis_title=title,
+                            yaxis_title="images", height=300, margin=dict(l=10, r=10, t=40, b=10))
+            figs[f"hist_{k}"] = f
+    if data["accuracy"]:
+        sp = list(data["accuracy"])
+        f = go.Figure([go.Bar(name=pn, x=sp, y=[data["accuracy"][s]["parent"] for s in sp]),
+                       go.Bar(name=cn, x=sp, y=[data["accuracy"][s]["child"] for s in sp])])
+        f.update_layout(barmode="group", title="accuracy", yaxis_range=[0, 1], height=300,
+                        margin=dict(l=10, r=10, t=40, b=10))
+        figs["accuracy"] = f
+    cls = data["classes"]
+    for s, cm in data["confusion"].items():
+        if not cm.get("parent") or not cm.get("child"):
+            continue
+        f = make_subplots(1, 2, subplot_titles=(pn, cn), horizontal_spacing=0.15)
+        for j, who in enumerate(("parent", "child")):
+            z = np.asarray(cm[who])
+            f.add_trace(go.Heatmap(z=z, x=cls, y=cls, colorscale="Blues", showscale=False, text=z,
+                                   texttemplate="%{text}"), 1, j + 1)
+            f.update_yaxes(autorange="reversed", title_text="true" if j == 0 else None, row=1, col=j + 1)
+            f.update_xaxes(title_text="predicted", row=1, col=j + 1)
+        f.update_layout(title=f"confusion matrix · {s}", height=360, margin=dict(l=10, r=10, t=60, b=10))
+        figs[f"confusion_{s}"] = f
+    hist = data.get("history") or []
+    if hist:
+        figs["history"] = history_figure(hist)
+    return figs
+
+
+def history_figure(history: list[dict]):
+    """Per-epoch fine-tune metrics in three panels: losses, triplet diagnostics, accuracy / AR / AP."""
+    import plotly.graph_objects as go
+    from plotly.subplots import make_subplots
+
+    groups = (("losses", ("ce", "expl")), ("triplet", ("active", "d_pos", "d_neg")),
+              ("quality", ("val_acc", "val_ar", "val_ap", "shifted_acc")))
+    f = make_subplots(1, 3, subplot_titles=[g[0] for g in groups])
+    ep = [h.get("epoch") for h in history]
+    for j, (_, keys) in enumerate(groups):
+        for k in keys:
+            if any(k in h for h in history):
+                f.add_trace(go.Scatter(x=ep, y=[h.get(k) for h in history], mode="lines+markers", name=k),
+                            1, j + 1)
+    f.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h"))
+    f.update_xaxes(title_text="epoch")
+    return f
+
+
+# ----------------------------------------------------------------------------------------------- images
+
+def _hot(gray: np.ndarray, m: np.ndarray, opacity: float = 0.5) -> np.ndarray:
+    """gray (H, W) uint8 + map (H, W) in [0, 1] → RGB uint8 with the map in a 'jet'-like ramp."""
+    m = np.nan_to_num(np.asarray(m, np.float32), nan=0.0).clip(0, 1)
+    r = np.clip(1.5 - np.abs(4 * m - 3), 0, 1)
+    g = np.clip(1.5 - np.abs(4 * m - 2), 0, 1)
+    b = np.clip(1.5 - np.abs(4 * m - 1), 0, 1)
+    col = np.stack([r, g, b], -1) * 255
+    base = np.repeat(np.asarray(gray, np.float32)[..., None], 3, -1)
+    return ((1 - opacity) * base + opacity * col).round().clip(0, 255).astype(np.uint8)
+
+
+def _png(rgb: np.ndarray, side: int = 160) -> bytes:
+    from PIL import Image
+
+    im = Image.fromarray(rgb)
+    if im.width != side:
+        im = im.resize((side, side), Image.Resampling.BILINEAR)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG")
+    return buf.getvalue()
+
+
+def changed_images(data: dict, side: int = 160) -> list[dict]:
+    """For each of data['changed']: PNG bytes of the image with the parent's and the child's map."""
+    from services.datasets import load_arrays
+    from services.explaining import load_maps
+    from services.models import get_model
+
+    if not data["changed"]:
+        return []
+    arrays = load_arrays(get_model(data["child"]["id"])["dataset_id"])
+    mp, mc = load_maps(data["runs"]["parent"]), load_maps(data["runs"]["child"])
+    out = []
+    for r in data["changed"]:
+        gray = arrays.images[int(r["image_index"])]
+        out.append({**r, "png_parent": _png(_hot(gray, np.asarray(mp[int(r["map_parent"])], np.float32)), side),
+                    "png_child": _png(_hot(gray, np.asarray(mc[int(r["map_child"])], np.float32)), side)})
+    return out
+
+
+# ----------------------------------------------------------------------------------------------- HTML
+
+def _fmt(v, nd: int = 3) -> str:
+    return "NaN" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}f}"
+
+
+def _b64(png: bytes) -> str:
+    return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+
+
+def report_html(parent_id: int, child_id: int, top: int = 8, split: str | None = None) -> str:
+    """The whole report as one self-contained HTML string (plotly.js inline once, images as data URIs)."""
+    data = compare(parent_id, child_id, top=top, split=split)
+    figs = figures(data)
+    p, c = data["parent"], data["child"]
+    e = html.escape
+    parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Exemplar report #{p['id']} → #{c['id']}"
+             "</title><style>body{font-family:system-ui,sans-serif;margin:24px;max-width:1200px}"
+             "table{border-collapse:collapse}td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}"
+             "th:first-child,td:first-child{text-align:left}.pair{display:inline-block;margin:6px;"
+             "text-align:center;font-size:12px}.pair img{margin:2px}</style></head><body>",
+             f"<h1>Before / after: #{p['id']} {e(p['name'])} → #{c['id']} {e(c['name'])}</h1>",
+             f"<p>Generated {datetime.now(timezone.utc).isoformat(timespec='seconds')}. "
+             + ("The second model is a child of the first." if data["related"] else
+                "Note: the second model is not a direct child of the first.") + "</p>"]
+    x = data.get("xbl") or {}
+    if x:
+        pair = x.get("pair") or {}
+        parts.append(f"<p>Method <b>{e(str(x.get('method')))}</b>, settings {e(str(x.get('settings')))}; "
+                     f"good exemplar <code>{e(str((pair.get('good') or {}).get('path')))}</code>, bad exemplar "
+                     f"<code>{e(str((pair.get('bad') or {}).get('path')))}</code>.</p>")
+    rows = ["<table><tr><th></th><th>before</th><th>after</th><th>change</th></tr>"]
+    for s, a in data["accuracy"].items():
+        d = (a["child"] - a["parent"]) if a["child"] is not None and a["parent"] is not None else None
+        rows.append(f"<tr><td>accuracy · {e(s)}</td><td>{_fmt(a['parent'])}</td><td>{_fmt(a['child'])}</td>"
+                    f"<td>{_fmt(d)}</td></tr>")
+    if data["summary"]:
+        sp, sc = data["summary"]["parent"], data["summary"]["child"]
+        for k, name in (("ar_mean", "mean AR"), ("ap_mean", "mean AP"), ("wr_mean", "mean wrong reason (WR)")):
+            d = (sc[k] - sp[k]) if sc[k] is not None and sp[k] is not None else None
+            rows.append(f"<tr><td>{name}</td><td>{_fmt(sp[k])}</td><td>{_fmt(sc[k])}</td><td>{_fmt(d)}</td></tr>")
+    rows.append("</table>")
+    parts.append("".join(rows))
+    if data["per_image"] is None:
+        parts.append("<p><i>No GradCAM run for one of the models: explanation metrics are missing.</i></p>")
+    first = True
+    for name in ["accuracy", "hist_ar", "hist_ap", "hist_wr", *[k for k in figs if k.startswith("confusion_")],
+                 "history"]:
+        if name in figs:
+            parts.append(figs[name].to_html(full_html=False, include_plotlyjs=True if first else False))
+            first = False
+    imgs = changed_images(data) if data["per_image"] is not None else []
+    if imgs:
+        parts.append("<h2>Images whose AR changed most (before | after)</h2>")
+        cls = data["classes"]
+        for r in imgs:
+            lab = cls[r["label"]] if 0 <= r["label"] < len(cls) else r["label"]
+            parts.append(f"<div class='pair'><img src='{_b64(r['png_parent'])}' width='160'>"
+                         f"<img src='{_b64(r['png_child'])}' width='160'><br>{e(r['path'])} · {e(str(lab))}<br>"
+                         f"AR {_fmt(r['ar_parent'], 2)} → {_fmt(r['ar_child'], 2)} · AP {_fmt(r['ap_parent'], 2)} → "
+                         f"{_fmt(r['ap_child'], 2)}</div>")
+    parts.append("</body></html>")
+    return "\n".join(parts)
+
+
+def export_report(parent_id: int, child_id: int, out: str | Path | None = None, **kw) -> Path:
+    """Write the HTML report atomically (default $EXEMPLAR_HOME/exports/report_<parent>_<child>.html)."""
+    from services.settings import get_settings
+
+    path = Path(out) if out else get_settings().path("exports") / f"report_{int(parent_id)}_{int(child_id)}.html"
+    path.parent.mkdir(parents=True, exist_ok=True)
+    text = report_html(parent_id, child_id, **kw)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as fh:
+            fh.write(text)
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
+    return path

@@ -1,0 +1,64 @@
+"""In Chromium: pick a good and a bad exemplar on the gallery and see the pinned pair; a keyboard shortcut marks."""
+import pytest
+from playwright.sync_api import expect
+from sqlalchemy import select
+
+from db.models import Feedback, User
+from services.database import session
+from services.explaining import query_explanations
+from tests.browser.harness import exceptions_on, live_app, page, pick_user, wait_idle  # noqa: F401
+from tests.helpers_explain import dataset_and_model, fake_run
+
+pytestmark = pytest.mark.browser
+
+
+def button(page, key: str):
+    """The visible button of a widget key (Streamlit also renders a hidden copy for measuring its width)."""
+    return page.locator(f".st-key-{key}[data-stale='false'] button:visible")
+
+
+def click(page, key: str) -> None:
+    """Click the button with this widget key once the rerun has settled (no stale copy left)."""
+    btn = button(page, key)
+    expect(btn).to_have_count(1)
+    expect(btn).to_be_enabled()
+    btn.click()
+    wait_idle(page)
+
+
+def picks() -> list[tuple[str, int, str]]:
+    with session() as s:
+        return [(f.kind, f.image_id, s.get(User, f.user_id).name)
+                for f in s.scalars(select(Feedback).where(Feedback.undone_at.is_(None)).order_by(Feedback.id))]
+
+
+def test_pick_good_and_bad_and_see_the_pinned_pair(page, live_app):
+    ds_id, mid = dataset_and_model(n=20, size=32)
+    rid = fake_run(ds_id, mid)
+    rows, _ = query_explanations(rid, "ar", False, limit=24)
+    good, bad, third = rows[-1], rows[0], rows[1]
+    page.goto(live_app.url)
+    wait_idle(page)
+    pick_user(page, "radiologist")
+    page.get_by_role("heading", name="Explanation gallery").wait_for()
+    assert exceptions_on(page) == []
+
+    click(page, f"g_good_{good['image_id']}")
+    click(page, f"g_bad_{bad['image_id']}")
+    assert exceptions_on(page) == []
+    assert picks() == [("good", good["image_id"], "radiologist"), ("bad", bad["image_id"], "radiologist")]
+    pinned = page.get_by_text("Chosen exemplar pair").locator("xpath=ancestor::div[@data-testid='stVerticalBlock'][1]")
+    pinned.get_by_text(good["path"]).first.wait_for()
+    pinned.get_by_text(bad["path"]).first.wait_for()
+    expect(button(page, "g_retrain")).to_be_enabled()
+
+    # keyboard: open a card's detail view and press G to make it the good exemplar
+    click(page, f"g_det_{third['image_id']}")
+    expect(button(page, "g_det_good")).to_have_count(1)
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    page.keyboard.press("g")
+    page.wait_for_timeout(500)
+    wait_idle(page)
+    assert exceptions_on(page) == []
+    expect(button(page, f"g_good_{third['image_id']}")).to_be_disabled()  # now the good one
+    assert picks()[-1] == ("good", third["image_id"], "radiologist")

@@ -1,0 +1,107 @@
+"""DICOM import: modality LUT, window / VOI LUT, MONOCHROME1, 16-bit, and no PHI left anywhere after import."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from services import datasets as D
+from tests.helpers_data import PHI, UIDS, db_text, make_dicom
+
+
+def _ramp(h=48, w=40, hi=65535):
+    return np.tile(np.linspace(0, hi, w).round().astype(np.uint16), (h, 1))
+
+
+@pytest.fixture
+def dicom_tree(tmp_path):
+    root = tmp_path / "dcm"
+    # 16-bit MONOCHROME1 with a window covering the middle half of the range
+    make_dicom(root / "a" / "mono1.dcm", _ramp(), "MONOCHROME1", bits=16, window=(32768, 32768),
+               sop_uid="1.2.826.0.1.3680043.99.3.1")
+    # 12-bit MONOCHROME2 with a modality rescale and no window (min-max)
+    make_dicom(root / "a" / "mono2.dcm", _ramp(hi=4095), "MONOCHROME2", bits=12, rescale=(2.0, -1024.0),
+               sop_uid="1.2.826.0.1.3680043.99.3.2")
+    # a VOI LUT sequence that maps everything above 1000 to white
+    lut = np.clip(np.arange(4096) * 65535 // 1000, 0, 65535)
+    make_dicom(root / "b" / "lut.dcm", _ramp(hi=4095), "MONOCHROME2", bits=12, voi_lut=lut,
+               sop_uid="1.2.826.0.1.3680043.99.3.3")
+    for i in range(3):
+        make_dicom(root / "b" / f"n{i}.dcm", _ramp(hi=4000 - 500 * i), "MONOCHROME2", bits=12, window=(1500, 3000),
+                   sop_uid=f"1.2.826.0.1.3680043.99.3.{10 + i}")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label,split\n"
+                      "a/mono1.dcm,COVID,train\na/mono2.dcm,Normal,train\nb/lut.dcm,COVID,test\n"
+                      "b/n0.dcm,Normal,val\nb/n1.dcm,COVID,test\nb/n2.dcm,Normal,test\n")
+    return root, labels
+
+
+def test_dicom_pixels_luts_and_photometric(dicom_tree):
+    root, labels = dicom_tree
+    res = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32)
+    assert res["report"]["imported"] == 6 and res["report"]["bad"] == []
+    arr = D.load_arrays(res["dataset_id"])
+    row = {p: i for i, p in enumerate(arr.paths)}
+    m1 = arr.images[row["a/mono1.dcm"]].astype(int)
+    # MONOCHROME1: low stored values are white; the window clips the outer quarters
+    assert m1[:, 0].min() == 255 and m1[:, -1].max() == 0 and 100 < m1[:, 16].mean() < 160
+    assert (np.diff(m1[0]) <= 0).all()
+    m2 = arr.images[row["a/mono2.dcm"]].astype(int)
+    assert m2[:, 0].max() <= 5 and m2[:, -1].min() >= 250 and (np.diff(m2[0]) >= 0).all()
+    lut = arr.images[row["b/lut.dcm"]].astype(int)
+    assert lut[:, 16:].min() == 255 and lut[:, 0].max() == 0  # VOI LUT saturates above stored 1000
+    img = D.resolve_image(res["dataset_id"], "a/mono1.dcm")
+    assert img["meta"]["inverted"] == "MONOCHROME1" and img["meta"]["Modality"] == "CR"
+    assert img["width"] == 40 and img["height"] == 48 and img["split"] == "train"
+    assert D.get_dataset("dcm")["classes"] == ["COVID", "Normal"]
+
+
+def test_dicom_import_leaves_no_phi(dicom_tree, exemplar_home):
+    root, labels = dicom_tree
+    res = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32)
+    deid = res["report"]["deidentification"]
+    assert deid["files"] == 6 and deid["removed"]["PatientName"] == 6 and deid["removed"]["PatientID"] == 6
+    assert deid["uids_replaced"]["StudyInstanceUID"] == 6 and deid["private_tags_removed"] == 6
+    for kw in ("PatientBirthDate", "InstitutionName", "AccessionNumber", "StudyDate", "ReferringPhysicianName"):
+        assert deid["removed"][kw] == 6
+    stored = db_text()
+    secrets = list(PHI.values()) + list(UIDS.values()) + ["1.2.826.0.1.3680043.99.3", "private secret", "Doe"]
+    for secret in secrets:
+        assert secret not in stored, secret
+    # nor in any derived file under EXEMPLAR_HOME (cache, uploads …), and the originals were not copied there
+    for f in exemplar_home.rglob("*"):
+        if f.is_file() and not f.name.startswith("exemplar.db") and not f.name.startswith("queue.db"):
+            data = f.read_bytes()
+            assert not any(s.encode() in data for s in secrets), f
+            assert f.suffix != ".dcm"
+    img = D.resolve_image(res["dataset_id"], "a/mono1.dcm")
+    assert img["meta"]["StudyInstanceUID"].startswith("2.25.") and img["meta"]["patient"].startswith("P")
+    # the same study keeps one new UID within the import (all test files share a study)
+    assert len({D.resolve_image(res["dataset_id"], p)["meta"]["StudyInstanceUID"]
+                for p in ("a/mono1.dcm", "b/n0.dcm")}) == 1
+
+
+def test_dicom_bad_files_and_labels(dicom_tree, tmp_path):
+    root, labels = dicom_tree
+    (root / "b" / "fake.dcm").write_text("not dicom")
+    make_dicom(root / "c" / "nolabel.dcm", _ramp(), sop_uid="1.2.826.0.1.3680043.99.3.99")
+    with open(labels, "a") as fh:
+        fh.write("b/fake.dcm,COVID,train\nb/missing.dcm,COVID,train\n")
+    with pytest.raises(D.ImportRefused):
+        D.import_dataset(root, "dicom", "dcm", labels=labels, size=32)
+    res = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32, skip_bad=True)
+    bad = {b["path"]: b["reason"] for b in res["report"]["bad"]}
+    assert "not a DICOM file" in bad["b/fake.dcm"]
+    assert "no label" in bad["c/nolabel.dcm"] and "not found" in bad["b/missing.dcm"]
+    assert res["report"]["imported"] == 6
+    with pytest.raises(ValueError, match="labels"):
+        D.import_dataset(root, "dicom", "dcm2", size=32)
+
+
+def test_dicom_reimport_idempotent_and_cache_rebuild(dicom_tree):
+    root, labels = dicom_tree
+    res = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32)
+    arr = D.load_arrays(res["dataset_id"])
+    again = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32)
+    assert again["report"]["unchanged"] == 6 and again["report"]["imported"] == 0
+    D.cache_path(res["dataset_id"]).unlink()
+    assert np.array_equal(D.load_arrays(res["dataset_id"]).images, arr.images)

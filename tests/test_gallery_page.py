@@ -1,0 +1,153 @@
+"""AppTest of the gallery: sorting and filtering change the order, good / bad clicks write feedback rows with the
+current user, the pinned pair, suggest, undo, annotation and the detail view."""
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import select
+
+from db.models import Annotation, Feedback
+from services.database import session
+from services.explaining import query_explanations
+from services.users import get_or_create_user
+from tests.helpers_app import app_test, open_page
+from tests.helpers_explain import dataset_and_model, fake_run
+
+
+def card_ids(at) -> list[int]:
+    return [int(b.key.removeprefix("g_good_")) for b in at.button if b.key and b.key.startswith("g_good_")]
+
+
+@pytest.fixture
+def gallery():
+    ds_id, mid = dataset_and_model(n=40, size=32)
+    rid = fake_run(ds_id, mid)
+    uid = get_or_create_user("tester")
+    at = open_page(app_test(user={"id": uid, "name": "tester"}), "gallery")
+    assert not at.exception, [e.value for e in at.exception]
+    return at, rid, mid, uid
+
+
+def test_sorting_changes_the_order(gallery):
+    at, rid, _, _ = gallery
+    asc = card_ids(at)
+    assert len(asc) == 24
+    ref, total = query_explanations(rid, "ar", False, limit=24)
+    assert total == 40 and asc == [r["image_id"] for r in ref]
+    ars = [r["ar"] for r in ref]
+    assert ars == sorted(ars)
+    at.radio(key="g_order").set_value("descending").run()
+    desc = card_ids(at)
+    assert desc != asc
+    ref_d, _ = query_explanations(rid, "ar", True, limit=24)
+    assert desc == [r["image_id"] for r in ref_d]
+    at.selectbox(key="g_sort").set_value("prob").run()
+    assert card_ids(at) == [r["image_id"] for r in query_explanations(rid, "prob", True, limit=24)[0]]
+    at.number_input(key="g_page").set_value(2).run()
+    assert not at.exception
+    assert card_ids(at) == [r["image_id"] for r in query_explanations(rid, "prob", True, limit=24, offset=24)[0]]
+
+
+def test_filtering_changes_the_order(gallery):
+    at, rid, _, _ = gallery
+    before = card_ids(at)
+    at.selectbox(key="g_correct").set_value("wrong").run()
+    wrong = card_ids(at)
+    assert wrong and wrong != before
+    rows = {r["image_id"]: r for r in query_explanations(rid, limit=None)[0]}
+    assert all(not rows[i]["correct"] for i in wrong)
+    assert len(wrong) == sum(not r["correct"] for r in rows.values())
+    at.selectbox(key="g_correct").set_value("all").run()
+    at.multiselect(key="g_true").set_value([1]).run()
+    assert card_ids(at) and all(rows[i]["label"] == 1 for i in card_ids(at))
+
+
+def test_good_and_bad_clicks_write_feedback_with_the_current_user(gallery):
+    at, rid, mid, uid = gallery
+    ids = card_ids(at)
+    at.button(key=f"g_good_{ids[-1]}").click().run()
+    at.button(key=f"g_bad_{ids[1]}").click().run()
+    assert not at.exception
+    with session() as s:
+        rows = s.scalars(select(Feedback).order_by(Feedback.id)).all()
+        assert [(f.kind, f.image_id, f.user_id, f.model_id, f.run_id, f.undone_at) for f in rows] == [
+            ("good", ids[-1], uid, mid, rid, None), ("bad", ids[1], uid, mid, rid, None)]
+    md = " ".join(m.value for m in at.markdown)
+    assert "✅ **good**" in md and "❌ **bad**" in md
+    assert at.button(key="g_retrain").disabled is False
+    at.button(key="g_undo").click().run()
+    with session() as s:
+        last = s.scalars(select(Feedback).order_by(Feedback.id.desc())).first()
+        assert last.kind == "bad" and last.undone_at is not None
+    assert at.button(key="g_retrain").disabled is True
+
+
+def test_suggest_then_accept(gallery):
+    at, rid, mid, uid = gallery
+    at.button(key="g_suggest_btn").click().run()
+    at.button(key="g_accept").click().run()
+    assert not at.exception
+    ranked = [r for r in query_explanations(rid, "ar", True, splits=["train"], limit=None)[0] if r["ar"] is not None]
+    with session() as s:
+        picks = {f.kind: f.image_id for f in s.scalars(select(Feedback))}
+    assert picks == {"good": ranked[0]["image_id"], "bad": ranked[-1]["image_id"]}
+
+
+def test_annotation_and_detail_view(gallery):
+    at, rid, mid, uid = gallery
+    iid = card_ids(at)[0]
+    key = f"g_ann_{iid}"
+    at.radio(key=f"{key}_q").set_value("bad")
+    at.select_slider(key=f"{key}_r").set_value(2)
+    at.text_area(key=f"{key}_c").input("<b>marker</b> not lungs")
+    at.button(key=f"FormSubmitter:{key}-Save annotation").click().run()
+    assert not at.exception
+    with session() as s:
+        a = s.scalars(select(Annotation)).one()
+        assert (a.user_id, a.image_id, a.model_id, a.run_id, a.quality, a.rating, a.comment) == (
+            uid, iid, mid, rid, "bad", 2, "<b>marker</b> not lungs")
+    at.selectbox(key="g_annot").set_value("yes").run()
+    assert card_ids(at) == [iid]
+    at.selectbox(key="g_annot").set_value("all").run()
+    at.button(key=f"g_det_{iid}").click().run()
+    assert not at.exception
+    assert any(iid == int(b.key.removeprefix("g_det_")) for b in at.button if b.key and b.key.startswith("g_det_")
+               and b.key[6:].isdigit())
+    assert at.button(key="g_det_good") is not None
+    at.button(key="g_det_good").click().run()
+    with session() as s:
+        f = s.scalars(select(Feedback)).one()
+        assert (f.kind, f.image_id, f.user_id) == ("good", iid, uid)
+    at.button(key="g_det_next").click().run()
+    assert not at.exception
+    at.toggle(key="g_det_compare").set_value(True).run()
+    assert not at.exception, [e.value for e in at.exception]
+    captions = " ".join(c.value for c in at.caption)
+    assert "no lung mask" not in captions
+
+
+def test_pages_say_what_to_do_without_runs():
+    ds_id, mid = dataset_and_model(n=20, size=32)
+    at = open_page(app_test(), "gallery")
+    assert not at.exception
+    assert any("exemplar explain --model" in i.value for i in at.info)
+    at = open_page(app_test(), "annotations")
+    assert not at.exception
+
+
+def test_annotations_page_lists_annotations_and_picks_as_text():
+    from services import feedback as fb
+
+    ds_id, mid = dataset_and_model(n=20, size=32)
+    rid = fake_run(ds_id, mid)
+    uid = get_or_create_user("tester")
+    iid = query_explanations(rid, limit=1)[0][0]["image_id"]
+    fb.annotate(uid, iid, "good", 5, "<img src=x onerror=alert(1)>", run_id=rid)
+    fb.pick(uid, mid, iid, "good", rid)
+    fb.undo(uid, mid)
+    at = open_page(app_test(user={"id": uid, "name": "tester"}), "annotations")
+    assert not at.exception, [e.value for e in at.exception]
+    assert len(at.dataframe) == 2
+    df = at.dataframe[0].value
+    assert list(df["comment"]) == ["<img src=x onerror=alert(1)>"]
+    assert at.dataframe[1].value["undone_at"].notna().all()
+    assert not any("onerror" in m.value for m in at.markdown)

@@ -1,0 +1,99 @@
+"""AppTest: the Retrain page starts an `exbl` job from the pinned pair and shows its progress and per-epoch
+charts; the report page renders for a parent / child pair (tables, histograms, confusion matrices, changed
+images, HTML download); the exported HTML is self-contained."""
+from __future__ import annotations
+
+import re
+
+import pytest
+
+from services import explaining, feedback, jobs
+from services.datasets import synth_dataset
+from services.retraining import retrain
+from services.training import train_classifier
+from services.users import get_or_create_user
+from tests.helpers_app import app_test, open_page
+
+
+def _n_images(at) -> int:
+    return sum(len(el.proto.imgs) for el in at.get("image"))
+
+
+@pytest.fixture
+def pinned():
+    synth_dataset("t", n=160, size=32, confounder=0.9, seed=0)
+    mid = train_classifier("t", arch="simple_cnn", epochs=2, arch_kwargs={"width": 4}, batch_size=32)["model_id"]
+    run = explaining.run_explain(mid, "gradcam")
+    uid = get_or_create_user("tester")
+    rows = sorted((r for r in explaining.run_rows(run["run_id"]) if r["split"] == "train"),
+                  key=lambda r: (r["ar"] is None, r["ar"]))
+    g = feedback.pick(uid, mid, rows[-1]["image_id"], "good", run["run_id"])
+    b = feedback.pick(uid, mid, rows[0]["image_id"], "bad", run["run_id"])
+    return mid, uid, g, b
+
+
+def test_retrain_page_starts_a_job_from_the_pinned_pair_and_shows_progress(pinned):
+    mid, uid, g, b = pinned
+    at = open_page(app_test(user={"id": uid, "name": "tester"}), "retrain")
+    assert not at.exception, [e.value for e in at.exception]
+    text = " ".join(m.value for m in at.caption)
+    assert g["path"] in text and b["path"] in text  # both exemplars shown with their metrics
+    assert _n_images(at) >= 2  # both maps
+    at.number_input(key="rt_epochs").set_value(2)
+    at.button(key="rt_start").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    jid = at.session_state["rt_job"]
+    job = jobs.get_job(jid)
+    assert job["kind"] == "exbl" and job["status"] == "queued" and job["created_by"] == uid
+    assert job["params"]["model_id"] == mid and job["params"]["feedback_ids"] == [g["id"], b["id"]]
+    assert job["params"]["epochs"] == 2 and job["params"]["method"] == "exbl"
+    # the worker's part, in this process: then the page shows the finished job with its charts and result
+    done = jobs.execute_job(jid)
+    assert done["status"] == "succeeded", done["error"]
+    at.run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("succeeded" in (p.proto.text or "") for p in at.get("progress"))
+    assert len(at.get("plotly_chart")) >= 1
+    assert any(f"New model #{done['result']['model_id']}" in s.value for s in at.success)
+
+
+def test_retrain_page_without_a_pair_explains_what_to_do(pinned):
+    mid, uid, g, b = pinned
+    feedback.undo(uid, mid)
+    at = open_page(app_test(user={"id": uid, "name": "tester"}), "retrain")
+    assert not at.exception
+    assert any("Pin one good and one bad" in i.value for i in at.info)
+    assert at.button(key="rt_start").disabled
+
+
+def test_report_page_renders_for_a_parent_child_pair(pinned):
+    mid, uid, g, b = pinned
+    res = retrain(mid, "exbl", epochs=1, user_id=uid)
+    at = open_page(app_test(user={"id": uid, "name": "tester"},
+                            report_pair={"parent": mid, "child": res["model_id"]}), "report")
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.selectbox(key="rp_child").value == res["model_id"]
+    assert at.selectbox(key="rp_parent").value == mid
+    table = at.dataframe[0].value
+    measures = list(table["measure"])
+    assert "accuracy · test_shifted" in measures and "mean AR" in measures and "mean wrong reason (WR)" in measures
+    assert len(at.get("plotly_chart")) >= 6  # 3 histograms, accuracy, ≥1 confusion matrix, history
+    assert _n_images(at) == 16  # the 8 images whose AR changed most, before | after
+    assert len(at.get("download_button")) == 1
+
+
+def test_report_html_is_self_contained(pinned):
+    from services.report import compare, export_report
+
+    mid, uid, g, b = pinned
+    res = retrain(mid, "ce", epochs=1, user_id=uid)
+    data = compare(mid, res["model_id"])
+    assert data["related"] and data["summary"]["parent"]["n"] == data["summary"]["child"]["n"] == 160
+    assert len(data["changed"]) == 8
+    deltas = [abs(r["delta_ar"]) for r in data["changed"]]
+    assert deltas == sorted(deltas, reverse=True)
+    path = export_report(mid, res["model_id"])
+    html = path.read_text()
+    assert html.count("<img src='data:image/png;base64,") == 16  # 8 images × before / after
+    assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js inline
+    assert not re.search(r"<script[^>]+src=['\"]https?://", html)  # nothing fetched from the network

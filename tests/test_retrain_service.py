@@ -1,0 +1,168 @@
+"""eXBL retraining as a use case and a job: a child model with parent link, feedback ids, metrics and a new
+ranking; the suggested pair; explicit image refs; the CLI's JSON; and no registry row left by a cancel."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import pytest
+from sqlalchemy import func, select
+
+from db.models import Model
+from services import explaining, feedback, jobs
+from services.database import session
+from services.datasets import synth_dataset
+from services.models import get_model, models_root
+from services.retraining import retrain
+from services.training import train_classifier
+from services.users import get_or_create_user
+from tests.helpers_worker import wait_for
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture
+def parent():
+    """A tiny dataset and a briefly trained parent: (model_id, dataset_id)."""
+    ds = synth_dataset("t", n=160, size=32, confounder=0.9, seed=0)["dataset_id"]
+    res = train_classifier("t", arch="simple_cnn", epochs=2, arch_kwargs={"width": 4}, batch_size=32, seed=0)
+    return res["model_id"], ds
+
+
+def _rows() -> int:
+    with session() as s:
+        return int(s.scalar(select(func.count()).select_from(Model)))
+
+
+def _folders() -> list[str]:
+    return sorted(p.name for p in models_root().iterdir() if not p.name.startswith(".tmp-"))
+
+
+def _pin(mid: int, run_id: int, uid: int) -> tuple[dict, dict]:
+    rows = explaining.run_rows(run_id)
+    rows = [r for r in rows if r["split"] == "train" and r["ar"] is not None]
+    rows.sort(key=lambda r: r["ar"])
+    g = feedback.pick(uid, mid, rows[-1]["image_id"], "good", run_id)
+    b = feedback.pick(uid, mid, rows[0]["image_id"], "bad", run_id)
+    return g, b
+
+
+def test_retrain_from_the_pinned_pair_makes_a_child_with_lineage_and_ranking(parent):
+    mid, ds = parent
+    uid = get_or_create_user("tester")
+    run = explaining.run_explain(mid, "gradcam")
+    g, b = _pin(mid, run["run_id"], uid)
+    res = retrain(mid, "exbl", epochs=2, user_id=uid)
+    child = get_model(res["model_id"])
+    assert res["parent_id"] == mid and child["parent_id"] == mid and res["model_id"] != mid
+    assert child["feedback_ids"] == [g["id"], b["id"]] == res["feedback_ids"]
+    assert set(res["metrics"]) == {"val", "test", "test_shifted"}
+    assert {s: m["accuracy"] for s, m in child["metrics"].items()} == {s: m["accuracy"] for s, m in res["metrics"].items()}
+    assert child["config"]["xbl"]["pair"]["good"]["image_id"] == g["image_id"]
+    assert child["config"]["xbl"]["pair_source"] == "pinned"
+    # per-epoch diagnostics of DESIGN.md §4
+    assert len(res["history"]) == 2
+    for k in ("ce", "expl", "active", "d_pos", "d_neg", "val_acc", "val_ar", "val_ap", "shifted_acc"):
+        assert k in res["history"][0]
+    # the ranking was recomputed for the child, over the same splits as the parent's run
+    latest = explaining.latest_run(res["model_id"], "gradcam")
+    assert latest is not None and latest["id"] == res["explain"]["run_id"]
+    assert res["explain"]["summary"]["n"] == run["summary"]["n"]
+    assert 0.0 <= res["explain"]["summary"]["ar_mean"] <= 1.0
+
+
+def test_auto_uses_the_suggested_pair_and_runs_gradcam_when_there_is_none(parent):
+    mid, _ = parent
+    uid = get_or_create_user("tester")
+    assert explaining.latest_run(mid, "gradcam") is None
+    res = retrain(mid, "counterexamples", auto=True, epochs=1, user_id=uid)
+    prun = explaining.latest_run(mid, "gradcam")
+    assert prun is not None
+    sug = feedback.suggest_pair(prun["id"])
+    assert res["pair"]["good"]["image_id"] == sug["good"]["image_id"]
+    assert res["pair"]["bad"]["image_id"] == sug["bad"]["image_id"]
+    assert res["pair_source"] == "auto"
+    # the pair used is recorded as the user's picks, and the child lists them
+    pair = feedback.current_pair(mid, uid)
+    assert res["feedback_ids"] == [pair["good"]["id"], pair["bad"]["id"]]
+
+
+def test_explicit_refs_by_id_and_path_and_clear_errors(parent):
+    mid, ds = parent
+    from services.datasets import list_images
+
+    ims = list_images(ds, split="train")
+    res = retrain(mid, "ce", good=str(ims[0]["id"]), bad=ims[1]["path"], epochs=1, explain=False)
+    assert res["pair"]["good"]["image_id"] == ims[0]["id"] and res["pair"]["bad"]["image_id"] == ims[1]["id"]
+    assert res["feedback_ids"] == []  # no user: nothing recorded
+    with pytest.raises(ValueError, match="both"):
+        retrain(mid, "exbl", good=ims[0]["id"])
+    with pytest.raises(ValueError, match="same image"):
+        retrain(mid, "exbl", good=ims[0]["id"], bad=ims[0]["path"])
+    with pytest.raises(ValueError, match="no pinned"):
+        retrain(mid, "exbl")
+    with pytest.raises(ValueError, match="unknown method"):
+        retrain(mid, "magic", auto=True)
+    with pytest.raises(ValueError, match="no setting"):
+        retrain(mid, "exbl", auto=True, settings={"nope": 1})
+
+
+def test_cancel_while_fine_tuning_leaves_no_new_registry_row(parent):
+    mid, ds = parent
+    uid = get_or_create_user("tester")
+    from services.datasets import list_images
+
+    ims = list_images(ds, split="train")
+    before_rows, before_dirs = _rows(), _folders()
+    jid = jobs.create_job("exbl", {"model_id": mid, "method": "exbl", "good": ims[0]["id"], "bad": ims[1]["id"],
+                                   "epochs": 500}, uid)
+    t = threading.Thread(target=jobs.execute_job, args=(jid,))
+    t.start()
+    wait_for(jid, lambda r: len(r["metrics"] or []) >= 1)
+    assert jobs.request_cancel(jid)
+    t.join(timeout=120)
+    assert jobs.get_job(jid)["status"] == "cancelled"
+    assert _rows() == before_rows and _folders() == before_dirs
+
+
+def test_cancel_during_the_new_ranking_removes_the_child_again(parent, monkeypatch):
+    mid, ds = parent
+    from services.datasets import list_images
+    from services.jobs import JobCancelled
+
+    ims = list_images(ds, split="train")
+    before_rows, before_dirs = _rows(), _folders()
+
+    def cancelled(*a, **k):
+        raise JobCancelled("cancelled by user")
+
+    monkeypatch.setattr(explaining, "run_explain", cancelled)
+    with pytest.raises(JobCancelled):
+        retrain(mid, "exbl", good=ims[0]["id"], bad=ims[1]["id"], epochs=1)
+    assert _rows() == before_rows and _folders() == before_dirs
+
+
+def test_cli_exbl_prints_one_json_object(parent, exemplar_home):
+    mid, ds = parent
+    from services.datasets import list_images
+
+    ims = list_images(ds, split="train")
+    env = {**os.environ, "EXEMPLAR_HOME": str(exemplar_home), "EXEMPLAR_DEVICE": "cpu"}
+    exe = Path(sys.executable).with_name("exemplar")
+    out = subprocess.run([str(exe), "exbl", "--model", str(mid), "--good", str(ims[0]["id"]), "--bad",
+                          ims[1]["path"], "--method", "exbl", "--epochs", "1", "--lam", "2", "--margin", "0.7",
+                          "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert out.returncode == 0, out.stderr
+    j = json.loads(out.stdout)
+    assert j["parent_id"] == mid and j["model_id"] != mid
+    assert set(j["metrics"]) == {"val", "test", "test_shifted"}
+    assert j["settings"]["lam"] == 2.0 and j["settings"]["margin"] == 0.7
+    assert isinstance(j["explain"]["run_id"], int) and "ar_mean" in j["explain"]["summary"]
+    assert "epoch 1/1" in out.stderr
+    bad = subprocess.run([str(exe), "exbl", "--model", str(mid), "--auto", "--good", "1", "--json"], env=env,
+                         cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert bad.returncode != 0 and bad.stdout == "" and "exclude" in bad.stderr
