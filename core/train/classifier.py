@@ -116,6 +116,30 @@ def _train_mode(model: nn.Module) -> None:
 
 
 @torch.no_grad()
+def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 256) -> None:
+    """Recompute BatchNorm running statistics as an exact average over x (un-augmented training images).
+
+    With momentum 0.1 the running statistics lag the weights by ~10 steps; on a short run (a few epochs of a
+    few hundred images) they are still near their initial values and eval-mode predictions collapse to one
+    class. BatchNorm layers of frozen blocks (left in eval mode by _train_mode) keep their statistics.
+    """
+    _train_mode(model)
+    bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
+    if not bns or x.shape[0] == 0:
+        model.eval()
+        return
+    saved = [m.momentum for m in bns]
+    for m in bns:
+        m.reset_running_stats()
+        m.momentum = None  # cumulative moving average: every batch weighs the same
+    for i in range(0, x.shape[0], batch_size):
+        model(_as_float(x[i:i + batch_size]))
+    for m, mom in zip(bns, saved):
+        m.momentum = mom
+    model.eval()
+
+
+@torch.no_grad()
 def predict_logits(model: nn.Module, images: np.ndarray | torch.Tensor, batch_size: int = 512,
                    device: str | torch.device | None = None) -> torch.Tensor:
     """Logits (N, K) on the CPU for uint8 or float images, batched, in eval mode."""
@@ -224,6 +248,7 @@ def _fit(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, device: torch.
             if (b + 1) % cfg.progress_every == 0 and b + 1 < steps_per_epoch:
                 report(step / total, f"epoch {epoch}/{cfg.epochs} · batch {b + 1}/{steps_per_epoch} · "
                                      f"loss {run_loss / seen:.4f}")
+        recalibrate_batchnorm(model, xt)
         val_loss, val_acc = _val_metrics(model, xv, yv, 512)
         row = {"epoch": epoch, "train_loss": run_loss / seen, "val_loss": val_loss, "val_acc": val_acc,
                "seconds": round(time.monotonic() - te, 3)}
