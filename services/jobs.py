@@ -165,7 +165,17 @@ def _dead_here(worker: str | None) -> bool:
         return True
     except PermissionError:
         return False
-    return False
+    return _zombie(int(pid))
+
+
+def _zombie(pid: int) -> bool:
+    """A killed worker child nobody reaped (its parent died too, and PID 1 of a container may not reap) still
+    answers kill(pid, 0); /proc says it is a zombie. False where /proc is absent."""
+    try:
+        stat = open(f"/proc/{pid}/stat").read()
+    except OSError:
+        return False
+    return stat.rpartition(")")[2].split()[:1] == ["Z"]
 
 
 def mark_lost(stale_after_s: float = STALE_AFTER_S) -> int:

@@ -1,7 +1,11 @@
 """Job lifecycle with a real worker process: success with progress rows, failure with traceback, cancel, lost worker."""
 from __future__ import annotations
 
+import os
 import signal
+import subprocess
+import sys
+import time
 
 from services import jobs
 from services.worker import alive_workers
@@ -67,3 +71,20 @@ def test_lost_worker_recovery(exemplar_home):
         assert row["status"] == "lost" and "worker stopped" in row["message"]
     finally:
         stop_worker(w2)
+
+
+def test_an_unreaped_dead_worker_counts_as_dead():
+    """A worker child killed with its parent may stay a zombie (PID 1 of a container may not reap it)."""
+    import socket
+
+    from services.jobs import _dead_here
+
+    child = subprocess.Popen([sys.executable, "-c", "pass"])
+    me = f"{socket.gethostname()}:{child.pid}"
+    for _ in range(600):  # it exits at once but stays unreaped until wait()
+        if _dead_here(me):
+            break
+        time.sleep(0.05)
+    assert _dead_here(me)
+    assert not _dead_here(f"{socket.gethostname()}:{os.getpid()}")
+    child.wait()
