@@ -30,6 +30,19 @@ def selected_model() -> dict | None:
     return st.session_state.get("model")
 
 
+def _create_user() -> None:
+    """Create-user callback (runs before the script, so it may set the picker's state)."""
+    new = (st.session_state.get("sb_new_user") or "").strip()
+    try:
+        uid = get_or_create_user(new)
+    except ValueError as exc:
+        st.session_state["sb_user_error"] = str(exc)
+        return
+    st.session_state["user"] = {"id": uid, "name": new}
+    st.session_state["sb_user"] = new
+    st.session_state["sb_new_user"] = ""
+
+
 def sidebar() -> None:
     with st.sidebar:
         st.markdown("### Exemplar")
@@ -39,13 +52,9 @@ def sidebar() -> None:
         idx = names.index(cur["name"]) if cur and cur["name"] in names else None
         pick = st.selectbox("User", names, index=idx, key="sb_user", placeholder="pick a user")
         new = st.text_input("…or create a user", key="sb_new_user", placeholder="your name")
-        if st.button("Create user", key="sb_create_user", disabled=not new.strip()):
-            try:
-                uid = get_or_create_user(new)
-                st.session_state["user"] = {"id": uid, "name": new.strip()}
-                st.rerun()
-            except ValueError as exc:
-                st.error(str(exc))
+        st.button("Create user", key="sb_create_user", disabled=not new.strip(), on_click=_create_user)
+        if st.session_state.get("sb_user_error"):
+            st.error(st.session_state.pop("sb_user_error"))
         if pick and (cur is None or cur["name"] != pick):
             st.session_state["user"] = next({"id": u["id"], "name": u["name"]} for u in users if u["name"] == pick)
 

@@ -25,6 +25,7 @@ def test_sidebar_creates_user_and_warns_without_worker():
     at.text_input(key="sb_new_user").input("Dr. Ada").run()
     at.button(key="sb_create_user").click().run()
     assert at.session_state["user"]["name"] == "Dr. Ada"
+    assert at.selectbox(key="sb_user").value == "Dr. Ada" and at.text_input(key="sb_new_user").value == ""
     assert any("No dataset yet" in c.value for c in at.sidebar.caption)
 
 

@@ -12,6 +12,7 @@ from core.generative.gan import (AttrGroup, AttrSpec, GANBundle, GANTrainConfig,
                                  load_gan, reconstruct, sample_grid, synthcxr_rows, synthcxr_spec, train_gan)
 from core.models import create_model
 from core.models.checkpoint import save_checkpoint
+from core.train.classifier import recalibrate_batchnorm
 from tests.helpers_gan import SPEC, toy_images
 
 
@@ -31,7 +32,7 @@ def toy():
         opt.zero_grad()
         loss.backward()
         opt.step()
-    clf.eval()
+    recalibrate_batchnorm(clf, x)  # eval-mode BatchNorm statistics of the weights the loop ended with
     return {"G": G, "D": D, "imgs": imgs, "x": x, "y": y, "attrs": attrs, "clf": clf, "hist": hist}
 
 

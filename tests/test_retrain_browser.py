@@ -55,8 +55,12 @@ def test_retrain_from_the_pinned_pair_then_open_the_report(page, live_app):
     assert len(children) == 1 and len(get_model(children[0]["id"])["feedback_ids"]) == 2
     page.get_by_role("button", name="Open the before / after report").click()
     wait_idle(page)
-    page.get_by_role("heading", name="Before / after report").wait_for(timeout=60_000)
-    page.locator('[data-testid="stPlotlyChart"]:visible').first.wait_for(timeout=60_000)
-    page.get_by_text("Download the report (HTML)").wait_for()
+    try:
+        page.get_by_role("heading", name="Before / after report").wait_for(timeout=60_000)
+        page.locator('[data-testid="stPlotlyChart"]:visible').first.wait_for(timeout=60_000)
+        page.get_by_text("Download the report (HTML)").wait_for(timeout=120_000)
+    except Exception:
+        _shot(page, "report_fail.png")
+        raise
     assert exceptions_on(page) == []
     _shot(page, "report.png")
