@@ -33,7 +33,8 @@ def _sub(progress: Progress | None, lo: float, hi: float) -> Progress:
 def train_explainer(model_id: int, *, epochs: int = DEFAULTS["epochs"], batch_size: int = DEFAULTS["batch_size"],
                     lr: float = DEFAULTS["lr"], alpha: float | None = None, width: int = DEFAULTS["width"],
                     depth: int = DEFAULTS["depth"], out_stride: int = DEFAULTS["out_stride"],
-                    seed: int = DEFAULTS["seed"], limit: int | None = None, name: str | None = None,
+                    seed: int = DEFAULTS["seed"], masking: str | None = None, limit: int | None = None,
+                    name: str | None = None,
                     device: str | None = None, threads: int | None = None, user_id: int | None = None,
                     job_id: int | None = None, progress: Progress | None = None) -> dict:
     """Pretrain an LTX explainer for classifier `model_id` on its dataset's train split (val split for the
@@ -41,7 +42,8 @@ def train_explainer(model_id: int, *, epochs: int = DEFAULTS["epochs"], batch_si
     alpha, seconds, device}."""
     import torch
 
-    from core.ltx import ALPHA, LTXExplainer, pretrain
+    from core.ltx import ALPHA, MASKING, LTXExplainer, pretrain
+    from core.ltx.loss import MASKINGS
     from core.train.classifier import cpu_threads
     from services.datasets import load_arrays
     from services.models import get_model, load_classifier, prune_partial, register_model, save_checkpoint_dir
@@ -58,6 +60,9 @@ def train_explainer(model_id: int, *, epochs: int = DEFAULTS["epochs"], batch_si
     if not row["dataset_id"]:
         raise ValueError(f"model {model_id} has no dataset to pretrain the explainer on")
     alpha = float(ALPHA if alpha is None else alpha)
+    masking = masking or MASKING
+    if masking not in MASKINGS:
+        raise ValueError(f"--masking must be one of {', '.join(MASKINGS)}, got {masking!r}")
     prune_partial()
     dev = resolve_device(device)
     say(0.0, "loading classifier and dataset")
@@ -71,12 +76,13 @@ def train_explainer(model_id: int, *, epochs: int = DEFAULTS["epochs"], batch_si
     torch.manual_seed(seed)
     in_chans = int((row["config"] or {}).get("in_chans", 1))
     explainer = LTXExplainer(in_chans=in_chans, width=width, depth=depth, out_stride=out_stride)
-    say(0.02, f"pretraining the LTX explainer on {len(tr)} images ({dev}), α {alpha}")
+    say(0.02, f"pretraining the LTX explainer on {len(tr)} images ({dev}), α {alpha}, {masking} masks")
     with cpu_threads(threads if str(dev) == "cpu" else None):
         history = pretrain(explainer, classifier, arrays.images[tr], epochs=epochs, batch_size=batch_size, lr=lr,
-                           alpha=alpha, val_images=arrays.images[va[:512]] if len(va) else None, seed=seed,
-                           device=dev, progress=_sub(progress, 0.02, 0.95))
-    config = {"kind": "ltx", "explainer": dict(explainer.config), "alpha": alpha, "classifier_id": int(model_id),
+                           alpha=alpha, masking=masking, val_images=arrays.images[va[:512]] if len(va) else None,
+                           seed=seed, device=dev, progress=_sub(progress, 0.02, 0.95))
+    config = {"kind": "ltx", "explainer": dict(explainer.config), "alpha": alpha, "masking": masking,
+              "classifier_id": int(model_id),
               "dataset_id": int(row["dataset_id"]), "train": {"epochs": epochs, "batch_size": batch_size, "lr": lr,
                                                                "seed": seed, "images": int(len(tr))},
               "history": history, "device": str(dev)}
@@ -94,19 +100,20 @@ def train_explainer(model_id: int, *, epochs: int = DEFAULTS["epochs"], batch_si
         raise
     say(1.0, f"LTX explainer #{eid} for model #{model_id}: loss {last['loss']:.3f}, mask mean "
              f"{last['mask_mean']:.3f}", force=True)
-    return {"explainer_id": eid, "model_id": int(model_id), "checkpoint": str(ckpt), "alpha": alpha,
+    return {"explainer_id": eid, "model_id": int(model_id), "checkpoint": str(ckpt), "alpha": alpha, "masking": masking,
             "history": history, "metrics": metrics, "seconds": round(time.monotonic() - t0, 2), "device": str(dev)}
 
 
 def ltx_train_job(ctx) -> dict:
-    """`ltx.train` job. params: model_id, epochs, batch_size, lr, alpha, width, depth, out_stride, seed, limit,
-    name, device, threads."""
+    """`ltx.train` job. params: model_id, epochs, batch_size, lr, alpha, masking, width, depth, out_stride, seed,
+    limit, name, device, threads."""
     p = dict(ctx.params)
     kw = {k: p[k] for k in ("epochs", "batch_size", "width", "depth", "out_stride", "seed", "limit", "threads")
           if p.get(k) is not None}
     kw = {k: int(v) for k, v in kw.items()}
     kw.update({k: float(p[k]) for k in ("lr", "alpha") if p.get(k) is not None})
-    return train_explainer(int(p["model_id"]), name=p.get("name"), device=p.get("device"), user_id=ctx.user_id,
+    return train_explainer(int(p["model_id"]), name=p.get("name"), device=p.get("device"), masking=p.get("masking"),
+                           user_id=ctx.user_id,
                            job_id=ctx.job_id, progress=ctx.progress, **kw)
 
 

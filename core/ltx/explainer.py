@@ -108,4 +108,5 @@ def load_explainer(path: str | Path, device: str | torch.device = "cpu") -> LTXE
     e.load_state_dict(load_file(str(path), device="cpu"))
     if "alpha" in cfg:  # the α it was trained with: finetuning uses the same objective
         e.alpha = float(cfg["alpha"])
+    e.masking = cfg.get("masking", "soft")  # checkpoints from before the sampled masking were trained soft
     return e.to(device).eval()

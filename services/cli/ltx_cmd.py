@@ -28,7 +28,9 @@ def register(app: typer.Typer) -> None:
     @ltx_app.command("train")
     def train(model: int = typer.Option(..., help="classifier id to explain"),
               epochs: int = typer.Option(None, help="pretraining epochs over the train split (default 5)"),
-              alpha: float = typer.Option(None, help="weight α of the mask mean in the LTX loss"),
+              alpha: float = typer.Option(None, help="weight α of the mask mean in the LTX loss (default 2)"),
+              masking: str = typer.Option(None, help="sample (binary masks sampled from m, default) | soft "
+                                                     "(the paper's x ⊙ m)"),
               lr: float = typer.Option(None, help="Adam learning rate"),
               batch_size: int = typer.Option(None, "--batch-size"),
               limit: int = typer.Option(None, help="pretrain on the first N training images only"),
@@ -42,11 +44,15 @@ def register(app: typer.Typer) -> None:
             fail("--epochs must be at least 1")
         if alpha is not None and alpha < 0:
             fail("--alpha must be ≥ 0")
-        params = {"model_id": model, "epochs": epochs, "alpha": alpha, "lr": lr, "batch_size": batch_size,
+        if masking is not None and masking not in ("sample", "soft"):
+            fail("--masking must be sample or soft")
+        params = {"model_id": model, "epochs": epochs, "alpha": alpha, "masking": masking, "lr": lr,
+                  "batch_size": batch_size,
                   "limit": limit, "seed": seed, "name": name, "device": device}
         res = run_job("ltx.train", {k: v for k, v in params.items() if v is not None}, json_, enqueue=queue)
         last = res["history"][-1]
         out = {"explainer_id": res["explainer_id"], "model_id": res["model_id"], "alpha": res["alpha"],
+               "masking": res.get("masking"),
                "epochs": len(res["history"]), "history": res["history"], "metrics": res["metrics"],
                "seconds": res["seconds"], "device": res["device"], "checkpoint": res["checkpoint"]}
         emit(out, json_, f"LTX explainer #{res['explainer_id']} for model #{res['model_id']}: loss {last['loss']:.3f} "
