@@ -2,14 +2,13 @@
 curve), two models side by side, and the method comparison (Methods tab, when its area is built)."""
 from __future__ import annotations
 
-import importlib.util
 
 import numpy as np
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from pages.common import not_built, selected_model
+from pages.common import selected_model
 from services.catalog import list_datasets, list_models
 
 SPLITS = ("val", "test", "test_shifted")
@@ -165,9 +164,6 @@ def compare(models: list[dict]) -> None:
 
 
 def methods() -> None:
-    if importlib.util.find_spec("pages.parts.methods_view") is None:
-        not_built("The method comparison (explanations and counterfactuals across methods)")
-        return
     from pages.parts.methods_view import render
 
     render()

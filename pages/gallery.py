@@ -19,7 +19,8 @@ from services.jobs import get_job, submit
 SORT_LABELS = {"ar": "AR", "ap": "AP", "f1": "F1", "soft_ar": "soft AR", "relevance_mass": "relevance mass",
                "rra": "RRA", "pointing": "pointing game", "wr": "wrong reason (WR)", "prob": "probability"}
 METHOD_LABELS = {"gradcam": "GradCAM", "integrated_gradients": "Integrated Gradients", "saliency": "Saliency",
-                 "occlusion": "Occlusion", "guided_gradcam": "Guided GradCAM"}
+                 "occlusion": "Occlusion", "guided_gradcam": "Guided GradCAM", "ltx": "LTX (finetuned)",
+                 "ltx_pretrained": "LTX (pretrained only)"}
 PER_PAGE = (12, 24, 48, 96)
 COLS = 4
 
@@ -217,7 +218,7 @@ def _method_map(model_id: int, checkpoint: str, dataset_id: int, stamp: float, i
     images = ov._array(dataset_id, stamp, _home(), "images")
     model, lock = _classifier(model_id, checkpoint)
     with lock:
-        e, _ = explain_one(model, images[image_index], method, target)
+        e, _ = explain_one(model, images[image_index], method, target, model_id=model_id)
     return e
 
 

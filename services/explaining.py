@@ -72,9 +72,11 @@ def run_explain(model_id: int, method: str = "gradcam", splits: Sequence[str] | 
     from services.models import get_model, load_classifier
     from services.settings import resolve_device
 
+    from services.ltx import LTX_METHODS, method_kwargs
+
     say = progress or (lambda *a, **k: None)
-    if method not in EXPLAINERS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join(EXPLAINERS)}")
+    if method not in EXPLAINERS and method not in LTX_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {', '.join([*EXPLAINERS, *LTX_METHODS])}")
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
     tau = float(tau)
@@ -92,6 +94,7 @@ def run_explain(model_id: int, method: str = "gradcam", splits: Sequence[str] | 
     say(0.0, "loading model and dataset")
     dev = resolve_device(device)
     model, _ = load_classifier(int(model_id), dev)
+    reg_method, method_kw = method_kwargs(int(model_id), method, str(dev))  # LTX: the model's trained explainer
     arrays = load_arrays(ds_id)
     splits = [s for s in (splits or []) if s]
     idx = arrays.split_index(*splits)
@@ -114,7 +117,7 @@ def run_explain(model_id: int, method: str = "gradcam", splits: Sequence[str] | 
         b = idx[s: s + batch_size]
         x = torch.from_numpy(arrays.images[b]).to(dev, non_blocking=True).float().div_(255.0)[:, None]
         tgt = None if target == "predicted" else torch.from_numpy(arrays.labels[b]).to(dev)
-        e, logits = explain(model, x, tgt, method, size=size, return_logits=True)
+        e, logits = explain(model, x, tgt, reg_method, size=size, return_logits=True, **method_kw)
         lung = torch.from_numpy(arrays.lung[b]).to(dev)
         conf = torch.from_numpy(arrays.marker[b]).to(dev) if has_conf else None
         m = localisation_metrics(e, lung, conf, tau)
@@ -195,16 +198,23 @@ def explain_job(ctx) -> dict:
 
 
 def explain_one(model, image: np.ndarray, method: str = "gradcam", target: int | str | None = None,
-                device: str | None = None) -> tuple[np.ndarray, np.ndarray]:
-    """One image (H, W) uint8 → (map (H, W) float32 in [0, 1], class probabilities); for the detail view."""
+                device: str | None = None, model_id: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+    """One image (H, W) uint8 → (map (H, W) float32 in [0, 1], class probabilities); for the detail view.
+    LTX methods need model_id (the classifier whose explainer to use)."""
     import torch
 
     from core.explain import explain
+    from services.ltx import LTX_METHODS, method_kwargs
 
     dev = next(model.parameters()).device if device is None else torch.device(device)
+    kw: dict = {}
+    if method in LTX_METHODS:
+        if model_id is None:
+            raise ValueError(f"{method} needs the classifier's id to find its explainer")
+        method, kw = method_kwargs(int(model_id), method, str(dev))
     x = torch.from_numpy(np.ascontiguousarray(image)).to(dev).float().div(255.0)[None, None]
     tgt = None if target in (None, "predicted") else int(target)
-    e, logits = explain(model, x, tgt, method, return_logits=True)
+    e, logits = explain(model, x, tgt, method, return_logits=True, **kw)
     return e[0].float().cpu().numpy(), logits.float().softmax(1)[0].cpu().numpy()
 
 

@@ -77,7 +77,7 @@ def test_evaluate_compares_two_models_side_by_side():
     heatmaps = [c for c in at.get("plotly_chart") if '"heatmap"' in c.proto.spec]
     assert len(heatmaps) >= 3  # the card's and one per compared model
     methods = [i.value for i in at.info if "method comparison" in i.value.lower()]
-    assert methods, "the Methods tab says plainly that it is not built yet"
+    assert methods, "the Methods tab, with no evaluation stored, says what to do"
 
 
 def test_evaluate_on_empty_registry_says_what_to_do():

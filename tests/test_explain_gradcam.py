@@ -108,6 +108,10 @@ def test_every_method_has_the_same_call_shape(method):
     model = create_model("simple_cnn", width=4)
     x = torch.rand(2, 1, 32, 32)
     kw = {"n_steps": 4} if method == "integrated_gradients" else {}
+    if method == "ltx":  # a learned method: an (untrained) explainer, two finetuning steps
+        from core.ltx.explainer import LTXExplainer
+
+        kw = {"explainer": LTXExplainer(), "finetune_steps": 2}
     maps, logits = explain(model, x, [1, 3], method, size=16, return_logits=True, **kw)
     assert maps.shape == (2, 16, 16) and logits.shape == (2, 4)
     assert maps.min() >= 0 and maps.max() <= 1

@@ -65,6 +65,18 @@ def test_ltx_train_then_evaluate_scores_and_stores_every_method():
     assert set(stored) == set(names) and stored["gradcam"]["n"] == 2 and stored["ltx"]["n"] == n
     assert "true" not in stored["gradcam"]
 
+    # LTX is a gallery method like any other: an explain run of its maps, ranked by AR
+    from services.explaining import explain_one, load_run, run_explain
+    from services.models import load_classifier
+
+    run = run_explain(mid, "ltx_pretrained", ["test"], limit=5, user_id=uid)
+    assert load_run(run["run_id"])["method"] == "ltx_pretrained" and 1 <= run["summary"]["n"] <= 5
+    model, _ = load_classifier(mid)
+    from services.datasets import load_arrays
+
+    m, p = explain_one(model, load_arrays(ds_id).images[0], "ltx", model_id=mid)
+    assert m.shape == (32, 32) and 0 <= m.min() <= m.max() <= 1 and abs(p.sum() - 1) < 1e-5
+
 
 def test_evaluate_refuses_unknown_methods_and_non_classifiers():
     ds_id, mid = dataset_and_model(n=20, size=32)

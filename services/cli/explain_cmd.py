@@ -18,7 +18,7 @@ def register(app: typer.Typer) -> None:
     @app.command("explain")
     def explain(model: int = typer.Option(..., help="classifier id"),
                 method: str = typer.Option("gradcam", help="gradcam | integrated_gradients | saliency | occlusion | "
-                                                           "guided_gradcam"),
+                                                           "guided_gradcam | ltx | ltx_pretrained (after `ltx train`)"),
                 split: list[str] = typer.Option(None, help="split(s) to explain (repeatable; default all)"),
                 target: str = typer.Option("predicted", help="explain the predicted or the true class"),
                 tau: float = typer.Option(0.5, help="threshold of T(E) = E ≥ τ for AR / AP / F1 / WR"),
@@ -30,9 +30,11 @@ def register(app: typer.Typer) -> None:
         """Explain every image of the model's dataset; prints run_id and summary {n, ar_mean, ap_mean, f1_mean,
         wr_mean}."""
         from core.explain import EXPLAINERS
+        from services.ltx import LTX_METHODS
 
-        if method not in EXPLAINERS:
-            fail(f"unknown method {method!r}; choose one of {', '.join(EXPLAINERS)}")
+        known = [*EXPLAINERS, *LTX_METHODS]
+        if method not in known:
+            fail(f"unknown method {method!r}; choose one of {', '.join(known)}")
         if target not in ("predicted", "true"):
             fail("--target must be 'predicted' or 'true'")
         if not 0 < tau <= 1:
