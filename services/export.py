@@ -3,25 +3,12 @@ maps (at their stored resolution) and every metric as its own array; optionally 
 from __future__ import annotations
 
 import csv
-import os
-import tempfile
 from pathlib import Path
 
 import numpy as np
 
+from core.files import atomic_write
 from services.explaining import METRICS, load_maps, load_run, run_rows
-
-
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
 
 
 def export_explanations(run_id: int, out: str | Path, csv_path: str | Path | None = None) -> dict:
@@ -57,7 +44,7 @@ def export_explanations(run_id: int, out: str | Path, csv_path: str | Path | Non
         with open(tmp, "wb") as fh:
             np.savez(fh, **arrays)
 
-    _atomic(out, _write_npz)
+    atomic_write(out, _write_npz)
     res = {"run_id": run["id"], "out": str(out.resolve()), "csv": None, "n": len(rows), "keys": sorted(arrays)}
     if csv_path:
         cp = Path(csv_path).expanduser()
@@ -70,6 +57,6 @@ def export_explanations(run_id: int, out: str | Path, csv_path: str | Path | Non
                 for r in rows:
                     w.writerow(["" if r[c] is None else r[c] for c in cols])
 
-        _atomic(cp, _write_csv)
+        atomic_write(cp, _write_csv)
         res["csv"] = str(cp.resolve())
     return res

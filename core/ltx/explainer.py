@@ -8,14 +8,13 @@ many independent copies at once (torch.func.vmap) and a batch of one gives the s
 from __future__ import annotations
 
 import json
-import os
-import tempfile
 from pathlib import Path
 
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.files import atomic_write
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
@@ -69,27 +68,15 @@ class LTXExplainer(nn.Module):
         return F.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False)
 
 
-def _atomic(path: Path, write) -> None:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    os.close(fd)
-    try:
-        write(tmp)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def save_explainer(explainer: LTXExplainer, path: str | Path, extra: dict | None = None) -> Path:
     """PATH.safetensors, then PATH.json ({"explainer": constructor kwargs, **extra}); both atomic, JSON last."""
     from safetensors.torch import save_file
 
     path = Path(path).with_suffix(".safetensors")
     state = {k: v.detach().contiguous().cpu() for k, v in explainer.state_dict().items()}
-    _atomic(path, lambda tmp: save_file(state, tmp))
+    atomic_write(path, lambda tmp: save_file(state, tmp))
     cfg = {"kind": "ltx", "explainer": dict(explainer.config), **(extra or {})}
-    _atomic(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2)))
+    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2)))
     return path
 
 

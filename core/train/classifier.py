@@ -106,7 +106,7 @@ def cpu_threads(n: int | None):
         torch.set_num_threads(before)
 
 
-def _train_mode(model: nn.Module) -> None:
+def train_mode(model: nn.Module) -> None:
     """model.train(), except fully frozen blocks stay in eval mode (their BatchNorm statistics are not updated)."""
     model.train()
     for block in getattr(model, "blocks", []):
@@ -121,9 +121,9 @@ def recalibrate_batchnorm(model: nn.Module, x: torch.Tensor, batch_size: int = 2
 
     With momentum 0.1 the running statistics lag the weights by ~10 steps; on a short run (a few epochs of a
     few hundred images) they are still near their initial values and eval-mode predictions collapse to one
-    class. BatchNorm layers of frozen blocks (left in eval mode by _train_mode) keep their statistics.
+    class. BatchNorm layers of frozen blocks (left in eval mode by train_mode) keep their statistics.
     """
-    _train_mode(model)
+    train_mode(model)
     bns = [m for m in model.modules() if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.training]
     if not bns or x.shape[0] == 0:
         model.eval()
@@ -227,7 +227,7 @@ def _fit(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, device: torch.
     step = 0
     report = progress or (lambda *a, **k: None)
     for epoch in range(1, cfg.epochs + 1):
-        _train_mode(model)
+        train_mode(model)
         perm = torch.randperm(n, generator=gen).to(device)
         run_loss, seen, te = 0.0, 0, time.monotonic()
         for b in range(steps_per_epoch):

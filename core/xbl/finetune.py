@@ -19,6 +19,7 @@ import numpy as np
 import torch
 import torch.nn as nn
 
+from core.train.classifier import train_mode
 from core.xbl import Exemplar, TrainSet, XBLMethod, as_float, cam as _cam
 
 Progress = Callable[..., None]
@@ -56,14 +57,6 @@ class FinetuneResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     epoch_seconds: list[float] = field(default_factory=list)
-
-
-def _train_mode(model: nn.Module) -> None:
-    model.train()
-    for block in getattr(model, "blocks", []):
-        params = list(block.parameters())
-        if params and not any(p.requires_grad for p in params):
-            block.eval()
 
 
 @torch.no_grad()
@@ -140,7 +133,7 @@ def finetune(model: nn.Module, method: XBLMethod, train: TrainSet, good: Exempla
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps * cfg.epochs, eta_min=cfg.lr * 0.1)
     res = FinetuneResult()
     for epoch in range(1, cfg.epochs + 1):
-        _train_mode(model)
+        train_mode(model)
         perm = torch.randperm(n, generator=gen).to(device)
         sums: dict[str, float] = {}
         seen = 0
