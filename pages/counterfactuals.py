@@ -5,14 +5,14 @@ and after, metrics and the taxonomy badge; step through the diffusion trajectory
 """
 from __future__ import annotations
 
-import io
-import math
 
 import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
 from pages.common import current_user, selected_dataset, selected_model
+from pages.parts.cf_view import badge, delta_png, fmt, gray_png, masks_rgb, png, prob_bars, trajectory_panel
+from pages.parts.gan_column import render_gan_result, render_gan_trajectory
 from pages.parts.job_progress import render_job
 from services import counterfactuals as cfs
 from services.catalog import list_models
@@ -20,48 +20,10 @@ from services.datasets import list_images, resolve_image
 from services.generators import get_generator
 from services.jobs import get_job, submit
 
-BADGE_COLOR = {"counterfactual": "green", "adversarial": "red", "affirmative": "blue", "none": "gray"}
 COLUMN_ORDER = ["diffusion", "affirmative", "adversarial", "gan"]
-SIDE = 192
 
 
-def fmt(v, nd: int = 3) -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
-
-
-# ----------------------------------------------------------------------------------------------- pictures
-
-@st.cache_resource(max_entries=2, show_spinner=False)
-def _inferno() -> np.ndarray:
-    from matplotlib import colormaps
-
-    return (colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
-
-
-def png(rgb: np.ndarray, side: int | None = SIDE) -> bytes:
-    from PIL import Image
-
-    im = Image.fromarray(np.asarray(rgb, np.uint8))
-    if side and im.width != side:
-        im = im.resize((side, side), Image.Resampling.NEAREST)
-    buf = io.BytesIO()
-    im.save(buf, format="PNG", compress_level=1)
-    return buf.getvalue()
-
-
-def gray_rgb(a: np.ndarray) -> np.ndarray:
-    return np.repeat(np.asarray(a, np.uint8)[..., None], 3, axis=-1)
-
-
-def masks_rgb(a: np.ndarray, lung: np.ndarray | None, marker: np.ndarray | None) -> np.ndarray:
-    """The image with the lungs tinted blue and the marker yellow."""
-    rgb = gray_rgb(a).astype(np.float32)
-    if lung is not None:
-        rgb = np.where(lung[..., None] > 0, 0.65 * rgb + 0.35 * np.array([0, 200, 255], np.float32), rgb)
-    if marker is not None:
-        rgb = np.where(marker[..., None] > 0, np.array([255, 200, 0], np.float32), rgb)
-    return rgb.round().astype(np.uint8)
-
+# ----------------------------------------------------------------------------------------------- data
 
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _images(dataset_id: int, stamp: float, home: str) -> np.ndarray:
@@ -77,42 +39,6 @@ def dataset_images(dataset_id: int) -> np.ndarray:
 
     p = cache_path(dataset_id)
     return _images(int(dataset_id), p.stat().st_mtime if p.exists() else 0.0, str(get_settings().home_dir))
-
-
-def delta_png(a: np.ndarray, b: np.ndarray, marker: np.ndarray | None = None) -> bytes:
-    """|Δ| in the inferno colormap (scaled to its max), the marker box outlined in cyan."""
-    d = np.abs(b.astype(np.float32) - a.astype(np.float32))
-    m = d / d.max() if d.max() > 0 else d
-    rgb = _inferno()[(m * 255).round().astype(np.uint8)]
-    box = cfs.marker_box(marker) if marker is not None else None
-    if box is not None:
-        ys, xs = np.nonzero(box)
-        y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
-        rgb = rgb.copy()
-        rgb[[y0, y1], x0:x1 + 1] = (0, 220, 255)
-        rgb[y0:y1 + 1, [x0, x1]] = (0, 220, 255)
-    return png(rgb)
-
-
-def gray_png(a: np.ndarray) -> bytes:
-    return png(gray_rgb(a))
-
-
-def prob_bars(classes: list[str], before, after, key: str, target: int | None = None) -> None:
-    fig = go.Figure()
-    fig.add_bar(x=classes, y=list(before), name="before", marker_color="#9aa5b1")
-    if after is not None:
-        fig.add_bar(x=classes, y=list(after), name="after", marker_color="#e4572e")
-    fig.update_layout(barmode="group", height=190, margin=dict(l=0, r=0, t=4, b=0), yaxis_range=[0, 1],
-                      legend=dict(orientation="h", y=1.15, x=0), showlegend=after is not None)
-    st.plotly_chart(fig, key=key, width="stretch", config={"displayModeBar": False})
-
-
-def badge(category: str | None) -> None:
-    if category is None:
-        st.caption("category: — (no DDPM to score fidelity)")
-    else:
-        st.badge(category, color=BADGE_COLOR.get(category, "gray"))
 
 
 # ----------------------------------------------------------------------------------------------- results
@@ -151,6 +77,10 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
         st.caption(f"p(original) {fmt(a.get('orig_prob'))} · L1 {fmt(a.get('l1_to_original'), 4)} · "
                    f"bpd {fmt(a.get('bpd'))}")
         badge(cat)
+        return
+    if kind == "gan":  # the same metrics plus what the search changed, in words
+        render_gan_result(row, arrs, classes, key=key)
+        rate_form(row, key=f"{key}_rate")
         return
     label = cfs.METHOD_LABELS.get(row["method"], row["method"])
     st.markdown(f"**{label}**" + (f" · {row['preset']}" if row.get("preset") else ""))
@@ -197,28 +127,15 @@ def side_by_side(rows: list[dict], key: str) -> None:
                 result_column(kind, r, arrs[r["id"]], classes, key=f"{key}_{kind}_{r['id']}")
     traj_rows = [r for r in rows if "trajectory" in arrs[r["id"]]]
     for r in traj_rows:
-        trajectory_view(r, arrs[r["id"]], key=f"{key}_traj_{r['id']}")
+        if r["method"] == "gan":
+            render_gan_trajectory(r, arrs[r["id"]], key=f"{key}_traj_{r['id']}")
+        else:
+            trajectory_view(r, arrs[r["id"]], key=f"{key}_traj_{r['id']}")
 
 
 def trajectory_view(row: dict, arrs: dict, key: str) -> None:
-    frames, ft = arrs["trajectory"], arrs["trajectory_t"]
-    curve, ct = arrs["prob_curve"], arrs["curve_t"]
-    with st.container(border=True):
-        st.markdown(f"**Trajectory** of #{row['id']}: the one-step estimate x̂₀ while denoising, and p(target)")
-        c1, c2 = st.columns([1, 2])
-        with c1:
-            i = st.select_slider("timestep", options=list(range(len(ft))), value=len(ft) - 1,
-                                 format_func=lambda j: f"t = {int(ft[j])}", key=f"{key}_slider")
-            st.image(gray_png(frames[i]), caption=f"x̂₀ at t = {int(ft[i])}")
-        with c2:
-            ok = np.isfinite(curve)
-            fig = go.Figure()
-            fig.add_scatter(x=ct[ok], y=curve[ok], mode="lines+markers", name="p(target)")
-            fig.add_vline(x=int(ft[i]), line_dash="dot", line_color="#e4572e")
-            fig.update_layout(height=230, margin=dict(l=0, r=0, t=10, b=0), yaxis_range=[0, 1],
-                              xaxis_title="timestep t (denoising runs right to left)", yaxis_title="p(target)",
-                              xaxis_autorange="reversed")
-            st.plotly_chart(fig, key=f"{key}_curve", width="stretch")
+    trajectory_panel(f"**Trajectory** of #{row['id']}: the one-step estimate x̂₀ while denoising, and p(target)", arrs,
+                     key, "t = {}", "x̂₀ at t = {}", "timestep t (denoising runs right to left)", reverse_x=True)
 
 
 def show_job_results(job_id: int, key: str) -> None:

@@ -23,7 +23,7 @@ import uuid
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from pathlib import Path
-from typing import Any, Callable
+from typing import Callable
 
 from sqlalchemy import select
 
@@ -263,7 +263,6 @@ def train_ddpm_job(ctx, ds: dict) -> dict:
     max_minutes (stop early, the provenance records the steps that ran), sample_every (grid PNG every N steps),
     bpd_images, bpd_terms, name, device, command (the CLI line, for the provenance).
     """
-    import numpy as np
     import torch
 
     import diffusers

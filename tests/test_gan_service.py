@@ -161,4 +161,5 @@ def test_the_studio_page_shows_a_gan_column():
     at.run()
     assert not at.exception, at.exception
     md = "\n".join(m.value for m in at.markdown)
-    assert "**Original**" in md and "**GAN (GCI)**" in md
+    assert "**Original**" in md and "**GAN (GCI)**" in md and "**Attribute changes**" in md
+    assert any(m.value.startswith("**Search** of #") for m in at.markdown)  # the GCI trajectory, not diffusion's

@@ -1,7 +1,6 @@
 """`exemplar worker`, `exemplar serve`, `exemplar db upgrade`: processes and schema."""
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys

@@ -1,0 +1,114 @@
+"""Pictures and panels shared by the counterfactual studio and its GAN column: PNGs at a fixed side, the |Δ| map
+with the marker box outlined, class-probability bars, the category badge, and the trajectory panel (a slider over
+stored snapshots beside the p(target) curve)."""
+from __future__ import annotations
+
+import io
+import math
+
+import numpy as np
+import plotly.graph_objects as go
+import streamlit as st
+
+from services import counterfactuals as cfs
+
+SIDE = 192
+BADGE_COLOR = {"counterfactual": "green", "adversarial": "red", "affirmative": "blue", "none": "gray", "invalid": "orange"}
+
+
+def fmt(v, nd: int = 3) -> str:
+    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+
+
+# ----------------------------------------------------------------------------------------------- pictures
+
+@st.cache_resource(max_entries=2, show_spinner=False)
+def _inferno() -> np.ndarray:
+    from matplotlib import colormaps
+
+    return (colormaps["inferno"](np.linspace(0, 1, 256))[:, :3] * 255).round().astype(np.uint8)
+
+
+def png(rgb: np.ndarray, side: int | None = SIDE) -> bytes:
+    from PIL import Image
+
+    im = Image.fromarray(np.asarray(rgb, np.uint8))
+    if side and im.width != side:
+        im = im.resize((side, side), Image.Resampling.NEAREST)
+    buf = io.BytesIO()
+    im.save(buf, format="PNG", compress_level=1)
+    return buf.getvalue()
+
+
+def gray_rgb(a: np.ndarray) -> np.ndarray:
+    return np.repeat(np.asarray(a, np.uint8)[..., None], 3, axis=-1)
+
+
+def masks_rgb(a: np.ndarray, lung: np.ndarray | None, marker: np.ndarray | None) -> np.ndarray:
+    """The image with the lungs tinted blue and the marker yellow."""
+    rgb = gray_rgb(a).astype(np.float32)
+    if lung is not None:
+        rgb = np.where(lung[..., None] > 0, 0.65 * rgb + 0.35 * np.array([0, 200, 255], np.float32), rgb)
+    if marker is not None:
+        rgb = np.where(marker[..., None] > 0, np.array([255, 200, 0], np.float32), rgb)
+    return rgb.round().astype(np.uint8)
+
+
+def delta_png(a: np.ndarray, b: np.ndarray, marker: np.ndarray | None = None) -> bytes:
+    """|Δ| in the inferno colormap (scaled to its max), the marker box outlined in cyan."""
+    d = np.abs(b.astype(np.float32) - a.astype(np.float32))
+    m = d / d.max() if d.max() > 0 else d
+    rgb = _inferno()[(m * 255).round().astype(np.uint8)]
+    box = cfs.marker_box(marker) if marker is not None else None
+    if box is not None:
+        ys, xs = np.nonzero(box)
+        y0, y1, x0, x1 = ys.min(), ys.max(), xs.min(), xs.max()
+        rgb = rgb.copy()
+        rgb[[y0, y1], x0:x1 + 1] = (0, 220, 255)
+        rgb[y0:y1 + 1, [x0, x1]] = (0, 220, 255)
+    return png(rgb)
+
+
+def gray_png(a: np.ndarray) -> bytes:
+    return png(gray_rgb(a))
+
+
+def prob_bars(classes: list[str], before, after, key: str, target: int | None = None) -> None:
+    fig = go.Figure()
+    fig.add_bar(x=classes, y=list(before), name="before", marker_color="#9aa5b1")
+    if after is not None:
+        fig.add_bar(x=classes, y=list(after), name="after", marker_color="#e4572e")
+    fig.update_layout(barmode="group", height=190, margin=dict(l=0, r=0, t=4, b=0), yaxis_range=[0, 1],
+                      legend=dict(orientation="h", y=1.15, x=0), showlegend=after is not None)
+    st.plotly_chart(fig, key=key, width="stretch", config={"displayModeBar": False})
+
+
+def badge(category: str | None) -> None:
+    if category is None:
+        st.caption("category: — (no DDPM to score fidelity)")
+    else:
+        st.badge(category, color=BADGE_COLOR.get(category, "gray"))
+
+
+def trajectory_panel(title: str, arrs: dict, key: str, step_label: str, image_caption: str, x_title: str,
+                     reverse_x: bool = False) -> None:
+    """Snapshots arrs["trajectory"] at steps arrs["trajectory_t"] on a slider, beside p(target) per step
+    (arrs["prob_curve"] at arrs["curve_t"]) with the chosen step marked. Labels: "t = {}" style formats."""
+    frames, ft = arrs["trajectory"], arrs["trajectory_t"]
+    curve, ct = arrs["prob_curve"], arrs["curve_t"]
+    with st.container(border=True):
+        st.markdown(title)
+        c1, c2 = st.columns([1, 2])
+        with c1:
+            i = st.select_slider("step", options=list(range(len(ft))), value=len(ft) - 1,
+                                 format_func=lambda j: step_label.format(int(ft[j])), key=f"{key}_slider")
+            st.image(gray_png(frames[i]), caption=image_caption.format(int(ft[i])))
+        with c2:
+            ok = np.isfinite(curve)
+            fig = go.Figure()
+            fig.add_scatter(x=ct[ok], y=curve[ok], mode="lines+markers", name="p(target)")
+            fig.add_vline(x=int(ft[i]), line_dash="dot", line_color="#e4572e")
+            fig.update_layout(height=230, margin=dict(l=0, r=0, t=10, b=0), yaxis_range=[0, 1],
+                              xaxis_title=x_title, yaxis_title="p(target)",
+                              xaxis_autorange="reversed" if reverse_x else True)
+            st.plotly_chart(fig, key=f"{key}_curve", width="stretch")
