@@ -22,6 +22,8 @@ METHOD_LABELS = {"gradcam": "GradCAM", "integrated_gradients": "Integrated Gradi
                  "occlusion": "Occlusion", "guided_gradcam": "Guided GradCAM", "ltx": "LTX (finetuned)",
                  "ltx_pretrained": "LTX (pretrained only)"}
 PER_PAGE = (12, 24, 48, 96)
+VIEW_DEFAULTS = {"g_sort": "ar", "g_order": "ascending", "g_true": [], "g_pred": [], "g_correct": "all",
+                 "g_split": [], "g_annot": "all", "g_opacity": 0.45, "g_cmap": None, "g_per_page": PER_PAGE[1]}
 COLS = 4
 
 
@@ -287,6 +289,19 @@ def detail_view(model: dict, run: dict, dataset_id: int, row: dict, page_rows: l
 
 # ----------------------------------------------------------------------------------------------- page
 
+def restore_view(classes: list[str], splits: list[str]) -> None:
+    """Sort / filter / display settings survive a visit to another page (kept values that no longer fit the
+    current run's classes or splits are dropped)."""
+    valid = {"g_true": range(len(classes)), "g_pred": range(len(classes)), "g_split": splits}
+    for k, default in VIEW_DEFAULTS.items():
+        if k in st.session_state:
+            continue
+        v = st.session_state.get(f"_keep_{k}", default if k != "g_cmap" else ov.COLORMAPS[0])
+        if k in valid:
+            v = [x for x in v if x in valid[k]]
+        st.session_state[k] = v
+
+
 def main() -> None:
     st.title("Explanation gallery")
     show_flash()
@@ -326,6 +341,7 @@ def main() -> None:
     m[4].metric("mean F1", fmt(s.get("f1_mean"), 3))
     m[5].metric("mean WR", fmt(s.get("wr_mean"), 3), help="share of the confounder (marker) covered by T(E)")
 
+    restore_view(classes, ex.run_splits(rid))
     with st.expander("Sort, filter and display", expanded=True):
         c = st.columns([2, 1, 2, 2, 1, 2, 1])
         sort = c[0].selectbox("Sort by", list(SORT_LABELS), format_func=SORT_LABELS.get, key="g_sort")
@@ -338,9 +354,11 @@ def main() -> None:
         sp = c[5].multiselect("Split", ex.run_splits(rid), key="g_split")
         ann = c[6].selectbox("Annotated", ["all", "yes", "no"], key="g_annot")
         d = st.columns([2, 2, 1, 1])
-        opacity = d[0].slider("Map opacity", 0.0, 1.0, 0.45, 0.05, key="g_opacity")
+        opacity = d[0].slider("Map opacity", 0.0, 1.0, step=0.05, key="g_opacity")
         cmap = d[1].selectbox("Colormap", ov.COLORMAPS, key="g_cmap")
-        per_page = d[2].selectbox("Per page", PER_PAGE, index=1, key="g_per_page")
+        per_page = d[2].selectbox("Per page", PER_PAGE, key="g_per_page")
+    for k in VIEW_DEFAULTS:  # kept outside the widgets: Streamlit drops a widget's state on another page
+        st.session_state[f"_keep_{k}"] = st.session_state[k]
     filt = (rid, sort, order, tuple(tc), tuple(pc), corr, tuple(sp), ann, per_page)
     if st.session_state.get("g_filt") != filt:
         st.session_state["g_filt"] = filt

@@ -10,7 +10,7 @@ from pages.parts import overlays as ov
 from pages.parts.job_progress import live_job
 from services import explaining as ex
 from services import feedback as fb
-from services.jobs import get_job, submit
+from services.jobs import active_duplicate, get_job, submit
 
 TRIPLET = ("exbl", "exbl_cf")
 
@@ -104,7 +104,7 @@ def main() -> None:
     elif method == "exbl":
         st.caption("exbl moves the maps (less on the marker, tighter on the lungs); on the demo it does not stop the "
                    "shortcut by itself. exbl_cf adds counterexamples from the same two clicks: the variant that "
-                   "raises test_shifted accuracy (bench/exbl_effect.py).")
+                   "raises test_shifted accuracy on the demo.")
     if not both:
         st.info("Pin one good and one bad explanation in the **Gallery** first.")
     if start and both:
@@ -114,9 +114,15 @@ def main() -> None:
             params["lam"] = float(lam)
         if method in TRIPLET:
             params["margin"] = float(margin)
-        jid = submit("exbl", params, user["id"])
-        st.session_state["rt_job"] = jid
-        st.toast(f"Retraining job {jid} queued")
+        dup = active_duplicate("exbl", params)
+        if dup is not None:
+            st.session_state["rt_job"] = dup
+            st.info(f"Job {dup} with this pair and these settings is already queued or running: wait for it, or "
+                    "cancel it on **Jobs** first.")
+        else:
+            jid = submit("exbl", params, user["id"])
+            st.session_state["rt_job"] = jid
+            st.toast(f"Retraining job {jid} queued")
     jid = st.session_state.get("rt_job")
     if jid and get_job(jid) is not None:
         st.subheader(f"Job {jid}")

@@ -78,6 +78,14 @@ def submit(kind: str, params: dict, user_id: int | None = None) -> int:
     return job_id
 
 
+def active_duplicate(kind: str, params: dict) -> int | None:
+    """The id of a queued or running job of this kind with exactly these params, else None: a page refuses to
+    queue the same work twice (a form submitted by Enter and then by its button)."""
+    with session() as s:
+        rows = s.scalars(select(Job).where(Job.kind == kind, Job.status.in_(("queued", "running")))).all()
+        return next((j.id for j in rows if (j.params or {}) == params), None)
+
+
 def _resolve(kind: str) -> Callable[[JobContext], dict]:
     mod, fn = HANDLERS[kind].split(":")
     return getattr(importlib.import_module(mod), fn)

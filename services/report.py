@@ -146,8 +146,9 @@ def history_figure(history: list[dict]):
             if any(k in h for h in history):
                 f.add_trace(go.Scatter(x=ep, y=[h.get(k) for h in history], mode="lines+markers", name=k),
                             1, j + 1)
-    f.update_layout(height=300, margin=dict(l=10, r=10, t=40, b=10), legend=dict(orientation="h"))
-    f.update_xaxes(title_text="epoch")
+    f.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=70),
+                    legend=dict(orientation="h", yanchor="top", y=-0.3))  # below the axis titles, never on them
+    f.update_xaxes(title_text="epoch", dtick=1)
     return f
 
 

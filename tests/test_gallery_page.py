@@ -59,6 +59,13 @@ def test_filtering_changes_the_order(gallery):
     at.selectbox(key="g_correct").set_value("all").run()
     at.multiselect(key="g_true").set_value([1]).run()
     assert card_ids(at) and all(rows[i]["label"] == 1 for i in card_ids(at))
+    # the settings survive a visit to another page
+    at.radio(key="g_order").set_value("descending").run()
+    kept = card_ids(at)
+    at = open_page(open_page(at, "retrain"), "gallery")
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.multiselect(key="g_true").value == [1] and at.radio(key="g_order").value == "descending"
+    assert card_ids(at) == kept
 
 
 def test_good_and_bad_clicks_write_feedback_with_the_current_user(gallery):

@@ -47,6 +47,10 @@ def test_retrain_page_starts_a_job_from_the_pinned_pair_and_shows_progress(pinne
     assert job["kind"] == "exbl" and job["status"] == "queued" and job["created_by"] == uid
     assert job["params"]["model_id"] == mid and job["params"]["feedback_ids"] == [g["id"], b["id"]]
     assert job["params"]["epochs"] == 2 and job["params"]["method"] == "exbl"
+    # submitting the same form again (Enter, then the button) does not queue the same work twice
+    at.button(key="rt_start").click().run()
+    assert at.session_state["rt_job"] == jid and [j["kind"] for j in jobs.list_jobs()].count("exbl") == 1
+    assert any(f"Job {jid} with this pair" in i.value for i in at.info)
     # the worker's part, in this process: then the page shows the finished job with its charts and result
     done = jobs.execute_job(jid)
     assert done["status"] == "succeeded", done["error"]

@@ -74,13 +74,17 @@ def gray_png(a: np.ndarray) -> bytes:
 
 
 def prob_bars(classes: list[str], before, after, key: str, target: int | None = None) -> None:
+    """Class probabilities before (grey) and after (orange). No plotly legend: in a narrow column it wraps onto
+    the bars and hides their tops, so a caption says which colour is which."""
     fig = go.Figure()
     fig.add_bar(x=classes, y=list(before), name="before", marker_color="#9aa5b1")
     if after is not None:
         fig.add_bar(x=classes, y=list(after), name="after", marker_color="#e4572e")
-    fig.update_layout(barmode="group", height=190, margin=dict(l=0, r=0, t=4, b=0), yaxis_range=[0, 1],
-                      legend=dict(orientation="h", y=1.15, x=0), showlegend=after is not None)
+    fig.update_layout(barmode="group", height=190, margin=dict(l=0, r=0, t=8, b=0), yaxis_range=[0, 1.02],
+                      showlegend=False)
     st.plotly_chart(fig, key=key, width="stretch", config={"displayModeBar": False})
+    if after is not None:
+        st.caption("grey: before · orange: after")
 
 
 def badge(category: str | None) -> None:

@@ -19,7 +19,8 @@ def render_job(job: dict, key: str, chart: bool = True) -> None:
     """One job: status, progress bar, message; a metrics chart when it logged per-step metrics; cancel."""
     icon = STATUS_ICON.get(job["status"], "")
     st.progress(float(job["progress"] or 0.0),
-                text=f"{icon} job {job['id']} · {job['kind']} · {job['status']} · {job['message'] or ''}")
+                text=f"{icon} job {job['id']} · {job['kind']} · {job['status']}"
+                     + (f" · {job['message']}" if job["message"] and job["message"] != job["status"] else ""))
     cols = st.columns([1, 5])
     if job["status"] in ("queued", "running") and not job.get("cancel_requested"):
         if cols[0].button("Cancel", key=f"{key}_cancel_{job['id']}"):
