@@ -5,7 +5,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from services.jobs import get_job, request_cancel
+from services.jobs import FINAL, get_job, request_cancel
 
 STATUS_ICON = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "🛑", "lost": "👻"}
 
@@ -41,17 +41,31 @@ def render_job(job: dict, key: str, chart: bool = True) -> None:
 
 
 def live_job(job_id: int, key: str, every: float = 1.5, chart: bool = True, extra=None) -> None:
-    """Poll one job with st.fragment(run_every=…) until it is final. chart=False drops the generic metrics chart;
-    extra(job), when given, renders page-specific content (e.g. grouped charts) inside the same fragment."""
+    """Poll one job with st.fragment(run_every=…) until it is final, then draw it once without a timer.
+    chart=False drops the generic metrics chart; extra(job), when given, renders page-specific content
+    (e.g. grouped charts) in the same place.
 
-    @st.fragment(run_every=every)
-    def _poll() -> None:
-        job = get_job(job_id)
+    A final job gets no fragment: a timer left running keeps asking for reruns, and after a switch to another page
+    those requests restart that page's script, which then never finishes when it takes longer than `every`."""
+
+    def _draw(job: dict | None) -> None:
         if job is None:
             st.warning(f"job {job_id} does not exist")
             return
         render_job(job, key, chart=chart)
         if extra is not None:
             extra(job)
+
+    job = get_job(job_id)
+    if job is None or job["status"] in FINAL:
+        _draw(job)
+        return
+
+    @st.fragment(run_every=every)
+    def _poll() -> None:
+        now = get_job(job_id)
+        _draw(now)
+        if now is not None and now["status"] in FINAL:
+            st.rerun(scope="app")  # once: the page redraws the final state without the timer
 
     _poll()
