@@ -1,4 +1,8 @@
-"""Engine and session factory for a database URL; SQLite gets WAL, busy_timeout and foreign keys."""
+"""Engine and session factory for a database URL; SQLite gets WAL, busy_timeout and foreign keys.
+
+Writes begin IMMEDIATE on SQLite (writers queue on busy_timeout, never fail on a lock upgrade); read-only
+sessions begin DEFERRED, so under WAL a read never waits for a write. Both engines share one JSON encoder.
+"""
 from __future__ import annotations
 
 from contextlib import contextmanager
@@ -8,6 +12,10 @@ from typing import Iterator
 from sqlalchemy import create_engine, event
 from sqlalchemy.engine import Engine
 from sqlalchemy.orm import Session, sessionmaker
+
+from db.jsonsafe import dumps
+
+READONLY = "exemplar_readonly"
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
@@ -24,30 +32,38 @@ def _sqlite_pragmas(dbapi_conn, _record) -> None:
 def get_engine(url: str) -> Engine:
     """One engine per URL and process."""
     if url.startswith("sqlite"):
-        eng = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False})
+        eng = create_engine(url, connect_args={"timeout": 30, "check_same_thread": False}, json_serializer=dumps)
         event.listen(eng, "connect", _sqlite_pragmas)
-        # Take the write lock at BEGIN so concurrent writers queue on busy_timeout
-        # instead of failing an upgrade from a read lock ("database is locked").
+
         @event.listens_for(eng, "begin")
         def _begin(conn):  # noqa: ANN001
-            conn.exec_driver_sql("BEGIN IMMEDIATE")
+            # Writers take the write lock at BEGIN so they queue on busy_timeout instead of failing a lock
+            # upgrade ("database is locked"); readers stay deferred and read the last committed WAL snapshot.
+            conn.exec_driver_sql("BEGIN" if conn.get_execution_options().get(READONLY) else "BEGIN IMMEDIATE")
 
         return eng
-    return create_engine(url, pool_pre_ping=True)
+    return create_engine(url, pool_pre_ping=True, json_serializer=dumps)
 
 
-@lru_cache(maxsize=16)
-def _factory(url: str) -> sessionmaker:
-    return sessionmaker(bind=get_engine(url), expire_on_commit=False)
+@lru_cache(maxsize=32)
+def _factory(url: str, readonly: bool = False) -> sessionmaker:
+    eng = get_engine(url)
+    if readonly:
+        eng = eng.execution_options(**{READONLY: True})
+    return sessionmaker(bind=eng, expire_on_commit=False)
 
 
 @contextmanager
-def session_scope(url: str) -> Iterator[Session]:
-    """A transaction: commit on success, roll back on error."""
-    s: Session = _factory(url)()
+def session_scope(url: str, readonly: bool = False) -> Iterator[Session]:
+    """A transaction: commit on success, roll back on error. readonly=True: a deferred (never waiting) read;
+    anything written in it is rolled back."""
+    s: Session = _factory(url, readonly)()
     try:
         yield s
-        s.commit()
+        if readonly:
+            s.rollback()
+        else:
+            s.commit()
     except BaseException:
         s.rollback()
         raise

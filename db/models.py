@@ -4,9 +4,11 @@ from __future__ import annotations
 from datetime import datetime, timezone
 
 from sqlalchemy import (
-    JSON, Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, Index,
+    Boolean, DateTime, Float, ForeignKey, Integer, String, Text, UniqueConstraint, Index,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from db.jsonsafe import SafeJSON as JSON  # every JSON column: NaN / ±inf stored as null on every engine
 
 
 def utcnow() -> datetime:
@@ -96,6 +98,12 @@ class Job(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     started_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
     finished_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # --- scale-out (issue 15, migration 0002_jobs): attempts and who runs the job now ---
+    attempts: Mapped[int] = mapped_column(Integer, default=0, server_default="0")  # claims so far
+    max_retries: Mapped[int] = mapped_column(Integer, default=1, server_default="1")  # re-runs after `lost`
+    pid: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the process running it now
+    host: Mapped[str | None] = mapped_column(String(200), nullable=True)  # where that process runs
+    history: Mapped[list | None] = mapped_column(JSON, default=list, nullable=True)  # one entry per finished attempt
 
 
 class Worker(Base):

@@ -1,4 +1,5 @@
-"""Job kinds → 'module:function' of their handler (lazy, so the worker parent never imports torch)."""
+"""Job kinds → 'module:function' of their handler (lazy, so the worker parent never imports torch), and how many
+times a kind is re-run after its process died (`lost`)."""
 
 HANDLERS: dict[str, str] = {
     "data.synth": "services.datasets:synth_job",
@@ -12,3 +13,12 @@ HANDLERS: dict[str, str] = {
     "evaluate": "services.evaluation:evaluate_job",
     "demo": "services.demo:demo_job",
 }
+
+DEFAULT_MAX_RETRIES = 1
+# Kinds whose re-run is not worth it or not safe are listed here (none so far: every handler writes its result
+# last, so a re-run after a lost attempt starts clean).
+MAX_RETRIES: dict[str, int] = {}
+
+
+def max_retries_for(kind: str) -> int:
+    return MAX_RETRIES.get(kind, DEFAULT_MAX_RETRIES)

@@ -1,4 +1,9 @@
-"""The Huey queue: SQLite backend under EXEMPLAR_HOME by default, Redis when EXEMPLAR_QUEUE_URL is redis://."""
+"""The message queue (Huey storage): SQLite under EXEMPLAR_HOME by default, Redis when EXEMPLAR_QUEUE_URL is
+redis:// or rediss://. A message is just a job id; the `jobs` table is the truth, so Huey keeps no results.
+
+Huey messages are pickles: whoever can write to the queue can run code in the workers. Keep Redis private
+(bind to a private address, `requirepass`, TLS with rediss://) — see the README's scale-out section.
+"""
 from __future__ import annotations
 
 from functools import lru_cache
@@ -10,27 +15,20 @@ from services.settings import get_settings
 TASK_NAME = "exemplar.run_job"
 
 
+def _never_called(job_id: int) -> None:
+    """The task body Huey would run; Exemplar's worker runs the job itself (services.worker)."""
+    raise RuntimeError("exemplar jobs are run by `exemplar worker`, not by a Huey consumer")
+
+
 @lru_cache(maxsize=8)
 def _huey_for(url: str):
     if url.startswith("redis://") or url.startswith("rediss://"):
-        h = RedisHuey("exemplar", url=url)
+        h = RedisHuey("exemplar", url=url, results=False, blocking=True, read_timeout=1)
     elif url.startswith("sqlite:///"):
-        h = SqliteHuey("exemplar", filename=url[len("sqlite:///"):])
+        h = SqliteHuey("exemplar", filename=url[len("sqlite:///"):], results=False, timeout=30)
     else:
-        raise ValueError(f"EXEMPLAR_QUEUE_URL must be sqlite:///FILE or redis://HOST, got {url!r}")
-
-    from services.jobs import execute_job  # the one task: run a jobs row by id
-
-    task = h.task(name=TASK_NAME)(execute_job)
-
-    @h.on_startup()
-    def _fresh_connections() -> None:
-        # A forked worker process must not reuse the parent's pooled DB connections.
-        from db.engine import get_engine
-
-        get_engine(get_settings().db_url).dispose(close=False)
-
-    h._exemplar_task = task
+        raise ValueError(f"EXEMPLAR_QUEUE_URL must be sqlite:///FILE, redis://HOST or rediss://HOST, got {url!r}")
+    h._exemplar_task = h.task(name=TASK_NAME)(_never_called)
     return h
 
 
@@ -39,4 +37,21 @@ def get_huey():
 
 
 def enqueue(job_id: int) -> None:
-    get_huey()._exemplar_task(job_id)
+    """Put a job id on the queue (a duplicate message is harmless: a job is claimed once)."""
+    get_huey()._exemplar_task(int(job_id))
+
+
+def dequeue() -> int | None:
+    """The next job id, or None (Redis blocks up to a second; SQLite returns at once)."""
+    h = get_huey()
+    task = h.dequeue()
+    if task is None:
+        return None
+    try:
+        return int(task.args[0])
+    except (AttributeError, IndexError, TypeError, ValueError):
+        return None  # not one of ours: dropped
+
+
+def pending() -> int:
+    return int(get_huey().pending_count())

@@ -1,19 +1,31 @@
-"""The worker: marks stale jobs lost, beats its heartbeat in `workers`, and runs the Huey consumer (process workers)."""
+"""The worker: takes job ids off the queue and runs each job in a child process of its own, reaps dead jobs
+(every worker, continuously), beats its heartbeat in `workers`, and stops cleanly on SIGTERM / Ctrl-C.
+
+The parent never imports torch and never runs a job; a child runs exactly one job and dies with its parent
+(parent-death signal on Linux, a watchdog thread elsewhere). SIGTERM: children give their jobs back to the
+queue (released, the attempt does not count) and the parent puts them back on it before exiting.
+"""
 from __future__ import annotations
 
+import ctypes
+import multiprocessing as mp
 import os
-import socket
+import signal
 import sys
 import threading
+import time
+from dataclasses import dataclass
 from datetime import timedelta
 
 from sqlalchemy import select
 
 from db.models import Worker, utcnow
-from services.database import session
-from services.jobs import HEARTBEAT_S, mark_lost
+from services import job_state, reaper
+from services.database import read_session, session
 
 ALIVE_WITHIN_S = 15.0
+STOP_GRACE_S = 30.0
+PR_SET_PDEATHSIG = 1
 
 
 def _beat(name: str, device: str) -> None:
@@ -28,51 +40,148 @@ def _beat(name: str, device: str) -> None:
 def alive_workers(within_s: float = ALIVE_WITHIN_S) -> list[dict]:
     """Workers whose heartbeat is recent."""
     cutoff = utcnow() - timedelta(seconds=within_s)
-    with session() as s:
+    with read_session() as s:
         rows = s.scalars(select(Worker).where(Worker.heartbeat_at >= cutoff)).all()
         return [{"name": w.name, "device": w.device, "heartbeat_at": w.heartbeat_at.isoformat()} for w in rows]
 
 
 def _device_label() -> str:
-    # Never initialise CUDA in the parent: ask the driver through the environment only.
-    dev = os.environ.get("EXEMPLAR_DEVICE", "auto")
-    return dev
+    # Never initialise CUDA in the parent: ask the environment only.
+    return os.environ.get("EXEMPLAR_DEVICE", "auto")
 
 
-def run_worker(workers: int = 1) -> None:
-    """Blocking: start the consumer with `workers` child processes; Ctrl-C stops it."""
-    import logging
+def default_name() -> str:
+    """The worker's stable name: EXEMPLAR_WORKER_NAME, else host:pid of the worker parent."""
+    return os.environ.get("EXEMPLAR_WORKER_NAME") or f"{job_state.HOST}:{os.getpid()}"
 
-    from huey.consumer import Consumer
 
-    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(levelname)s %(message)s")
+def _die_with_parent(parent_pid: int) -> None:
+    """Ask the kernel to SIGKILL this child when its parent dies (its job then turns lost and is retried);
+    a watchdog thread does the same where prctl is missing."""
+    try:
+        ctypes.CDLL(None, use_errno=True).prctl(PR_SET_PDEATHSIG, int(signal.SIGKILL), 0, 0, 0)
+    except (AttributeError, OSError):
+        pass
+    if os.getppid() != parent_pid:  # the parent died before prctl took effect
+        os._exit(1)
 
-    from services.queue import get_huey
+    def watch() -> None:
+        while os.getppid() == parent_pid:
+            time.sleep(1.0)
+        os._exit(1)
 
-    lost = mark_lost()
-    if lost:
-        print(f"marked {lost} stale running job(s) as lost", file=sys.stderr)
-    name = f"{socket.gethostname()}:{os.getpid()}"
-    _beat(name, _device_label())
-    # Children are forked by the consumer: drop pooled connections first, never share them.
+    threading.Thread(target=watch, daemon=True, name="parent-watchdog").start()
+
+
+def _child(job_id: int, name: str, parent_pid: int) -> None:
+    """Child process body: run one job, give it back on SIGTERM."""
     from db.engine import get_engine
+    from services.jobs import JobReleased, execute_job
     from services.settings import get_settings
 
-    get_engine(get_settings().db_url).dispose()
-    consumer = Consumer(get_huey(), workers=workers, worker_type="process", periodic=False, check_worker_health=True)
-    stop = threading.Event()
+    _die_with_parent(parent_pid)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which sends SIGTERM
 
-    def loop() -> None:
-        while not stop.wait(HEARTBEAT_S):
-            try:
-                _beat(name, _device_label())
-            except Exception as exc:  # a missed beat is logged; the next one retries
-                print(f"worker heartbeat failed: {exc}", file=sys.stderr)
+    def _release(*_):
+        raise JobReleased("the worker was stopped")
 
-    print(f"exemplar worker {name} on queue {get_settings().queue}", file=sys.stderr, flush=True)
-    t = threading.Thread(target=loop, daemon=True)
-    t.start()
+    signal.signal(signal.SIGTERM, _release)
+    get_engine(get_settings().db_url).dispose(close=False)  # never reuse the parent's pooled connections
+    code = 0
     try:
-        consumer.run()
-    finally:
-        stop.set()
+        execute_job(job_id, worker=name)
+    except JobReleased:
+        code = 3
+    except Exception as exc:
+        print(f"worker child for job {job_id}: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+        code = 1
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
+@dataclass
+class _Running:
+    job_id: int
+    proc: mp.Process
+
+
+def _collect(children: dict[int, _Running]) -> None:
+    """Forget finished children; a child that died leaves its job lost (and maybe retried), one that gave its
+    job back (or died before claiming it) has it put on the queue again."""
+    from services.jobs import get_job
+    from services.queue import enqueue
+
+    for pid, ch in list(children.items()):
+        code = ch.proc.exitcode
+        if code is None:
+            continue
+        ch.proc.join(0)
+        del children[pid]
+        row = get_job(ch.job_id)
+        if row is None:
+            continue
+        if row["status"] == "running" and row["pid"] == pid and row["host"] == job_state.HOST:
+            if job_state.mark_lost(ch.job_id, row["attempts"], reaper.LOST_DEAD, pid=pid):
+                print(f"job {ch.job_id}: its process {pid} died (exit {code}); marked lost", file=sys.stderr)
+                reaper.retry_lost()
+        elif row["status"] == "queued":
+            enqueue(ch.job_id)
+
+
+def _stop_children(children: dict[int, _Running]) -> None:
+    for ch in children.values():
+        if ch.proc.exitcode is None:
+            os.kill(ch.proc.pid, signal.SIGTERM)
+    deadline = time.monotonic() + STOP_GRACE_S
+    while any(ch.proc.exitcode is None for ch in children.values()) and time.monotonic() < deadline:
+        time.sleep(0.2)
+    for ch in children.values():
+        if ch.proc.exitcode is None:
+            ch.proc.kill()
+            ch.proc.join(5)
+    _collect(children)
+
+
+def run_worker(workers: int = 1, name: str | None = None) -> None:
+    """Blocking: run up to `workers` jobs at once, each in its own child process, until SIGTERM / Ctrl-C."""
+    from services.queue import dequeue
+    from services.settings import get_settings
+
+    name = name or default_name()
+    stop = threading.Event()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        signal.signal(sig, lambda *_: stop.set())
+    r = reaper.reap()
+    if r.lost:
+        print(f"marked {len(r.lost)} stale running job(s) as lost", file=sys.stderr)
+    ctx = mp.get_context("fork")
+    children: dict[int, _Running] = {}
+    last_beat = last_reap = 0.0
+    print(f"exemplar worker {name} ({workers} slot(s)) on queue {get_settings().queue}", file=sys.stderr, flush=True)
+    while not stop.is_set():
+        now = time.monotonic()
+        try:
+            if now - last_beat >= reaper.HEARTBEAT_S:
+                _beat(name, _device_label())
+                last_beat = now
+            if now - last_reap >= reaper.REAP_EVERY_S:
+                reaper.reap()
+                last_reap = now
+            _collect(children)
+            if len(children) >= workers:
+                stop.wait(0.2)
+                continue
+            job_id = dequeue()
+        except Exception as exc:  # the database or the queue went away for a moment: log and go on
+            print(f"worker: {type(exc).__name__}: {exc}", file=sys.stderr, flush=True)
+            stop.wait(2.0)
+            continue
+        if job_id is None:
+            stop.wait(0.3)
+            continue
+        proc = ctx.Process(target=_child, args=(job_id, name, os.getpid()), name=f"exemplar-job-{job_id}")
+        proc.start()
+        children[proc.pid] = _Running(job_id, proc)
+    print(f"worker {name} stopping: releasing {len(children)} running job(s)", file=sys.stderr, flush=True)
+    _stop_children(children)

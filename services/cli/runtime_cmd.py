@@ -15,13 +15,14 @@ ROOT = Path(__file__).resolve().parents[2]
 
 def register(app: typer.Typer) -> None:
     @app.command()
-    def worker(workers: int = typer.Option(1, help="worker processes (one per GPU is a good start)")):
-        """Run a job worker (Huey consumer) until Ctrl-C."""
+    def worker(workers: int = typer.Option(1, help="jobs run at once, each in its own process (one per GPU)"),
+               name: str = typer.Option(None, help="stable worker name (default EXEMPLAR_WORKER_NAME or host:pid)")):
+        """Run a job worker until Ctrl-C / SIGTERM (running jobs are given back to the queue)."""
         from services.database import ensure_schema
         from services.worker import run_worker
 
         ensure_schema()
-        run_worker(workers)
+        run_worker(workers, name)
 
     @app.command()
     def serve(port: int = typer.Option(8501), address: str = typer.Option("localhost"),
