@@ -320,11 +320,18 @@ def _prepare_root(path: Path, name: str, uploaded: bool, bad: list[layouts.Bad])
 
 def import_dataset(path: str | Path, layout: str, name: str, skip_bad: bool = False, labels: str | Path | None = None,
                    size: int = 64, seed: int = 0, user_id: int | None = None, progress: Progress | None = None,
-                   max_pixels: int = MAX_PIXELS, uploaded: bool = False, meta: dict | None = None) -> dict:
+                   max_pixels: int = MAX_PIXELS, uploaded: bool = False, meta: dict | None = None,
+                   dicom: dict | None = None) -> dict:
     """Import (or re-import, idempotently) a tree or zip; returns {dataset_id, name, root, counts, report, created}.
 
     Raises ImportRefused (nothing written) when bad files are found and skip_bad is False.
+    DICOM goes through services.dicom_import (generated names, no PHI); dicom = its extra options.
     """
+    if layout == "dicom":
+        from services.dicom_import import import_dicom
+
+        return import_dicom(path, name, labels, skip_bad=skip_bad, size=size, seed=seed, user_id=user_id,
+                            progress=progress, max_pixels=max_pixels, meta=meta, uploaded=uploaded, **(dicom or {}))
     name = check_name(name)
     size = int(size)
     if not synthcxr.MIN_SIZE <= size <= synthcxr.MAX_SIZE:
@@ -544,4 +551,5 @@ def import_job(ctx) -> dict:
     return import_dataset(p["path"], p.get("layout", "covid-radiography"), p["name"],
                           skip_bad=bool(p.get("skip_bad", False)), labels=p.get("labels"),
                           size=int(p.get("size", 64)), seed=int(p.get("seed", 0)), user_id=ctx.user_id,
-                          progress=ctx.progress, uploaded=bool(p.get("uploaded", False)))
+                          progress=ctx.progress, uploaded=bool(p.get("uploaded", False)),
+                          dicom={k: p[k] for k in ("allow_burned_in", "pseudonym_map") if k in p})

@@ -8,6 +8,7 @@ Originals are never copied or rewritten.
 from __future__ import annotations
 
 import hashlib
+import hmac
 import io
 import uuid
 from dataclasses import dataclass, field
@@ -58,7 +59,48 @@ REMOVE = (
     "CustodialOrganizationSequence", "ModifiedAttributesSequence", "OriginalAttributesSequence",
     "DigitalSignaturesSequence", "TimezoneOffsetFromUTC", "SoftwareVersions", "Manufacturer",
     "ManufacturerModelName", "DeviceUID", "PatientSex",
+    # Completed against PS3.15 Table E.1-1 (basic profile actions X / Z / D / X/Z / X/D / Z/D / X/Z/D).
+    "AcquisitionComments", "AcquisitionContextSequence", "AcquisitionDeviceProcessingDescription",
+    "AcquisitionProtocolDescription", "ActualHumanPerformersSequence", "AdmittingDate", "AdmittingTime",
+    "AffectedSOPInstanceUID", "Arbitrary", "CommentsOnThePerformedProcedureStep",
+    "ConfidentialityConstraintOnPatientDataDescription", "ContributionDescription", "ContrastBolusAgent",
+    "CurrentObserverTrial", "DataSetTrailingPadding", "DischargeDiagnosisDescription", "EndAcquisitionDateTime",
+    "ExpectedCompletionDateTime", "GraphicAnnotationSequence", "HumanPerformerName", "HumanPerformerOrganization",
+    "IconImageSequence", "ImagePresentationComments", "ImagingServiceRequestComments", "Impressions",
+    "InsurancePlanIdentification", "IntendedRecipientsOfResultsIdentificationSequence",
+    "InterpretationApproverSequence", "InterpretationDiagnosisDescription", "InterpretationText",
+    "IssuerOfAdmissionIDSequence", "IssuerOfPatientIDQualifiersSequence", "MAC", "ModifyingDeviceID",
+    "ModifyingDeviceManufacturer", "NamesOfIntendedRecipientsOfResults", "PatientTransportArrangements",
+    "PerformedLocation", "PerformedStationAETitle", "PerformedStationGeographicLocationCodeSequence",
+    "PerformedStationName", "PerformedStationNameCodeSequence", "PersonAddress", "PersonIdentificationCodeSequence",
+    "PersonTelephoneNumbers", "PhysicianApprovingInterpretation", "PreMedication", "ReferencedDigitalSignatureSequence",
+    "ReferencedSOPInstanceMACSequence", "RequestedProcedureComments", "RequestedProcedureLocation",
+    "RequestingPhysicianIdentificationSequence", "ResultsComments", "ResultsDistributionListSequence",
+    "ReviewerName", "ScheduledHumanPerformersSequence", "ScheduledPatientInstitutionResidence",
+    "ScheduledPerformingPhysicianIdentificationSequence", "ScheduledProcedureStepEndDate",
+    "ScheduledProcedureStepEndTime", "ScheduledProcedureStepLocation", "ScheduledProcedureStepStartDate",
+    "ScheduledProcedureStepStartTime", "ScheduledStationAETitle", "ScheduledStationGeographicLocationCodeSequence",
+    "ScheduledStationName", "ScheduledStationNameCodeSequence", "ScheduledStudyLocation",
+    "ScheduledStudyLocationAETitle", "SpecialNeeds", "StudyComments", "StudyIDIssuer", "TopicAuthor",
+    "TopicKeywords", "TopicSubject", "TopicTitle", "VerifyingObserverIdentificationCodeSequence",
+    "PatientTelecomInformation", "PatientPrimaryLanguageCodeSequence", "PatientPrimaryLanguageModifierCodeSequence",
+    "ReasonForTheImagingServiceRequest", "ReasonForVisit", "ReasonForVisitCodeSequence", "RouteOfAdmissions",
+    "ReferencedPatientPhotoSequence", "StorageMediaFileSetID", "ClinicalTrialSponsorName",
+    "ClinicalTrialProtocolID", "ClinicalTrialProtocolName", "ClinicalTrialSiteID", "ClinicalTrialSiteName",
+    "ClinicalTrialSubjectID", "ClinicalTrialSubjectReadingID", "ClinicalTrialTimePointDescription",
+    "ClinicalTrialCoordinatingCenterName", "DischargeDate", "DischargeTime", "PatientBirthDateInAlternativeCalendar",
+    "PatientDeathDateInAlternativeCalendar", "PatientAlternativeCalendar", "ResponsiblePersonRole",
+    "SourceApplicationEntityTitle", "StationAETitle",
+    "ConsultingPhysicianName", "ConsultingPhysicianIdentificationSequence", "EvaluatorName",
+    "EvaluatorSequence", "OtherPatientIDsSequence", "PatientInsurancePlanCodeSequence",
 )
+# Whole value representations the basic profile removes wherever they occur (names, dates, times, free text),
+# with their tags kept out of the allow-list below.
+REMOVE = tuple(dict.fromkeys(REMOVE))
+REMOVE_VR = ("PN", "DA", "DT", "TM", "LT", "ST", "UT")
+# UIDs that name a standard thing (a class, a transfer syntax, a coding scheme), not an instance: kept.
+KEEP_UID = ("TransferSyntaxUID", "CodingSchemeUID", "ContextGroupExtensionCreatorUID", "MappingResourceUID",
+            "ContextUID", "PrivateInformationCreatorUID")
 REPLACE_UID = (
     "StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "FrameOfReferenceUID",
     "SynchronizationFrameOfReferenceUID", "InstanceCreatorUID", "IrradiationEventUID", "StorageMediaFileSetUID",
@@ -82,17 +124,22 @@ class Deidentifier:
     replaced: dict[str, int] = field(default_factory=dict)
     private_removed: int = 0
     overlays_removed: int = 0
-    burned_in: list[str] = field(default_factory=list)
+    burned_in: int = 0
     files: int = 0
+    secret: bytes | None = None  # keyed pseudonyms / UIDs: stable across imports, not reversible without it
+
+    def _keyed(self, kind: str, value: str) -> str:
+        return hmac.new(self.secret, f"{kind}:{value}".encode(), hashlib.sha256).hexdigest()
 
     def new_uid(self, old: str) -> str:
         if old not in self.uid_map:
-            self.uid_map[old] = f"2.25.{uuid.uuid4().int}"
+            self.uid_map[old] = f"2.25.{int(self._keyed('uid', old)[:30], 16) if self.secret else uuid.uuid4().int}"
         return self.uid_map[old]
 
     def pseudonym(self, patient_id: str) -> str:
         if patient_id not in self.patient_map:
-            self.patient_map[patient_id] = f"P{len(self.patient_map) + 1:05d}"
+            self.patient_map[patient_id] = ("P" + self._keyed("patient", patient_id)[:10] if self.secret
+                                            else f"P{len(self.patient_map) + 1:05d}")
         return self.patient_map[patient_id]
 
     def apply(self, ds) -> str | None:
@@ -126,6 +173,10 @@ class Deidentifier:
             if kw in ds:
                 delattr(ds, kw)
                 self._count(self.removed, kw)
+        for elem in list(ds):
+            if elem.VR in REMOVE_VR:
+                del ds[elem.tag]
+                self._count(self.removed, elem.keyword or str(elem.tag))
         for kw in REPLACE_UID:
             if kw in ds and ds.data_element(kw).value:
                 val = ds.data_element(kw).value
@@ -134,6 +185,12 @@ class Deidentifier:
                 else:
                     setattr(ds, kw, self.new_uid(str(val)))
                 self._count(self.replaced, kw)
+        for elem in list(ds):  # every other instance UID (Annex E: "all UIDs" are replaced)
+            kw = elem.keyword or ""
+            if (elem.VR == "UI" and elem.value and kw not in REPLACE_UID and kw not in KEEP_UID
+                    and not kw.endswith("ClassUID") and isinstance(elem.value, str)):
+                elem.value = self.new_uid(str(elem.value))
+                self._count(self.replaced, kw or str(elem.tag))
         for elem in list(ds):
             if elem.VR == "SQ":
                 for item in elem.value:
@@ -143,7 +200,7 @@ class Deidentifier:
         return {"profile": PROFILE, "files": self.files, "removed": dict(sorted(self.removed.items())),
                 "uids_replaced": dict(sorted(self.replaced.items())), "private_tags_removed": self.private_removed,
                 "overlays_removed": self.overlays_removed, "patients_pseudonymised": len(self.patient_map),
-                "burned_in_annotation": list(self.burned_in),
+                "burned_in_annotation": int(self.burned_in),
                 "note": "originals were not copied; only pixels and the allow-listed technical attributes were kept"}
 
 
@@ -152,6 +209,7 @@ class DicomImage:
     pixels: np.ndarray  # uint8 (H, W) display values
     meta: dict
     sha256: str
+    burned_in: bool = False  # BurnedInAnnotation = YES: text (maybe identifiers) is part of the pixels
 
 
 def _window(x: np.ndarray, center: float, width: float, func: str) -> np.ndarray:
@@ -241,9 +299,10 @@ def read_dicom(source: str | Path | bytes, deid: Deidentifier, max_pixels: int =
         raise BadFile(f"not a DICOM file ({exc})") from None
     except Exception as exc:
         raise BadFile(f"truncated or corrupt DICOM ({type(exc).__name__}: {exc})") from None
+    burned = str(ds.get("BurnedInAnnotation", "")).strip().upper() == "YES"
     pseudo = deid.apply(ds)
-    if str(ds.get("BurnedInAnnotation", "")).upper() == "YES":
-        deid.burned_in.append(name)
+    if burned:
+        deid.burned_in += 1
     v, applied = display_pixels(ds, max_pixels)
     pixels = np.round(v * 255.0).astype(np.uint8)
     meta = {"source": "dicom", **applied}
@@ -255,4 +314,4 @@ def read_dicom(source: str | Path | bytes, deid: Deidentifier, max_pixels: int =
     if pseudo:
         meta["patient"] = pseudo
     h = hashlib.sha256(np.ascontiguousarray(pixels).tobytes() + str(pixels.shape).encode()).hexdigest()
-    return DicomImage(pixels=pixels, meta=meta, sha256=h)
+    return DicomImage(pixels=pixels, meta=meta, sha256=h, burned_in=burned)

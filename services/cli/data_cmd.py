@@ -38,6 +38,10 @@ def register(app: typer.Typer) -> None:
                 name: str = typer.Option(..., help="dataset name"),
                 skip_bad: bool = typer.Option(False, "--skip-bad", help="import the good files, report the bad"),
                 labels: Path = typer.Option(None, help="CSV path,label[,split] (needed for dicom)"),
+                allow_burned_in: bool = typer.Option(False, "--allow-burned-in",
+                                                     help="dicom: import images flagged BurnedInAnnotation=YES"),
+                pseudonym_map: Path = typer.Option(None, help="dicom: write pseudonym → original CSV here "
+                                                              "(outside EXEMPLAR_HOME)"),
                 size: int = typer.Option(64, help="working resolution of the array cache"),
                 seed: int = typer.Option(0, help="seed of the stratified split when there is no splits.csv"),
                 queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
@@ -47,6 +51,9 @@ def register(app: typer.Typer) -> None:
             fail(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
         params = {"path": str(path.expanduser().resolve()), "layout": layout, "name": name, "skip_bad": skip_bad,
                   "labels": str(labels.expanduser().resolve()) if labels else None, "size": size, "seed": seed}
+        if layout == "dicom":
+            params.update(allow_burned_in=allow_burned_in,
+                          pseudonym_map=str(pseudonym_map.expanduser().resolve()) if pseudonym_map else None)
         res = run_job("data.import", params, json_, enqueue=queue)
         rep = res.get("report", {})
         emit(res, json_, f"dataset {res['name']} (id {res['dataset_id']}): {rep.get('imported', 0)} imported, "
