@@ -1,5 +1,8 @@
-"""DICOM import: modality LUT, window / VOI LUT, MONOCHROME1, 16-bit, and no PHI left anywhere after import."""
+"""DICOM import: modality LUT, window / VOI LUT, MONOCHROME1, 16-bit, and no PHI left anywhere after import
+(neither tags nor original file / folder names: images are stored under generated names)."""
 from __future__ import annotations
+
+import csv
 
 import numpy as np
 import pytest
@@ -10,6 +13,10 @@ from tests.helpers_data import PHI, UIDS, db_text, make_dicom
 
 def _ramp(h=48, w=40, hi=65535):
     return np.tile(np.linspace(0, hi, w).round().astype(np.uint16), (h, 1))
+
+
+def _noise(seed: int) -> np.ndarray:
+    return np.random.default_rng(seed).integers(0, 4000, (24, 24)).astype(np.uint16)
 
 
 @pytest.fixture
@@ -35,12 +42,21 @@ def dicom_tree(tmp_path):
     return root, labels
 
 
-def test_dicom_pixels_luts_and_photometric(dicom_tree):
+def _stored(map_csv) -> dict[str, str]:
+    """original relative path → stored (generated) path, from the pseudonym map written on request."""
+    with open(map_csv) as fh:
+        return {r["original_path"]: r["stored_path"] for r in csv.DictReader(fh)}
+
+
+def test_dicom_pixels_luts_and_photometric(dicom_tree, tmp_path):
     root, labels = dicom_tree
-    res = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32)
+    res = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32,
+                           dicom={"pseudonym_map": tmp_path / "map.csv"})
     assert res["report"]["imported"] == 6 and res["report"]["bad"] == []
+    name = _stored(tmp_path / "map.csv")
     arr = D.load_arrays(res["dataset_id"])
-    row = {p: i for i, p in enumerate(arr.paths)}
+    row = {name_: i for i, name_ in enumerate(arr.paths)}
+    row = {orig: row[st] for orig, st in name.items()}
     m1 = arr.images[row["a/mono1.dcm"]].astype(int)
     # MONOCHROME1: low stored values are white; the window clips the outer quarters
     assert m1[:, 0].min() == 255 and m1[:, -1].max() == 0 and 100 < m1[:, 16].mean() < 160
@@ -49,34 +65,38 @@ def test_dicom_pixels_luts_and_photometric(dicom_tree):
     assert m2[:, 0].max() <= 5 and m2[:, -1].min() >= 250 and (np.diff(m2[0]) >= 0).all()
     lut = arr.images[row["b/lut.dcm"]].astype(int)
     assert lut[:, 16:].min() == 255 and lut[:, 0].max() == 0  # VOI LUT saturates above stored 1000
-    img = D.resolve_image(res["dataset_id"], "a/mono1.dcm")
+    img = D.resolve_image(res["dataset_id"], name["a/mono1.dcm"])
     assert img["meta"]["inverted"] == "MONOCHROME1" and img["meta"]["Modality"] == "CR"
     assert img["width"] == 40 and img["height"] == 48 and img["split"] == "train"
     assert D.get_dataset("dcm")["classes"] == ["COVID", "Normal"]
 
 
-def test_dicom_import_leaves_no_phi(dicom_tree, exemplar_home):
+def test_dicom_import_leaves_no_phi(dicom_tree, exemplar_home, tmp_path):
     root, labels = dicom_tree
-    res = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32)
+    res = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32,
+                           dicom={"pseudonym_map": tmp_path / "map.csv"})
+    name = _stored(tmp_path / "map.csv")
     deid = res["report"]["deidentification"]
     assert deid["files"] == 6 and deid["removed"]["PatientName"] == 6 and deid["removed"]["PatientID"] == 6
     assert deid["uids_replaced"]["StudyInstanceUID"] == 6 and deid["private_tags_removed"] == 6
     for kw in ("PatientBirthDate", "InstitutionName", "AccessionNumber", "StudyDate", "ReferringPhysicianName"):
         assert deid["removed"][kw] == 6
     stored = db_text()
-    secrets = list(PHI.values()) + list(UIDS.values()) + ["1.2.826.0.1.3680043.99.3", "private secret", "Doe"]
+    secrets = list(PHI.values()) + list(UIDS.values()) + ["1.2.826.0.1.3680043.99.3", "private secret", "Doe",
+                                                          "mono1", "mono2", "lut.dcm", "n0.dcm", str(root)]
     for secret in secrets:
         assert secret not in stored, secret
-    # nor in any derived file under EXEMPLAR_HOME (cache, uploads …), and the originals were not copied there
+    # nor in any file under EXEMPLAR_HOME (the database file itself, cache, images …): originals never copied
     for f in exemplar_home.rglob("*"):
-        if f.is_file() and not f.name.startswith("exemplar.db") and not f.name.startswith("queue.db"):
+        if f.is_file():
             data = f.read_bytes()
             assert not any(s.encode() in data for s in secrets), f
             assert f.suffix != ".dcm"
-    img = D.resolve_image(res["dataset_id"], "a/mono1.dcm")
+    assert all(v.count("/") == 2 and v.endswith(".png") and v.startswith("P") for v in name.values())
+    img = D.resolve_image(res["dataset_id"], name["a/mono1.dcm"])
     assert img["meta"]["StudyInstanceUID"].startswith("2.25.") and img["meta"]["patient"].startswith("P")
     # the same study keeps one new UID within the import (all test files share a study)
-    assert len({D.resolve_image(res["dataset_id"], p)["meta"]["StudyInstanceUID"]
+    assert len({D.resolve_image(res["dataset_id"], name[p])["meta"]["StudyInstanceUID"]
                 for p in ("a/mono1.dcm", "b/n0.dcm")}) == 1
 
 
@@ -89,9 +109,14 @@ def test_dicom_bad_files_and_labels(dicom_tree, tmp_path):
     with pytest.raises(D.ImportRefused):
         D.import_dataset(root, "dicom", "dcm", labels=labels, size=32)
     res = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32, skip_bad=True)
+    # bad files are named by their number in sorted path order, never by their name
+    order = sorted(["a/mono1.dcm", "a/mono2.dcm", "b/lut.dcm", "b/n0.dcm", "b/n1.dcm", "b/n2.dcm", "b/fake.dcm",
+                    "c/nolabel.dcm", "b/missing.dcm"])
     bad = {b["path"]: b["reason"] for b in res["report"]["bad"]}
-    assert "not a DICOM file" in bad["b/fake.dcm"]
-    assert "no label" in bad["c/nolabel.dcm"] and "not found" in bad["b/missing.dcm"]
+    assert "not a DICOM file" in bad[f"file #{order.index('b/fake.dcm') + 1}"]
+    assert "no label" in bad[f"file #{order.index('c/nolabel.dcm') + 1}"]
+    assert "not found" in bad[f"file #{order.index('b/missing.dcm') + 1}"]
+    assert not any(w in str(res["report"]) for w in ("fake", "nolabel", "missing.dcm"))
     assert res["report"]["imported"] == 6
     with pytest.raises(ValueError, match="labels"):
         D.import_dataset(root, "dicom", "dcm2", size=32)
@@ -103,5 +128,55 @@ def test_dicom_reimport_idempotent_and_cache_rebuild(dicom_tree):
     arr = D.load_arrays(res["dataset_id"])
     again = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32)
     assert again["report"]["unchanged"] == 6 and again["report"]["imported"] == 0
+    assert {r["meta"]["patient"] for r in D.list_images(res["dataset_id"])} == {
+        r["meta"]["patient"] for r in D.list_images(again["dataset_id"])}  # keyed pseudonyms are stable
     D.cache_path(res["dataset_id"]).unlink()
     assert np.array_equal(D.load_arrays(res["dataset_id"]).images, arr.images)
+
+
+def test_burned_in_annotation_refused_unless_allowed(tmp_path, exemplar_home):
+    root = tmp_path / "dcm"
+    for i in range(4):
+        make_dicom(root / f"x{i}.dcm", _noise(i), sop_uid=f"1.2.826.0.1.3680043.99.4.{i}",
+                   phi={"BurnedInAnnotation": "YES"} if i == 0 else None)
+    labels = tmp_path / "labels.csv"
+    labels.write_text("path,label\n" + "".join(f"x{i}.dcm,{'COVID' if i % 2 else 'Normal'}\n" for i in range(4)))
+    with pytest.raises(D.ImportRefused, match="burned-in"):
+        D.import_dataset(root, "dicom", "d", labels=labels, size=32)
+    assert D.list_datasets() == []
+    res = D.import_dataset(root, "dicom", "d", labels=labels, size=32, skip_bad=True)
+    assert res["report"]["imported"] == 3 and res["report"]["burned_in"] == {"found": 1, "refused": 1, "imported": 0}
+    res = D.import_dataset(root, "dicom", "d2", labels=labels, size=32, dicom={"allow_burned_in": True})
+    assert res["report"]["imported"] == 4 and res["report"]["burned_in"]["imported"] == 1
+
+
+def test_pseudonym_map_never_inside_home_and_splits_grouped_by_patient(tmp_path, exemplar_home):
+    root = tmp_path / "dcm"
+    rows = ["path,label"]
+    for i in range(24):
+        make_dicom(root / f"p{i // 3}" / f"{i}.dcm", _noise(i), sop_uid=f"1.2.826.0.1.3680043.99.5.{i}",
+                   phi={"PatientID": f"PID-{i // 3}"})
+        rows.append(f"p{i // 3}/{i}.dcm,{'COVID' if (i // 3) % 2 else 'Normal'}")
+    labels = tmp_path / "labels.csv"
+    labels.write_text("\n".join(rows) + "\n")
+    with pytest.raises(ValueError, match="outside EXEMPLAR_HOME"):
+        D.import_dataset(root, "dicom", "d", labels=labels, size=32, dicom={"pseudonym_map": exemplar_home / "m.csv"})
+    res = D.import_dataset(root, "dicom", "d", labels=labels, size=32)
+    imgs = D.list_images(res["dataset_id"])
+    split_of: dict[str, set] = {}
+    for im in imgs:
+        split_of.setdefault(im["meta"]["patient"], set()).add(im["split"])
+    assert len(split_of) == 8 and all(len(v) == 1 for v in split_of.values())
+    assert len({s for v in split_of.values() for s in v}) >= 2
+    assert "grouped by patient" in res["report"]["splits"]
+
+
+def test_removal_list_is_made_of_real_dicom_keywords():
+    from pydicom.datadict import tag_for_keyword
+
+    from core.data.dicom import REMOVE, REPLACE_UID
+
+    assert [k for k in REMOVE + REPLACE_UID if tag_for_keyword(k) is None] == []
+    for kw in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "AccessionNumber",
+               "OtherPatientIDsSequence", "ReferringPhysicianName", "StudyComments", "IconImageSequence"):
+        assert kw in REMOVE
