@@ -23,7 +23,20 @@ for _name in AREAS:
 
 
 def main() -> None:
-    app()
+    """Run the CLI; an unexpected error is one line on stderr (EXEMPLAR_DEBUG=1 shows the traceback)."""
+    import os
+    import sys
+
+    try:
+        app(standalone_mode=True)
+    except SystemExit:
+        raise
+    except BaseException as exc:  # noqa: BLE001  (one line, whatever went wrong)
+        if os.environ.get("EXEMPLAR_DEBUG"):
+            raise
+        text = " ".join(str(exc).split())[:500] or type(exc).__name__
+        sys.stderr.write(f"error: {type(exc).__name__}: {text}\n" if isinstance(exc, Exception) else "interrupted\n")
+        sys.exit(130 if isinstance(exc, KeyboardInterrupt) else 1)
 
 
 if __name__ == "__main__":
