@@ -28,7 +28,7 @@ def _writer(home: str, worker: int, n: int, q) -> None:
 def _progress(home: str, job_id: int, n: int, q) -> None:
     os.environ["EXEMPLAR_HOME"] = home
     try:
-        ctx = jobs.JobContext(job_id, {}, None)
+        ctx = jobs.JobContext(job_id, {}, None, attempt=1)
         for i in range(n):
             ctx.progress(i / n, f"step {i}", metrics={"step": i}, force=True)
         q.put(("ok", "progress"))
@@ -39,6 +39,9 @@ def _progress(home: str, job_id: int, n: int, q) -> None:
 def test_four_writers_and_a_progressing_job(exemplar_home):
     home = str(exemplar_home)
     jid = jobs.create_job("data.synth", {"name": "x"})
+    from services import job_state
+
+    assert job_state.claim(jid, "test", os.getpid()) is not None  # progress is written by the attempt running it
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
     procs = [ctx.Process(target=_writer, args=(home, w, 200, q)) for w in range(4)]
