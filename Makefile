@@ -16,14 +16,17 @@ $(STAMP): pyproject.toml
 
 venv: $(STAMP)
 
-# Browser tests drive Debian's chromium; PostgreSQL tests need the server binaries.
+# Browser tests drive Debian's chromium; PostgreSQL and scale-out tests need the server binaries and redis-server.
 system-deps:
-	@if ! command -v chromium >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then \
-	  echo "installing chromium and postgresql server binaries with apt-get"; \
-	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium postgresql >/dev/null) \
-	    || { echo "ERROR: could not install chromium / postgresql (need root and Debian's registry)"; exit 1; }; \
+	@if ! command -v chromium >/dev/null 2>&1 || ! ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 \
+	    || ! command -v redis-server >/dev/null 2>&1; then \
+	  echo "installing chromium, postgresql server binaries and redis-server with apt-get"; \
+	  (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium postgresql redis-server >/dev/null) \
+	    || { echo "ERROR: could not install chromium / postgresql / redis-server (need root and Debian's registry)"; exit 1; }; \
 	fi
 	@command -v chromium >/dev/null || { echo "ERROR: chromium missing after install"; exit 1; }
+	@ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { echo "ERROR: postgresql server binaries missing after install"; exit 1; }
+	@command -v redis-server >/dev/null || { echo "ERROR: redis-server missing after install"; exit 1; }
 
 demo: $(STAMP)
 	$(BIN)/exemplar db upgrade
