@@ -14,6 +14,7 @@ from pages.common import current_user, selected_dataset, selected_model
 from pages.parts.cf_view import badge, delta_png, fmt, gray_png, masks_rgb, png, prob_bars, trajectory_panel
 from pages.parts.gan_column import render_gan_result, render_gan_trajectory
 from pages.parts.job_progress import render_job
+from pages.parts.plain import md_escape
 from services import counterfactuals as cfs
 from services.catalog import list_models
 from services.datasets import list_images, resolve_image
@@ -59,7 +60,7 @@ def rate_form(row: dict, key: str) -> None:
                     st.toast("rating saved")
         anns = cfs.list_annotations(row["id"])
         for a in anns[-5:]:
-            st.caption(f"{a['user']}: realism {a['rating']}, plausible {a['plausible']}")
+            st.caption(f"{md_escape(a['user'])}: realism {a['rating']}, plausible {a['plausible']}")
             if a["comment"]:
                 st.text(a["comment"])  # plain text, never rendered as markdown or HTML
 

@@ -12,6 +12,7 @@ import streamlit as st
 
 from pages.common import current_user, selected_dataset, selected_model
 from pages.parts import overlays as ov
+from pages.parts.plain import md_escape
 from services import explaining as ex
 from services import feedback as fb
 from services.jobs import get_job, submit
@@ -148,7 +149,7 @@ def pinned_pair(model: dict, run: dict, dataset_id: int, classes: list[str], opa
     u = current_user()
     pair = fb.current_pair(model["id"], u["id"] if u else None)
     with st.container(border=True):
-        st.markdown("**Chosen exemplar pair** " + (f"(of {u['name']})" if u else "(pick a user to choose)"))
+        st.markdown("**Chosen exemplar pair** " + (f"(of {md_escape(u['name'])})" if u else "(pick a user to choose)"))
         cols = st.columns([2, 2, 3])
         for col, kind in zip(cols[:2], ("good", "bad")):
             p = pair.get(kind)
@@ -416,7 +417,7 @@ def main() -> None:
                 a = annotated.get(iid)
                 with st.popover("Annotate" + (f" · {a['quality'] or ''} {a['rating'] or ''}" if a else "")):
                     if a:
-                        st.caption(f"latest by {a['user']}: {a['quality'] or '–'}, {a['rating'] or '–'}/5")
+                        st.caption(f"latest by {md_escape(a['user'])}: {a['quality'] or '–'}, {a['rating'] or '–'}/5")
                         if a["comment"]:
                             st.text(a["comment"])
                     annotation_form(model["id"], rid, iid, f"g_ann_{iid}")

@@ -191,11 +191,19 @@ def job_to_dict(job: Job) -> dict:
 
 
 def list_jobs(limit: int = 100, status: str | None = None) -> list[dict]:
+    """The most recent jobs (with the name of the user who started each, `created_by_name`)."""
+    from db.models import User
+
     with read_session() as s:
         q = select(Job).order_by(Job.id.desc()).limit(limit)
         if status:
             q = q.where(Job.status == status)
-        return [job_to_dict(j) for j in s.scalars(q)]
+        rows = [job_to_dict(j) for j in s.scalars(q)]
+        ids = {r["created_by"] for r in rows if r["created_by"] is not None}
+        names = dict(s.execute(select(User.id, User.name).where(User.id.in_(ids))).all()) if ids else {}
+    for r in rows:
+        r["created_by_name"] = names.get(r["created_by"])
+    return rows
 
 
 def get_job(job_id: int) -> dict | None:

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import io
+import re
 import warnings
 from pathlib import Path
 
@@ -66,7 +67,8 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
     except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
         raise BadFile(f"decompression bomb: {exc}") from None
     except Exception as exc:  # PIL raises UnidentifiedImageError, SyntaxError, ValueError… for junk
-        raise BadFile(f"not a readable image ({type(exc).__name__}: {exc})") from None
+        reason = re.sub(r"\s*<[^<>]* object at 0x[0-9a-fA-F]+>", "", str(exc))  # never show a Python object
+        raise BadFile(f"not a readable image ({type(exc).__name__}: {reason})") from None
     if im.format not in FORMATS:
         raise BadFile(f"unsupported image format {im.format}")
     w, h = im.size
