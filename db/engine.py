@@ -1,10 +1,15 @@
 """Engine and session factory for a database URL; SQLite gets WAL, busy_timeout and foreign keys.
 
-Writes begin IMMEDIATE on SQLite (writers queue on busy_timeout, never fail on a lock upgrade); read-only
-sessions begin DEFERRED, so under WAL a read never waits for a write. Both engines share one JSON encoder.
+Writes begin IMMEDIATE on SQLite (writers queue on busy_timeout, never fail on a lock upgrade) and first take
+their turn on a file lock beside the database, so waiting writers are woken in turn instead of polling SQLite's
+busy handler (which starves some of them for seconds); read-only sessions begin DEFERRED, so under WAL a read
+never waits for a write. Both engines share one JSON encoder.
 """
 from __future__ import annotations
 
+import fcntl
+import os
+import threading
 from contextlib import contextmanager
 from functools import lru_cache
 from typing import Iterator
@@ -53,10 +58,51 @@ def _factory(url: str, readonly: bool = False) -> sessionmaker:
     return sessionmaker(bind=eng, expire_on_commit=False)
 
 
+_turn = threading.local()
+
+
+def _sqlite_file(url: str) -> str | None:
+    if not url.startswith("sqlite") or "///" not in url:
+        return None
+    path = url.split("///", 1)[1].split("?", 1)[0]
+    return None if not path or path.startswith(":memory:") else path
+
+
+@contextmanager
+def write_turn(url: str) -> Iterator[None]:
+    """On a SQLite file: hold the writers' file lock (re-entrant per thread) for the whole write transaction."""
+    path = _sqlite_file(url)
+    if path is None or getattr(_turn, "depth", 0):
+        _turn.depth = getattr(_turn, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            _turn.depth -= 1
+        return
+    fd = os.open(f"{path}.writers", os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        _turn.depth = 1
+        yield
+    finally:
+        _turn.depth = 0
+        os.close(fd)  # releases the lock
+
+
 @contextmanager
 def session_scope(url: str, readonly: bool = False) -> Iterator[Session]:
     """A transaction: commit on success, roll back on error. readonly=True: a deferred (never waiting) read;
     anything written in it is rolled back."""
+    if readonly:
+        with _session(url, True) as s:
+            yield s
+        return
+    with write_turn(url), _session(url, False) as s:
+        yield s
+
+
+@contextmanager
+def _session(url: str, readonly: bool) -> Iterator[Session]:
     s: Session = _factory(url, readonly)()
     try:
         yield s

@@ -9,6 +9,8 @@ import subprocess
 import tempfile
 import time
 
+from contextlib import contextmanager
+
 import pytest
 
 
@@ -26,9 +28,18 @@ def _as_postgres(cmd: list[str]) -> list[str]:
 @pytest.fixture(scope="session")
 def postgres_url():
     """Start initdb + postgres on a free port; yield a SQLAlchemy URL; stop and remove afterwards."""
+    if _bin() is None:
+        pytest.fail("PostgreSQL server binaries are missing: `make test` installs them (apt-get install postgresql)")
+    with pg_server() as url:
+        yield url
+
+
+@contextmanager
+def pg_server():
+    """A throwaway server (tests and benches): yields a SQLAlchemy URL of its `postgres` database."""
     bindir = _bin()
     if bindir is None:
-        pytest.fail("PostgreSQL server binaries are missing: `make test` installs them (apt-get install postgresql)")
+        raise RuntimeError("PostgreSQL server binaries are missing (apt-get install postgresql)")
     base = tempfile.mkdtemp(prefix="exemplar-pg-")
     os.chmod(base, 0o755)
     data = os.path.join(base, "data")

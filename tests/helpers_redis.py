@@ -5,15 +5,25 @@ import shutil
 import socket
 import subprocess
 import time
+from contextlib import contextmanager
 
 import pytest
 
 
 @pytest.fixture(scope="session")
 def redis_url():
+    if shutil.which("redis-server") is None:
+        pytest.fail("redis-server is missing: `make test` installs it (apt-get install redis-server)")
+    with redis_server() as url:
+        yield url
+
+
+@contextmanager
+def redis_server():
+    """A throwaway redis-server (tests and benches): yields its redis:// URL."""
     exe = shutil.which("redis-server")
     if exe is None:
-        pytest.fail("redis-server is missing: `make test` installs it (apt-get install redis-server)")
+        raise RuntimeError("redis-server is missing (apt-get install redis-server)")
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         port = s.getsockname()[1]
