@@ -16,6 +16,8 @@ from sqlalchemy import select
 from db.models import Job, utcnow
 from services.database import session
 from services.handlers import HANDLERS
+from services import audit
+from services.roles import require, require_cancel
 
 HEARTBEAT_S = 3.0
 STALE_AFTER_S = 30.0
@@ -62,10 +64,12 @@ class JobContext:
 def create_job(kind: str, params: dict, user_id: int | None = None) -> int:
     if kind not in HANDLERS:
         raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(HANDLERS))}")
+    actor = require(user_id, kind)  # team: role check (reader cannot train, import, ...)
     with session() as s:
-        job = Job(kind=kind, params=params, created_by=user_id, status="queued", message="queued")
+        job = Job(kind=kind, params=params, created_by=actor["id"], status="queued", message="queued")
         s.add(job)
         s.flush()
+        audit.add(s, actor, "job.start", f"job:{job.id}", after={"kind": kind, "params": params})
         return job.id
 
 
@@ -149,7 +153,8 @@ def run_inline(kind: str, params: dict, user_id: int | None = None, echo: bool =
     return execute_job(create_job(kind, params, user_id), echo=echo)
 
 
-def request_cancel(job_id: int) -> bool:
+def request_cancel(job_id: int, user_id: int | None = None) -> bool:
+    actor = require_cancel(job_id, user_id)  # team: own jobs for everyone, anyone's for admins
     with session() as s:
         job = s.get(Job, job_id)
         if job is None or job.status in FINAL:
@@ -157,6 +162,7 @@ def request_cancel(job_id: int) -> bool:
         job.cancel_requested = True
         if job.status == "queued":
             job.status, job.finished_at, job.message = "cancelled", utcnow(), "cancelled before start"
+        audit.add(s, actor, "job.cancel", f"job:{job_id}", after={"status": job.status})
         return True
 
 

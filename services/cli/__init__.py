@@ -10,7 +10,8 @@ app = typer.Typer(help="Exemplar: explain image classifiers and correct them.", 
 
 # One module per area; each has register(app). Adding an area is one line here.
 AREAS = ["jobs_cmd", "runtime_cmd", "data_cmd", "train_cmd", "explain_cmd", "exbl_cmd",
-         "gen_cmd", "counterfactual_cmd", "ltx_cmd", "demo_cmd", "bench_cmd"]
+         "gen_cmd", "counterfactual_cmd", "ltx_cmd", "demo_cmd", "bench_cmd",
+         "users_cmd", "study_cmd", "audit_cmd"]
 
 for _name in AREAS:
     try:
@@ -23,7 +24,13 @@ for _name in AREAS:
 
 
 def main() -> None:
-    app()
+    from services.roles import PermissionRefused
+
+    try:
+        app()
+    except PermissionRefused as exc:  # a role refusal is one line on stderr, never a traceback
+        typer.echo(f"error: {' '.join(str(exc).split())}", err=True)
+        raise SystemExit(3)
 
 
 if __name__ == "__main__":
