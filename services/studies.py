@@ -11,7 +11,7 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 from sqlalchemy import func, select
 
-from db.models import Explanation, Image, Study, StudyAnswer, StudyItem, StudyQuestion, StudyReader, User
+from db.models import Explanation, ExplanationRun, Image, Study, StudyAnswer, StudyItem, StudyQuestion, StudyReader, User
 from services import audit
 from services.database import session
 from services.roles import PermissionRefused, require
@@ -372,10 +372,8 @@ def consensus_pair(user_id: int | None, study_id: int, question_id: int | None =
         for (iid, qid, _, _), a in sorted(cons.items(), key=lambda kv: items[kv[0][0]].position):
             if qid == q.id and a.value in found and found[a.value] is None:
                 found[a.value] = items[iid].image_id
-        from services.explaining import load_run
-
-        run = load_run(st_.run_id) if st_.run_id else {}
-        return {"model_id": run.get("model_id"), "run_id": st_.run_id, **found}
+        run = s.get(ExplanationRun, st_.run_id) if st_.run_id else None
+        return {"model_id": run.model_id if run else None, "run_id": st_.run_id, **found}
 
 
 def list_studies(user_id: int | None) -> list[dict]:
@@ -387,7 +385,8 @@ def list_studies(user_id: int | None) -> list[dict]:
             readers = [u.name for u in s.scalars(select(User).join(StudyReader, StudyReader.user_id == User.id)
                                                  .where(StudyReader.study_id == st_.id).order_by(User.name))]
             n = s.scalar(select(func.count(StudyItem.id)).where(StudyItem.study_id == st_.id)) or 0
+            qs = [{"id": q.id, "text": q.text, "scale": q.scale, "levels": list(q.levels)} for q in _questions(s, st_.id)]
             out.append({"study_id": st_.id, "name": st_.name, "kind": st_.kind, "run_id": st_.run_id,
-                        "readers": readers, "items": n, "questions": questions(st_.id),
+                        "readers": readers, "items": n, "questions": qs,
                         "created_at": st_.created_at.isoformat() if st_.created_at else None})
         return out

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import itertools
 import json
+import warnings
 
 import numpy as np
 from sqlalchemy import select
@@ -18,6 +19,9 @@ from services.studies import _current, _questions, _study
 
 MAP_METRICS = ("ar", "ap", "soft_ar", "f1", "relevance_mass", "rra", "pointing")
 CF_METRICS = ("bpd", "l1")
+ANSWER_COLUMNS = ["study_id", "item_id", "item", "side", "question_id", "question", "reader", "consensus", "value",
+                  "version", "note", "at"]
+AGREEMENT_COLUMNS = ["question_id", "statistic", "readers", "value", "low", "high", "n"]
 
 
 def _units(s, st_) -> list[tuple[StudyItem, str]]:
@@ -79,11 +83,13 @@ def _scores(m: np.ndarray, q) -> np.ndarray | None:
             vals = np.array([float(v) for v in q.levels])
         except ValueError:
             vals = np.arange(1, len(q.levels) + 1, dtype=float)
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             mapped = np.where(np.isfinite(m), vals[np.nan_to_num(m, nan=0).astype(int)], np.nan)
             return np.nanmean(mapped, axis=1) if m.size else np.array([])
     if len(q.levels) == 2:
-        with np.errstate(all="ignore"):
+        with np.errstate(all="ignore"), warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
             return np.nanmean(np.where(np.isfinite(m), (m == 0).astype(float), np.nan), axis=1)
     return None
 
@@ -177,7 +183,7 @@ def export(user_id: int | None, study_id: int, what: str = "answers", fmt: str =
         return json.dumps({"rows": rows}, default=str, indent=1)
     if fmt != "csv":
         raise ValueError(f"format: csv or json, not {fmt!r}")
-    return to_csv(rows)
+    return to_csv(rows, ANSWER_COLUMNS if what == "answers" else AGREEMENT_COLUMNS)
 
 
 def _qs(study_id: int) -> list[dict]:
