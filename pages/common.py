@@ -46,6 +46,11 @@ def current_user() -> dict | None:
     return None if row is None else {"id": row["id"], "name": row["name"], "role": row["role"]}
 
 
+def md_escape(text: str) -> str:
+    """User text for a widget label that renders Markdown (buttons): every Markdown/HTML character escaped."""
+    return "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|~$:" else c for c in str(text))
+
+
 def role_allows(action: str) -> bool:
     """For hiding what the role cannot do (the services check again: hiding is not the check)."""
     from services.roles import allowed

@@ -46,7 +46,7 @@ def require(user_id: int | None, action: str) -> dict:
 
     user = get_user(cli_user_id() if user_id is None else int(user_id))
     if user is None:
-        raise PermissionRefused(f"no user {user_id}: every write needs a known user")
+        raise ValueError(f"no user {user_id}: every write needs a known user")
     if not allowed(user["role"], action):
         need = needed(action)
         who = "an admin" if need == "admin" else "a researcher or an admin"
