@@ -9,6 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from pages.common import current_user, role_allows, sidebar, signin_mode
+from services.roles import PermissionRefused
 
 HERE = Path(__file__).resolve().parent
 
@@ -20,6 +21,7 @@ if signin_mode() and current_user() is None:
     st.button("Sign in", key="login_main", on_click=st.login, type="primary")
     st.stop()
 
+WRITE_PAGES = {"retrain", "evaluate", "data"}  # hidden from readers (the services refuse these writes anyway)
 PAGES = {
     "Explain": [
         st.Page(HERE / "pages/gallery.py", title="Gallery", icon="🖼️", url_path="gallery", default=True),
@@ -41,7 +43,13 @@ if role_allows("study.create") or not current_user():
 if role_allows("audit.read") or not current_user():
     PAGES["Team"].append(st.Page(HERE / "pages/audit.py", title="Audit log", icon="🧾", url_path="audit"))
 
+if current_user() is not None and not role_allows("train"):
+    PAGES = {k: [p for p in v if p.url_path not in WRITE_PAGES] for k, v in PAGES.items()}
+
 nav = st.navigation(PAGES)
 with st.sidebar:
-    sidebar()
-nav.run()
+    sidebar(pickers=nav.url_path != "reading")  # a reader's page names no dataset or model (blinded)
+try:
+    nav.run()
+except PermissionRefused as exc:  # a write the role may not do: one clear line instead of a traceback
+    st.error(str(exc))

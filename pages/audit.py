@@ -18,7 +18,7 @@ def _roles() -> None:
     st.subheader("Roles")
     users = list_users()
     st.dataframe(pd.DataFrame([{"user": u["name"], "role": u["role"]} for u in users]), hide_index=True,
-                 key="au_users", use_container_width=True)
+                 key="au_users", width="stretch")
     c1, c2, c3 = st.columns([3, 2, 1])
     name = c1.text_input("User name (created when new)", key="au_role_user")
     role = c2.selectbox("Role", ROLES, key="au_role_role")
@@ -45,7 +45,7 @@ def _log() -> None:
     cols = ["at", "user", "role", "action", "object", "before", "after"]
     df = pd.DataFrame([{k: (str(r[k]) if k in ("before", "after") and r[k] is not None else r[k]) for k in cols}
                        for r in rows], columns=cols)
-    st.dataframe(df, hide_index=True, key="au_table", use_container_width=True)
+    st.dataframe(df, hide_index=True, key="au_table", width="stretch")
     d1, d2 = st.columns(2)
     d1.download_button("Export CSV", data=audit.to_csv(rows, ["id", "at", "user", "role", "action", "object",
                                                               "before", "after"]),

@@ -104,11 +104,12 @@ def identity_panel() -> None:
         st.text(f"role: {u['role']}")
 
 
-def sidebar() -> None:
+def sidebar(pickers: bool = True) -> None:
     with st.sidebar:
         st.markdown("### Exemplar")
         identity_panel()
-        _pickers()
+        if pickers:
+            _pickers()
 
 
 def _local_picker() -> None:

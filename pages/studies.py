@@ -85,7 +85,7 @@ def _agreement(study: dict) -> None:
     ag = study_results.agreement(me["id"], study["study_id"], qid)
     st.caption(f"{ag['n_answers']} answers by {len(ag['readers'])} readers over {ag['n_units']} items · "
                f"{ag['scale']} scale" + (" (Cohen's κ with quadratic weights)" if ag["scale"] == "ordinal" else ""))
-    st.dataframe(_estimate_rows(ag), hide_index=True, key="stu_ag_table", use_container_width=True)
+    st.dataframe(_estimate_rows(ag), hide_index=True, key="stu_ag_table", width="stretch")
     if ag["most_disagreement"]:
         st.subheader("Most disagreement")
         st.dataframe(pd.DataFrame([{"item": d["item"], "side": d["side"], "disagreement": d["disagreement"],
@@ -106,7 +106,7 @@ def _adjudicate(study: dict) -> None:
         return
     table["who"] = table.apply(lambda r: "consensus" if r["consensus"] else r["reader"], axis=1)
     wide = table.pivot_table(index=["item", "item_id", "side"], columns="who", values="value", aggfunc="last")
-    st.dataframe(wide.reset_index(), hide_index=True, key="stu_adj_table", use_container_width=True)
+    st.dataframe(wide.reset_index(), hide_index=True, key="stu_adj_table", width="stretch")
     items = sorted(table["item_id"].unique().tolist())
     c1, c2, c3 = st.columns(3)
     item = c1.selectbox("Item id", items, key="stu_adj_item")

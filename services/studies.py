@@ -124,7 +124,7 @@ def create_study(user_id: int | None, questions: list[tuple[str, str]], readers:
         users = _readers(s, readers)
         if not users:
             raise ValueError("--readers: assign at least one reader")
-        st_ = Study(name=(name or "").strip()[:200] or f"study of {'run ' + str(run_id) if run_id else 'pairs'}",
+        st_ = Study(name=(name or "").strip()[:200] or "reading study",  # readers see the name: nothing about models
                     kind="map" if run_id is not None else "cf_pair", run_id=run_id, created_by=actor["id"],
                     config={"n": n, "stratify": stratify, "seed": seed, "hand_picked": image_ids is not None})
         s.add(st_)
