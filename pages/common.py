@@ -15,7 +15,14 @@ LOCAL_MODE = "local mode — no sign-in"
 
 
 def signin_mode() -> bool:
-    """Sign-in mode when .streamlit/secrets.toml configures an OpenID Connect provider under [auth]."""
+    """Sign-in mode when Streamlit's secrets (.streamlit/secrets.toml, or the files named by --secrets.files)
+    configure an OpenID Connect provider under [auth]."""
+    try:
+        if st.secrets.load_if_toml_exists() and "auth" in st.secrets:
+            auth = st.secrets["auth"]
+            return bool(auth.get("redirect_uri") and auth.get("cookie_secret"))
+    except Exception:  # unreadable secrets: fall back to the file check the CLI uses
+        pass
     return signin_configured()
 
 

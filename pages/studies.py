@@ -72,6 +72,10 @@ def _create() -> None:
             st.error(str(exc))
 
 
+def _fmt(v) -> str:
+    return "n/a" if v is None else f"{v:.3f}"
+
+
 def _estimate_rows(ag: dict) -> pd.DataFrame:
     rows = study_results.agreement_rows(ag)
     return pd.DataFrame([{"statistic": r["statistic"], "readers": r["readers"], "value": r["value"],
@@ -85,6 +89,8 @@ def _agreement(study: dict) -> None:
     ag = study_results.agreement(me["id"], study["study_id"], qid)
     st.caption(f"{ag['n_answers']} answers by {len(ag['readers'])} readers over {ag['n_units']} items · "
                f"{ag['scale']} scale" + (" (Cohen's κ with quadratic weights)" if ag["scale"] == "ordinal" else ""))
+    for label, key in (("Krippendorff's α", "krippendorff_alpha"), ("Fleiss' κ", "fleiss_kappa")):
+        st.text(f"{label} = {_fmt(ag[key]['value'])} (95 % interval {_fmt(ag[key]['low'])} to {_fmt(ag[key]['high'])})")
     st.dataframe(_estimate_rows(ag), hide_index=True, key="stu_ag_table", width="stretch")
     if ag["most_disagreement"]:
         st.subheader("Most disagreement")
