@@ -1,16 +1,27 @@
-"""Streamlit entry: navigation over pages/ and the sidebar (user, dataset and model pickers, worker status)."""
+"""Streamlit entry: navigation over pages/, sidebar (identity, dataset, model pickers, worker status).
+
+Local mode (no [auth] in .streamlit/secrets.toml): the user picker, loopback only. Sign-in mode: nothing but a
+sign-in screen until the OpenID Connect provider has identified the user."""
 from __future__ import annotations
 
 from pathlib import Path
 
 import streamlit as st
 
-from pages.common import sidebar
+from pages.common import current_user, role_allows, sidebar, signin_mode
+from services.roles import PermissionRefused
 
 HERE = Path(__file__).resolve().parent
 
 st.set_page_config(page_title="Exemplar", page_icon="🩻", layout="wide")
 
+if signin_mode() and current_user() is None:
+    st.title("Exemplar")
+    st.write("Sign in with your organisation's account to continue.")
+    st.button("Sign in", key="login_main", on_click=st.login, type="primary")
+    st.stop()
+
+WRITE_PAGES = {"retrain", "evaluate", "data"}  # hidden from readers (the services refuse these writes anyway)
 PAGES = {
     "Explain": [
         st.Page(HERE / "pages/gallery.py", title="Gallery", icon="🖼️", url_path="gallery", default=True),
@@ -24,9 +35,21 @@ PAGES = {
         st.Page(HERE / "pages/data_models.py", title="Data & models", icon="🗂️", url_path="data"),
         st.Page(HERE / "pages/jobs.py", title="Jobs", icon="⚙️", url_path="jobs"),
     ],
+    "Team": [st.Page(HERE / "pages/reading.py", title="Reading", icon="👁️", url_path="reading")],
 }
+# pages a role cannot use are hidden (the services refuse them anyway)
+if role_allows("study.create") or not current_user():
+    PAGES["Team"].append(st.Page(HERE / "pages/studies.py", title="Studies", icon="🧑‍⚕️", url_path="studies"))
+if role_allows("audit.read") or not current_user():
+    PAGES["Team"].append(st.Page(HERE / "pages/audit.py", title="Audit log", icon="🧾", url_path="audit"))
+
+if current_user() is not None and not role_allows("train"):
+    PAGES = {k: [p for p in v if p.url_path not in WRITE_PAGES] for k, v in PAGES.items()}
 
 nav = st.navigation(PAGES)
 with st.sidebar:
-    sidebar()
-nav.run()
+    sidebar(pickers=nav.url_path != "reading")  # a reader's page names no dataset or model (blinded)
+try:
+    nav.run()
+except PermissionRefused as exc:  # a write the role may not do: one clear line instead of a traceback
+    st.error(str(exc))

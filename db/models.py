@@ -1,4 +1,4 @@
-"""SQLAlchemy 2 ORM models: users, datasets, images, models, jobs, workers, explanations, feedback, annotations, counterfactuals."""
+"""SQLAlchemy 2 ORM models: users, datasets, images, models, jobs, workers, explanations, feedback, annotations, counterfactuals, audit log, reading studies."""
 from __future__ import annotations
 
 from datetime import datetime, timezone
@@ -24,6 +24,9 @@ class User(Base):
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(120), unique=True)
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    # team (issue 13): role and the sign-in identity (OIDC subject / e-mail), if any
+    role: Mapped[str] = mapped_column(String(20), default="reader", server_default="reader")
+    email: Mapped[str | None] = mapped_column(String(320), nullable=True)
 
 
 class Dataset(Base):
@@ -201,4 +204,82 @@ class Counterfactual(Base):
     metrics: Mapped[dict] = mapped_column(JSON, default=dict)
     job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
     created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+# ------------------------------------------------------------------ team (issue 13): audit trail, reading studies
+
+class AuditRow(Base):
+    """One write: who (name and role at the time), when, action, object, before / after. Append-only."""
+    __tablename__ = "audit_log"
+    __table_args__ = (Index("ix_audit_at", "at"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    user_id: Mapped[int | None] = mapped_column(Integer, nullable=True)  # no FK: the log outlives users
+    user_name: Mapped[str] = mapped_column(String(120), default="")
+    role: Mapped[str] = mapped_column(String(20), default="")
+    action: Mapped[str] = mapped_column(String(60), index=True)
+    object: Mapped[str] = mapped_column(String(200), default="")
+    before: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    after: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+
+
+class Study(Base):
+    """A blinded reading study over explanation maps of a run or counterfactual pairs."""
+    __tablename__ = "studies"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    name: Mapped[str] = mapped_column(String(200))
+    kind: Mapped[str] = mapped_column(String(20), default="map")  # map | cf_pair
+    run_id: Mapped[int | None] = mapped_column(ForeignKey("explanation_runs.id", ondelete="SET NULL"), nullable=True)
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class StudyQuestion(Base):
+    __tablename__ = "study_questions"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    text: Mapped[str] = mapped_column(Text)
+    scale: Mapped[str] = mapped_column(String(10))  # nominal | ordinal
+    levels: Mapped[list] = mapped_column(JSON, default=list)  # answer values, in order
+
+
+class StudyItem(Base):
+    """One thing to read: a map (explanation row) or a counterfactual pair (a, b); `meta` is never shown to readers."""
+    __tablename__ = "study_items"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"), index=True)
+    position: Mapped[int] = mapped_column(Integer, default=0)
+    image_id: Mapped[int] = mapped_column(ForeignKey("images.id", ondelete="CASCADE"))
+    explanation_id: Mapped[int | None] = mapped_column(ForeignKey("explanations.id", ondelete="SET NULL"), nullable=True)
+    cf_a_id: Mapped[int | None] = mapped_column(ForeignKey("counterfactuals.id", ondelete="SET NULL"), nullable=True)
+    cf_b_id: Mapped[int | None] = mapped_column(ForeignKey("counterfactuals.id", ondelete="SET NULL"), nullable=True)
+    meta: Mapped[dict] = mapped_column(JSON, default=dict)
+
+
+class StudyReader(Base):
+    __tablename__ = "study_readers"
+    __table_args__ = (UniqueConstraint("study_id", "user_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    seed: Mapped[int] = mapped_column(Integer, default=0)  # per-reader order of pairs
+
+
+class StudyAnswer(Base):
+    """A reader's answer (or a consensus when `consensus`); never overwritten: a change is a new version."""
+    __tablename__ = "study_answers"
+    __table_args__ = (Index("ix_answers_study", "study_id", "question_id", "item_id"),)
+    id: Mapped[int] = mapped_column(primary_key=True)
+    study_id: Mapped[int] = mapped_column(ForeignKey("studies.id", ondelete="CASCADE"))
+    item_id: Mapped[int] = mapped_column(ForeignKey("study_items.id", ondelete="CASCADE"))
+    question_id: Mapped[int] = mapped_column(ForeignKey("study_questions.id", ondelete="CASCADE"))
+    side: Mapped[str] = mapped_column(String(1), default="")  # '' for a map, 'a' | 'b' for a pair's member
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id"))
+    value: Mapped[str | None] = mapped_column(String(100), nullable=True)  # None = skipped
+    version: Mapped[int] = mapped_column(Integer, default=1)
+    consensus: Mapped[bool] = mapped_column(Boolean, default=False)
+    note: Mapped[str] = mapped_column(Text, default="")
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)

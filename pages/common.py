@@ -1,18 +1,69 @@
-"""Shared page pieces: current_user(), the sidebar (user, dataset, model pickers) and the worker banner."""
+"""Shared page pieces: current_user() (local picker or OIDC sign-in), the sidebar (user, dataset, model pickers)
+and the worker banner."""
 from __future__ import annotations
 
 import streamlit as st
 
 from services.catalog import list_datasets, list_models
-from services.users import get_or_create_user, list_users
+from services.users import get_or_create_user, get_user, list_users, signin_configured
 from services.worker import alive_workers
 
 WORKER_CMD = ".venv/bin/exemplar worker"
 
 
+LOCAL_MODE = "local mode — no sign-in"
+
+
+def signin_mode() -> bool:
+    """Sign-in mode when Streamlit's secrets (.streamlit/secrets.toml, or the files named by --secrets.files)
+    configure an OpenID Connect provider under [auth]."""
+    try:
+        if st.secrets.load_if_toml_exists() and "auth" in st.secrets:
+            auth = st.secrets["auth"]
+            return bool(auth.get("redirect_uri") and auth.get("cookie_secret"))
+    except Exception:  # unreadable secrets: fall back to the file check the CLI uses
+        pass
+    return signin_configured()
+
+
+def _signed_in_user() -> dict | None:
+    """The signed-in identity (provider e-mail, else subject) as a user row, created on first sign-in."""
+    info = st.user
+    if not info.get("is_logged_in"):
+        return None
+    email = info.get("email")
+    name = str(email or info.get("sub") or "").strip()
+    if not name:
+        return None
+    cached = st.session_state.get("user")
+    if cached and cached.get("name") == name:
+        return cached
+    uid = get_or_create_user(name, email=email)
+    st.session_state["user"] = {"id": uid, "name": name}
+    return st.session_state["user"]
+
+
 def current_user() -> dict | None:
-    """The one identity helper: {'id', 'name'} of the user picked in the sidebar, or None."""
-    return st.session_state.get("user")
+    """The one identity helper: {'id', 'name', 'role'} of the signed-in user (sign-in mode) or of the user
+    picked in the sidebar (local mode), or None. The role is read from the database on every call."""
+    u = _signed_in_user() if signin_mode() else st.session_state.get("user")
+    if u is None:
+        return None
+    row = get_user(u["id"])
+    return None if row is None else {"id": row["id"], "name": row["name"], "role": row["role"]}
+
+
+def md_escape(text: str) -> str:
+    """User text for a widget label that renders Markdown (buttons): every Markdown/HTML character escaped."""
+    return "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|~$:" else c for c in str(text))
+
+
+def role_allows(action: str) -> bool:
+    """For hiding what the role cannot do (the services check again: hiding is not the check)."""
+    from services.roles import allowed
+
+    u = current_user()
+    return u is not None and allowed(u["role"], action)
 
 
 def require_user() -> dict | None:
@@ -43,44 +94,69 @@ def _create_user() -> None:
     st.session_state["sb_new_user"] = ""
 
 
-def sidebar() -> None:
+def identity_panel() -> None:
+    """Sign-in mode: who is signed in (plain text), role, sign out. Local mode: the labelled user picker."""
+    if signin_mode():
+        u = current_user()
+        if u is None:
+            st.button("Sign in", key="sb_login", on_click=st.login, type="primary")
+            return
+        st.text(f"Signed in as {u['name']} ({u['role']})")
+        st.button("Sign out", key="sb_logout", on_click=st.logout)
+        return
+    st.caption(LOCAL_MODE)
+    _local_picker()
+    u = current_user()
+    if u is not None:
+        st.text(f"role: {u['role']}")
+
+
+def sidebar(pickers: bool = True) -> None:
     with st.sidebar:
         st.markdown("### Exemplar")
-        users = list_users()
-        names = [u["name"] for u in users]
-        cur = current_user()
-        idx = names.index(cur["name"]) if cur and cur["name"] in names else None
-        pick = st.selectbox("User", names, index=idx, key="sb_user", placeholder="pick a user")
-        new = st.text_input("…or create a user", key="sb_new_user", placeholder="your name")
-        st.button("Create user", key="sb_create_user", disabled=not new.strip(), on_click=_create_user)
-        if st.session_state.get("sb_user_error"):
-            st.error(st.session_state.pop("sb_user_error"))
-        if pick and (cur is None or cur["name"] != pick):
-            st.session_state["user"] = next({"id": u["id"], "name": u["name"]} for u in users if u["name"] == pick)
+        identity_panel()
+        if pickers:
+            _pickers()
 
-        datasets = list_datasets()
-        if not datasets:
-            st.caption("No dataset yet: build the demo with `exemplar demo` or import one on **Data & models**.")
-            st.session_state["dataset"] = None
-        else:
-            dnames = [d["name"] for d in datasets]
-            cur_d = selected_dataset()
-            di = dnames.index(cur_d["name"]) if cur_d and cur_d["name"] in dnames else 0
-            dn = st.selectbox("Dataset", dnames, index=di, key="sb_dataset")
-            st.session_state["dataset"] = next(d for d in datasets if d["name"] == dn)
-        ds = selected_dataset()
-        models = list_models("classifier", ds["id"]) if ds else []
-        if not models:
-            st.caption("No classifier for this dataset yet: train one on **Data & models**.")
-            st.session_state["model"] = None
-        else:
-            labels = [f"#{m['id']} {m['name']}" for m in models]
-            cur_m = selected_model()
-            ids = [m["id"] for m in models]
-            mi = ids.index(cur_m["id"]) if cur_m and cur_m["id"] in ids else len(ids) - 1
-            ml = st.selectbox("Model", labels, index=mi, key="sb_model")
-            st.session_state["model"] = models[labels.index(ml)]
-        worker_banner()
+
+def _local_picker() -> None:
+    users = list_users()
+    names = [u["name"] for u in users]
+    cur = current_user()
+    idx = names.index(cur["name"]) if cur and cur["name"] in names else None
+    pick = st.selectbox("User", names, index=idx, key="sb_user", placeholder="pick a user")
+    new = st.text_input("…or create a user", key="sb_new_user", placeholder="your name")
+    st.button("Create user", key="sb_create_user", disabled=not new.strip(), on_click=_create_user)
+    if st.session_state.get("sb_user_error"):
+        st.error(st.session_state.pop("sb_user_error"))
+    if pick and (cur is None or cur["name"] != pick):
+        st.session_state["user"] = next({"id": u["id"], "name": u["name"]} for u in users if u["name"] == pick)
+
+
+def _pickers() -> None:
+    datasets = list_datasets()
+    if not datasets:
+        st.caption("No dataset yet: build the demo with `exemplar demo` or import one on **Data & models**.")
+        st.session_state["dataset"] = None
+    else:
+        dnames = [d["name"] for d in datasets]
+        cur_d = selected_dataset()
+        di = dnames.index(cur_d["name"]) if cur_d and cur_d["name"] in dnames else 0
+        dn = st.selectbox("Dataset", dnames, index=di, key="sb_dataset")
+        st.session_state["dataset"] = next(d for d in datasets if d["name"] == dn)
+    ds = selected_dataset()
+    models = list_models("classifier", ds["id"]) if ds else []
+    if not models:
+        st.caption("No classifier for this dataset yet: train one on **Data & models**.")
+        st.session_state["model"] = None
+    else:
+        labels = [f"#{m['id']} {m['name']}" for m in models]
+        cur_m = selected_model()
+        ids = [m["id"] for m in models]
+        mi = ids.index(cur_m["id"]) if cur_m and cur_m["id"] in ids else len(ids) - 1
+        ml = st.selectbox("Model", labels, index=mi, key="sb_model")
+        st.session_state["model"] = models[labels.index(ml)]
+    worker_banner()
 
 
 def worker_banner() -> None:

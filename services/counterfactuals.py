@@ -27,6 +27,8 @@ from sqlalchemy import select
 
 from db.models import Annotation, Counterfactual, Image, Model
 from services.database import session
+from services import audit
+from services.roles import require
 from services.settings import get_settings, resolve_device
 
 METHODS: dict[str, str | None] = {
@@ -406,6 +408,7 @@ def annotate(cid: int, user_id: int, rating: int | None = None, plausible: str |
         raise ValueError(f"plausible must be one of {', '.join(RATING_PLAUSIBLE)}")
     if rating is None and plausible is None and not (comment or "").strip():
         raise ValueError("give a rating, a plausibility answer or a comment")
+    actor = require(user_id, "rate")  # team
     with session() as s:
         c = s.get(Counterfactual, int(cid))
         if c is None:
@@ -415,6 +418,8 @@ def annotate(cid: int, user_id: int, rating: int | None = None, plausible: str |
                        comment=str(comment or "")[:5000])
         s.add(a)
         s.flush()
+        audit.add(s, actor, "rate", f"counterfactual:{cid}", after={"annotation_id": a.id, "rating": rating,
+                                                                      "plausible": plausible, "comment": a.comment})
         return a.id
 
 
@@ -448,9 +453,10 @@ EXPORT_FIELDS = ["id", "model_id", "model_name", "generator_id", "image_id", "im
                  "marker_share", "lung_share", "bpd_eps", "created_at"]
 
 
-def export_zip(ids: list[int] | None = None, dataset_id: int | None = None) -> bytes:
+def export_zip(ids: list[int] | None = None, dataset_id: int | None = None, user_id: int | None = None) -> bytes:
     """A zip of counterfactuals.csv, annotations.csv, metrics.json and per result its arrays (.npz) and PNGs
     (original, counterfactual, affirmative, |Δ|)."""
+    audit.record(require(user_id, "export"), "export", "counterfactuals", after={"ids": ids, "dataset_id": dataset_id})
     rows = list_counterfactuals(dataset_id=dataset_id, limit=100000)
     if ids is not None:
         want = {int(i) for i in ids}

@@ -9,14 +9,18 @@ import numpy as np
 
 from core.files import atomic_write
 from services.explaining import METRICS, load_maps, load_run, run_rows
+from services import audit
+from services.roles import require
 
 
-def export_explanations(run_id: int, out: str | Path, csv_path: str | Path | None = None) -> dict:
+def export_explanations(run_id: int, out: str | Path, csv_path: str | Path | None = None,
+                        user_id: int | None = None) -> dict:
     """Write the run to OUT (.npz; keys image_ids, paths, labels, splits, targets, preds, probs, maps, classes,
     run_id, tau and one float32 array per metric: ar, ap, f1, soft_ar, relevance_mass, rra, pointing, wr —
     NaN where undefined). Returns {run_id, out, csv, n, keys}."""
     from services.explaining import dataset_classes
 
+    actor = require(user_id, "export")  # team
     run = load_run(run_id)
     rows = run_rows(run_id)
     maps = load_maps(run_id, mmap=True)
@@ -59,4 +63,5 @@ def export_explanations(run_id: int, out: str | Path, csv_path: str | Path | Non
 
         atomic_write(cp, _write_csv)
         res["csv"] = str(cp.resolve())
+    audit.record(actor, "export", f"run:{run_id}", after={"out": res["out"], "csv": res["csv"], "n": res["n"]})
     return res

@@ -11,6 +11,8 @@ from sqlalchemy import select
 
 from db.models import Annotation, Explanation, ExplanationRun, Feedback, Image, Model, User, utcnow
 from services.database import session
+from services import audit
+from services.roles import require
 
 KINDS = ("good", "bad")
 QUALITIES = ("good", "bad", "unsure")
@@ -49,6 +51,7 @@ def pick(user_id: int, model_id: int, image_id: int, kind: str, run_id: int | No
         raise ValueError(f"kind must be 'good' or 'bad', not {kind!r}")
     if user_id is None:
         raise ValueError("a pick needs a user")
+    actor = require(user_id, "pick")  # team
     with session() as s:
         if s.get(User, int(user_id)) is None:
             raise ValueError(f"no user {user_id}")
@@ -65,11 +68,13 @@ def pick(user_id: int, model_id: int, image_id: int, kind: str, run_id: int | No
                      image_id=int(image_id), kind=kind)
         s.add(f)
         s.flush()
+        audit.add(s, actor, "pick", f"image:{image_id}", after={"feedback_id": f.id, "kind": kind, "model_id": model_id})
         return _pick_dict(s, f)
 
 
 def undo(user_id: int, model_id: int, feedback_id: int | None = None) -> dict | None:
     """Undo one pick (default: the user's newest live pick for the model); returns it, or None if none is left."""
+    actor = require(user_id, "pick")  # team
     with session() as s:
         if feedback_id is not None:
             f = s.get(Feedback, int(feedback_id))
@@ -83,6 +88,7 @@ def undo(user_id: int, model_id: int, feedback_id: int | None = None) -> dict | 
             return None
         if f.undone_at is None:
             f.undone_at = utcnow()
+            audit.add(s, actor, "pick.undo", f"image:{f.image_id}", before={"feedback_id": f.id, "kind": f.kind})
         return _pick_dict(s, f)
 
 
@@ -133,6 +139,7 @@ def annotate(user_id: int, image_id: int, quality: str | None = None, rating: in
         raise ValueError(f"comment is longer than {MAX_COMMENT} characters")
     if quality is None and rating is None and not comment:
         raise ValueError("an annotation needs a quality, a rating or a comment")
+    actor = require(user_id, "annotate")  # team
     with session() as s:
         if s.get(User, int(user_id)) is None:
             raise ValueError(f"no user {user_id}")
@@ -147,6 +154,8 @@ def annotate(user_id: int, image_id: int, quality: str | None = None, rating: in
                        image_id=int(image_id), quality=quality, rating=rating, comment=comment)
         s.add(a)
         s.flush()
+        audit.add(s, actor, "annotate", f"image:{image_id}", after={"annotation_id": a.id, "quality": quality,
+                                                                      "rating": rating, "comment": comment})
         return _ann_dict(s, a)
 
 

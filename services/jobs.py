@@ -16,10 +16,11 @@ from typing import Any, Callable
 from sqlalchemy import select
 
 from db.models import Job
-from services import job_state
+from services import audit, job_state
 from services.database import read_session, session
 from services.handlers import HANDLERS, max_retries_for
 from services.reaper import HEARTBEAT_S, STALE_AFTER_S, reap  # noqa: F401  (re-exported)
+from services.roles import require, require_cancel
 from services.settings import get_settings
 
 FINAL = job_state.FINAL
@@ -83,11 +84,13 @@ class JobContext:
 def create_job(kind: str, params: dict, user_id: int | None = None, max_retries: int | None = None) -> int:
     if kind not in HANDLERS:
         raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(HANDLERS))}")
+    actor = require(user_id, kind)  # team: role check (reader cannot train, import, ...)
     with session() as s:
-        job = Job(kind=kind, params=params, created_by=user_id, status="queued", message="queued",
+        job = Job(kind=kind, params=params, created_by=actor["id"], status="queued", message="queued",
                   max_retries=max_retries_for(kind) if max_retries is None else int(max_retries))
         s.add(job)
         s.flush()
+        audit.add(s, actor, "job.start", f"job:{job.id}", after={"kind": kind, "params": params})
         return job.id
 
 
@@ -164,9 +167,15 @@ def run_inline(kind: str, params: dict, user_id: int | None = None, echo: bool =
     return execute_job(create_job(kind, params, user_id, max_retries=0), echo=echo)
 
 
-def request_cancel(job_id: int) -> bool:
-    """Ask a job to stop; a queued one is cancelled at once and never starts. False when already final."""
-    return job_state.cancel(job_id)
+def request_cancel(job_id: int, user_id: int | None = None) -> bool:
+    """Ask a job to stop; a queued one is cancelled at once and never starts. False when already final.
+    Everyone may cancel their own jobs; admins anyone's (checked in services.roles)."""
+    actor = require_cancel(job_id, user_id)
+    if not job_state.cancel(job_id):
+        return False
+    with session() as s:
+        audit.add(s, actor, "job.cancel", f"job:{job_id}", after={"status": s.get(Job, job_id).status})
+    return True
 
 
 def mark_lost(stale_after_s: float = STALE_AFTER_S) -> int:

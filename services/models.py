@@ -17,6 +17,7 @@ from sqlalchemy import select
 
 from db.models import Model
 from services.database import session
+from services import audit
 from services.settings import get_settings
 
 CHECKPOINT_NAME = "model.safetensors"
@@ -85,6 +86,7 @@ def register_model(*, name: str, arch: str, checkpoint: str | Path, kind: str = 
                     metrics=metrics or {}, feedback_ids=feedback_ids or [], job_id=job_id, created_by=created_by)
         s.add(row)
         s.flush()
+        audit.add(s, created_by, "model.register", f"model:{row.id}", after={"name": name, "kind": kind, "arch": arch, "job_id": job_id})
         return row.id
 
 

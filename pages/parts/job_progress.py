@@ -5,6 +5,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from pages.common import current_user
 from services.jobs import FINAL, get_job, request_cancel
 
 STATUS_ICON = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "🛑", "lost": "👻"}
@@ -24,8 +25,11 @@ def render_job(job: dict, key: str, chart: bool = True) -> None:
     cols = st.columns([1, 5])
     if job["status"] in ("queued", "running") and not job.get("cancel_requested"):
         if cols[0].button("Cancel", key=f"{key}_cancel_{job['id']}"):
-            request_cancel(job["id"])
-            st.rerun()
+            try:  # team: own jobs for everyone, anyone's for admins (checked in the service)
+                request_cancel(job["id"], (current_user() or {}).get("id"))
+                st.rerun()
+            except PermissionError as exc:
+                st.error(str(exc))
     elif job.get("cancel_requested") and job["status"] == "running":
         cols[0].caption("cancelling…")
     if job["status"] in ("failed", "lost") and job.get("error"):

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from services.cli.common import emit
+from services.cli.common import emit, fail
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -26,9 +26,15 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def serve(port: int = typer.Option(8501), address: str = typer.Option("localhost"),
-              workers: int = typer.Option(1), headless: bool = typer.Option(True)):
+              workers: int = typer.Option(1), headless: bool = typer.Option(True),
+              insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
+                                                    help="allow a non-loopback address without sign-in")):
         """Start a worker and the Streamlit app together; Ctrl-C stops both."""
         from services.database import ensure_schema
+        from services.users import serve_refusal
+
+        if (why := serve_refusal(address, insecure_no_auth)):
+            fail(why)
 
         ensure_schema()
         exe = Path(sys.executable).with_name("exemplar")

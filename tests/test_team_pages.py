@@ -1,0 +1,105 @@
+"""AppTest: the reading worklist (blinded, answers stored as versions), the studies page's agreement, the audit
+page for admins only, pages hidden from readers and a reader's refusal shown in the page."""
+from __future__ import annotations
+
+import pytest
+
+from services import audit, jobs, studies, study_results
+from services.users import get_or_create_user, set_role
+from tests.helpers_app import app_test, open_page
+from tests.helpers_explain import dataset_and_model, fake_run
+
+
+@pytest.fixture
+def study():
+    admin = get_or_create_user("tester")
+    ids = {"admin": admin}
+    for name, role in (("res", "researcher"), ("r1", "reader"), ("r2", "reader")):
+        ids[name] = set_role(admin, name, role)["id"]
+    ds, mid = dataset_and_model(n=24, name="hidden-model-name")
+    res = studies.create_study(ids["res"], [("Does the map justify the label?", "nominal:good,bad")], ["r1", "r2"],
+                               run_id=fake_run(ds, mid), n=4)
+    return ids, res
+
+
+def _texts(at) -> str:
+    parts = [p.proto.text for p in at.get("progress")] + [e.value for kind in ("text", "markdown", "caption", "title", "success", "info") for e in getattr(at, kind)]
+    parts += [b.label for b in at.button] + [str(o) for s in at.selectbox for o in s.options]
+    return "\n".join(str(p) for p in parts)
+
+
+def test_reader_worklist_answers_blinded(study):
+    ids, res = study
+    studies.answer(ids["r2"], res["study_id"], res["items"][0], "bad")  # the other reader's answer
+    at = open_page(app_test(user={"id": ids["r1"], "name": "r1"}), "reading")
+    assert not at.exception, [e.value for e in at.exception]
+    shown = _texts(at)
+    for leak in ("gradcam", "hidden-model-name", "AR", "soft", "your answer"):  # r2's answer is not r1's
+        assert leak not in shown
+    assert "Does the map justify the label?" in shown and "0 of 4 answered" in shown
+    assert [i.caption for el in at.get("image") for i in el.proto.imgs] == ["image", "explanation map"]
+    at.button(key="rd_ans_0").click().run()  # "1 · good"
+    at.button(key="rd_ans_1").click().run()  # next item: "2 · bad"
+    at.button(key="rd_back").click().run()
+    at.button(key="rd_ans_0").click().run()  # changed: a new version, the old kept
+    assert not at.exception
+    wl = {i["item_id"]: i for i in studies.worklist(ids["r1"], res["study_id"])}
+    answered = [v for i in wl.values() for v in i["answers"].values()]
+    assert sorted(answered) == ["good", "good"]
+    hist = study_results.answer_rows(ids["res"], res["study_id"], history=True)
+    assert [r["version"] for r in hist if r["reader"] == "r1"] == [1, 1, 2]
+    assert "2 of 4 answered" in _texts(at)
+
+
+def test_studies_page_shows_library_agreement_and_readers_do_not_see_it(study):
+    ids, res = study
+    for it, a, b in zip(res["items"], ["good", "good", "bad", "bad"], ["good", "bad", "bad", "bad"]):
+        studies.answer(ids["r1"], res["study_id"], it, a)
+        studies.answer(ids["r2"], res["study_id"], it, b)
+    want = study_results.agreement(ids["res"], res["study_id"])
+    at = open_page(app_test(user={"id": ids["res"], "name": "res"}), "studies")
+    assert not at.exception, [e.value for e in at.exception]
+    df = at.dataframe[0].value
+    alpha = df[df["statistic"] == "krippendorff_alpha"].iloc[0]
+    assert alpha["value"] == pytest.approx(want["krippendorff_alpha"]["value"])
+    assert alpha["95 % low"] == pytest.approx(want["krippendorff_alpha"]["low"])
+    kappa = df[df["statistic"] == "cohen_kappa"].iloc[0]
+    assert kappa["value"] == pytest.approx(want["cohen_kappa"][0]["value"]) and kappa["readers"] == "r1 / r2"
+    reader = app_test(user={"id": ids["r1"], "name": "r1"}).run()
+    for hidden in ("studies", "audit", "retrain", "data_models"):  # hidden from readers (services refuse anyway)
+        with pytest.raises(ValueError, match="Could not find a navigation page"):
+            reader.switch_page(f"../pages/{hidden}.py")
+
+
+def test_audit_page_for_admins_and_role_change(study):
+    ids, res = study
+    at = open_page(app_test(user={"id": ids["admin"], "name": "tester"}), "audit")
+    assert not at.exception, [e.value for e in at.exception]
+    table = at.dataframe[0].value
+    assert {"study.create", "user.role"} <= set(table["action"])
+    at.selectbox(key="au_user").set_value("res").run()
+    assert set(at.dataframe[0].value["user"]) == {"res"}
+    at.text_input(key="au_role_user").input("r2").run()
+    at.selectbox(key="au_role_role").set_value("researcher").run()
+    at.button(key="au_role_set").click().run()
+    rows = audit.list_rows(ids["admin"], action="user.role", user="tester")
+    assert rows[-1]["object"] == "user:r2" and rows[-1]["before"] == {"role": "reader"}
+    res_at = open_page(app_test(user={"id": ids["res"], "name": "res"}), "gallery")
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        res_at.switch_page("../pages/audit.py")  # researchers do not read the audit log
+
+
+def test_reader_cannot_cancel_anothers_job_in_the_page(study):
+    ids, _ = study
+    jid = jobs.create_job("data.synth", {"name": "x", "n": 10}, ids["res"])
+    at = open_page(app_test(user={"id": ids["r1"], "name": "r1"}), "jobs")
+    at.button(key=f"jobs_cancel_{jid}").click().run()
+    assert any("role reader" in e.value for e in at.error)
+    assert jobs.get_job(jid)["status"] == "queued"
+
+
+def test_local_mode_label_and_role_in_sidebar(study):
+    ids, _ = study
+    at = app_test(user={"id": ids["r1"], "name": "r1"}).run()
+    assert any("local mode — no sign-in" in c.value for c in at.sidebar.caption)
+    assert any("role: reader" in t.value for t in at.sidebar.text)
