@@ -47,13 +47,15 @@ from core.xbl import Exemplar, TrainSet, as_float, get_method
 from core.xbl import cam as C
 from core.xbl.finetune import EvalSet, FinetuneConfig, accuracy, explanation_metrics, finetune
 
-SWEEPS = {
+SWEEPS = {  # --grid full; --grid small (the run quoted below, CPU-bound): each method's default plus one
     "exbl": [{"lam": lam, "margin": m} for lam in (0.1, 0.3, 1.0, 3.0) for m in (0.1, 0.5)],
     "exbl_cf": [{"lam": lam, "margin": m} for lam in (0.3, 1.0) for m in (0.1, 0.5)],
     "counterexamples": [{"dilate_px": px, "tau": tau} for px in (1, 2, 4) for tau in (0.3, 0.5)],
     "penalty_mask": [{"lam": lam} for lam in (0.001, 0.01, 0.1)],
     "rrr": [{"lam": lam} for lam in (0.001, 0.01, 0.1)],
 }
+SMALL = {"exbl": [{"lam": 0.3, "margin": 0.1}, {"lam": 0.1, "margin": 0.5}], "exbl_cf": [{"lam": 0.3, "margin": 0.1}],
+         "counterexamples": [{"dilate_px": 2, "tau": 0.5}], "penalty_mask": [{"lam": 0.001}], "rrr": [{"lam": 0.001}]}
 RULE = {"acc_slack": 0.01, "ar_slack": 0.05, "ap_gain": 0.01}
 
 
@@ -153,7 +155,7 @@ def sweep(a, dev) -> None:
 
     methods = {"ce": ("ce", {})}
     for name in a.sweep.split(","):
-        for st in SWEEPS[name]:
+        for st in (SMALL if a.grid == "small" else SWEEPS)[name]:
             methods[f"{name} " + " ".join(f"{k}={v}" for k, v in st.items())] = (name, st)
     runs: dict[str, list[dict]] = {}
     for seed in range(a.seeds):
@@ -253,6 +255,7 @@ def main() -> None:
     ap.add_argument("--pair", choices=("story", "suggest"), default="suggest", help="sweep mode: the two clicks")
     ap.add_argument("--sweep", default="", help="comma list of methods whose settings grid (SWEEPS) to run and "
                                                 "choose from by the val-only rule")
+    ap.add_argument("--grid", choices=("full", "small"), default="full", help="sweep mode: the settings grid")
     ap.add_argument("--device", default=os.environ.get("EXEMPLAR_DEVICE", "cpu"))
     a = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
