@@ -1,55 +1,30 @@
-"""eXBL effect on the demo dataset: does retraining from two clicks fix the explanation AND stop the shortcut?
+"""eXBL effect on the demo, by the product's own path: does retraining from two clicks beat plain fine-tuning?
 
-Builds the demo's SynthCXR (services.demo.DEMO_SYNTH: 2400 images, 64 px, marker corner = class with p 0.9) and
-trains the demo baseline (services.demo.BASELINE: simple_cnn width 8, 4 epochs) in memory, picks the two clicks,
-then fine-tunes a copy of the baseline with every method for the same epochs and prints one table:
-  method · AR · AP · WR (GradCAM of the predicted class on the iid test split, τ 0.5, as the gallery ranks) ·
-  iid test accuracy · test_shifted accuracy · epoch time / plain-CE epoch time.
-Rows: baseline (the parent), ce (plain cross-entropy fine-tune, same loop and epochs: the control — the demo
-baseline is short-trained, so part of any gain is just more training), exbl (reference triplet, DESIGN.md §4),
-exbl_cf (triplet + counterexamples), penalty_mask, counterexamples (two-click methods) and rrr (every image's
-lung mask). Epoch times are measured in this one run, interleaved (round-robin over the methods, median of
-`--time-rounds` rounds of `--time-batches` batches, scaled to a full epoch), so machine load hits all alike.
+Default (product) mode: in a fresh EXEMPLAR_HOME it builds the demo's SynthCXR (services.demo.DEMO_SYNTH) and
+trains the demo baseline (services.demo.BASELINE) through the services, then runs `exemplar exbl --auto` as a
+user would: services.retraining.retrain(auto=True) with the default method and settings, 3 seeds, each with its
+matched plain-CE control (same epochs, lr, seed, batch order, frozen blocks). It prints one table per held-out
+split (val, test, test_shifted): parent | control | child | effect = child − control, each cell the mean with its
+95 % interval (Student t across the 3 seeds; the parent's over images), and the verdict sentence; then the goals.
 
-The two clicks (--pair): `story` (default) is what the demo story asks a user to click: good = the correctly
-classified train image with the highest AR whose map does not touch the marker (WR 0), bad = the train image
-with the highest WR (its map on the marker). `suggest` is the eXBL paper's automatic choice that `exemplar exbl
---auto` uses: max-AR and min-AR image (on this dataset the min-AR map is often not on the marker).
+Sweep mode (`--sweep exbl,exbl_cf,counterexamples,penalty_mask`) re-tunes every method's defaults in memory, with
+the --auto pair (max-AR / min-AR train image of the parent's GradCAM: `--pair suggest`, the default), and the
+control fine-tuned from the same parent, pair, seed and batch order. THE RULE (what a user could apply; it reads
+val only, and only labels and the relevance (lung) masks — never the marker / confounder masks, never test or
+test_shifted):
+  1. keep a setting only if its val accuracy ≥ the control's − 0.01 and its val AR ≥ the control's − 0.05
+     (fine-tuning as well as plain CE does, maps still on the lungs);
+  2. among those, take the highest val AP on the lung masks (the share of the hot map that lies on the lungs:
+     a map that also lights a corner marker or the background loses AP, one that lights everything gains AR
+     but not AP); a setting that does not beat the control's val AP by 0.01 counts as no better than the control.
+Each method's winning setting becomes its `defaults`; the two-click method with the highest val AP − control
+val AP becomes core.xbl.DEFAULT_METHOD (the Retrain page's and the CLI's default). rrr needs every image's lung
+mask (not two clicks) and is a comparison point only.
 
-How the defaults were chosen (`--sweep exbl,exbl_cf,counterexamples,penalty_mask,rrr`, seed 0, story pair):
-each method's grid (SWEEPS) is fine-tuned from the same parent and pair and chosen by a rule that reads only
-the val split, never test or test_shifted: among settings whose val accuracy is within 0.01 of the parent's,
-take the highest val AR − val WR (lungs covered minus marker covered). Results of that sweep:
-  exbl      λ 0.3, margin 0.1  (val AR alone picks λ 0.1 / margin 0.1: the weaker the triplet, the higher AR;
-                                larger margins or λ raise AP and lower WR but cost AR: margin 1 → AR −0.14)
-  exbl_cf   λ 0.3, margin 0.1, counterexample region as below
-  counterexamples  τ 0.5, dilation 2 px (τ 0.3 or 4 px keep the marker corners inside the region: no effect)
-  penalty_mask, rrr  λ 0.001, the grid's smallest: every λ lowered test_shifted accuracy below plain CE
-                     (an input-gradient penalty can be met by a locally flat marker detector).
-
-Findings (`--seeds 3`, story pair, 5 epochs, CPU, one thread; mean over seeds, ± = sd):
-  method            AR          AP     WR     iid acc  shifted      epoch s  / CE
-  baseline          0.611±0.07  0.322  0.343  0.957    0.622±0.03
-  ce                0.743±0.01  0.330  0.272  0.987    0.817±0.01   1.96     1.00
-  exbl              0.743±0.01  0.340  0.232  0.986    0.815±0.02   1.94     0.99
-  exbl_cf           0.716±0.03  0.387  0.025  0.992    0.940±0.04   3.88     1.98
-  penalty_mask      0.694±0.00  0.355  0.180  0.981    0.744±0.01   5.35     2.73
-  counterexamples   0.716±0.03  0.383  0.030  0.993    0.940±0.04   3.84     1.96
-  rrr               0.725±0.01  0.357  0.161  0.981    0.743±0.00   5.30     2.71
-  With `--pair suggest` (the --auto pair): exbl 0.742 / shifted 0.810, exbl_cf 0.719 / 0.907, ce as above.
-- The demo baseline is short-trained: the plain-CE fine-tune alone gives AR +0.13 and test_shifted +0.19.
-- exbl (reference) ≈ ce on AR and test_shifted (±0.01); it lowers WR (−0.04) and raises AP a little. A map loss
-  at the last block cannot make the marker stop paying: the block's receptive field spans the image, so the
-  marker's signal can be routed into cells on the lungs. An all-class variant (contrastive z_y − mean z CAMs
-  plus the bad region penalised for every class) was tried and did worse (AR −0.25 vs ce); it was removed.
-- counterexamples / exbl_cf from the same two clicks: test_shifted +0.32 over the baseline (+0.12 over ce),
-  WR 0.03, iid accuracy kept, AR −0.03 vs ce (maps tighten: AP +0.05), epoch time ×2.
-- Goals for exbl vs the baseline: AR +0.15 missed (+0.13, all of it from extra training); iid drop ≤ 0.01 met
-  (+0.03); test_shifted +0.10 met (+0.19, from extra training); time ratio ≤ 2.5 met (×1.0).
-
-Usage: OMP_NUM_THREADS=1 python bench/exbl_effect.py [--seeds 1] [--epochs 5] [--pair story|suggest]
-       [--methods ce,exbl,...] [--sweep exbl,...] [--device cpu]
-Writes $EXEMPLAR_HOME/bench/exbl_effect.json.
+Findings: see the bottom of this docstring (filled from the runs quoted in the i12 report).
+Usage: OMP_NUM_THREADS=1 python bench/exbl_effect.py [--seeds 3] [--epochs 5] [--method M] [--device cpu]
+       python bench/exbl_effect.py --sweep exbl,exbl_cf,counterexamples,penalty_mask [--pair suggest|story]
+Writes $EXEMPLAR_HOME/bench/exbl_effect.json (product) or exbl_sweep.json (sweep).
 """
 from __future__ import annotations
 
@@ -57,7 +32,7 @@ import argparse
 import json
 import math
 import os
-import statistics
+import tempfile
 import time
 from pathlib import Path
 
@@ -72,15 +47,16 @@ from core.xbl import Exemplar, TrainSet, as_float, get_method
 from core.xbl import cam as C
 from core.xbl.finetune import EvalSet, FinetuneConfig, accuracy, explanation_metrics, finetune
 
-METHODS = ("ce", "exbl", "exbl_cf", "penalty_mask", "counterexamples", "rrr")
-SWEEPS = {
-    "exbl": [{"lam": lam, "margin": m} for lam in (0.1, 0.3, 1.0, 3.0) for m in (0.1, 0.25, 0.5, 1.0)],
-    "exbl_cf": [{"lam": lam, "margin": m} for lam in (0.3, 1.0) for m in (0.1, 0.25, 0.5)],
-    "counterexamples": [{"dilate_px": px, "tau": tau} for px in (1, 2, 4) for tau in (0.3, 0.5, 0.6)],
+SWEEPS = {  # --grid full; --grid small (the run quoted below, CPU-bound): each method's default plus one
+    "exbl": [{"lam": lam, "margin": m} for lam in (0.1, 0.3, 1.0, 3.0) for m in (0.1, 0.5)],
+    "exbl_cf": [{"lam": lam, "margin": m} for lam in (0.3, 1.0) for m in (0.1, 0.5)],
+    "counterexamples": [{"dilate_px": px, "tau": tau} for px in (1, 2, 4) for tau in (0.3, 0.5)],
     "penalty_mask": [{"lam": lam} for lam in (0.001, 0.01, 0.1)],
     "rrr": [{"lam": lam} for lam in (0.001, 0.01, 0.1)],
 }
-GOALS = {"ar": 0.15, "iid_drop": 0.01, "shifted": 0.10, "time_ratio": 2.5}
+SMALL = {"exbl": [{"lam": 0.3, "margin": 0.1}, {"lam": 0.1, "margin": 0.5}], "exbl_cf": [{"lam": 0.3, "margin": 0.1}],
+         "counterexamples": [{"dilate_px": 2, "tau": 0.5}], "penalty_mask": [{"lam": 0.001}], "rrr": [{"lam": 0.001}]}
+RULE = {"acc_slack": 0.01, "ar_slack": 0.05, "ap_gain": 0.01}
 
 
 def _t(a, dev):
@@ -139,10 +115,10 @@ def pick_pair(model, tr: EvalSet, how: str) -> tuple[int, int]:
 
 
 def measure(model, sets) -> dict:
-    em, ev = explanation_metrics(model, sets["test"]), explanation_metrics(model, sets["val"])
-    return {"ar": em["ar"], "ap": em["ap"], "wr": em["wr"], "test_acc": accuracy(model, sets["test"]),
-            "shifted_acc": accuracy(model, sets["test_shifted"]), "val_acc": accuracy(model, sets["val"]),
-            "val_ar": ev["ar"], "val_wr": ev["wr"]}
+    """Val only, lung masks only: what the rule may read (the marker-mask WR is not computed)."""
+    va = sets["val"]
+    em = explanation_metrics(model, EvalSet(va.x, va.y, va.lung, None))
+    return {"val_acc": accuracy(model, va), "val_ar": em["ar"], "val_ap": em["ap"]}
 
 
 def run_method(parent_state, arch_kwargs, name, settings, sets, good, bad, epochs, seed, dev):
@@ -157,38 +133,114 @@ def run_method(parent_state, arch_kwargs, name, settings, sets, good, bad, epoch
     return {**measure(model, sets), "history": res.history, "train_seconds": res.seconds}
 
 
-def time_methods(parent_state, arch_kwargs, methods, sets, good, bad, dev, batches: int, rounds: int) -> dict:
-    """Seconds per full epoch for each method, measured round-robin (median over rounds)."""
+def choose(table: dict, methods: dict) -> dict:
+    """The rule of the docstring: per method its winning setting, and the default two-click method."""
+    c = table["ce"]
+    ok = {k: r for k, r in table.items() if k != "ce" and r["val_acc"] >= c["val_acc"] - RULE["acc_slack"]
+          and r["val_ar"] >= c["val_ar"] - RULE["ar_slack"]}
+    best: dict = {}
+    for k, r in ok.items():
+        name = methods[k][0]
+        if name not in best or r["val_ap"] > table[best[name]]["val_ap"]:
+            best[name] = k
+    gains = {n: table[k]["val_ap"] - c["val_ap"] for n, k in best.items() if n != "rrr"}
+    winner = max(gains, key=gains.get) if gains else None
+    if winner is not None and gains[winner] < RULE["ap_gain"]:
+        winner = None
+    return {"per_method": best, "gains": gains, "default": winner}
+
+
+def sweep(a, dev) -> None:
     from services.demo import BASELINE
 
-    tr = sets["train"]
-    steps = math.ceil(tr.x.shape[0] / 64)
-    per: dict[str, list[float]] = {m: [] for m in methods}
-    prepared = {}
-    for name, settings in methods.items():
-        model = create_model(BASELINE["arch"], num_classes=4, in_chans=1, **arch_kwargs).to(dev)
-        model.load_state_dict(parent_state)
-        meth = get_method(name, **settings)
-        model.eval()
-        meth.prepare(model, good, bad, TrainSet(tr.x, tr.y, tr.lung))
-        prepared[name] = (model, meth, torch.optim.AdamW(model.parameters(), lr=1e-3))
-    gen = torch.Generator().manual_seed(0)
-    for _ in range(rounds):
-        for name, (model, meth, opt) in prepared.items():
-            model.train()
-            idxs = [torch.randint(0, tr.x.shape[0], (64,), generator=gen).to(dev) for _ in range(batches)]
-            if dev.startswith("cuda"):
-                torch.cuda.synchronize()
-            t0 = time.perf_counter()
-            for idx in idxs:
-                loss, _ = meth.loss(model, as_float(tr.x[idx]), tr.y[idx], idx)
-                opt.zero_grad(set_to_none=True)
-                loss.backward()
-                opt.step()
-            if dev.startswith("cuda"):
-                torch.cuda.synchronize()
-            per[name].append((time.perf_counter() - t0) / batches * steps)
-    return {m: statistics.median(v) for m, v in per.items()}
+    methods = {"ce": ("ce", {})}
+    for name in a.sweep.split(","):
+        for st in (SMALL if a.grid == "small" else SWEEPS)[name]:
+            methods[f"{name} " + " ".join(f"{k}={v}" for k, v in st.items())] = (name, st)
+    runs: dict[str, list[dict]] = {}
+    for seed in range(a.seeds):
+        parent, sets = build(seed, dev)
+        state = {k: v.clone() for k, v in parent.state_dict().items()}
+        gi, bi = pick_pair(parent, sets["train"], a.pair)
+        x = as_float(sets["train"].x)
+        pred = parent.eval()(x[[gi, bi]]).argmax(1).tolist()
+        good, bad = Exemplar(x[gi], pred[0]), Exemplar(x[bi], pred[1])
+        runs.setdefault("parent", []).append(measure(parent, sets))
+        for label, (name, settings) in methods.items():
+            r = run_method(state, BASELINE["arch_kwargs"], name, settings, sets, good, bad, a.epochs, seed, dev)
+            runs.setdefault(label, []).append(r)
+            print(f"seed {seed}: {label:34s} " + " ".join(f"{k} {_f(v)}" for k, v in r.items()
+                                                           if not isinstance(v, list)), flush=True)
+    table = {k: {m: float(np.nanmean([r[m] for r in v])) for m in ("val_acc", "val_ar", "val_ap")}
+             for k, v in runs.items()}
+    print(f"\nsweep · demo · {a.seeds} seed(s) · {a.epochs} epochs · pair '{a.pair}' · val only, lung masks only")
+    print(f"{'setting':36s} {'val acc':>8s} {'val AR':>7s} {'val AP':>7s}")
+    for k, r in table.items():
+        print(f"{k:36s} {_f(r['val_acc']):>8s} {_f(r['val_ar']):>7s} {_f(r['val_ap']):>7s}")
+    ch = choose(table, {**methods, "parent": ("parent", {})})
+    print(f"\nrule: val acc ≥ control − {RULE['acc_slack']}, val AR ≥ control − {RULE['ar_slack']}, "
+          f"highest val AP (gain over the control ≥ {RULE['ap_gain']})")
+    for n, k in ch["per_method"].items():
+        print(f"  {n}: {k} (val AP − control {ch['gains'].get(n, float('nan')):+.3f})")
+    print(f"  default method: {ch['default'] or 'none beats the control: keep the current default'}")
+    _write("exbl_sweep.json", {"args": vars(a), "table": table, "runs": runs, "choice": ch})
+
+
+def _write(name: str, obj: dict) -> None:
+    home = Path(os.environ.get("EXEMPLAR_HOME", "var"))
+    out = home / "bench" / name
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps(obj, indent=2, default=float))
+    print(f"wrote {out}")
+
+
+def product(a, dev) -> dict:
+    """The product path in a fresh home: demo data and baseline, then `exbl --auto` with K seeds and controls."""
+    from services.demo import BASELINE, DEMO_SYNTH
+    from services.retraining import retrain
+    from services.datasets import synth_dataset
+    from services.training import train_classifier
+
+    synth_dataset(DEMO_SYNTH["name"], n=DEMO_SYNTH["n"], size=DEMO_SYNTH["size"],
+                  confounder=DEMO_SYNTH["confounder"], seed=DEMO_SYNTH["seed"])
+    base = train_classifier(DEMO_SYNTH["name"], arch=BASELINE["arch"], epochs=BASELINE["epochs"], lr=BASELINE["lr"],
+                            batch_size=BASELINE["batch_size"], seed=BASELINE["seed"], patience=BASELINE["patience"],
+                            arch_kwargs=BASELINE["arch_kwargs"], name=BASELINE["name"], device=dev, threads=1)
+    say = lambda f, msg="", **k: print(f"[{f:5.1%}] {msg}", flush=True) if msg and "batch" not in msg else None  # noqa: E731
+    return retrain(base["model_id"], a.method, auto=True, epochs=a.epochs, seeds=a.seeds, explain=False,
+                   device=dev, threads=1, progress=say)
+
+
+def print_product(res: dict, a, dev) -> None:
+    from services.report import effect_rows
+
+    print(f"\neXBL effect · demo SynthCXR · method {res['method']} {res['settings']} · --auto pair "
+          f"(good {res['pair']['good']['path']} / bad {res['pair']['bad']['path']}, both {res['pair']['good']['split']}"
+          f") · {res['seeds']} seed(s) · {a.epochs} epochs · {dev}")
+    print(f"cells: mean [95 % interval: {res['interval']}]; effect = child − {res['effect_vs']}")
+    cols = ("measure", "parent", "control", "child", "effect")
+    rows = effect_rows(res)
+    w = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
+    for s in res["splits"]:
+        print(f"\n{s}")
+        print("  " + "  ".join(f"{c:{w[c]}s}" for c in cols))
+        for r in rows:
+            if r["split"] == s:
+                print("  " + "  ".join(f"{str(r[c]):{w[c]}s}" for c in cols))
+    print(f"\nverdict: {res['verdict']}")
+    sp = res["splits"]
+    e_sh = res["effect"].get("test_shifted", {}).get("accuracy", {})
+    d_par = (sp["test_shifted"]["child"]["accuracy"] - sp["test_shifted"]["parent"]["accuracy"]
+             if "test_shifted" in sp else float("nan"))
+    d_iid = sp["test"]["child"]["accuracy"] - sp["test"]["parent"]["accuracy"]
+    wr = sp["test"]["child"]["wr_mean"]
+    print("\ngoals (held-out):")
+    print(f"  test_shifted child − control ≥ +0.10 with CI > 0: {_f(e_sh.get('mean'))} "
+          f"[{_f(e_sh.get('low'))}, {_f(e_sh.get('high'))}]")
+    print(f"  test_shifted child − parent ≥ +0.20: {d_par:+.3f}")
+    print(f"  iid test child − parent ≥ −0.01: {d_iid:+.3f}")
+    print(f"  test WR ≤ 0.05: {_f(wr)} · test AP child {_f(sp['test']['child']['ap_mean'])} vs control "
+          f"{_f((sp['test']['control'] or {}).get('ap_mean'))}")
 
 
 def _f(v, nd=3):
@@ -197,111 +249,33 @@ def _f(v, nd=3):
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--seeds", type=int, default=1)
+    ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=5)
-    ap.add_argument("--pair", choices=("story", "suggest"), default="story")
-    ap.add_argument("--methods", default=",".join(METHODS))
+    ap.add_argument("--method", default=None, help="product mode: the method (default: core.xbl.DEFAULT_METHOD)")
+    ap.add_argument("--pair", choices=("story", "suggest"), default="suggest", help="sweep mode: the two clicks")
     ap.add_argument("--sweep", default="", help="comma list of methods whose settings grid (SWEEPS) to run and "
                                                 "choose from by the val-only rule")
-    ap.add_argument("--time-batches", type=int, default=8)
-    ap.add_argument("--time-rounds", type=int, default=3)
+    ap.add_argument("--grid", choices=("full", "small"), default="full", help="sweep mode: the settings grid")
     ap.add_argument("--device", default=os.environ.get("EXEMPLAR_DEVICE", "cpu"))
     a = ap.parse_args()
     torch.set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    from services.demo import BASELINE
     dev = "cuda" if a.device == "cuda" or (a.device == "auto" and torch.cuda.is_available()) else "cpu"
-    methods = {m: {} for m in a.methods.split(",") if m}
+    t0 = time.time()
     if a.sweep:
-        methods = {"ce": ("ce", {})}
-        for name in a.sweep.split(","):
-            for st in SWEEPS[name]:
-                methods[f"{name} " + " ".join(f"{k}={v}" for k, v in st.items())] = (name, st)
+        sweep(a, dev)
     else:
-        methods = {m: (m, {}) for m in methods}
-    t_start = time.time()
-    rows: dict[str, list[dict]] = {"baseline": []}
-    times: dict[str, list[float]] = {}
-    pairs = []
-    for seed in range(a.seeds):
-        parent, sets = build(seed, dev)
-        state = {k: v.clone() for k, v in parent.state_dict().items()}
-        gi, bi = pick_pair(parent, sets["train"], a.pair)
-        x = as_float(sets["train"].x)
-        pred = parent.eval()(x[[gi, bi]]).argmax(1).tolist()
-        good, bad = Exemplar(x[gi], pred[0]), Exemplar(x[bi], pred[1])
-        maps = train_maps(parent, EvalSet(sets["train"].x[[gi, bi]], sets["train"].y[[gi, bi]],
-                                          sets["train"].lung[[gi, bi]], sets["train"].marker[[gi, bi]]))
-        pairs.append({"seed": seed, "good": gi, "bad": bi, "good_ar": float(maps["ar"][0]),
-                      "good_wr": float(maps["wr"][0]), "bad_ar": float(maps["ar"][1]), "bad_wr": float(maps["wr"][1])})
-        rows["baseline"].append(measure(parent, sets))
-        print(f"seed {seed}: baseline {rows['baseline'][-1]} pair {pairs[-1]}", flush=True)
-        for label, (name, settings) in methods.items():
-            r = run_method(state, BASELINE["arch_kwargs"], name, settings, sets, good, bad, a.epochs, seed, dev)
-            rows.setdefault(label, []).append(r)
-            print(f"seed {seed}: {label} " + " ".join(f"{k} {_f(v)}" for k, v in r.items()
-                                                     if not isinstance(v, list)), flush=True)
-        if not a.sweep:
-            tm = time_methods(state, BASELINE["arch_kwargs"], {m: {} for m in dict.fromkeys(["ce", *methods])},
-                              sets, good, bad, dev, a.time_batches, a.time_rounds)
-            for k, v in tm.items():
-                times.setdefault(k, []).append(v)
-
-    def mean(label, key):
-        v = [r[key] for r in rows[label] if r[key] is not None and not math.isnan(r[key])]
-        return statistics.fmean(v) if v else float("nan")
-
-    def sd(label, key):
-        v = [r[key] for r in rows[label]]
-        return statistics.stdev(v) if len(v) > 1 else 0.0
-
-    ce_t = statistics.fmean(times["ce"]) if times.get("ce") else float("nan")
-    print()
-    print(f"eXBL effect · demo SynthCXR · {a.seeds} seed(s) · {a.epochs} fine-tune epochs · pair '{a.pair}' · {dev}")
-    w = max(18, *(len(k) for k in rows))
-    head = f"{'method':{w}s} {'AR':>7s} {'AP':>7s} {'WR':>7s} {'iid acc':>8s} {'shifted':>8s} {'val acc':>8s} " \
-           f"{'val AR':>7s} {'val WR':>7s} {'epoch s':>8s} {'/ CE':>6s}"
-    print(head)
-    print("-" * len(head))
-    table = {}
-    for label in rows:
-        name = methods[label][0] if label in methods else label
-        t = statistics.fmean(times[name]) if times.get(name) else float("nan")
-        ratio = t / ce_t if name != "baseline" and ce_t == ce_t else float("nan")
-        row = {k: mean(label, k) for k in ("ar", "ap", "wr", "test_acc", "shifted_acc", "val_acc", "val_ar",
-                                           "val_wr")}
-        row.update({"epoch_s": t, "time_ratio": ratio, "sd": {k: sd(label, k) for k in ("ar", "shifted_acc")}})
-        table[label] = row
-        pm = lambda k: f"±{row['sd'][k]:.2f}" if a.seeds > 1 else ""  # noqa: E731
-        print(f"{label:{w}s} {_f(row['ar'])}{pm('ar')} {_f(row['ap'])} {_f(row['wr'])} {_f(row['test_acc']):>8s} "
-              f"{_f(row['shifted_acc'])}{pm('shifted_acc')} {_f(row['val_acc']):>8s} {_f(row['val_ar']):>7s} "
-              f"{_f(row['val_wr']):>7s} {_f(t, 2):>8s} {_f(ratio, 2):>6s}")
-    b = table["baseline"]
-    if a.sweep:
-        print(f"\nval-only rule (val acc within 0.01 of the parent's {b['val_acc']:.3f}; highest val AR − val WR; "
-              "also the highest val AR alone):")
-        for name in a.sweep.split(","):
-            ok = {k: r for k, r in table.items() if methods.get(k, ("",))[0] == name
-                  and r["val_acc"] >= b["val_acc"] - 0.01}
-            best = max(ok, key=lambda k: ok[k]["val_ar"] - ok[k]["val_wr"]) if ok else None
-            best_ar = max(ok, key=lambda k: ok[k]["val_ar"]) if ok else None
-            print(f"  {name}: AR − WR → {best} · AR alone → {best_ar}")
-    else:
-        print("\ngoals for exbl vs baseline: AR +0.15, iid drop ≤ 0.01, test_shifted +0.10, epoch-time ratio ≤ 2.5")
-        for label in ("exbl", "exbl_cf", "counterexamples"):
-            if label in table:
-                r = table[label]
-                c = table.get("ce", {})
-                print(f"  {label:16s} ΔAR {r['ar'] - b['ar']:+.3f} (vs ce {r['ar'] - c.get('ar', float('nan')):+.3f}) · "
-                      f"Δiid {r['test_acc'] - b['test_acc']:+.3f} · Δshifted {r['shifted_acc'] - b['shifted_acc']:+.3f} "
-                      f"(vs ce {r['shifted_acc'] - c.get('shifted_acc', float('nan')):+.3f}) · "
-                      f"time ×{r['time_ratio']:.2f}")
-    print(f"total {time.time() - t_start:.0f} s")
-    home = Path(os.environ.get("EXEMPLAR_HOME", "var"))
-    out = home / "bench" / "exbl_effect.json"
-    out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"args": vars(a), "pairs": pairs, "table": table, "runs": rows, "device": dev,
-                               "times": times}, indent=2, default=float))
-    print(f"wrote {out}")
+        keep = os.environ.get("EXEMPLAR_HOME")
+        with tempfile.TemporaryDirectory(prefix="exbl-bench-") as home:
+            os.environ["EXEMPLAR_HOME"] = home
+            res = product(a, dev)
+        if keep:
+            os.environ["EXEMPLAR_HOME"] = keep
+        else:
+            os.environ.pop("EXEMPLAR_HOME")
+        print_product(res, a, dev)
+        _write("exbl_effect.json", {"args": vars(a), "device": dev, **{k: res[k] for k in (
+            "method", "settings", "pair", "seeds", "interval", "splits", "effect", "effect_vs", "verdict")}})
+    print(f"total {time.time() - t0:.0f} s")
 
 
 if __name__ == "__main__":

@@ -1,6 +1,10 @@
-"""The before / after report for a parent / child model pair: AR, AP and wrong-reason distributions, accuracy on
-val / test / test_shifted, confusion matrices, the images whose AR changed most (both maps side by side), and
-the whole report as one self-contained HTML file."""
+"""The before / after report for a parent / child model pair, on held-out splits only: parent | control | child
+per split (accuracy, AR, AP, WR with 95 % intervals), the effect of the feedback (child − control) and the
+verdict sentence; AR, AP and wrong-reason distributions, confusion matrices, the images whose AR changed most
+(both maps side by side), and the whole report as one self-contained HTML file.
+
+Each panel is one function taking the compare() data; main() calls them in order (add a panel: one function,
+one line in PANELS)."""
 from __future__ import annotations
 
 import streamlit as st
@@ -14,6 +18,18 @@ def _fmt(v, nd: int = 3) -> str:
     return "NaN" if v is None or v != v else f"{v:.{nd}f}"
 
 
+@st.cache_data(max_entries=16, show_spinner="Measuring parent, control and child on the held-out splits…")
+def _evidence(parent: int, child: int) -> dict:
+    """The held-out evidence of a pair (models never change once registered, so it is cached by their ids)."""
+    return rp.evidence_report(parent, child)
+
+
+def _figs(data: dict) -> dict:
+    if "_figs" not in data:
+        data["_figs"] = rp.figures(data)
+    return data["_figs"]
+
+
 @st.cache_data(max_entries=8, show_spinner=False)
 def _html(parent: int, child: int, runs: tuple) -> bytes:
     return rp.report_html(parent, child).encode("utf-8")
@@ -21,6 +37,68 @@ def _html(parent: int, child: int, runs: tuple) -> bytes:
 
 def _label(m: dict) -> str:
     return f"#{m['id']} {m['name']}"
+
+
+def evidence_panel(data: dict) -> None:
+    """Verdict, then parent | control | child per held-out split with intervals, and the effect."""
+    ev = data["evidence"]
+    st.subheader("Verdict")
+    st.text(ev["verdict"])  # plain text: never rendered as Markdown
+    ctl = f"control #{ev['control']}" if ev.get("control") else "no control (effect vs the parent)"
+    st.caption(f"Held-out splits only ({', '.join(ev['splits'])}) · {ctl} · effect = child − {ev['effect_vs']} · "
+               f"{ev['seeds']} seed(s) · 95 % intervals: {ev['interval']} · {ev['source']}")
+    for s_, tab in zip(ev["splits"], st.tabs(list(ev["splits"]))):
+        tab.dataframe([r for r in rp.effect_rows(ev) if r["split"] == s_], hide_index=True,
+                      column_order=("measure", "parent", "control", "child", "effect"), key=f"rp_ev_{s_}")
+    figs = _figs(data)
+    if "accuracy" in figs:
+        st.plotly_chart(figs["accuracy"], key="rp_accuracy", width="stretch")
+
+
+def method_panel(data: dict) -> None:
+    x = data.get("xbl") or {}
+    if x:
+        pair = x.get("pair") or {}
+        g, b = pair.get("good") or {}, pair.get("bad") or {}
+        st.caption(f"Method `{x.get('method')}` · settings `{x.get('settings')}` · good `{g.get('path')}` "
+                   f"({g.get('split')}) · bad `{b.get('path')}` ({b.get('split')})")
+
+
+def maps_panel(data: dict) -> None:
+    """Per-image AR / AP / WR histograms (held-out images), confusion matrices, per-epoch diagnostics."""
+    if data["per_image"] is None:
+        st.warning("One of the two models has no GradCAM run yet: run **Explain** for it to compare maps.")
+    figs = _figs(data)
+    cols = st.columns(3)
+    for col, k in zip(cols, ("hist_ar", "hist_ap", "hist_wr")):
+        if k in figs:
+            col.plotly_chart(figs[k], key=f"rp_{k}", width="stretch")
+    conf = [k for k in figs if k.startswith("confusion_")]
+    if conf:
+        tabs = st.tabs([k.removeprefix("confusion_") for k in conf])
+        for tab, k in zip(tabs, conf):
+            tab.plotly_chart(figs[k], key=f"rp_{k}", width="stretch")
+    if "history" in figs:
+        st.markdown("**Fine-tune diagnostics per epoch (train and val)**")
+        st.plotly_chart(figs["history"], key="rp_history", width="stretch")
+
+
+def changed_panel(data: dict) -> None:
+    if not data["changed"]:
+        return
+    st.subheader("Held-out images whose AR changed most (before | after)")
+    imgs = rp.changed_images(data, side=160)
+    classes = data["classes"]
+    grid = st.columns(4)
+    for j, r in enumerate(imgs):
+        with grid[j % 4]:
+            st.image([r["png_parent"], r["png_child"]], width=120)
+            lab = classes[r["label"]] if 0 <= r["label"] < len(classes) else r["label"]
+            st.caption(f"`{r['path']}` · {lab} · {r['split']}  \nAR {_fmt(r['ar_parent'], 2)} → "
+                       f"{_fmt(r['ar_child'], 2)} · AP {_fmt(r['ap_parent'], 2)} → {_fmt(r['ap_child'], 2)}")
+
+
+PANELS = [method_panel, evidence_panel, maps_panel, changed_panel]
 
 
 def main() -> None:
@@ -31,7 +109,7 @@ def main() -> None:
         return
     models = list_models("classifier", ds["id"])
     by_id = {m["id"]: m for m in models}
-    children = [m for m in models if m.get("parent_id") in by_id]
+    children = [m for m in models if m.get("parent_id") in by_id and not (m.get("config") or {}).get("control_of")]
     if not children:
         st.info("No retrained model for this dataset yet: start one on **Retrain**.")
         return
@@ -46,57 +124,15 @@ def main() -> None:
     parent_id = c[1].selectbox("Before (parent)", others, index=pi, key="rp_parent",
                                format_func=lambda i: _label(by_id[i]))
     try:
-        data = rp.compare(parent_id, child_id)
+        data = rp.compare(parent_id, child_id, evidence=_evidence(parent_id, child_id))
     except ValueError as exc:
         st.error(str(exc))
         return
     if not data["related"]:
         st.caption("The model chosen as 'before' is not the child's parent: the comparison still holds image by "
                    "image.")
-    x = data.get("xbl") or {}
-    if x:
-        pair = x.get("pair") or {}
-        st.markdown(f"Method **{x.get('method')}** · settings `{x.get('settings')}` · good "
-                    f"`{(pair.get('good') or {}).get('path')}` · bad `{(pair.get('bad') or {}).get('path')}`")
-
-    rows = []
-    for s, a in data["accuracy"].items():
-        d = a["child"] - a["parent"] if a["child"] is not None and a["parent"] is not None else None
-        rows.append({"measure": f"accuracy · {s}", "before": a["parent"], "after": a["child"], "change": d})
-    if data["summary"]:
-        sp, sc = data["summary"]["parent"], data["summary"]["child"]
-        for k, name in (("ar_mean", "mean AR"), ("ap_mean", "mean AP"), ("wr_mean", "mean wrong reason (WR)")):
-            d = sc[k] - sp[k] if sc[k] is not None and sp[k] is not None else None
-            rows.append({"measure": name, "before": sp[k], "after": sc[k], "change": d})
-    st.dataframe(rows, hide_index=True, key="rp_table")
-    if data["per_image"] is None:
-        st.warning("One of the two models has no GradCAM run yet: run **Explain** for it to compare maps.")
-    figs = rp.figures(data)
-    cols = st.columns(3)
-    for col, k in zip(cols, ("hist_ar", "hist_ap", "hist_wr")):
-        if k in figs:
-            col.plotly_chart(figs[k], key=f"rp_{k}", width="stretch")
-    if "accuracy" in figs:
-        st.plotly_chart(figs["accuracy"], key="rp_accuracy", width="stretch")
-    conf = [k for k in figs if k.startswith("confusion_")]
-    if conf:
-        tabs = st.tabs([k.removeprefix("confusion_") for k in conf])
-        for tab, k in zip(tabs, conf):
-            tab.plotly_chart(figs[k], key=f"rp_{k}", width="stretch")
-    if "history" in figs:
-        st.markdown("**Fine-tune diagnostics per epoch**")
-        st.plotly_chart(figs["history"], key="rp_history", width="stretch")
-    if data["changed"]:
-        st.subheader("Images whose AR changed most (before | after)")
-        imgs = rp.changed_images(data, side=160)
-        classes = data["classes"]
-        grid = st.columns(4)
-        for j, r in enumerate(imgs):
-            with grid[j % 4]:
-                st.image([r["png_parent"], r["png_child"]], width=120)
-                lab = classes[r["label"]] if 0 <= r["label"] < len(classes) else r["label"]
-                st.caption(f"`{r['path']}` · {lab}  \nAR {_fmt(r['ar_parent'], 2)} → {_fmt(r['ar_child'], 2)} · "
-                           f"AP {_fmt(r['ap_parent'], 2)} → {_fmt(r['ap_child'], 2)}")
+    for panel in PANELS:
+        panel(data)
     runs = tuple(sorted(data["runs"].items()))
     st.download_button("Download the report (HTML)", data=lambda: _html(parent_id, child_id, runs),
                        file_name=f"exemplar_report_{parent_id}_{child_id}.html", mime="text/html",

@@ -1,6 +1,8 @@
-"""eXBL retraining: the pinned good / bad pair with both maps, the method and its settings, Start (a worker job),
-and live charts of the per-epoch diagnostics (CE, explanation term, active triplets, d+ / d−, val accuracy,
-val AR / AP, test_shifted accuracy) while it runs; when it ends, the child model and a link to the report."""
+"""eXBL retraining: the pinned good / bad pair with both maps (a pick from test / test_shifted is refused), the
+method and its settings, a matched plain-CE control (on by default) and "repeat with K seeds", Start (a worker
+job), and live charts of the per-epoch train / val diagnostics (CE, explanation term, active triplets, d+ / d−,
+val accuracy, val AR / AP; the control dashed) while it runs. Test and test_shifted appear once, at the end:
+parent | control | child accuracy per held-out split, the verdict, and a link to the report."""
 from __future__ import annotations
 
 import streamlit as st
@@ -12,14 +14,18 @@ from services import explaining as ex
 from services import feedback as fb
 from services.jobs import active_duplicate, get_job, submit
 
-TRIPLET = ("exbl", "exbl_cf")
-
-
 @st.cache_data(show_spinner=False)
-def _methods() -> dict:
-    from services.retraining import method_info
+def _methods() -> tuple[dict, str]:
+    from services.retraining import default_method, method_info
 
-    return method_info()
+    return method_info(), default_method()
+
+
+def refusals(pair: dict) -> list[str]:
+    """One-line reasons the pinned pair cannot be used (an exemplar from a held-out split)."""
+    from services.retraining import split_refusal
+
+    return [why for k in ("good", "bad") if pair.get(k) and (why := split_refusal(k, pair[k]))]
 
 
 def _fmt(v, nd: int = 3) -> str:
@@ -53,13 +59,18 @@ def _charts(job: dict) -> None:
         st.plotly_chart(history_figure(hist), key=f"rt_hist_{job['id']}_{len(hist)}", width="stretch")
     if job["status"] == "succeeded" and job.get("result"):
         r = job["result"]
-        acc = {s: m["accuracy"] for s, m in (r.get("metrics") or {}).items()}
-        pacc = {s: m.get("accuracy") for s, m in (r.get("parent_metrics") or {}).items()}
-        summ = (r.get("explain") or {}).get("summary") or {}
-        st.success(f"New model #{r['model_id']} ({r['name']}), child of #{r['parent_id']}.")
-        st.dataframe([{"split": s, "before": pacc.get(s), "after": a} for s, a in acc.items()]
-                     + [{"split": "mean AR (GradCAM)", "before": None, "after": summ.get("ar_mean")}],
-                     hide_index=True, key=f"rt_result_{job['id']}")
+        ctl = r.get("control") or {}
+        st.success(f"New model #{r['model_id']} ({r['name']}), child of #{r['parent_id']}"
+                   + (f"; matched control #{ctl['model_id']}." if ctl.get("model_id") else "."))
+        if r.get("verdict"):
+            st.text(r["verdict"])
+        rows = []
+        for s_, row in (r.get("splits") or {}).items():
+            cell = {w: (row.get(w) or {}).get("accuracy") for w in ("parent", "control", "child")}
+            rows.append({"held-out split": s_, **cell,
+                         "effect": ((row.get("effect") or {}).get("accuracy") or {}).get("mean")})
+        if rows:
+            st.dataframe(rows, hide_index=True, key=f"rt_result_{job['id']}")
         if st.button("Open the before / after report", key=f"rt_report_{job['id']}"):
             st.session_state["report_pair"] = {"parent": r["parent_id"], "child": r["model_id"]}
             try:
@@ -84,21 +95,32 @@ def main() -> None:
     show_pair(model, dataset, pair)
     both = pair["good"] is not None and pair["bad"] is not None
 
-    methods = _methods()
+    methods, default = _methods()
     names = list(methods)
+    refused = refusals(pair)
+    for why in refused:
+        st.error(why)
     with st.form("rt_form", border=True):
         c = st.columns([2, 1, 1, 1, 1, 1])
-        method = c[0].selectbox("Method", names, index=names.index("exbl"), key="rt_method",
+        method = c[0].selectbox("Method", names, index=names.index(default), key="rt_method",
                                 format_func=lambda m: f"{m} — {methods[m]['label']}")
         d = methods[method]["defaults"]
         epochs = c[1].number_input("Epochs", 1, 100, 5, key="rt_epochs")
         lam = c[2].number_input("λ", 0.0, 1e4, float(d.get("lam", 1.0)), key=f"rt_lam_{method}", format="%.3g",
                                 disabled="lam" not in d)
         margin = c[3].number_input("Margin", 0.0, 4.0, float(d.get("margin", 0.5)), key=f"rt_margin_{method}",
-                                   disabled=method not in TRIPLET)
+                                   disabled=not methods[method]["triplet"])
         lr = c[4].number_input("Learning rate", 1e-6, 1.0, 1e-3, key="rt_lr", format="%.1e")
         freeze = c[5].number_input("Frozen blocks", 0, 10, 0, key="rt_freeze")
-        start = st.form_submit_button("Start retraining", type="primary", disabled=not both, key="rt_start")
+        c2 = st.columns([2, 1, 3])
+        control = c2[0].checkbox("Matched plain-CE control", value=True, key="rt_control",
+                                 help="Fine-tune a copy of the parent with plain cross-entropy and the same epochs, "
+                                      "learning rate, seed, batch order and frozen blocks: the effect of the "
+                                      "feedback is child − control.")
+        seeds = c2[1].number_input("Repeat with K seeds", 1, 10, 1, key="rt_seeds",
+                                   help="K children (and K controls); intervals across seeds for K ≥ 3")
+        start = st.form_submit_button("Start retraining", type="primary", disabled=not both or bool(refused),
+                                      key="rt_start")
     if method == "rrr":
         st.caption("rrr uses every image's lung mask: a comparison point, not a two-click method.")
     elif method == "exbl":
@@ -107,12 +129,13 @@ def main() -> None:
                    "raises test_shifted accuracy on the demo.")
     if not both:
         st.info("Pin one good and one bad explanation in the **Gallery** first.")
-    if start and both:
+    if start and both and not refused:
         params = {"model_id": model["id"], "method": method, "epochs": int(epochs), "lr": float(lr),
-                  "freeze_blocks": int(freeze), "feedback_ids": [pair["good"]["id"], pair["bad"]["id"]]}
+                  "freeze_blocks": int(freeze), "control": bool(control), "seeds": int(seeds),
+                  "feedback_ids": [pair["good"]["id"], pair["bad"]["id"]]}
         if "lam" in d:
             params["lam"] = float(lam)
-        if method in TRIPLET:
+        if methods[method]["triplet"]:
             params["margin"] = float(margin)
         dup = active_duplicate("exbl", params)
         if dup is not None:

@@ -1,8 +1,11 @@
-"""Before / after report of a parent model and its retrained child: the data, the plotly figures and a
-self-contained HTML export (plotly.js inline, images as base64 PNG: one file that opens offline).
+"""Before / after report of a parent model and its retrained child, on held-out splits only (val, test,
+test_shifted; DESIGN.md §4b): the data, the plotly figures and a self-contained HTML export (plotly.js inline,
+images as base64 PNG: one file that opens offline).
 
-compare() joins the two models' newest GradCAM runs on image id: AR / AP / WR per image, accuracy and confusion
-matrices per split (from the registry rows), the wrong-reason score, and the images whose AR changed most.
+evidence_report() is the figures' source: parent | control | child per split with 95 % intervals, the effect
+child − control and the verdict (services.evidence). compare() adds the two models' newest GradCAM runs joined
+on image id (AR / AP / WR per held-out image, the images whose AR changed most) and the confusion matrices.
+Train images never enter a reported figure.
 """
 from __future__ import annotations
 
@@ -17,8 +20,11 @@ from pathlib import Path
 
 import numpy as np
 
-SPLITS = ("val", "test", "test_shifted")
+SPLITS = ("val", "test", "test_shifted")  # the held-out splits: the only ones a report shows
 METRIC_KEYS = ("ar", "ap", "wr")
+WHO = ("parent", "control", "child")
+MEASURE_NAMES = {"accuracy": "accuracy", "ar_mean": "mean AR", "ap_mean": "mean AP",
+                 "wr_mean": "mean wrong reason (WR)"}
 
 
 def _num(v) -> float:
@@ -36,8 +42,46 @@ def _run_for(model_id: int, method: str = "gradcam") -> dict | None:
     return latest_run(model_id, method)
 
 
-def compare(parent_id: int, child_id: int, top: int = 8, split: str | None = None) -> dict:
-    """Everything the report shows, as plain data (lists and numbers; NaN where undefined)."""
+def evidence_report(parent_id: int, child_id: int, device: str | None = None) -> dict:
+    """`exemplar report --json`: {parent, child, control, splits: {split: {parent, control, child, effect}}, effect,
+    effect_vs, verdict, seeds, interval, source}; held-out splits only, None where undefined."""
+    from services.evidence import for_pair
+
+    ev = for_pair(parent_id, child_id, device=device)
+    return {"parent": int(parent_id), "child": int(child_id), "control": ev.get("control_id"),
+            "splits": {s: ev["splits"][s] for s in SPLITS if s in ev["splits"]}, "effect": ev["effect"],
+            "effect_vs": ev["effect_vs"], "verdict": ev["verdict"], "seeds": ev["seeds"],
+            "interval": ev["interval"], "source": ev["source"]}
+
+
+def effect_rows(ev: dict) -> list[dict]:
+    """One row per split × measure: parent, control, child (mean [low, high]) and the effect — for tables."""
+    rows = []
+    for s, row in ev["splits"].items():
+        for m, name in MEASURE_NAMES.items():
+            r = {"split": s, "measure": name}
+            for who in WHO:
+                c = row.get(who)
+                r[who] = _cell_text(c.get(m), (c.get("ci") or {}).get(m)) if c else "—"
+            e = (row.get("effect") or {}).get(m) or {}
+            r["effect"] = _cell_text(e.get("mean"), [e.get("low"), e.get("high")], signed=True)
+            rows.append(r)
+    return rows
+
+
+def _cell_text(v, ci, signed: bool = False) -> str:
+    if v is None:
+        return "n/a"
+    f = (lambda x: f"{x:+.3f}") if signed else (lambda x: f"{x:.3f}")
+    if ci and ci[0] is not None and ci[1] is not None:
+        return f"{f(v)} [{f(ci[0])}, {f(ci[1])}]"
+    return f(v)
+
+
+def compare(parent_id: int, child_id: int, top: int = 8, split: str | None = None,
+            evidence: dict | None = None) -> dict:
+    """Everything the report shows, as plain data (lists and numbers; NaN where undefined); held-out only.
+    evidence: evidence_report(parent_id, child_id) when the caller has it already (a cache)."""
     from services.explaining import dataset_classes, run_rows
     from services.models import get_model
 
@@ -46,9 +90,14 @@ def compare(parent_id: int, child_id: int, top: int = 8, split: str | None = Non
         raise ValueError(f"no model {parent_id if parent is None else child_id}")
     if parent["dataset_id"] != child["dataset_id"]:
         raise ValueError("parent and child were trained on different datasets: nothing to compare image by image")
+    if split is not None and split not in SPLITS:
+        raise ValueError(f"the report shows held-out splits only ({', '.join(SPLITS)}), not {split!r}")
+    from services.evidence import control_of
+
     classes = list((child["config"] or {}).get("classes") or dataset_classes(child["dataset_id"]))
     out: dict = {"parent": _model_info(parent), "child": _model_info(child), "classes": classes,
-                 "related": child["parent_id"] == parent["id"], "split": split,
+                 "related": child["parent_id"] == parent["id"], "split": split, "control_id": control_of(child),
+                 "evidence": evidence or evidence_report(parent_id, child_id),
                  "accuracy": {}, "confusion": {}, "runs": {}, "per_image": None, "changed": [], "summary": {},
                  "xbl": (child["config"] or {}).get("xbl"), "history": (child["config"] or {}).get("history") or []}
     for s in SPLITS:
@@ -62,7 +111,8 @@ def compare(parent_id: int, child_id: int, top: int = 8, split: str | None = Non
         return out
     pr = {r["image_id"]: r for r in run_rows(rp["id"])}
     cr = {r["image_id"]: r for r in run_rows(rc["id"])}
-    ids = [i for i in pr if i in cr and (split is None or pr[i]["split"] == split)]
+    keep = (split,) if split else SPLITS
+    ids = [i for i in pr if i in cr and pr[i]["split"] in keep]
     per = {"image_id": ids, "split": [pr[i]["split"] for i in ids], "label": [pr[i]["label"] for i in ids],
            "path": [pr[i]["path"] for i in ids], "image_index": [pr[i]["image_index"] for i in ids]}
     for who, rows in (("parent", pr), ("child", cr)):
@@ -106,13 +156,9 @@ def figures(data: dict) -> dict:
             f.update_layout(barmode="overlay", title=f"{title} per image", xaxis_title=title,
                             yaxis_title="images", height=300, margin=dict(l=10, r=10, t=40, b=10))
             figs[f"hist_{k}"] = f
-    if data["accuracy"]:
-        sp = list(data["accuracy"])
-        f = go.Figure([go.Bar(name=pn, x=sp, y=[data["accuracy"][s]["parent"] for s in sp]),
-                       go.Bar(name=cn, x=sp, y=[data["accuracy"][s]["child"] for s in sp])])
-        f.update_layout(barmode="group", title="accuracy", yaxis_range=[0, 1], height=300,
-                        margin=dict(l=10, r=10, t=40, b=10))
-        figs["accuracy"] = f
+    ev = data.get("evidence") or {}
+    if ev.get("splits"):
+        figs["accuracy"] = accuracy_figure(ev)
     cls = data["classes"]
     for s, cm in data["confusion"].items():
         if not cm.get("parent") or not cm.get("child"):
@@ -132,20 +178,50 @@ def figures(data: dict) -> dict:
     return figs
 
 
+def accuracy_figure(ev: dict):
+    """Accuracy per held-out split for parent | control | child, with the 95 % intervals as error bars."""
+    import plotly.graph_objects as go
+
+    sp = list(ev["splits"])
+    f = go.Figure()
+    for who in WHO:
+        cells = [ev["splits"][s].get(who) for s in sp]
+        if not any(cells):
+            continue
+        y = [c.get("accuracy") if c else None for c in cells]
+        lo = [(c["ci"]["accuracy"][0] if c and c["ci"]["accuracy"][0] is not None else v) for c, v in zip(cells, y)]
+        hi = [(c["ci"]["accuracy"][1] if c and c["ci"]["accuracy"][1] is not None else v) for c, v in zip(cells, y)]
+        f.add_trace(go.Bar(name=who, x=sp, y=y, error_y=dict(
+            type="data", symmetric=False, array=[(h - v) if v is not None else 0 for h, v in zip(hi, y)],
+            arrayminus=[(v - lw) if v is not None else 0 for lw, v in zip(lo, y)])))
+    f.update_layout(barmode="group", title="accuracy on held-out splits (95 % intervals)", yaxis_range=[0, 1],
+                    height=320, margin=dict(l=10, r=10, t=40, b=10))
+    return f
+
+
+TRAIN_VAL_KEYS = ("ce", "expl", "active", "d_pos", "d_neg", "val_acc", "val_ar", "val_ap")
+
+
 def history_figure(history: list[dict]):
-    """Per-epoch fine-tune metrics in three panels: losses, triplet diagnostics, accuracy / AR / AP."""
+    """Per-epoch fine-tune metrics (train and val only) in three panels: losses, triplet diagnostics, val
+    accuracy / AR / AP; rows tagged run='control' (the matched control) are drawn dashed beside the child's."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
     groups = (("losses", ("ce", "expl")), ("triplet", ("active", "d_pos", "d_neg")),
-              ("quality", ("val_acc", "val_ar", "val_ap", "shifted_acc")))
+              ("val quality", ("val_acc", "val_ar", "val_ap")))
     f = make_subplots(1, 3, subplot_titles=[g[0] for g in groups])
-    ep = [h.get("epoch") for h in history]
-    for j, (_, keys) in enumerate(groups):
-        for k in keys:
-            if any(k in h for h in history):
-                f.add_trace(go.Scatter(x=ep, y=[h.get(k) for h in history], mode="lines+markers", name=k),
-                            1, j + 1)
+    runs = {"child": [h for h in history if h.get("run", "child") == "child"],
+            "control": [h for h in history if h.get("run") == "control"]}
+    for who, rows in runs.items():
+        ep = [h.get("epoch") for h in rows]
+        for j, (_, keys) in enumerate(groups):
+            for k in keys:
+                if any(k in h for h in rows) and not (who == "control" and k in ("expl", "active", "d_pos",
+                                                                                    "d_neg")):
+                    f.add_trace(go.Scatter(x=ep, y=[h.get(k) for h in rows], mode="lines+markers",
+                                           name=k if who == "child" else f"{k} (control)",
+                                           line=dict(dash="dash") if who == "control" else None), 1, j + 1)
     f.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=70),
                     legend=dict(orientation="h", yanchor="top", y=-0.3))  # below the axis titles, never on them
     f.update_xaxes(title_text="epoch", dtick=1)
@@ -225,16 +301,14 @@ def report_html(parent_id: int, child_id: int, top: int = 8, split: str | None =
         parts.append(f"<p>Method <b>{e(str(x.get('method')))}</b>, settings {e(str(x.get('settings')))}; "
                      f"good exemplar <code>{e(str((pair.get('good') or {}).get('path')))}</code>, bad exemplar "
                      f"<code>{e(str((pair.get('bad') or {}).get('path')))}</code>.</p>")
-    rows = ["<table><tr><th></th><th>before</th><th>after</th><th>change</th></tr>"]
-    for s, a in data["accuracy"].items():
-        d = (a["child"] - a["parent"]) if a["child"] is not None and a["parent"] is not None else None
-        rows.append(f"<tr><td>accuracy · {e(s)}</td><td>{_fmt(a['parent'])}</td><td>{_fmt(a['child'])}</td>"
-                    f"<td>{_fmt(d)}</td></tr>")
-    if data["summary"]:
-        sp, sc = data["summary"]["parent"], data["summary"]["child"]
-        for k, name in (("ar_mean", "mean AR"), ("ap_mean", "mean AP"), ("wr_mean", "mean wrong reason (WR)")):
-            d = (sc[k] - sp[k]) if sc[k] is not None and sp[k] is not None else None
-            rows.append(f"<tr><td>{name}</td><td>{_fmt(sp[k])}</td><td>{_fmt(sc[k])}</td><td>{_fmt(d)}</td></tr>")
+    ev = data["evidence"]
+    parts.append(f"<p><b>Verdict.</b> {e(ev['verdict'])}</p><p>Effect = child − {e(ev['effect_vs'])}; "
+                 f"intervals: {e(ev['interval'])}; {ev['seeds']} seed(s); held-out splits only "
+                 f"({e(', '.join(ev['splits']))}).</p>")
+    cols = ("split", "measure", "parent", "control", "child", "effect")
+    rows = ["<table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>"]
+    for r in effect_rows(ev):
+        rows.append("<tr>" + "".join(f"<td>{e(str(r[c]))}</td>" for c in cols) + "</tr>")
     rows.append("</table>")
     parts.append("".join(rows))
     if data["per_image"] is None:

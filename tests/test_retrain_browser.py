@@ -1,5 +1,6 @@
-"""In a real browser with a real worker: open Retrain with a pinned pair, start eXBL, watch the per-epoch charts
-while the worker runs it, see the child model, and open its before / after report."""
+"""In a real browser with a real worker: open Retrain with a pinned pair, start the default method with its
+matched control, watch the per-epoch charts while the worker runs it, see the child, its control and the
+verdict, and open the before / after report (parent | control | child per held-out split, the verdict)."""
 from __future__ import annotations
 
 import os
@@ -51,12 +52,17 @@ def test_retrain_from_the_pinned_pair_then_open_the_report(page, live_app):
         raise
     assert exceptions_on(page) == []
     _shot(page, "retrain.png")
-    children = [m for m in list_models() if m["parent_id"] == mid]
+    made = [m for m in list_models() if m["parent_id"] == mid]
+    children = [m for m in made if not (m["config"] or {}).get("control_of")]
+    controls = [m for m in made if (m["config"] or {}).get("control_of")]
     assert len(children) == 1 and len(get_model(children[0]["id"])["feedback_ids"]) == 2
+    assert len(controls) == 1 and controls[0]["config"]["lineage"] == f"control of #{children[0]['id']}"
     page.get_by_role("button", name="Open the before / after report").click()
     wait_idle(page)
     try:
         page.get_by_role("heading", name="Before / after report").wait_for(timeout=60_000)
+        page.get_by_role("heading", name="Verdict").wait_for(timeout=120_000)
+        page.get_by_text(f"control #{controls[0]['id']}").first.wait_for(timeout=60_000)
         page.locator('[data-testid="stPlotlyChart"]:visible').first.wait_for(timeout=60_000)
         page.get_by_text("Download the report (HTML)").wait_for(timeout=120_000)
     except Exception:

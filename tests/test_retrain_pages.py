@@ -1,6 +1,7 @@
-"""AppTest: the Retrain page starts an `exbl` job from the pinned pair and shows its progress and per-epoch
-charts; the report page renders for a parent / child pair (tables, histograms, confusion matrices, changed
-images, HTML download); the exported HTML is self-contained."""
+"""AppTest: the Retrain page starts an `exbl` job (default method, matched control, K seeds) from the pinned pair
+and shows its progress, per-epoch charts and verdict; a test_shifted pick is refused on the page; the report page
+renders for a parent / child pair (verdict, parent | control | child per held-out split, histograms, confusion
+matrices, changed images, HTML download); the exported HTML is self-contained and held-out only."""
 from __future__ import annotations
 
 import re
@@ -39,6 +40,10 @@ def test_retrain_page_starts_a_job_from_the_pinned_pair_and_shows_progress(pinne
     text = " ".join(m.value for m in at.caption)
     assert g["path"] in text and b["path"] in text  # both exemplars shown with their metrics
     assert _n_images(at) >= 2  # both maps
+    from core.xbl import DEFAULT_METHOD
+
+    assert at.selectbox(key="rt_method").value == DEFAULT_METHOD
+    assert at.checkbox(key="rt_control").value is True
     at.number_input(key="rt_epochs").set_value(2)
     at.button(key="rt_start").click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -46,7 +51,8 @@ def test_retrain_page_starts_a_job_from_the_pinned_pair_and_shows_progress(pinne
     job = jobs.get_job(jid)
     assert job["kind"] == "exbl" and job["status"] == "queued" and job["created_by"] == uid
     assert job["params"]["model_id"] == mid and job["params"]["feedback_ids"] == [g["id"], b["id"]]
-    assert job["params"]["epochs"] == 2 and job["params"]["method"] == "exbl"
+    assert job["params"]["epochs"] == 2 and job["params"]["method"] == DEFAULT_METHOD
+    assert job["params"]["control"] is True and job["params"]["seeds"] == 1
     # submitting the same form again (Enter, then the button) does not queue the same work twice
     at.button(key="rt_start").click().run()
     assert at.session_state["rt_job"] == jid and [j["kind"] for j in jobs.list_jobs()].count("exbl") == 1
@@ -59,6 +65,20 @@ def test_retrain_page_starts_a_job_from_the_pinned_pair_and_shows_progress(pinne
     assert any("succeeded" in (p.proto.text or "") for p in at.get("progress"))
     assert len(at.get("plotly_chart")) >= 1
     assert any(f"New model #{done['result']['model_id']}" in s.value for s in at.success)
+    assert any(done["result"]["verdict"] == t.value for t in at.text)
+    ctl = done["result"]["control"]["model_id"]
+    assert any(f"matched control #{ctl}" in s.value for s in at.success)
+
+
+def test_retrain_page_refuses_a_test_shifted_pick(pinned):
+    mid, uid, g, b = pinned
+    shifted = [r for r in explaining.run_rows(explaining.latest_run(mid, "gradcam")["id"])
+               if r["split"] == "test_shifted"][0]
+    feedback.pick(uid, mid, shifted["image_id"], "good", explaining.latest_run(mid, "gradcam")["id"])
+    at = open_page(app_test(user={"id": uid, "name": "tester"}), "retrain")
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("from the test_shifted split" in e.value for e in at.error)
+    assert at.button(key="rt_start").disabled
 
 
 def test_retrain_page_without_a_pair_explains_what_to_do(pinned):
@@ -73,15 +93,19 @@ def test_retrain_page_without_a_pair_explains_what_to_do(pinned):
 def test_report_page_renders_for_a_parent_child_pair(pinned):
     mid, uid, g, b = pinned
     res = retrain(mid, "exbl", epochs=1, user_id=uid)
+    ctl = res["control"]["model_id"]
     at = open_page(app_test(user={"id": uid, "name": "tester"},
                             report_pair={"parent": mid, "child": res["model_id"]}), "report")
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="rp_child").value == res["model_id"]
+    assert ctl not in at.selectbox(key="rp_child").options  # a control is not offered as a retrained child
     assert at.selectbox(key="rp_parent").value == mid
-    table = at.dataframe[0].value
-    measures = list(table["measure"])
-    assert "accuracy · test_shifted" in measures and "mean AR" in measures and "mean wrong reason (WR)" in measures
-    assert len(at.get("plotly_chart")) >= 6  # 3 histograms, accuracy, ≥1 confusion matrix, history
+    assert any(t.value == res["verdict"] for t in at.text)
+    assert len(at.dataframe) == 3  # one table per held-out split: val, test, test_shifted
+    table = at.dataframe[2].value
+    assert list(table["measure"]) == ["accuracy", "mean AR", "mean AP", "mean wrong reason (WR)"]
+    assert {"parent", "control", "child", "effect"} <= set(table.columns)
+    assert len(at.get("plotly_chart")) >= 6  # accuracy, 3 histograms, ≥1 confusion matrix, history
     assert _n_images(at) == 16  # the 8 images whose AR changed most, before | after
     assert len(at.get("download_button")) == 1
 
@@ -92,7 +116,10 @@ def test_report_html_is_self_contained(pinned):
     mid, uid, g, b = pinned
     res = retrain(mid, "ce", epochs=1, user_id=uid)
     data = compare(mid, res["model_id"])
-    assert data["related"] and data["summary"]["parent"]["n"] == data["summary"]["child"]["n"] == 160
+    heldout = sum(1 for r in explaining.run_rows(explaining.latest_run(mid, "gradcam")["id"])
+                  if r["split"] != "train")
+    assert data["related"] and data["summary"]["parent"]["n"] == data["summary"]["child"]["n"] == heldout < 160
+    assert {r["split"] for r in data["changed"]} <= {"val", "test", "test_shifted"}
     assert len(data["changed"]) == 8
     deltas = [abs(r["delta_ar"]) for r in data["changed"]]
     assert deltas == sorted(deltas, reverse=True)
@@ -101,3 +128,4 @@ def test_report_html_is_self_contained(pinned):
     assert html.count("<img src='data:image/png;base64,") == 16  # 8 images × before / after
     assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js inline
     assert not re.search(r"<script[^>]+src=['\"]https?://", html)  # nothing fetched from the network
+    assert data["evidence"]["verdict"] in html and "<th>control</th>" in html

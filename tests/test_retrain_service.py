@@ -1,5 +1,7 @@
 """eXBL retraining as a use case and a job: a child model with parent link, feedback ids, metrics and a new
-ranking; the suggested pair; explicit image refs; the CLI's JSON; and no registry row left by a cancel."""
+ranking; the matched control (lineage, same batch order) and the held-out evidence; the suggested pair (train
+only); explicit image refs; a test_shifted exemplar refused; the CLI's JSON; no registry row left by a cancel;
+the report's figures never read train images."""
 from __future__ import annotations
 
 import json
@@ -56,8 +58,9 @@ def test_retrain_from_the_pinned_pair_makes_a_child_with_lineage_and_ranking(par
     uid = get_or_create_user("tester")
     run = explaining.run_explain(mid, "gradcam")
     g, b = _pin(mid, run["run_id"], uid)
-    res = retrain(mid, "exbl", epochs=2, user_id=uid)
+    res = retrain(mid, "exbl", epochs=2, user_id=uid, control=False)
     child = get_model(res["model_id"])
+    assert res["control"] is None and res["effect_vs"] == "parent"
     assert res["parent_id"] == mid and child["parent_id"] == mid and res["model_id"] != mid
     assert child["feedback_ids"] == [g["id"], b["id"]] == res["feedback_ids"]
     assert set(res["metrics"]) == {"val", "test", "test_shifted"}
@@ -66,8 +69,9 @@ def test_retrain_from_the_pinned_pair_makes_a_child_with_lineage_and_ranking(par
     assert child["config"]["xbl"]["pair_source"] == "pinned"
     # per-epoch diagnostics of DESIGN.md §4
     assert len(res["history"]) == 2
-    for k in ("ce", "expl", "active", "d_pos", "d_neg", "val_acc", "val_ar", "val_ap", "shifted_acc"):
+    for k in ("ce", "expl", "active", "d_pos", "d_neg", "val_acc", "val_ar", "val_ap"):
         assert k in res["history"][0]
+    assert not any(k.startswith(("test", "shifted")) for r in res["history"] for k in r)
     # the ranking was recomputed for the child, over the same splits as the parent's run
     latest = explaining.latest_run(res["model_id"], "gradcam")
     assert latest is not None and latest["id"] == res["explain"]["run_id"]
@@ -79,10 +83,11 @@ def test_auto_uses_the_suggested_pair_and_runs_gradcam_when_there_is_none(parent
     mid, _ = parent
     uid = get_or_create_user("tester")
     assert explaining.latest_run(mid, "gradcam") is None
-    res = retrain(mid, "counterexamples", auto=True, epochs=1, user_id=uid)
+    res = retrain(mid, "counterexamples", auto=True, epochs=1, user_id=uid, control=False)
     prun = explaining.latest_run(mid, "gradcam")
     assert prun is not None
-    sug = feedback.suggest_pair(prun["id"])
+    sug = feedback.suggest_pair(prun["id"], "train")
+    assert res["pair"]["good"]["split"] == res["pair"]["bad"]["split"] == "train"
     assert res["pair"]["good"]["image_id"] == sug["good"]["image_id"]
     assert res["pair"]["bad"]["image_id"] == sug["bad"]["image_id"]
     assert res["pair_source"] == "auto"
@@ -96,7 +101,7 @@ def test_explicit_refs_by_id_and_path_and_clear_errors(parent):
     from services.datasets import list_images
 
     ims = list_images(ds, split="train")
-    res = retrain(mid, "ce", good=str(ims[0]["id"]), bad=ims[1]["path"], epochs=1, explain=False)
+    res = retrain(mid, "ce", good=str(ims[0]["id"]), bad=ims[1]["path"], epochs=1, explain=False, control=False)
     assert res["pair"]["good"]["image_id"] == ims[0]["id"] and res["pair"]["bad"]["image_id"] == ims[1]["id"]
     assert res["feedback_ids"] == []  # no user: nothing recorded
     with pytest.raises(ValueError, match="both"):
@@ -107,6 +112,11 @@ def test_explicit_refs_by_id_and_path_and_clear_errors(parent):
         retrain(mid, "exbl")
     with pytest.raises(ValueError, match="unknown method"):
         retrain(mid, "magic", auto=True)
+    shifted = list_images(ds, split="test_shifted")[0]
+    before = _rows()
+    with pytest.raises(ValueError, match="from the test_shifted split"):
+        retrain(mid, "exbl", good=shifted["path"], bad=ims[1]["id"], epochs=1)
+    assert _rows() == before
     with pytest.raises(ValueError, match="no setting"):
         retrain(mid, "exbl", auto=True, settings={"nope": 1})
 
@@ -142,7 +152,7 @@ def test_cancel_during_the_new_ranking_removes_the_child_again(parent, monkeypat
 
     monkeypatch.setattr(explaining, "run_explain", cancelled)
     with pytest.raises(JobCancelled):
-        retrain(mid, "exbl", good=ims[0]["id"], bad=ims[1]["id"], epochs=1)
+        retrain(mid, "exbl", good=ims[0]["id"], bad=ims[1]["id"], epochs=1)  # child and control both go
     assert _rows() == before_rows and _folders() == before_dirs
 
 
@@ -155,7 +165,7 @@ def test_cli_exbl_prints_one_json_object(parent, exemplar_home):
     exe = Path(sys.executable).with_name("exemplar")
     out = subprocess.run([str(exe), "exbl", "--model", str(mid), "--good", str(ims[0]["id"]), "--bad",
                           ims[1]["path"], "--method", "exbl", "--epochs", "1", "--lam", "2", "--margin", "0.7",
-                          "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          "--no-control", "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     j = json.loads(out.stdout)
     assert j["parent_id"] == mid and j["model_id"] != mid
@@ -166,3 +176,64 @@ def test_cli_exbl_prints_one_json_object(parent, exemplar_home):
     bad = subprocess.run([str(exe), "exbl", "--model", str(mid), "--auto", "--good", "1", "--json"], env=env,
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and bad.stdout == "" and "exclude" in bad.stderr
+    shifted = list_images(ds, split="test_shifted")[0]
+    ref = subprocess.run([str(exe), "exbl", "--model", str(mid), "--good", shifted["path"], "--bad",
+                          str(ims[1]["id"]), "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert ref.returncode != 0 and ref.stdout == "" and len(ref.stderr.strip().splitlines()) == 1
+    assert "test_shifted split" in ref.stderr
+
+
+def test_control_is_registered_with_lineage_same_batch_order_and_evidence(parent):
+    mid, ds = parent
+    from services.datasets import list_images
+    from services.report import evidence_report
+
+    ims = list_images(ds, split="val")
+    res = retrain(mid, "exbl", good=ims[0]["id"], bad=ims[1]["id"], epochs=1, explain=False, batch_size=16)
+    child, ctl = get_model(res["model_id"]), get_model(res["control"]["model_id"])
+    assert ctl["parent_id"] == mid and ctl["config"]["lineage"] == f"control of #{child['id']}"
+    assert ctl["config"]["control_of"] == child["id"] and child["config"]["control_id"] == ctl["id"]
+    assert ctl["config"]["xbl"]["method"] == "ce"
+    fc, fk = child["config"]["xbl"]["finetune"], ctl["config"]["xbl"]["finetune"]
+    assert fc == fk  # same epochs, lr, seed, batch size, frozen blocks
+    assert ctl["config"]["xbl"]["order_digest"] == child["config"]["xbl"]["order_digest"]
+    assert res["pair"]["good"]["split"] == "val"
+    assert set(res["effect"]) == {"val", "test", "test_shifted"} and res["verdict"]
+    for s in res["effect"]:
+        assert set(res["effect"][s]) == {"accuracy", "ar_mean", "ap_mean", "wr_mean"}
+    e = res["effect"]["test"]["accuracy"]
+    cells = res["splits"]["test"]
+    assert e["mean"] == pytest.approx(cells["child"]["accuracy"] - cells["control"]["accuracy"])
+    assert cells["child"]["accuracy"] == pytest.approx(res["metrics"]["test"]["accuracy"])
+    rep = evidence_report(mid, child["id"])
+    assert rep["control"] == ctl["id"] and rep["verdict"] == res["verdict"]
+
+
+def test_report_figures_exclude_train_images(parent, monkeypatch):
+    """Measured from checkpoints (a child without stored evidence): blanking every train image and flipping its
+    label changes nothing in the report, so no train image enters a figure."""
+    import numpy as np
+
+    from db.models import Model
+    from services import datasets
+    from services.report import evidence_report
+
+    mid, ds = parent
+    res = retrain(mid, "ce", auto=True, epochs=1, explain=False)
+    with session() as s:  # forget the stored evidence: the report measures now
+        row = s.get(Model, res["model_id"])
+        row.config = {k: v for k, v in row.config.items() if k != "evidence"}
+    first = evidence_report(mid, res["model_id"])
+    assert first["source"] == "measured now" and set(first["splits"]) == {"val", "test", "test_shifted"}
+    real = datasets.load_arrays
+
+    def poisoned(dataset_id):
+        a = real(dataset_id)
+        tr = a.split_index("train")
+        a.images[tr] = 0
+        a.labels[tr] = (a.labels[tr] + 1) % 4
+        return a
+
+    monkeypatch.setattr(datasets, "load_arrays", poisoned)
+    again = evidence_report(mid, res["model_id"])
+    assert again["splits"] == first["splits"] and again["verdict"] == first["verdict"]

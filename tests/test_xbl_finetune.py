@@ -1,7 +1,9 @@
 """On a small planted-confounder SynthCXR set (48 px, marker corner = class with p 0.9) the shared fine-tune
-loop works end to end: a few epochs of exbl raise AR and lower the wrong-reason score (below what a plain-CE
-fine-tune gives), the share of active triplets falls, two-click counterexamples raise test_shifted accuracy,
-frozen blocks stay frozen."""
+loop works end to end: a few epochs of exbl raise AR and keep accuracy, the share of active triplets falls, the
+per-epoch rows hold train / val only, a plain-CE control with the same config sees the same batches, two-click
+counterexamples raise test_shifted accuracy, frozen blocks stay frozen.
+(Before the CAM path lost its dropout, this test also saw exbl lower WR; with training and reference anchors in
+one mode it does not here: WR 0.167 → 0.169, so that claim is no longer asserted.)"""
 from __future__ import annotations
 
 import numpy as np
@@ -51,8 +53,7 @@ def _run(planted, name, epochs=3, freeze=0, **settings):
     m.load_state_dict(state)
     tr = sets["train"]
     res = finetune(m, get_method(name, **settings), TrainSet(tr.x, tr.y, tr.lung), good, bad,
-                   FinetuneConfig(epochs=epochs, lr=1e-3, freeze_blocks=freeze), val=sets["val"],
-                   shifted=sets["test_shifted"])
+                   FinetuneConfig(epochs=epochs, lr=1e-3, freeze_blocks=freeze), val=sets["val"])
     return m, res
 
 
@@ -69,16 +70,14 @@ def test_a_few_epochs_of_exbl_raise_ar_and_lower_wrong_reason(planted):
     m, res = _run(planted, "exbl")  # the defaults
     after = explanation_metrics(m, sets["test"])
     assert after["ar"] > base["ar"] + 0.03, (base, after)
-    assert after["wr"] < base["wr"], (base, after)
-    # more than extra training: the plain-CE fine-tune (same loop, epochs) keeps more of its maps on the marker
-    ce, _ = _run(planted, "ce")
-    assert after["wr"] < explanation_metrics(ce, sets["test"])["wr"] - 0.03
     assert accuracy(m, sets["test"]) >= accuracy(_parent(planted), sets["test"]) - 0.02
     h = res.history
     assert [r["epoch"] for r in h] == [1, 2, 3]
-    for k in ("ce", "expl", "active", "d_pos", "d_neg", "val_acc", "val_ar", "val_ap", "val_wr", "shifted_acc",
-              "seconds"):
+    for k in ("ce", "expl", "active", "d_pos", "d_neg", "val_acc", "val_ar", "val_ap", "val_wr", "seconds"):
         assert all(np.isfinite(r[k]) for r in h), k
+    assert not any(k.startswith(("test", "shifted")) for r in h for k in r)  # train / val only, per epoch
+    # the control (plain CE, same config) saw the very same batches
+    assert res.order_digest and _run(planted, "ce", epochs=3)[1].order_digest == res.order_digest
     assert h[-1]["active"] <= h[0]["active"]
     assert len(res.epoch_seconds) == 3
 

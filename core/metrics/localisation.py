@@ -9,6 +9,9 @@ is no confounder mask.
 - f1: 2·AR·AP / (AR + AP) (0 when both are 0)  - soft_ar: Σ(E·M) / ΣM
 - relevance_mass: Σ(E·M) / ΣE                   - rra: share of M inside the top-|M| pixels of E
 - pointing: 1 if argmax(E) ∈ M else 0           - wr: |T(E) ∩ C| / |C| for the confounder mask C
+Ties in E (ReLU plateaus, a flat top) are broken by a seeded random order of the pixels (TIE_SEED, the same
+order core.metrics.faithfulness uses), never by pixel position (DESIGN.md §4): a plateau over the mask's corner
+and one over its centre score alike whatever their place in raster order.
 """
 from __future__ import annotations
 
@@ -30,6 +33,26 @@ def _prep(maps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.T
     if m.shape != e.shape:
         raise ValueError(f"maps {tuple(e.shape)} and masks {tuple(m.shape)} differ in shape")
     return e.flatten(1), m.flatten(1)
+
+
+TIE_SEED = 0
+
+
+def _tie_perm(p: int, device, seed: int = TIE_SEED) -> torch.Tensor:
+    """A fixed random permutation of the p pixels (the tie-breaking order)."""
+    return torch.randperm(p, generator=torch.Generator().manual_seed(int(seed))).to(device)
+
+
+def _rank_order(e: torch.Tensor, seed: int = TIE_SEED) -> torch.Tensor:
+    """(N, P) pixel indices by E descending, equal values in the seeded random order."""
+    perm = _tie_perm(e.shape[1], e.device, seed)
+    return perm[e[:, perm].argsort(dim=1, descending=True, stable=True)]
+
+
+def _argmax(e: torch.Tensor, seed: int = TIE_SEED) -> torch.Tensor:
+    """(N, 1) index of the maximum of each row; among equal maxima the first in the seeded random order."""
+    perm = _tie_perm(e.shape[1], e.device, seed)
+    return perm[e[:, perm].argmax(1)][:, None]
 
 
 def _nan_where(v: torch.Tensor, undefined: torch.Tensor) -> torch.Tensor:
@@ -74,10 +97,10 @@ def relevance_mass(maps, mask) -> torch.Tensor:
 
 
 def rra(maps, mask) -> torch.Tensor:
-    """|top-k(E) ∩ M| / k with k = |M| (ties in E broken by sort order)."""
+    """|top-k(E) ∩ M| / k with k = |M| (ties in E broken in a seeded random order)."""
     e, m = _prep(maps, mask)
     k = m.sum(1)
-    order = e.argsort(dim=1, descending=True, stable=True)
+    order = _rank_order(e)
     hits = m.gather(1, order).float().cumsum(1)
     at_k = hits.gather(1, (k - 1).clamp_min(0)[:, None])[:, 0]
     return _nan_where(_ratio(at_k, k.float()), _undefined(e, m))
@@ -85,7 +108,7 @@ def rra(maps, mask) -> torch.Tensor:
 
 def pointing(maps, mask) -> torch.Tensor:
     e, m = _prep(maps, mask)
-    hit = m.gather(1, e.argmax(1, keepdim=True))[:, 0].float()
+    hit = m.gather(1, _argmax(e))[:, 0].float()
     return _nan_where(hit, _undefined(e, m))
 
 
@@ -111,11 +134,11 @@ def localisation_metrics(maps: torch.Tensor, mask: torch.Tensor, confounder: tor
     em = (e * m).sum(1)
     out = {"ar": r, "ap": p, "f1": f, "soft_ar": _nan_where(_ratio(em, nm), und),
            "relevance_mass": _nan_where(_ratio(em, e.sum(1)), und)}
-    order = e.argsort(dim=1, descending=True, stable=True)
+    order = _rank_order(e)
     k = m.sum(1)
     hits = m.gather(1, order).float().cumsum(1).gather(1, (k - 1).clamp_min(0)[:, None])[:, 0]
     out["rra"] = _nan_where(_ratio(hits, k.float()), und)
-    out["pointing"] = _nan_where(m.gather(1, e.argmax(1, keepdim=True))[:, 0].float(), und)
+    out["pointing"] = _nan_where(m.gather(1, _argmax(e))[:, 0].float(), und)
     if confounder is None:
         out["wr"] = nan
     else:

@@ -38,6 +38,10 @@ LABELS: dict[str, str] = {
     "rrr": "RRR with every image's lung mask (upper bound)",
     "ce": "plain cross-entropy fine-tune (control)",
 }
+# The method the Retrain page and `exemplar exbl` start by default: the winner of bench/exbl_effect.py's
+# val-only rule (its docstring states the rule and the numbers).
+DEFAULT_METHOD = "exbl_cf"
+CONTROL_METHOD = "ce"  # the matched control every retrain is compared with
 
 
 REFERENCE_MARGIN = 0.1  # margin of the reference triplet diagnostics for methods without one (= exbl's default)
@@ -99,12 +103,12 @@ class XBLMethod:
         feats, logits = _cam.features_logits(model, x)
         ce = F.cross_entropy(logits, y)
         stats = {"ce": ce.detach(), "expl": torch.zeros((), device=x.device)}
-        stats.update(self.diagnostics(feats, logits, x, y))
+        stats.update(self.diagnostics(model, feats, x, y))
         return ce, stats
 
-    def diagnostics(self, feats: torch.Tensor, logits: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> dict:
-        """The reference triplet's d+, d−, active share on this batch (no graph)."""
-        cam = _cam.gradcam(feats, logits, y, create_graph=False)
+    def diagnostics(self, model: nn.Module, feats: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> dict:
+        """The reference triplet's d+, d−, active share on this batch (no graph; CAM head without dropout)."""
+        cam = _cam.gradcam(feats, _cam.cam_logits(model, feats), y, create_graph=False)
         a = _cam.l2n(cam * _cam.image_at(x, cam.shape[-2:])).detach()
         return triplet_stats(a, self.p_ref, self.q_ref, self.margin_ref)
 
@@ -152,6 +156,13 @@ def anchors(cam: torch.Tensor, x: torch.Tensor, times_image: bool = True) -> tor
     return _cam.l2n(cam * _cam.image_at(x, cam.shape[-2:]) if times_image else cam)
 
 
+def training_anchors(model: nn.Module, feats: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
+                     times_image: bool = True) -> torch.Tensor:
+    """Anchors of a training batch from its features, CAM head without dropout (reference_anchor's mode)."""
+    cam = _cam.gradcam(feats, _cam.cam_logits(model, feats), y, create_graph=True)
+    return anchors(cam, x, times_image)
+
+
 def exemplar_map(model: nn.Module, ex: Exemplar) -> torch.Tensor:
     """The exemplar's GradCAM map E (H, W) in [0, 1] as the user saw it (§4: upsampled, divided by its max)."""
     x, feats, logits = _eval_forward(model, ex)
@@ -172,7 +183,13 @@ def dilate(mask: torch.Tensor, px: int) -> torch.Tensor:
 
 
 def list_methods() -> list[str]:
+    """Every retraining method, the one list used by core, services, the CLI, the pages and the benches."""
     return list(XBL_METHODS)
+
+
+def is_triplet(name: str) -> bool:
+    """Whether the method has a triplet margin setting (the settings form shows it only then)."""
+    return "margin" in method_defaults(name)
 
 
 def get_method(name: str, **settings: Any) -> XBLMethod:

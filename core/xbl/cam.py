@@ -6,10 +6,15 @@ the feature blocks and the head. Only the head is differentiated twice: the extr
 
 - gradcam(feats, logits, target): ReLU(Σ_k mean_ij(∂y_t/∂A_k) · A_k), (N, h, w), the map of DESIGN.md §4.
 - image_at / l2n / upsample: the ⊙ x↓ factor, L2 normalisation and the §4 display map.
+- cam_logits(model, feats): the head without dropout, the one forward mode of every CAM (training anchors, the
+  reference anchors p / q and the diagnostics), so an image's anchor does not depend on a dropout draw.
 """
 from __future__ import annotations
 
+from contextlib import contextmanager
+
 import torch
+import torch.nn as nn
 import torch.nn.functional as F
 
 EPS = 1e-8
@@ -46,3 +51,22 @@ def features_logits(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]
     """One forward split at the GradCAM layer: (features, logits)."""
     feats = model.forward_features(x)
     return feats, model.forward_head(feats)
+
+
+@contextmanager
+def no_dropout(module: nn.Module):
+    """Dropout layers of `module` in eval mode inside the block (BatchNorm and the rest untouched)."""
+    drops = [m for m in module.modules() if isinstance(m, nn.modules.dropout._DropoutNd) and m.training]
+    for m in drops:
+        m.eval()
+    try:
+        yield
+    finally:
+        for m in drops:
+            m.train()
+
+
+def cam_logits(model, feats: torch.Tensor) -> torch.Tensor:
+    """Class scores of the head for a CAM: the same head, dropout off (the reference anchors' mode)."""
+    with no_dropout(model):
+        return model.forward_head(feats)

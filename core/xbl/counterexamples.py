@@ -41,7 +41,7 @@ class Counterexamples(XBLMethod):
         ce_cf = F.cross_entropy(logits[n:], y)
         # the diagnostics need the head of the original half only: recompute it from its features
         f0 = feats[:n]
-        diag = self.diagnostics(f0, model.forward_head(f0), x, y)
+        diag = self.diagnostics(model, f0, x, y)
         st = {"ce": ce.detach(), "expl": ce_cf.detach(),
               "cf_wrong": (logits[n:].argmax(1) != y).float().mean().detach(), **diag}
         return ce + float(self.lam) * ce_cf, st

@@ -21,7 +21,7 @@ from __future__ import annotations
 import torch
 import torch.nn.functional as F
 
-from core.xbl import XBLMethod, anchors, cam as _cam, reference_anchor, triplet
+from core.xbl import XBLMethod, cam as _cam, reference_anchor, training_anchors, triplet
 from core.xbl.counterexamples import Counterexamples
 
 
@@ -47,8 +47,8 @@ class Exbl(XBLMethod):
     def loss(self, model, x, y, idx):
         feats, logits = _cam.features_logits(model, x)
         ce = F.cross_entropy(logits, y)
-        cam = _cam.gradcam(feats, logits, y, create_graph=True)
-        term, st = triplet(anchors(cam, x, bool(self.times_image)), self.p, self.q, float(self.margin))
+        a = training_anchors(model, feats, x, y, bool(self.times_image))
+        term, st = triplet(a, self.p, self.q, float(self.margin))
         return ce + float(self.lam) * term, {"ce": ce.detach(), "expl": term.detach(), **st}
 
 
@@ -72,9 +72,8 @@ class ExblCounterexamples(Counterexamples):
         ce = F.cross_entropy(logits[:n], y)
         ce_cf = F.cross_entropy(logits[n:], y)
         f0 = feats[:n]
-        l0 = model.forward_head(f0)
-        cam = _cam.gradcam(f0, l0, y, create_graph=True)
-        term, st = triplet(anchors(cam, x, bool(self.times_image)), self.p, self.q, float(self.margin))
+        a = training_anchors(model, f0, x, y, bool(self.times_image))
+        term, st = triplet(a, self.p, self.q, float(self.margin))
         total = ce + float(self.lam) * term + float(self.mu) * ce_cf
         return total, {"ce": ce.detach(), "expl": term.detach(), "ce_cf": ce_cf.detach(),
                        "cf_wrong": (logits[n:].argmax(1) != y).float().mean().detach(), **st}

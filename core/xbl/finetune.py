@@ -2,14 +2,18 @@
 
 Per epoch it records (DESIGN.md §4): ce, expl (the method's explanation term), active (share of active
 reference triplets), d_pos and d_neg (mean distances of anchors to the good and bad exemplar), val_acc, val_ar,
-val_ap, val_wr (GradCAM of the predicted class, τ), shifted_acc (test_shifted), seconds (training only).
+val_ap, val_wr (GradCAM of the predicted class, τ), seconds (training only). Train and val only: test and
+test_shifted are evaluated once, after the run, by the caller (DESIGN.md §4b), never watched per epoch.
 
 The last epoch's weights are kept: val shares the training confounder, so picking the best val epoch would
 favour the shortcut, and test_shifted is what is reported, so it must not choose either.
+The batch order depends on cfg.seed alone (its own generator), so a control run with the same config sees the
+same batches; FinetuneResult.order_digest fingerprints that order so a report can show it was matched.
 progress(fraction, message, metrics=None) may raise to stop the run (a job's cancel).
 """
 from __future__ import annotations
 
+import hashlib
 import math
 import time
 from dataclasses import asdict, dataclass, field
@@ -57,6 +61,7 @@ class FinetuneResult:
     history: list[dict] = field(default_factory=list)
     seconds: float = 0.0
     epoch_seconds: list[float] = field(default_factory=list)
+    order_digest: str = ""  # sha1 of every epoch's permutation of the training rows
 
 
 @torch.no_grad()
@@ -101,7 +106,7 @@ def explanation_metrics(model: nn.Module, ev: EvalSet | None, tau: float = 0.5, 
 
 
 def finetune(model: nn.Module, method: XBLMethod, train: TrainSet, good: Exemplar, bad: Exemplar,
-             cfg: FinetuneConfig | None = None, val: EvalSet | None = None, shifted: EvalSet | None = None,
+             cfg: FinetuneConfig | None = None, val: EvalSet | None = None,
              progress: Progress | None = None) -> FinetuneResult:
     """Fine-tune `model` in place with `method` from the two exemplars; returns the per-epoch history."""
     from core.models import freeze_blocks
@@ -132,9 +137,12 @@ def finetune(model: nn.Module, method: XBLMethod, train: TrainSet, good: Exempla
     steps = math.ceil(n / cfg.batch_size)
     sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, T_max=steps * cfg.epochs, eta_min=cfg.lr * 0.1)
     res = FinetuneResult()
+    order = hashlib.sha1()
     for epoch in range(1, cfg.epochs + 1):
         train_mode(model)
-        perm = torch.randperm(n, generator=gen).to(device)
+        perm = torch.randperm(n, generator=gen)
+        order.update(perm.numpy().astype(np.int64).tobytes())
+        perm = perm.to(device)
         sums: dict[str, float] = {}
         seen = 0
         te = time.monotonic()
@@ -162,12 +170,13 @@ def finetune(model: nn.Module, method: XBLMethod, train: TrainSet, good: Exempla
         row = {"epoch": epoch, **{k: v / seen for k, v in sums.items()}}
         em = explanation_metrics(model, val, cfg.tau, limit=cfg.val_limit)
         row.update({"val_acc": accuracy(model, val), "val_ar": em["ar"], "val_ap": em["ap"], "val_wr": em["wr"],
-                    "shifted_acc": accuracy(model, shifted), "seconds": round(secs, 3)})
+                    "seconds": round(secs, 3)})
         res.history.append(row)
         say(epoch / cfg.epochs,
             f"epoch {epoch}/{cfg.epochs} · ce {row['ce']:.4f} · expl {row['expl']:.4f} · active "
-            f"{row.get('active', float('nan')):.2f} · val acc {row['val_acc']:.3f} · val AR {row['val_ar']:.3f} · "
-            f"shifted acc {row['shifted_acc']:.3f}", metrics=row)
+            f"{row.get('active', float('nan')):.2f} · val acc {row['val_acc']:.3f} · val AR {row['val_ar']:.3f}",
+            metrics=row)
     model.eval()
+    res.order_digest = order.hexdigest()
     res.seconds = round(time.monotonic() - t0, 3)
     return res

@@ -1,0 +1,70 @@
+"""Held-out evidence of a retrain: per-image measures of parent / control / child on val, test and test_shifted,
+and the intervals, effects and verdict of core.xbl.evidence. Train images never enter (DESIGN.md §4b).
+
+heldout_sets(arrays) → EvalSets of the held-out splits; measure(model, sets) → per-image arrays per split;
+for_pair(parent, child) → the evidence a report shows: the one stored with the child by its retrain (K seeds,
+its own control) when the parent asked for is the child's parent, else measured now (one seed, bootstrap).
+"""
+from __future__ import annotations
+
+from typing import Any
+
+from core.xbl.evidence import HELDOUT, MEASURES, Evidence, per_image, summarise
+
+__all__ = ["HELDOUT", "MEASURES", "heldout_sets", "measure", "for_pair", "control_of"]
+
+
+def heldout_sets(arrays, device: Any) -> dict:
+    """{split: EvalSet} for the held-out splits the dataset has (lung / marker masks where every image has one)."""
+    import numpy as np
+    import torch
+
+    from core.xbl.finetune import EvalSet
+
+    t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+    out = {}
+    for s in HELDOUT:
+        i = arrays.split_index(s)
+        if len(i) == 0:
+            continue
+        out[s] = EvalSet(t(arrays.images[i])[:, None], t(arrays.labels[i]).long(),
+                         t(arrays.lung[i]) if arrays.has_lung[i].all() else None,
+                         t(arrays.marker[i]) if arrays.has_marker[i].all() else None)
+    return out
+
+
+def measure(model, sets: dict, tau: float = 0.5) -> dict:
+    """{split: {'correct', 'ar', 'ap', 'wr'}} per-image arrays for a model on the held-out sets."""
+    return {s: per_image(model, ev, tau) for s, ev in sets.items() if s in HELDOUT}
+
+
+def control_of(child: dict) -> int | None:
+    """The registered control's id of a retrained child (None for a child without one)."""
+    cid = (child.get("config") or {}).get("control_id")
+    return int(cid) if cid is not None else None
+
+
+def for_pair(parent_id: int, child_id: int, device: str | None = None) -> dict:
+    """{'splits', 'effect', 'effect_vs', 'seeds', 'interval', 'verdict', 'control_id', 'source'} for a report."""
+    from services.datasets import load_arrays
+    from services.models import get_model, load_classifier
+    from services.settings import resolve_device
+
+    parent, child = get_model(int(parent_id)), get_model(int(child_id))
+    if parent is None or child is None:
+        raise ValueError(f"no model {parent_id if parent is None else child_id}")
+    if parent["dataset_id"] != child["dataset_id"]:
+        raise ValueError("parent and child were trained on different datasets: nothing to compare")
+    stored = (child.get("config") or {}).get("evidence")
+    cid = control_of(child)
+    if stored and child.get("parent_id") == parent["id"]:
+        return {**stored, "control_id": cid, "source": "stored with the retrain"}
+    dev = resolve_device(device)
+    sets = heldout_sets(load_arrays(child["dataset_id"]), dev)
+    runs = {}
+    for who, mid in (("parent", parent["id"]), ("child", child["id"]), ("control", cid)):
+        if mid is not None and get_model(mid) is not None:
+            model, _ = load_classifier(int(mid), dev)
+            runs[who] = measure(model, sets)
+    ev: Evidence = summarise(runs["parent"], [runs["child"]], [runs["control"]] if "control" in runs else None)
+    return {**ev.to_dict(), "control_id": cid if "control" in runs else None, "source": "measured now"}
