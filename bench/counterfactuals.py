@@ -43,7 +43,7 @@ class Row:
 ROWS: list[Row] = [
     Row("xaidiff preset", "diffusion", {"preset": "xaidiff"}, "n_xaidiff"),
     Row("fast preset", "diffusion", {"preset": "fast"}),
-    Row("fast, guided finish", "diffusion", {"preset": "fast", "finish": "ddim_guided"}),
+    Row("fast, unguided finish", "diffusion", {"preset": "fast", "finish": "ddim"}),
     Row("adversarial", "adversarial", {}, unit="classifier"),
 ]
 # issue 8: GAN (GCI) rows, known-attribute and latent modes; their generator and attributes come from services.gan.

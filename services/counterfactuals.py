@@ -131,6 +131,26 @@ class _Scorer:
             self.eps = float(self.info["eps"])
             self.settings = bpd_settings({"metrics": {"bpd": self.info}})
         self.device = device
+        self.dataset_id = dataset_id
+        self._drop_info: dict[int, dict] = {}
+
+    def drop(self, model_id: int, classifier, images_uint8: np.ndarray) -> tuple[np.ndarray | None, float | None]:
+        """The purification drop of each image under the classifier and its threshold ε_drop (None without a DDPM)."""
+        import torch
+
+        from core.counterfactual.purify import purification_drop
+        from services.generators import PURIFY, ensure_purify_threshold
+
+        if self.ddpm is None:
+            return None, None
+        if model_id not in self._drop_info:
+            self._drop_info[model_id] = ensure_purify_threshold(self.row, self.dataset_id, model_id, classifier,
+                                                                self.device)
+        info = self._drop_info[model_id]
+        x = torch.from_numpy(np.asarray(images_uint8)).float().div(255.0)[:, None]
+        d = purification_drop(self.ddpm[0], self.ddpm[1], classifier, x, PURIFY["t_p"], PURIFY["steps"],
+                              PURIFY["seed"], device=self.device)
+        return d, float(info["eps"])
 
     def bpd(self, images_uint8: np.ndarray) -> np.ndarray | None:
         from core.generative.bpd import bits_per_dim
@@ -267,7 +287,9 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
             bpd_cf = None if bpds is None else float(bpds[1])
             bpd_aff = None if (bpds is None or aff is None) else float(bpds[2])
             pred = int(preds[best])
-            category = categorize(pred, orig, tgt, bpd_cf, scorer.eps)
+            drops, drop_eps = scorer.drop(int(mid), clf, np.stack(stack[1:]))
+            drop_cf = None if drops is None else float(drops[0])
+            category = categorize(pred, orig, tgt, bpd_cf, scorer.eps, drop_cf, drop_eps)
             cross = cross_model_verdict(b_row, int(mid), x_u8, cf, tgt, dev)
             diffusion_counts = _pass_counts(out, best)
             extras = {}
@@ -284,7 +306,7 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
                 **delta_shares(x_u8, cf, lung, marker), "config": out.config, "seed": seeds[best],
                 "n_seeds": n_seeds, "seeds_flipped": int(flips.sum()),
                 "candidate_l1": l1s.round(6).tolist(), "method_seconds": round(out.seconds, 3), **extras,
-                "cross_model": cross, **diffusion_counts,
+                "cross_model": cross, **diffusion_counts, "purification_drop": drop_cf, "drop_eps": drop_eps,
             }
             if aff is not None:
                 metrics["affirmative"] = {
@@ -292,7 +314,8 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
                     "orig_prob": float(aff_probs[orig]), "bpd": bpd_aff,
                     "l1_to_original": float(np.abs(aff.astype(float) - x_u8.astype(float)).mean() / 255.0),
                     "l1_to_counterfactual": float(np.abs(aff.astype(float) - cf.astype(float)).mean() / 255.0),
-                    "category": categorize(int(aff_probs.argmax()), orig, orig, bpd_aff, scorer.eps),
+                    "category": categorize(int(aff_probs.argmax()), orig, orig, bpd_aff, scorer.eps,
+                                           None if drops is None else float(drops[1]), drop_eps),
                     "unet_passes": int(aff_out.unet_passes[0]), **delta_shares(x_u8, aff, lung, marker)}
             arrays = {"original": x_u8, "counterfactual": cf, "candidates": imgs,
                       "prob_curve": out.prob_curve[best].astype(np.float32),

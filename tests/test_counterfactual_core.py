@@ -53,7 +53,7 @@ def test_early_stop_ends_a_sample_once_the_flip_held():
     clf = Brightness()
     x = torch.cat([torch.full((1, 1, 32, 32), 0.49), torch.full((1, 1, 32, 32), 0.2)])
     out = guided_diffusion(unet, sch, clf, x, torch.ones(2, dtype=torch.long),
-                           preset("fast", steps=30, t_start=90, eta=4.0, early_stop=2), seeds=0)
+                           preset("fast", steps=30, t_start=90, eta=4.0, early_stop=2, finish="ddim"), seeds=0)
     # a sample whose guidance stopped early has NaN in its curve after the stop and fewer guided passes; it was
     # still finished to t = 0 by the unguided DDIM, whose passes count in unet_passes
     stopped = out.guided_passes < 30
@@ -171,3 +171,23 @@ def test_fast_preset_returns_finished_samples_and_passes_add_up(mode):
             assert out.guided_passes[b] == (n_loop if mode == "ddim" else n_loop + n_fin)
         else:
             assert out.unet_passes[b] == out.guided_passes[b] == n_loop == len(out.curve_t)
+
+
+def test_purification_drop_marks_a_flip_adversarial_and_auroc():
+    from core.counterfactual.purify import auroc, low_t_bits, purification_drop
+
+    # within ε on bits/dim, but its prediction falls back after purification: adversarial
+    assert categorize(2, 0, 2, bpd=1.0, eps=2.0, drop=0.8, drop_eps=0.3) == "adversarial"
+    assert categorize(2, 0, 2, bpd=1.0, eps=2.0, drop=0.1, drop_eps=0.3) == "counterfactual"
+    assert categorize(2, 0, 2, bpd=1.0, eps=2.0, drop=0.8, drop_eps=None) == "counterfactual"
+    assert auroc([0.1, 0.2], [0.3, 0.4]) == 1.0 and auroc([0.3, 0.4], [0.1, 0.2]) == 0.0
+    assert auroc([0.1, 0.2], [0.2, 0.2]) == pytest.approx(0.75)
+    # the drop is p(own class | x) − p(own class | purified x): bounded by [−1, 1], one value per image
+    unet, sch = _tiny()
+    d = purification_drop(unet, sch, Brightness(), torch.rand(3, 1, 32, 32), t_p=20, steps=3)
+    assert d.shape == (3,) and np.all(np.abs(d) <= 1)
+
+    class _R:
+        timesteps, weights = np.array([0, 5, 50]), np.array([1.0, 2.0, 10.0])
+        terms = np.array([[1.0, 1.0, 1.0]])
+    assert low_t_bits(_R(), t_max=20)[0] == pytest.approx(3.0)

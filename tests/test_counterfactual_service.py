@@ -133,7 +133,8 @@ def test_finished_samples_cross_model_verdict_realism_and_artefact_probe():
     w = make_world("cfx")
     b = train_classifier(w["dataset_id"], "mobilenet_v2", epochs=1, arch_kwargs={"width_mult": 0.25}, batch_size=16,
                          name="cfx-independent")
-    opts = {"diffusion": {"steps": 6, "t_start": 60, "early_stop": 1, "finish_steps": 3, "s_cls": 5.0}}
+    opts = {"diffusion": {"steps": 6, "t_start": 60, "early_stop": 1, "finish_steps": 3, "s_cls": 5.0,
+                          "finish": "ddim"}}
     params = {"model_id": w["model_id"], "image": w["image"]["id"], "target": "Normal", "methods": ["diffusion"],
               "options": opts, "n_seeds": 2}
     rows = []

@@ -4,6 +4,10 @@
 *counterfactual* if bpd ≤ ε, else *adversarial*; one that keeps the original class with bpd ≤ ε is *affirmative*;
 everything else (a third class, or the original class off the data distribution) is *none*. Without a bpd (no
 density model to score it) the example is *unclassified*, never a counterfactual on its flip alone.
+
+Bits/dim alone lets many pixel-space adversarial examples through (their perturbation costs few bits). A second,
+optional test uses the purification drop (core/counterfactual/purify.py) with its own threshold ε_drop (the 95th
+percentile on held-out real images): a flipped example with a drop above ε_drop is *adversarial* too.
 """
 from __future__ import annotations
 
@@ -24,11 +28,13 @@ def bpd_threshold(real_bpd, q: float = 95.0) -> float:
     return float(np.percentile(a, q))
 
 
-def categorize(pred: int, original: int, target: int, bpd: float | None, eps: float | None) -> str:
-    """Category of one generated example: pred = argmax f(x'), original = argmax f(x), target = requested class."""
+def categorize(pred: int, original: int, target: int, bpd: float | None, eps: float | None,
+               drop: float | None = None, drop_eps: float | None = None) -> str:
+    """Category of one generated example: pred = argmax f(x'), original = argmax f(x), target = requested class;
+    drop / drop_eps: the purification drop and its threshold (optional second test)."""
     if bpd is None or eps is None or (isinstance(bpd, float) and math.isnan(bpd)):
         return UNCLASSIFIED
-    likely = bpd <= eps
+    likely = bpd <= eps and not (drop is not None and drop_eps is not None and drop > drop_eps)
     if pred == target and target != original:
         return "counterfactual" if likely else "adversarial"
     if pred == original:
