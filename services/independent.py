@@ -10,7 +10,9 @@ from __future__ import annotations
 from pathlib import Path
 
 INDEPENDENT_SUFFIX = "-independent"
-DEMO_INDEPENDENT = {"arch": "mobilenet_v2", "epochs": 3, "seed": 1, "lr": 3e-3, "batch_size": 64, "patience": 3,
+# Measured on the demo (one busy CPU thread, 73 s per epoch): 6 epochs at lr 5e-3 give val 0.867, test 0.867,
+# test_shifted 0.292 (B reads the marker too: it is trained on the same confounded data); 3 epochs at 3e-3 only 0.56.
+DEMO_INDEPENDENT = {"arch": "mobilenet_v2", "epochs": 6, "seed": 1, "lr": 5e-3, "batch_size": 64, "patience": 3,
                     "arch_kwargs": {"width_mult": 0.25, "small_input": False}, "threads": 1, "name": "demo" + INDEPENDENT_SUFFIX}
 
 

@@ -21,7 +21,8 @@ MAX_PATCH_SHARE = 0.5       # an uploaded patch may be at most half the image si
 
 @dataclass
 class ArtefactProbe:
-    """The artefact probe of one model: positions [{box, changed, shift: {class: mean Δp}, toward}]."""
+    """The artefact probe of one model: positions [{box, changed, shift: {class: mean Δp}, toward, changed_other}]
+    (toward: the class the artefact moves most; changed_other: share changed among images not predicted so)."""
 
     model_id: int
     split: str
@@ -104,7 +105,7 @@ def probe_artefact(model_id: int, artefact: str | bytes | Path = "marker", box: 
     res = artefact_probe(clf, arr.images[rows], patch, alpha, boxes, device=dev)
     classes = list(arr.classes)
     positions = [{"box": list(p.box), "changed": p.changed, "shift": {c: float(v) for c, v in zip(classes, p.shift)},
-                  "toward": classes[int(np.argmax(p.shift))]} for p in res]
+                  "toward": classes[p.toward], "changed_other": p.changed_other} for p in res]
     return ArtefactProbe(model_id=int(model_id), split=split, n=len(rows), artefact=label, classes=classes,
                          positions=positions)
 

@@ -82,6 +82,7 @@ def test_artefact_probe_on_a_model_that_reads_one_corner_pixel_and_one_that_igno
     assert boxes[0][:2] == (0, 0) and boxes[3][2:] == (32, 32)
     reads = artefact_probe(_Pixel(0, 0), imgs, patch, alpha, boxes)
     assert reads[0].changed == 1.0 and reads[0].shift[1] > 0.9          # the top-left corner flips every image
+    assert reads[0].toward == 1 and reads[0].changed_other == 1.0
     assert [p.changed for p in reads[1:]] == [0.0, 0.0, 0.0]
     ignores = artefact_probe(_Pixel(16, 16), imgs, patch, alpha, boxes)
     assert [p.changed for p in ignores] == [0.0] * 4
@@ -105,6 +106,14 @@ def test_glyph_is_cut_from_the_median_mask():
     masks[2, 0:5, 0:5] = 1
     patch, alpha = glyph_from_masks(imgs, masks)
     assert patch.shape == (3, 3) and (patch == 9).all() and (alpha == 1).all()
+    # a dilated mask around a bright stroke: alpha is the stroke's coverage over the background, not the halo
+    imgs[1, 3:8, 4:9] = 40
+    imgs[1, 5, 5:8] = 240
+    masks[1] = 0
+    masks[1, 3:8, 4:9] = 1
+    patch, alpha = glyph_from_masks(imgs, masks)
+    assert patch.shape == (5, 5) and np.allclose(patch, 240)
+    assert alpha[2, 1:4].tolist() == [1.0, 1.0, 1.0] and alpha.sum() == pytest.approx(3.0)
 
 
 def test_change_mass_ratio():

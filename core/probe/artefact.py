@@ -15,12 +15,15 @@ import torch.nn.functional as F
 
 @dataclass
 class ProbePosition:
-    """The outcome at one box: box = (r0, c0, r1, c1), half-open; shift[c] = mean Δp of class c."""
+    """The outcome at one box: box = (r0, c0, r1, c1), half-open; shift[c] = mean Δp of class c; toward = the class
+    with the largest mean shift; changed_other = share changed among images not already predicted `toward`."""
 
     box: tuple[int, int, int, int]
     changed: float
     shift: np.ndarray
     n: int
+    toward: int = -1
+    changed_other: float = float("nan")
 
 
 def corner_boxes(size: int, h: int, w: int, centre: float = 0.1) -> list[tuple[int, int, int, int]]:
@@ -71,15 +74,25 @@ def artefact_probe(classifier, images: np.ndarray, patch: np.ndarray, alpha: np.
         res = []
         for box in boxes:
             p1 = _probs(classifier, paste(images, patch, alpha, box), device, batch_size)
-            res.append(ProbePosition(box=tuple(int(b) for b in box), changed=float(np.mean(p1.argmax(1) != p0.argmax(1))),
-                                     shift=(p1 - p0).mean(0), n=len(images)))
+            ch = p1.argmax(1) != p0.argmax(1)
+            shift = (p1 - p0).mean(0)
+            toward = int(np.argmax(shift))
+            other = p0.argmax(1) != toward
+            res.append(ProbePosition(box=tuple(int(b) for b in box), changed=float(ch.mean()), shift=shift,
+                                     n=len(images), toward=toward,
+                                     changed_other=float(ch[other].mean()) if other.any() else float("nan")))
     finally:
         classifier.train(was)
     return res
 
 
 def glyph_from_masks(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    """The artefact as (patch, alpha) cropped to its mask's bounding box, from the image whose mask area is the median."""
+    """The artefact as (patch, alpha) from the image whose mask area is the median, cropped to the mask's bounding box.
+
+    A mask may be dilated around the artefact (it then holds some background): the patch is the artefact's peak
+    grey level and alpha its coverage, (v − background) / (peak − background) clipped to [0, 1] inside the mask,
+    with the background the median of the box outside the mask (mask = alpha when there is no contrast).
+    """
     areas = masks.reshape(len(masks), -1).sum(1)
     have = np.flatnonzero(areas > 0)
     if len(have) == 0:
@@ -87,4 +100,10 @@ def glyph_from_masks(images: np.ndarray, masks: np.ndarray) -> tuple[np.ndarray,
     k = have[np.argsort(areas[have])[len(have) // 2]]
     ys, xs = np.nonzero(masks[k])
     sl = (slice(ys.min(), ys.max() + 1), slice(xs.min(), xs.max() + 1))
-    return images[k][sl].astype(np.float32), (masks[k][sl] > 0).astype(np.float32)
+    v, m = images[k][sl].astype(np.float32), masks[k][sl] > 0
+    peak = float(np.percentile(v[m], 95))
+    bg = float(np.median(v[~m])) if (~m).any() else float(v[m].min())
+    if peak - bg < 1.0:
+        return v, m.astype(np.float32)
+    alpha = np.where(m, np.clip((v - bg) / (peak - bg), 0.0, 1.0), 0.0).astype(np.float32)
+    return np.full_like(v, peak), alpha

@@ -33,13 +33,13 @@ def render_probe_panel(parent_id: int, child_id: int) -> None:
         row = {"model": f"{label} #{r['model_id']}"}
         for name, p in zip(CORNERS, r["positions"]):
             row[f"changed · {name}"] = round(p["changed"], 3)
-        row["most moved toward"] = ", ".join(sorted({p["toward"] for p in r["positions"]}))
+            row[f"→ {p['toward']} · {name}"] = _f(p.get("changed_other"))
         row["CF change mass · marker box"] = _f(r["marker_ratio"])
         row["CF change mass · lungs"] = _f(r["lung_ratio"])
         row["stored CFs"] = r["cf_n"]
         table.append(row)
     st.dataframe(table, hide_index=True, key="rp_probe_table")
     st.caption(f"Artefact injection: the dataset's marker glyph pasted at each corner of {rows[0]['n']} held-out "
-               "(test) images; 'changed' = share of predictions that change. Change mass = share of |Δ| of the "
+               "(test) images; 'changed' = share of predictions that change; '→ class' = share changed among the images not already predicted as the class the glyph there moves most. Change mass = share of |Δ| of the "
                "model's stored counterfactuals inside the marker box (or the lungs) over that region's share of the "
                "image (1 = spread evenly; n/a without stored counterfactuals).")

@@ -40,6 +40,6 @@ def artefact(model: int = typer.Option(..., help="classifier id"),
     d = res.as_dict()
     lines = [f"artefact probe of model #{model} ({res.artefact}, {res.n} {res.split} images):"]
     for p in res.positions:
-        lines.append(f"  box {p['box']}: {p['changed']:.1%} of predictions change, most toward {p['toward']} "
-                     f"({p['shift'][p['toward']]:+.3f})")
+        lines.append(f"  box {p['box']}: {p['changed']:.1%} of predictions change ({p['changed_other']:.1%} of those "
+                     f"not predicted {p['toward']}), most toward {p['toward']} ({p['shift'][p['toward']]:+.3f})")
     emit(d, json_, "\n".join(lines))
