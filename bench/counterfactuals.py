@@ -1,11 +1,16 @@
 """Counterfactual figures on N test images of a dataset (the demo by default), for each row of ROWS:
 
-flip rate, mean target probability, L1 (mean |Δ| in [0, 1]), mean bits/dim and its change from the original
-(Δbpd), share per category, UNet passes per
-image, seconds per image, and the overhead ratio s / (steps × one step's unit cost) with the unit cost (one UNet +
-classifier forward and backward for diffusion; one classifier forward + backward for pixel-space methods)
-measured in the same run at the same batch size. Then the shortcut probe: the share of |Δ| in the marker box and in
-the lungs for the baseline model and for an eXBL model (a child of it) when one exists.
+flip rate, cross-model flip (the independent classifier B flips to the target too), mean target probability, L1
+(mean |Δ| in [0, 1]), mean bits/dim and its change from the original (Δbpd; bits/dim favours smooth images),
+realism against real held-out images of the target classes in B's feature space (FD, KID) and sharpness
+(high-frequency energy relative to those real images), share per category, UNet passes per image (guided and
+all: a diffusion sample is finished to t = 0), seconds per image, and the overhead ratio s / (steps × one step's
+unit cost) with the unit cost (one UNet + classifier forward and backward for diffusion; one classifier forward +
+backward for pixel-space methods) measured in the same run at the same batch size. Then the adversarial
+statistic (diffusion-purification drop, core/counterfactual/purify.py): its AUROC real vs adversarial and
+counterfactual vs adversarial. Then the shortcut probe for the baseline and its newest retrained child: artefact
+injection (share of held-out predictions changed per corner) and counterfactual change mass (share of |Δ| in the
+marker box / lungs over their area share).
 
 Images run one at a time by default (--batch 1), so seconds per image are what one click in the studio costs.
 Rows are (label, method, options, how many images); the GAN rows (known attributes, latent) come from services.gan.
@@ -38,6 +43,7 @@ class Row:
 ROWS: list[Row] = [
     Row("xaidiff preset", "diffusion", {"preset": "xaidiff"}, "n_xaidiff"),
     Row("fast preset", "diffusion", {"preset": "fast"}),
+    Row("fast, unguided finish", "diffusion", {"preset": "fast", "finish": "ddim"}),
     Row("adversarial", "adversarial", {}, unit="classifier"),
 ]
 # issue 8: GAN (GCI) rows, known-attribute and latent modes; their generator and attributes come from services.gan.
@@ -86,7 +92,7 @@ def run_row(row: Row, clf, gen, scorer, x_all: torch.Tensor, tgt_all: np.ndarray
 
     unet = gen[0] if gen is not None else None
     n = len(x_all)
-    imgs, probs, passes, steps, secs = [], [], [], [], []
+    imgs, probs, passes, guided, steps, secs = [], [], [], [], [], []
     for s in range(0, n, batch):
         xb = x_all[s:s + batch]
         tb = torch.as_tensor(tgt_all[s:s + batch])
@@ -102,6 +108,7 @@ def run_row(row: Row, clf, gen, scorer, x_all: torch.Tensor, tgt_all: np.ndarray
         imgs.append(to_uint8(out.images))
         probs.append(out.probs)
         passes.extend(out.unet_passes.tolist())
+        guided.extend((out.guided_passes if out.guided_passes is not None else out.unet_passes).tolist())
         finite = np.isfinite(out.prob_curve)
         steps.extend(finite.sum(1).tolist())
     imgs = np.concatenate(imgs)
@@ -128,13 +135,72 @@ def run_row(row: Row, clf, gen, scorer, x_all: torch.Tensor, tgt_all: np.ndarray
         "bpd": None if bpd is None else float(np.mean(bpd)),
         "delta_bpd": None if bpd is None else float(np.mean(bpd - bpd0)),
         "categories": shares(cats), "flip_categories": shares(flip_cats) if flip_cats else {},
-        "unet_passes_per_image": float(np.mean(passes)), "steps_per_image": total_steps / n,
+        "unet_passes_per_image": float(np.mean(passes)), "guided_passes_per_image": float(np.mean(guided)),
+        "max_unet_passes": int(np.max(passes)), "steps_per_image": total_steps / n, "images": imgs,
         "seconds_per_image": float(np.sum(secs)) / n, "unit_seconds": unit, "unit": row.unit,
         "overhead_ratio": float(np.sum(secs)) / (total_steps / len(x_all[:batch]) * unit) if total_steps else None,
         "marker_share": float(np.nanmean([d["marker_share"] for d in sh])),
         "lung_share": float(np.nanmean([d["lung_share"] for d in sh])),
         "marker_box_area": box_area, "lung_area": float(np.mean([l.mean() for l in lung])),
     }
+
+
+def realism_extras(res: dict, B, tgt: np.ndarray, real_pool: np.ndarray, device: str) -> dict:
+    """Cross-model flip under B and FD / KID / sharpness against real held-out target-class images (B's features)."""
+    from core.metrics.realism import realism
+
+    imgs = res["images"]
+    if B is None:
+        return {"cross_flip": None, "fd": None, "kid": None, "sharpness": None}
+    with torch.no_grad():
+        pb = torch.softmax(B(torch.from_numpy(imgs).float().div(255)[:, None].to(device)), 1).cpu().numpy()
+    r = realism(B, imgs, real_pool, device)
+    return {"cross_flip": float((pb.argmax(1) == tgt).mean()), "fd": r["fd"], "kid": r["kid"],
+            "sharpness": r["sharpness"]}
+
+
+def real_pool_for(arr, tgt: np.ndarray, exclude: np.ndarray, split: str, k: int, seed: int) -> np.ndarray:
+    """k real held-out images of each benchmarked image's target class (not the benchmarked images themselves)."""
+    rng = np.random.default_rng(seed + 1)
+    rest = np.setdiff1d(arr.split_index(split), exclude)
+    rows = [rng.choice(rest[arr.labels[rest] == t], k, replace=False) for t in tgt if (arr.labels[rest] == t).sum() >= k]
+    return arr.images[np.concatenate(rows)] if rows else arr.images[rest[:0]]
+
+
+def adversarial_statistic(results: list[dict], x_u8: np.ndarray, gen, clf, device: str) -> dict:
+    """AUROC of the purification drop: real vs adversarial and each diffusion row vs adversarial."""
+    from core.counterfactual.purify import auroc, purification_drop
+
+    adv = next((r for r in results if r["method"] == "adversarial"), None)
+    if adv is None or gen is None:
+        return {}
+    drop = lambda imgs: purification_drop(gen[0], gen[1], clf, torch.from_numpy(imgs).float().div(255)[:, None],
+                                          device=device)  # noqa: E731
+    d_adv, d_real = drop(adv["images"]), drop(x_u8)
+    out = {"real_vs_adversarial": auroc(d_real, d_adv), "real_mean": float(d_real.mean()),
+           "adversarial_mean": float(d_adv.mean())}
+    for r in results:
+        if r["method"] == "diffusion":
+            out[f"{r['label']}_vs_adversarial"] = auroc(drop(r["images"]), d_adv)
+    return out
+
+
+def probe_rows(models: list[dict], base_id: int, run_fast, device: str) -> list[dict]:
+    """Artefact injection and change mass for the baseline and its newest retrained child (when there is one)."""
+    from core.probe.change_mass import mean_ratio
+    from services.counterfactuals import marker_box
+    from services.probe import probe_artefact
+
+    children = [m for m in models if m.get("parent_id") == base_id]
+    out = []
+    for label, mid in [("baseline", base_id)] + ([("retrained", children[-1]["id"])] if children else []):
+        p = probe_artefact(mid, device=device)
+        x_u8, imgs, lung, marker, flip = run_fast(mid)
+        out.append({"model": label, "model_id": mid, "changed": [q["changed"] for q in p.positions],
+                    "toward": [q["toward"] for q in p.positions], "n": p.n, "flip_rate": flip,
+                    "marker_ratio": mean_ratio([(x_u8[i], imgs[i], marker_box(marker[i])) for i in range(len(imgs))]),
+                    "lung_ratio": mean_ratio([(x_u8[i], imgs[i], lung[i]) for i in range(len(imgs))])})
+    return out
 
 
 def fmt(v, nd=3):
@@ -222,48 +288,68 @@ def main() -> None:
         results.append(res)
         print(f"  {row.label}: done in {res['wall_seconds']:.0f}s", flush=True)
 
+    from services.independent import load_independent
+
+    B, brow = load_independent(ds["id"], device, exclude=base_id)
+    real_pool = real_pool_for(arr, tgt[:a.n], idx, a.split, 3, a.seed)
+    for r in results:
+        k = r["n"]
+        r.update(realism_extras(r, B, tgt[:k], real_pool, device))
+    adv_stat = adversarial_statistic(results, arr.images[idx], gen, clf, device)
+
     probe = []
     if not a.no_probe and gen is not None:
-        children = [m for m in models if m.get("parent_id") == base_id]
-        for label, mid in [("baseline", base_id)] + [("eXBL", children[-1]["id"])] if children else [("baseline", base_id)]:
+        def run_fast(mid):
             c, _ = load_classifier(mid, device)
             with torch.no_grad():
                 pp = torch.softmax(c(x.to(device)), 1).cpu().numpy()
-            r = run_row(Row(f"probe {label}", "diffusion", {"preset": "fast"}), c, gen, scorer, x, pick_targets(
+            r = run_row(Row("probe", "diffusion", {"preset": "fast"}), c, gen, scorer, x, pick_targets(
                 pp, list(arr.classes), a.target), pp.argmax(1), a.batch, arr.lung[idx], arr.marker[idx], device,
                 a.seed, {})
-            probe.append({"model": label, "model_id": mid, "flip_rate": r["flip_rate"],
-                          "marker_share": r["marker_share"], "lung_share": r["lung_share"],
-                          "marker_box_area": r["marker_box_area"], "lung_area": r["lung_area"]})
+            return arr.images[idx], r["images"], arr.lung[idx], arr.marker[idx], r["flip_rate"]
 
-    head = ["row", "n", "flip", "p(tgt)", "L1", "bpd", "Δbpd", "cf", "adv", "aff", "none", "passes/img", "s/img", "unit s",
-            "overhead"]
+        probe = probe_rows(models, base_id, run_fast, device)
+
+    head = ["row", "n", "flip", "B flip", "p(tgt)", "L1", "bpd", "Δbpd", "FD", "KID", "sharp", "cf", "adv", "aff",
+            "none", "guided/img", "passes/img", "max", "s/img", "overhead"]
     print(f"\nCounterfactuals on {ds['name']} ({a.split}, target rule {a.target}), model #{base_id}, device {device}"
-          + (f", DDPM #{grow['id']}, ε {scorer.eps:.3f} bits/dim ({scorer.estimator})" if scorer else ""))
+          + (f", DDPM #{grow['id']}, ε {scorer.eps:.3f} bits/dim ({scorer.estimator})" if scorer else "")
+          + (f", independent classifier B #{brow['id']} {brow['arch']}" if brow else ", no independent classifier"))
+    print(f"FD / KID against {len(real_pool)} real held-out images of the target classes; sharpness = high-frequency "
+          "energy / that of those images; bits/dim favours smooth images")
     print(" | ".join(head))
     for r in results:
         c = r["categories"]
-        print(" | ".join([r["label"], str(r["n"]), fmt(r["flip_rate"], 2), fmt(r["target_prob"]), fmt(r["l1"], 4),
-                          fmt(r["bpd"]), fmt(r["delta_bpd"]), fmt(c.get("counterfactual"), 2), fmt(c.get("adversarial"), 2),
-                          fmt(c.get("affirmative"), 2), fmt(c.get("none"), 2), fmt(r["unet_passes_per_image"], 1),
-                          fmt(r["seconds_per_image"], 2), fmt(r["unit_seconds"], 4), fmt(r["overhead_ratio"], 2)]))
+        print(" | ".join([r["label"], str(r["n"]), fmt(r["flip_rate"], 2), fmt(r["cross_flip"], 2),
+                          fmt(r["target_prob"]), fmt(r["l1"], 4), fmt(r["bpd"]), fmt(r["delta_bpd"]), fmt(r["fd"]),
+                          fmt(r["kid"], 4), fmt(r["sharpness"], 2), fmt(c.get("counterfactual"), 2),
+                          fmt(c.get("adversarial"), 2), fmt(c.get("affirmative"), 2), fmt(c.get("none"), 2),
+                          fmt(r["guided_passes_per_image"], 1), fmt(r["unet_passes_per_image"], 1),
+                          str(r["max_unet_passes"]), fmt(r["seconds_per_image"], 2), fmt(r["overhead_ratio"], 2)]))
     for r in results:
         if r["flip_categories"]:
             fc = r["flip_categories"]
             print(f"  {r['label']}: of its flips {fmt(fc['counterfactual'], 2)} counterfactual, "
                   f"{fmt(fc['adversarial'], 2)} adversarial")
+    if adv_stat:
+        print("\nAdversarial statistic (purification drop: p(own class) lost after noising to t = 100 and a 5-step "
+              "DDIM back): AUROC " + ", ".join(f"{k.replace('_', ' ')} {fmt(v)}" for k, v in adv_stat.items()))
     if probe:
-        print("\nShortcut probe (fast preset): share of |Δ| in the marker box / in the lungs "
-              "(their share of the image area in brackets: what a uniform edit would give)")
+        print("\nShortcut probe. Artefact injection: share of held-out predictions changed with the marker glyph "
+              "pasted at TL / TR / BL / BR. Change mass (fast preset): share of |Δ| in the marker box / lungs over "
+              "the region's area share (1 = uniform)")
         for p in probe:
-            print(f"  {p['model']} #{p['model_id']}: flip {fmt(p['flip_rate'], 2)}, marker box "
-                  f"{fmt(p['marker_share'], 3)} [{fmt(p['marker_box_area'], 3)}], lungs {fmt(p['lung_share'], 3)} "
-                  f"[{fmt(p['lung_area'], 3)}]")
+            print(f"  {p['model']} #{p['model_id']}: artefact changed " + " / ".join(fmt(v, 2) for v in p["changed"])
+                  + f" (toward {', '.join(p['toward'])}; n {p['n']}) · flip {fmt(p['flip_rate'], 2)} · change mass "
+                  f"marker {fmt(p['marker_ratio'], 2)}, lungs {fmt(p['lung_ratio'], 2)}")
+    for r in results:
+        r.pop("images", None)
     out = get_settings().path("bench") / "counterfactuals.json"
     out.write_text(json.dumps({"dataset": ds["name"], "model_id": base_id, "device": str(device),
                                "generator_id": grow["id"] if grow else None,
                                "eps": scorer.eps if scorer else None, "args": vars(a), "rows": results,
-                               "probe": probe}, indent=2, default=str))
+                               "adversarial_statistic": adv_stat, "probe": probe,
+                               "independent_id": brow["id"] if brow else None}, indent=2, default=str))
     print(f"\nwrote {out}")
 
 

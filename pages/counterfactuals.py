@@ -83,8 +83,7 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
         render_gan_result(row, arrs, classes, key=key)
         rate_form(row, key=f"{key}_rate")
         return
-    label = cfs.METHOD_LABELS.get(row["method"], row["method"])
-    st.markdown(f"**{label}**" + (f" · {row['preset']}" if row.get("preset") else ""))
+    st.markdown(f"**{cfs.method_label(row['method'], row.get('preset'))}**")
     img = arrs["counterfactual"]
     st.image(gray_png(img), caption=f"#{row['id']} → {classes[row['target']]}")
     st.image(delta_png(arrs["original"], img, arrs.get("marker")), caption="|Δ| (marker box outlined)")
@@ -93,10 +92,31 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
     st.caption(f"p(target) {fmt(row['target_prob'])} · {'flipped' if row['flipped'] else 'not flipped'} · "
                f"L1 {fmt(row['l1'], 4)} · bpd {fmt(row['bpd'])} (ε {fmt(m.get('bpd_eps'))}, "
                f"{'+' if (d_bpd or 0) >= 0 else ''}{fmt(d_bpd, 2)} vs the original) · "
-               f"{row['unet_passes']} UNet passes · {fmt(row['seconds'], 1)} s")
+               f"{passes_text(row)} · {fmt(row['seconds'], 1)} s")
     st.caption(f"|Δ| in marker box {fmt(m.get('marker_share'), 2)} · in lungs {fmt(m.get('lung_share'), 2)}")
+    st.caption(cross_text(m.get("cross_model") or {}, classes))
     badge(row["category"])
     rate_form(row, key=f"{key}_rate")
+
+
+def passes_text(row: dict) -> str:
+    """UNet passes (guided and all) and whether the sample was finished to t = 0."""
+    m = row.get("metrics") or {}
+    if row["method"] != "diffusion":
+        return f"{row['unet_passes']} UNet passes"
+    t = m.get("t_final")
+    done = "sample finished to t = 0" if t == 0 else ("finished: unknown (older result)" if t is None
+                                                     else f"one-step estimate at t = {t}")
+    return f"{row['unet_passes']} UNet passes ({m.get('guided_passes', '?')} guided) · {done}"
+
+
+def cross_text(cross: dict, classes: list[str]) -> str:
+    """The independent classifier B's verdict on the counterfactual, in words."""
+    if cross.get("flipped") is None:
+        return "independent classifier: none for this dataset (cross-model validity not checked)"
+    pred = classes[cross["pred"]] if cross.get("pred") is not None and cross["pred"] < len(classes) else "?"
+    return (f"independent classifier #{cross['model_id']}: {'flipped too' if cross['flipped'] else 'not flipped'} "
+            f"(says {pred}, p(target) {fmt(cross.get('target_prob'))})")
 
 
 def side_by_side(rows: list[dict], key: str) -> None:
@@ -135,8 +155,10 @@ def side_by_side(rows: list[dict], key: str) -> None:
 
 
 def trajectory_view(row: dict, arrs: dict, key: str) -> None:
-    trajectory_panel(f"**Trajectory** of #{row['id']}: the one-step estimate x̂₀ while denoising, and p(target)", arrs,
-                     key, "t = {}", "x̂₀ at t = {}", "timestep t (denoising runs right to left)", reverse_x=True)
+    trajectory_panel(f"**Trajectory** of #{row['id']}: the one-step estimate x̂₀ while denoising (an estimate, not the "
+                     "sample; frames after the guidance stopped show the finished sample), and p(target)", arrs,
+                     key, "t = {}", "x̂₀ estimate at t = {}", "timestep t (denoising runs right to left)",
+                     reverse_x=True)
 
 
 def show_job_results(job_id: int, key: str) -> None:
@@ -329,8 +351,11 @@ def tab_stored(ds: dict) -> None:
               "target": (r["metrics"].get("classes") or [])[r["target"]] if r["metrics"].get("classes") else r["target"],
               "flipped": r["flipped"], "p(target)": round(r["target_prob"], 3), "L1": round(r["l1"], 4),
               "bpd": r["bpd"], "category": r["category"], "UNet passes": r["unet_passes"],
+              "guided": r["metrics"].get("guided_passes"), "t final": r["metrics"].get("t_final"),
+              "B flipped": (r["metrics"].get("cross_model") or {}).get("flipped"),
               "s": round(r["seconds"], 1), "created": r["created_at"]} for r in rows]
     st.dataframe(table, key="cf_stored_table", hide_index=True)
+    realism_panel(rows)
     c1, c2 = st.columns([1, 1])
     pick = c1.selectbox("Reopen", [r["id"] for r in rows], key="cf_reopen",
                         format_func=lambda i: next(f"#{r['id']} {r['method']} · {r['image_path']}" for r in rows
@@ -343,6 +368,28 @@ def tab_stored(ds: dict) -> None:
     same = [r for r in rows if r["job_id"] == row["job_id"] and r["model_id"] == row["model_id"]
             and row["job_id"] is not None] or [row]
     side_by_side(same, key=f"cf_stored_{pick}")
+
+
+def realism_panel(rows: list[dict]) -> None:
+    """Realism of the stored results per (model, method, preset, target): FD / KID / sharpness vs real images."""
+    from services.realism import realism_table
+
+    with st.expander("Realism of these results (FD / KID / sharpness vs real held-out images)"):
+        if not st.toggle("Compute", key="cf_realism_on", help="features of the independent classifier"):
+            st.caption("Bits/dim favours smooth images; these figures do not. Switch on to compute them.")
+            return
+        table, why = realism_table(rows)
+        if not table:
+            st.caption(f"Not available: {why}.")
+            return
+        st.dataframe([{"model": f"#{r.model_id}", "method": cfs.method_label(r.method, r.preset),
+                       "target": r.target, "n": r.n, "real n": r.n_real, "FD": round(r.fd, 3),
+                       "KID": round(r.kid, 4), "sharpness": round(r.sharpness, 2),
+                       "B flips": None if r.cross_flip is None else round(r.cross_flip, 2)} for r in table],
+                     key="cf_realism_table", hide_index=True)
+        st.caption(f"Features: independent classifier #{table[0].feature_model_id} (another architecture, same data). "
+                   "FD and KID are biased upwards for small sets: compare groups of similar size. Sharpness = "
+                   "high-frequency energy over that of the real images (1: as sharp).")
 
 
 def ddpm_card(gen: dict) -> None:

@@ -137,6 +137,8 @@ def main() -> None:
     st.download_button("Download the report (HTML)", data=lambda: _html(parent_id, child_id, runs),
                        file_name=f"exemplar_report_{parent_id}_{child_id}.html", mime="text/html",
                        key="rp_download")
+    from pages.parts.probe_panel import render_probe_panel  # issue 14: the shortcut probe rows
+    render_probe_panel(parent_id, child_id)
 
 
 main()

@@ -36,8 +36,18 @@ METHODS: dict[str, str | None] = {
     "adversarial": None,
     "gan": "gan",
 }
-METHOD_LABELS = {"diffusion": "Diffusion (XAIDIFF)", "adversarial": "Adversarial (pixel space)", "gan": "GAN (GCI)"}
+METHOD_LABELS = {"diffusion": "Diffusion guidance", "adversarial": "Adversarial (pixel space)", "gan": "GAN (GCI)"}
 PRESETS = ("fast", "xaidiff")
+# "xaidiff" follows Vaeth et al.; "fast" is Exemplar's own variant and carries its own name.
+PRESET_LABELS = {"xaidiff": "XAIDIFF (paper defaults)",
+                 "fast": "Exemplar fast (noised start, early-stopped guidance, DDIM finish to t = 0)"}
+
+
+def method_label(method: str, preset: str | None = None) -> str:
+    """The display name of a result's method, with the diffusion preset's own name."""
+    if method == "diffusion" and preset in PRESET_LABELS:
+        return f"Diffusion · {PRESET_LABELS[preset]}"
+    return METHOD_LABELS.get(method, method)
 RATING_PLAUSIBLE = ("yes", "no", "unsure")
 MARKER_PAD = 2  # the marker box is the marker mask's bounding box grown by this many pixels
 
@@ -123,6 +133,26 @@ class _Scorer:
             self.eps = float(self.info["eps"])
             self.settings = bpd_settings({"metrics": {"bpd": self.info}})
         self.device = device
+        self.dataset_id = dataset_id
+        self._drop_info: dict[int, dict] = {}
+
+    def drop(self, model_id: int, classifier, images_uint8: np.ndarray) -> tuple[np.ndarray | None, float | None]:
+        """The purification drop of each image under the classifier and its threshold ε_drop (None without a DDPM)."""
+        import torch
+
+        from core.counterfactual.purify import purification_drop
+        from services.generators import PURIFY, ensure_purify_threshold
+
+        if self.ddpm is None:
+            return None, None
+        if model_id not in self._drop_info:
+            self._drop_info[model_id] = ensure_purify_threshold(self.row, self.dataset_id, model_id, classifier,
+                                                                self.device)
+        info = self._drop_info[model_id]
+        x = torch.from_numpy(np.asarray(images_uint8)).float().div(255.0)[:, None]
+        d = purification_drop(self.ddpm[0], self.ddpm[1], classifier, x, PURIFY["t_p"], PURIFY["steps"],
+                              PURIFY["seed"], device=self.device)
+        return d, float(info["eps"])
 
     def bpd(self, images_uint8: np.ndarray) -> np.ndarray | None:
         from core.generative.bpd import bits_per_dim
@@ -197,6 +227,9 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
                                  f"`exemplar gen train --dataset {dataset_id} --kind {kind}`")
             gens[kind] = (load_generator(row, dev), row)
 
+    from services.independent import find_independent
+
+    b_row = find_independent(dataset_id)
     results = []
     n_tasks = len(model_ids) * len(methods)
     for mi, mid in enumerate(model_ids):
@@ -256,7 +289,11 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
             bpd_cf = None if bpds is None else float(bpds[1])
             bpd_aff = None if (bpds is None or aff is None) else float(bpds[2])
             pred = int(preds[best])
-            category = categorize(pred, orig, tgt, bpd_cf, scorer.eps)
+            drops, drop_eps = scorer.drop(int(mid), clf, np.stack(stack[1:]))
+            drop_cf = None if drops is None else float(drops[0])
+            category = categorize(pred, orig, tgt, bpd_cf, scorer.eps, drop_cf, drop_eps)
+            cross = cross_model_verdict(b_row, int(mid), x_u8, cf, tgt, dev)
+            diffusion_counts = _pass_counts(out, best)
             extras = {}
             if method == "gan":  # attributes_changed, and the category by flip alone without a DDPM
                 from services.gan import result_extras
@@ -271,6 +308,7 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
                 **delta_shares(x_u8, cf, lung, marker), "config": out.config, "seed": seeds[best],
                 "n_seeds": n_seeds, "seeds_flipped": int(flips.sum()),
                 "candidate_l1": l1s.round(6).tolist(), "method_seconds": round(out.seconds, 3), **extras,
+                "cross_model": cross, **diffusion_counts, "purification_drop": drop_cf, "drop_eps": drop_eps,
             }
             if aff is not None:
                 metrics["affirmative"] = {
@@ -278,7 +316,8 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
                     "orig_prob": float(aff_probs[orig]), "bpd": bpd_aff,
                     "l1_to_original": float(np.abs(aff.astype(float) - x_u8.astype(float)).mean() / 255.0),
                     "l1_to_counterfactual": float(np.abs(aff.astype(float) - cf.astype(float)).mean() / 255.0),
-                    "category": categorize(int(aff_probs.argmax()), orig, orig, bpd_aff, scorer.eps),
+                    "category": categorize(int(aff_probs.argmax()), orig, orig, bpd_aff, scorer.eps,
+                                           None if drops is None else float(drops[1]), drop_eps),
                     "unet_passes": int(aff_out.unet_passes[0]), **delta_shares(x_u8, aff, lung, marker)}
             arrays = {"original": x_u8, "counterfactual": cf, "candidates": imgs,
                       "prob_curve": out.prob_curve[best].astype(np.float32),
@@ -301,7 +340,7 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
                     model_id=int(mid), generator_id=(gen_row or {}).get("id") or (scorer.row or {}).get("id"),
                     image_id=int(img["id"]), method=method, preset=opts.get("preset") if method == "diffusion" else None,
                     target=tgt, flipped=bool(flips[best]), target_prob=float(out.probs[best][tgt]),
-                    l1=float(l1s[best]), bpd=bpd_cf, category=category, unet_passes=int(out.unet_passes[best]),
+                    l1=float(l1s[best]), bpd=bpd_cf, category=category, unet_passes=diffusion_counts["unet_passes"],
                     seconds=round(seconds, 3), result_path=str(path), metrics=_json_safe(metrics), job_id=job_id,
                     created_by=user_id)
                 s.add(row)
@@ -310,13 +349,41 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
             results.append({"counterfactual_id": cid, "model_id": int(mid), "method": method,
                             "flipped": bool(flips[best]), "target": classes[tgt],
                             "target_prob": float(out.probs[best][tgt]), "l1": float(l1s[best]), "bpd": bpd_cf,
-                            "bpd_eps": scorer.eps, "category": category, "unet_passes": int(out.unet_passes[best]),
+                            "bpd_eps": scorer.eps, "category": category, **diffusion_counts,
+                            "cross_model_flipped": cross.get("flipped"), "cross_model_id": cross.get("model_id"),
                             "seconds": round(seconds, 3), "original_class": classes[orig], "pred": classes[pred],
                             "marker_share": _nan_none(metrics["marker_share"]),
                             "lung_share": _nan_none(metrics["lung_share"]), **extras,
                             **({"affirmative_category": metrics["affirmative"]["category"]} if aff is not None else {})})
             say(hi, f"{label}: {'flipped' if flips[best] else 'not flipped'} ({category})", force=True)
     return {**results[0], "results": results, "image_id": int(img["id"]), "dataset_id": dataset_id}
+
+
+def _pass_counts(out, best: int) -> dict:
+    """t_final (0: a sample finished to t = 0; None: no diffusion), guided and total UNet passes of one result."""
+    total = int(out.unet_passes[best])
+    guided = int(out.guided_passes[best]) if out.guided_passes is not None else total
+    t_final = int(out.t_final[best]) if out.t_final is not None else None
+    stop = int(out.stopped_t[best]) if out.stopped_t is not None else None
+    return {"t_final": t_final, "guided_passes": guided, "unet_passes": total, "guidance_stopped_t": stop}
+
+
+def cross_model_verdict(b_row: dict | None, model_id: int, original: np.ndarray, cf: np.ndarray, target: int,
+                        device: str) -> dict:
+    """The independent classifier B's verdict on a counterfactual made against model A: {model_id, name, flipped,
+    target_prob, original_pred, pred}; flipped None when the dataset has no B (or B is the explained model)."""
+    import torch
+
+    from services.models import load_classifier
+
+    if b_row is None or int(b_row["id"]) == int(model_id):
+        return {"model_id": None, "flipped": None}
+    clf, _ = load_classifier(int(b_row["id"]), device)
+    x = torch.from_numpy(np.stack([original, cf])).float().div(255.0)[:, None].to(device)
+    with torch.no_grad():
+        p = torch.softmax(clf(x), 1).cpu().numpy()
+    return {"model_id": int(b_row["id"]), "name": b_row["name"], "flipped": bool(p[1].argmax() == target),
+            "target_prob": float(p[1][target]), "original_pred": int(p[0].argmax()), "pred": int(p[1].argmax())}
 
 
 def _json_safe(o):

@@ -72,6 +72,9 @@ DEMO_STEPS.append(DemoStep("ddpm", "shipped DDPM (counterfactuals)", "gen.train"
 from services import gan as _gan  # noqa: E402  (issue 8: the shipped GAN for GCI counterfactuals)
 DEMO_STEPS.append(DemoStep("gan", "shipped GAN (counterfactuals)", "gen.train", _gan.demo_params,
                            _gan.demo_existing, 0.1))
+from services import independent as _ind  # noqa: E402  (issue 14: classifier B for cross-model validity and realism)
+DEMO_STEPS.append(DemoStep("independent", "independent classifier (cross-model check)", "train", _ind.demo_params,
+                           _ind.demo_existing, 1.0))
 
 
 class _StepContext:

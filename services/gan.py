@@ -282,15 +282,16 @@ def method_options(bundle, image: dict, classes: list[str], n: int, opts: dict) 
 
 def result_extras(out, best: int, flipped: bool, category: str | None) -> dict:
     """Extra result fields of a GAN counterfactual: attributes_changed (words), the mode and attribute source,
-    generator passes; the category by flip alone when there is no DDPM to score bits/dim ("none" if not flipped)."""
+    generator passes; without a DDPM to score bits/dim the category is "unclassified" (never "counterfactual" on the
+    flip alone, DESIGN §4)."""
     ps = out.config.get("per_sample") or {}
     extras = {"attributes_changed": list(ps.get("attributes_changed", [[]])[best]),
               "attributes_source": ps.get("attributes_source"), "gan_mode": out.config.get("mode"),
               "generator_passes": int((ps.get("generator_passes") or [0])[best]),
               "category": category, "category_basis": "bits/dim and flip"}
-    if category is None:
-        extras["category"] = "counterfactual" if flipped else "none"
-        extras["category_basis"] = "flip only (no DDPM for this dataset: bits/dim unknown)"
+    if category is None or category == "unclassified":
+        extras["category"] = "unclassified"
+        extras["category_basis"] = "none (no DDPM for this dataset: bits/dim unknown)"
     return extras
 
 

@@ -217,6 +217,39 @@ def ensure_bpd_threshold(row: dict, dataset_id: int, device: str | None = None, 
     return b
 
 
+PURIFY = {"t_p": 100, "steps": 5, "seed": 0, "n": 64}  # the purification-drop statistic and its ε sample
+
+
+def ensure_purify_threshold(row: dict, dataset_id: int, model_id: int, classifier, device: str | None = None) -> dict:
+    """ε_drop for (DDPM, classifier): the 95th percentile of the purification drop on held-out (val) real images,
+    stored in the DDPM row's metrics["purify"][model id], computed once (core/counterfactual/purify.py)."""
+    import numpy as np
+    import torch
+
+    from core.counterfactual.purify import purification_drop
+    from services.datasets import load_arrays
+
+    key = f"{dataset_id}:{model_id}"
+    have = ((row.get("metrics") or {}).get("purify") or {}).get(key)
+    if have:
+        return have
+    arr = load_arrays(dataset_id)
+    idx = arr.split_index(BPD_SPLIT)
+    if len(idx) == 0:
+        idx = arr.split_index("test")
+    idx = np.sort(np.random.default_rng(PURIFY["seed"]).choice(idx, min(PURIFY["n"], len(idx)), replace=False))
+    unet, sch = load_ddpm_generator(row, device)
+    x = torch.from_numpy(arr.images[idx]).float().div(255.0)[:, None]
+    d = purification_drop(unet, sch, classifier, x, PURIFY["t_p"], PURIFY["steps"], PURIFY["seed"],
+                          device=resolve_device(device))
+    info = {"eps": float(np.percentile(d, BPD_QUANTILE)), "quantile": BPD_QUANTILE, "n": int(len(idx)),
+            "real_mean": float(d.mean()), **{k: PURIFY[k] for k in ("t_p", "steps", "seed")}, "computed_at": _now()}
+    fresh = get_generator(dataset_id, "ddpm", row["id"]) or row
+    merged = {**((fresh.get("metrics") or {}).get("purify") or {}), key: info}
+    update_generator_metrics(row["id"], {"purify": merged})
+    return info
+
+
 # ------------------------------------------------------------------------------------------- training
 
 

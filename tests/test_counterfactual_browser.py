@@ -30,6 +30,6 @@ def test_studio_runs_a_job_through_the_worker(page, live_app):
     assert exceptions_on(page) == []
     for head in ("Original", "Affirmative", "Adversarial (pixel space)"):
         expect(page.get_by_text(head, exact=True).first).to_be_visible()
-    expect(page.get_by_text("Diffusion (XAIDIFF) · fast", exact=True).first).to_be_visible()
+    expect(page.get_by_text("Diffusion · Exemplar fast (noised start, early-stopped guidance, DDIM finish to t = 0)", exact=True).first).to_be_visible()
     expect(page.get_by_text("Trajectory", exact=False).first).to_be_visible()
     assert page.get_by_text("UNet passes").count() >= 2

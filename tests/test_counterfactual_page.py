@@ -33,14 +33,16 @@ def test_studio_runs_a_tiny_job_and_shows_the_side_by_side_row():
     at.run()
     assert not at.exception, at.exception
     md = _markdown(at)
-    for head in ("**Original**", "**Diffusion (XAIDIFF)** · fast", "**Affirmative**", "**Adversarial (pixel space)**",
+    for head in ("**Original**", "**Diffusion · Exemplar fast (noised start, early-stopped guidance, DDIM finish to t = 0)**", "**Affirmative**", "**Adversarial (pixel space)**",
                  "**Trajectory**"):
         assert head in md, head
     # original (+ masks) and, per generated column, its image and its |Δ| map; the trajectory frame
     captions = [i.caption for el in at.get("image") for i in el.proto.imgs]
     assert sum("|Δ|" in c for c in captions) >= 3, captions
-    assert any(c.startswith("x̂₀ at t =") for c in captions)
-    assert any("bpd" in c.value and "UNet passes" in c.value for c in at.caption)
+    assert any(c.startswith("x̂₀ estimate at t =") for c in captions)  # an estimate is labelled as one
+    assert any("bpd" in c.value and "UNet passes" in c.value and "guided" in c.value and "t = 0" in c.value
+               for c in at.caption)
+    assert any(c.value.startswith("independent classifier") for c in at.caption)
     # rate the diffusion result
     rows = sorted(__import__("services.counterfactuals", fromlist=["x"]).list_counterfactuals(job_id=job_id),
                   key=lambda r: r["id"])

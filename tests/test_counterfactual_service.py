@@ -119,3 +119,55 @@ def test_counterfactual_job_refuses_bad_input_with_clear_errors():
     job = jobs.run_inline("counterfactual", {"model_id": w["generator_id"], "image": w["image"]["id"],
                                              "target": "Normal"}, w["user_id"], echo=False)
     assert job["status"] == "failed" and "no classifier" in job["error"]
+
+
+@pytest.mark.slow
+def test_finished_samples_cross_model_verdict_realism_and_artefact_probe():
+    """A fast diffusion result is a sample at t = 0 whose passes add up, scored by the independent classifier B;
+    stored results get FD / KID in B's feature space; the artefact probe and its CLI report per-corner changes."""
+    from services.counterfactuals import get_counterfactual
+    from services.probe import change_mass, probe_artefact
+    from services.realism import realism_table
+    from services.training import train_classifier
+
+    w = make_world("cfx")
+    b = train_classifier(w["dataset_id"], "mobilenet_v2", epochs=1, arch_kwargs={"width_mult": 0.25}, batch_size=16,
+                         name="cfx-independent")
+    opts = {"diffusion": {"steps": 6, "t_start": 60, "early_stop": 1, "finish_steps": 3, "s_cls": 5.0,
+                          "finish": "ddim"}}
+    params = {"model_id": w["model_id"], "image": w["image"]["id"], "target": "Normal", "methods": ["diffusion"],
+              "options": opts, "n_seeds": 2}
+    rows = []
+    for seed in (0, 7):
+        job = jobs.run_inline("counterfactual", {**params, "seed": seed}, w["user_id"], echo=False)
+        assert job["status"] == "succeeded", job["error"]
+        r = job["result"]
+        assert r["t_final"] == 0
+        assert 1 <= r["guided_passes"] <= r["unet_passes"] <= 6 + 3
+        if r["guidance_stopped_t"]:  # stopped early: the finishing DDIM's passes count too
+            assert r["unet_passes"] > r["guided_passes"]
+        assert isinstance(r["cross_model_flipped"], bool) and r["cross_model_id"] == b["model_id"]
+        row = get_counterfactual(r["counterfactual_id"])
+        assert row["unet_passes"] == r["unet_passes"] and row["metrics"]["cross_model"]["model_id"] == b["model_id"]
+        rows.append(row)
+    table, why = realism_table(rows)
+    assert len(table) == 1 and table[0].n == 2 and table[0].feature_model_id == b["model_id"], why
+    assert np.isfinite(table[0].fd) and table[0].fd >= 0 and np.isfinite(table[0].kid)
+
+    p = probe_artefact(w["model_id"])
+    assert len(p.positions) == 4 and all(0 <= q["changed"] <= 1 for q in p.positions)
+    assert set(p.positions[0]["shift"]) == set(p.classes)
+    cm = change_mass(w["model_id"])
+    assert cm.n == 2 and (np.isnan(cm.marker_ratio) or cm.marker_ratio >= 0)
+
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    out = CliRunner().invoke(app, ["probe", "artefact", "--model", str(w["model_id"]), "--json"])
+    assert out.exit_code == 0, out.output
+    j = json.loads(out.stdout.strip().splitlines()[-1])
+    assert len(j["positions"]) == 4 and all(len(q["box"]) == 4 for q in j["positions"])
+    bad = CliRunner().invoke(app, ["probe", "artefact", "--model", str(w["model_id"]), "--artefact", "nope.png",
+                                   "--json"])
+    assert bad.exit_code != 0 and "nope.png" in bad.output

@@ -102,7 +102,7 @@ def test_gan_counterfactual_has_the_diffusion_fields_plus_attribute_changes():
 
 
 @pytest.mark.slow
-def test_without_a_ddpm_the_category_is_by_flip_alone():
+def test_without_a_ddpm_the_result_is_unclassified():
     w = gan_world("gnoddpm", ddpm=False)
     params = {"model_id": w["model_id"], "image": w["image"]["id"], "target": 0, "method": "gan",
               "options": {"gan": {"max_steps": 4}}}
@@ -110,8 +110,8 @@ def test_without_a_ddpm_the_category_is_by_flip_alone():
     assert job["status"] == "succeeded", job["error"]
     r = job["result"]
     assert r["bpd"] is None
-    assert r["category"] == ("counterfactual" if r["flipped"] else "none")
-    assert r["category_basis"].startswith("flip only")
+    assert r["category"] == "unclassified"  # never "counterfactual" on the flip alone (DESIGN §4)
+    assert r["category_basis"].startswith("none (no DDPM")
 
 
 @pytest.mark.slow
@@ -138,7 +138,7 @@ render_gan_trajectory(row)
         assert f"`{line}`" in md
     caps = [c.value for c in at.caption]
     assert any("p(target)" in c and "L1" in c and "bpd" in c and "generator passes" in c for c in caps)
-    assert any("category by flip only" in c for c in caps)
+    assert any(c.startswith("unclassified: none (no DDPM") for c in caps)
     img_caps = [i.caption for el in at.get("image") for i in el.proto.imgs]
     assert any("|Δ|" in c for c in img_caps) and any(c.startswith("G(I; A') at step") for c in img_caps)
 

@@ -24,8 +24,11 @@ class CounterfactualBatch:
     images: torch.Tensor                    # (B, 1, H, W) in [0, 1], 8-bit quantised
     probs: np.ndarray                       # (B, C) classifier softmax of `images`
     prob_curve: np.ndarray                  # (B, S) target probability along the method's steps
-    unet_passes: np.ndarray                 # (B,) guided UNet passes (0 for methods without a diffusion model)
+    unet_passes: np.ndarray                 # (B,) all UNet passes, guided + finishing (0 without a diffusion model)
     seconds: float
+    guided_passes: np.ndarray | None = None  # (B,) guided passes (forward + backward) of a diffusion method
+    t_final: np.ndarray | None = None       # (B,) timestep of the returned sample (0: finished); None: no diffusion
+    stopped_t: np.ndarray | None = None     # (B,) timestep where the guidance stopped (0: it ran to the end)
     trajectory: np.ndarray | None = None    # (B, F, H, W) uint8 intermediate images, when the method has them
     trajectory_t: np.ndarray | None = None  # (F,) timestep / step of each frame
     curve_t: np.ndarray | None = None       # (S,) timestep / step of each curve point

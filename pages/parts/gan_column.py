@@ -53,7 +53,7 @@ def render_gan_result(cf_row: dict, arrs: dict | None = None, classes: list[str]
     st.caption(f"|Δ| in marker box {fmt(m.get('marker_share'), 2)} · in lungs {fmt(m.get('lung_share'), 2)}")
     badge(cf_row.get("category"))
     if m.get("category_basis") and not str(m["category_basis"]).startswith("bits/dim"):
-        st.caption(f"category by {m['category_basis']}")
+        st.caption(f"unclassified: {m['category_basis']}")
     render_gan_attributes(cf_row)
 
 

@@ -7,7 +7,8 @@ import typer
 
 from services.cli.common import emit, fail, run_job
 
-KEYS = ("counterfactual_id", "flipped", "target_prob", "l1", "bpd", "category", "unet_passes", "seconds")
+KEYS = ("counterfactual_id", "flipped", "target_prob", "l1", "bpd", "category", "unet_passes", "seconds",
+        "t_final", "guided_passes", "cross_model_flipped")
 
 
 def register(app: typer.Typer) -> None:
@@ -29,7 +30,8 @@ def register(app: typer.Typer) -> None:
                        queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
                        json_: bool = typer.Option(False, "--json")):
         """Counterfactual of IMAGE towards TARGET; prints counterfactual_id, flipped, target_prob, l1, bpd,
-        category, unet_passes, seconds."""
+        category, unet_passes (all), guided_passes, t_final (0: a finished sample), cross_model_flipped (the
+        independent classifier's verdict), seconds."""
         from services.counterfactuals import METHODS, PRESETS
 
         if method not in METHODS:
@@ -53,9 +55,12 @@ def register(app: typer.Typer) -> None:
         res = run_job("counterfactual", params, json_, enqueue=queue)
         out = {k: res.get(k) for k in KEYS}
         out.update({k: res.get(k) for k in ("target", "original_class", "pred", "bpd_eps", "marker_share",
+                                            "cross_model_id", "guidance_stopped_t",
                                             "lung_share", "affirmative_category", "attributes_changed", "attributes_source",
                                             "gan_mode", "generator_passes", "category_basis") if k in res})
         human = (f"counterfactual #{out['counterfactual_id']}: {res.get('original_class')} → {res.get('target')} "
                  f"{'flipped' if out['flipped'] else 'not flipped'} (p={out['target_prob']:.3f}, L1={out['l1']:.4f}, "
-                 f"bpd={out['bpd']}, {out['category']}, {out['unet_passes']} UNet passes, {out['seconds']:.1f}s)")
+                 f"bpd={out['bpd']}, {out['category']}, {out['unet_passes']} UNet passes ({out['guided_passes']} guided), "
+                 f"t_final={out['t_final']}, independent model flipped: {out['cross_model_flipped']}, "
+                 f"{out['seconds']:.1f}s)")
         emit(out, json_, human)
