@@ -38,7 +38,7 @@ def register(app: typer.Typer) -> None:
                 name: str = typer.Option(..., help="dataset name"),
                 skip_bad: bool = typer.Option(False, "--skip-bad", help="import the good files, report the bad"),
                 labels: Path = typer.Option(None, help="CSV path,label[,split] (needed for dicom)"),
-                size: int = typer.Option(64, help="working resolution of the array cache"),
+                size: int = typer.Option(None, help="side of the array cache (default: the images' native size)"),
                 seed: int = typer.Option(0, help="seed of the stratified split when there is no splits.csv"),
                 queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
                 json_: bool = typer.Option(False, "--json")):
