@@ -97,6 +97,9 @@ def main() -> None:
                 lab = classes[r["label"]] if 0 <= r["label"] < len(classes) else r["label"]
                 st.caption(f"`{r['path']}` · {lab}  \nAR {_fmt(r['ar_parent'], 2)} → {_fmt(r['ar_child'], 2)} · "
                            f"AP {_fmt(r['ap_parent'], 2)} → {_fmt(r['ap_child'], 2)}")
+        if st.toggle("Open a pair in the viewer (native resolution, synced zoom)", key="rp_viewer"):  # issue 17
+            from pages.parts.viewer import report_pair_viewer
+            report_pair_viewer(data, key="rp_view")
     runs = tuple(sorted(data["runs"].items()))
     st.download_button("Download the report (HTML)", data=lambda: _html(parent_id, child_id, runs),
                        file_name=f"exemplar_report_{parent_id}_{child_id}.html", mime="text/html",
