@@ -15,7 +15,7 @@ def test_import_keeps_native_299(tmp_path):
     from services.datasets import get_dataset, import_dataset, load_arrays
 
     root = tmp_path / "cxr299"
-    synthcxr.write_tree(root, n=8, size=299, confounder=0.9, seed=0)
+    synthcxr.write_tree(root, n=16, size=299, confounder=0.9, seed=0)
     res = import_dataset(root, "covid-radiography", "big")
     ds = get_dataset("big")
     assert ds["image_size"] == 299
@@ -29,7 +29,7 @@ def test_import_keeps_native_299(tmp_path):
     # an explicit size still works (and a re-import keeps the dataset's size)
     import_dataset(root, "covid-radiography", "small", size=64)
     assert get_dataset("small")["image_size"] == 64
-    assert import_dataset(root, "covid-radiography", "big")["report"]["unchanged"] == 8
+    assert import_dataset(root, "covid-radiography", "big")["report"]["unchanged"] == 16
 
 
 def test_native_size_of_mixed_sizes_is_the_first_images(tmp_path):

@@ -110,7 +110,9 @@ def npz_memmap(path: str | Path) -> dict[str, np.ndarray]:
             name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
             fh.seek(info.header_offset + 30 + name_len + extra_len)
             version = np.lib.format.read_magic(fh)
-            shape, fortran, dtype = np.lib.format._read_array_header(fh, version)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
             if dtype.hasobject:
                 raise ValueError(f"{path.name}: member {key} holds objects; refused")
             count = int(np.prod(shape)) if shape else 1
