@@ -198,3 +198,24 @@ def test_gpu_smoke_explains_itself_without_cuda():
         h = subprocess.run([sys.executable, str(root / "bench" / f"{b}.py"), "--help"], capture_output=True,
                            text=True, env=env, timeout=300)
         assert h.returncode == 0 and "usage" in h.stdout.lower()
+
+
+def test_larger_demo_builds_at_its_size(monkeypatch):
+    from services import demo, demo_large, jobs
+    from services.datasets import get_dataset
+    from services.models import get_model
+    from services.users import get_or_create_user
+
+    monkeypatch.setattr(demo, "DEMO_SYNTH", {**demo.DEMO_SYNTH, "n": 64})
+    monkeypatch.setitem(demo_large.ARCH_SETTINGS, "mobilenet_v2",
+                        {"epochs": 1, "lr": 1e-3, "batch_size": 32, "arch_kwargs": {"width_mult": 0.25}})
+    uid = get_or_create_user("tester")
+    row = jobs.run_inline("demo", {"size": 96, "arch": "mobilenet_v2"}, uid, echo=False)
+    assert row["status"] == "succeeded", row["error"]
+    res = row["result"]
+    assert [s["name"] for s in res["steps"]] == ["dataset", "baseline"]
+    assert get_dataset("demo-96")["image_size"] == 96
+    m = get_model(res["baseline"]["model_id"])
+    assert m["name"] == "demo-96-mobilenet_v2" and m["config"]["input_size"] == 96
+    again = jobs.run_inline("demo", {"size": 96, "arch": "mobilenet_v2"}, uid, echo=False)["result"]
+    assert [s["status"] for s in again["steps"]] == ["existing", "existing"]
