@@ -102,7 +102,9 @@ def dataset_array(dataset_id: int, key: str) -> np.ndarray:
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _maps(maps_path: str):
-    return np.load(maps_path, mmap_mode="r", allow_pickle=False)
+    from services.explaining import open_maps  # issue 17: stored at the map resolution, rows upsampled on read
+
+    return open_maps(maps_path)
 
 
 def run_maps(run: dict) -> np.ndarray:
