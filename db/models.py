@@ -33,7 +33,7 @@ class Dataset(Base):
     __tablename__ = "datasets"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
-    root: Mapped[str] = mapped_column(Text)
+    root: Mapped[str] = mapped_column(Text)  # issue 17: paths under EXEMPLAR_HOME are stored relative (0006_paths)
     layout: Mapped[str] = mapped_column(String(40))
     classes: Mapped[list] = mapped_column(JSON, default=list)
     image_size: Mapped[int] = mapped_column(Integer, default=64)

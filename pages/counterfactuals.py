@@ -96,6 +96,10 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
     st.caption(f"|Δ| in marker box {fmt(m.get('marker_share'), 2)} · in lungs {fmt(m.get('lung_share'), 2)}")
     st.caption(cross_text(m.get("cross_model") or {}, classes))
     badge(row["category"])
+    if st.toggle("Viewer", key=f"{key}_viewer", help="original | counterfactual | difference at native size"):  # i17
+        from pages.parts.viewer import counterfactual_viewer
+        counterfactual_viewer(arrs["original"], img, f"{key}_view",
+                              {"confounder mask (marker)": arrs["marker"]} if arrs.get("marker") is not None else None)
     rate_form(row, key=f"{key}_rate")
 
 

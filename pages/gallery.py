@@ -274,6 +274,9 @@ def detail_view(model: dict, run: dict, dataset_id: int, row: dict, page_rows: l
         b[4].caption("Keys: G good · B bad · U undo · ← → move")
         with st.expander("Annotate this explanation"):
             annotation_form(model["id"], run["id"], row["image_id"], f"g_det_ann_{row['image_id']}")
+        if st.toggle("Open in the viewer (native resolution, zoom and pan)", key="g_det_viewer"):  # issue 17
+            from pages.parts.viewer import explanation_viewer
+            explanation_viewer(arr, i, emap, str(row["path"]), key="g_view")
         others = [m for m in METHOD_LABELS if m != run["method"]]
         if st.toggle("Compare with the other methods (computed now for this image)", key="g_det_compare"):
             mc = st.columns(len(others))

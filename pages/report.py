@@ -96,6 +96,9 @@ def changed_panel(data: dict) -> None:
             lab = classes[r["label"]] if 0 <= r["label"] < len(classes) else r["label"]
             st.caption(f"`{r['path']}` · {lab} · {r['split']}  \nAR {_fmt(r['ar_parent'], 2)} → "
                        f"{_fmt(r['ar_child'], 2)} · AP {_fmt(r['ap_parent'], 2)} → {_fmt(r['ap_child'], 2)}")
+    if st.toggle("Open a pair in the viewer (native resolution, synced zoom)", key="rp_viewer"):  # issue 17
+        from pages.parts.viewer import report_pair_viewer
+        report_pair_viewer(data, key="rp_view")
 
 
 PANELS = [method_panel, evidence_panel, maps_panel, changed_panel]

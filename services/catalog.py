@@ -5,11 +5,12 @@ from sqlalchemy import select
 
 from db.models import Dataset, Model
 from services.database import session
+from services.settings import from_stored  # i17: paths relative to EXEMPLAR_HOME
 
 
 def list_datasets() -> list[dict]:
     with session() as s:
-        return [{"id": d.id, "name": d.name, "root": d.root, "layout": d.layout, "classes": d.classes,
+        return [{"id": d.id, "name": d.name, "root": from_stored(d.root), "layout": d.layout, "classes": d.classes,
                  "counts": d.counts, "image_size": d.image_size, "created_at": d.created_at.isoformat()}
                 for d in s.scalars(select(Dataset).order_by(Dataset.id))]
 
@@ -23,5 +24,5 @@ def list_models(kind: str | None = "classifier", dataset_id: int | None = None) 
             q = q.where(Model.dataset_id == dataset_id)
         return [{"id": m.id, "name": m.name, "kind": m.kind, "arch": m.arch, "dataset_id": m.dataset_id,
                  "parent_id": m.parent_id, "target_model_id": m.target_model_id, "metrics": m.metrics,
-                 "config": m.config, "checkpoint": m.checkpoint, "created_at": m.created_at.isoformat()}
+                 "config": m.config, "checkpoint": from_stored(m.checkpoint), "created_at": m.created_at.isoformat()}
                 for m in s.scalars(q)]

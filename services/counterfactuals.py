@@ -29,7 +29,7 @@ from db.models import Annotation, Counterfactual, Image, Model
 from services.database import session
 from services import audit
 from services.roles import require
-from services.settings import get_settings, resolve_device
+from services.settings import from_stored, get_settings, resolve_device, to_stored  # i17: relative paths
 
 METHODS: dict[str, str | None] = {
     "diffusion": "ddpm",
@@ -341,7 +341,7 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
                     image_id=int(img["id"]), method=method, preset=opts.get("preset") if method == "diffusion" else None,
                     target=tgt, flipped=bool(flips[best]), target_prob=float(out.probs[best][tgt]),
                     l1=float(l1s[best]), bpd=bpd_cf, category=category, unet_passes=diffusion_counts["unet_passes"],
-                    seconds=round(seconds, 3), result_path=str(path), metrics=_json_safe(metrics), job_id=job_id,
+                    seconds=round(seconds, 3), result_path=to_stored(path), metrics=_json_safe(metrics), job_id=job_id,
                     created_by=user_id)
                 s.add(row)
                 s.flush()
@@ -422,7 +422,7 @@ def _row_dict(c: Counterfactual) -> dict:
     return {"id": c.id, "model_id": c.model_id, "generator_id": c.generator_id, "image_id": c.image_id,
             "method": c.method, "preset": c.preset, "target": c.target, "flipped": c.flipped,
             "target_prob": c.target_prob, "l1": c.l1, "bpd": c.bpd, "category": c.category,
-            "unet_passes": c.unet_passes, "seconds": c.seconds, "result_path": c.result_path,
+            "unet_passes": c.unet_passes, "seconds": c.seconds, "result_path": from_stored(c.result_path),
             "metrics": c.metrics or {}, "job_id": c.job_id, "created_by": c.created_by,
             "created_at": c.created_at.isoformat() if c.created_at else None}
 

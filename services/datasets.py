@@ -25,10 +25,11 @@ from core.data.arrays import DatasetArrays
 from core.data.checks import MAX_PIXELS, BadFile, decode_gray, decode_mask, resize_image, resize_mask, sha256_bytes
 from db.models import Dataset, Image, utcnow
 from services.database import session
-from services.settings import get_settings
+from services.settings import from_stored, get_settings, to_stored
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 MAX_FILE_BYTES = 512 << 20
+MIN_IMPORT_SIZE, MAX_IMPORT_SIZE = 32, 1024  # the array cache's side: native size, clamped to this range
 Progress = Callable[..., None]
 
 
@@ -79,7 +80,7 @@ def cache_path(dataset_id: int) -> Path:
 
 
 def _dataset_dict(d: Dataset, n_images: int | None = None) -> dict:
-    return {"id": d.id, "dataset_id": d.id, "name": d.name, "root": d.root, "layout": d.layout,
+    return {"id": d.id, "dataset_id": d.id, "name": d.name, "root": from_stored(d.root), "layout": d.layout,
             "classes": list(d.classes or []), "image_size": d.image_size, "counts": d.counts or {},
             "report": d.report or {}, "meta": d.meta or {}, "n_images": n_images,
             "created_by": d.created_by, "created_at": d.created_at.isoformat() if d.created_at else None}
@@ -212,6 +213,31 @@ def _decode(root: Path, rec: layouts.Record, size: int, max_pixels: int, deid=No
                  masks.get("lesion_mask"), masks.get("marker_mask"), {})
 
 
+def native_size(root: Path, records: list[layouts.Record]) -> int:
+    """The cache side for an import at native size: the longer side of the first readable image (its header only),
+    clamped to MIN_IMPORT_SIZE..MAX_IMPORT_SIZE; 64 when no image can be read (the import then reports them)."""
+    from PIL import Image as PILImage
+
+    for rec in records[:50]:
+        p = layouts.safe_relpath(root, rec.path)
+        if p is None:
+            continue
+        try:
+            if rec.kind == "dicom":
+                import pydicom
+
+                ds = pydicom.dcmread(str(p), stop_before_pixels=True)
+                w, h = int(ds.Columns), int(ds.Rows)
+            else:
+                with PILImage.open(p) as im:
+                    w, h = im.size
+        except Exception:  # unreadable: the decode pass reports it
+            continue
+        if w > 0 and h > 0:
+            return int(min(MAX_IMPORT_SIZE, max(MIN_IMPORT_SIZE, max(w, h))))
+    return 64
+
+
 def _arrays(items: list[_Item], labels: list[int], splits: list[str], ids: list[int], classes: list[str],
             size: int) -> DatasetArrays:
     n = len(items)
@@ -251,7 +277,7 @@ def build_arrays(dataset_id: int, progress: Progress | None = None) -> DatasetAr
         d = s.get(Dataset, int(dataset_id))
         if d is None:
             raise ValueError(f"no dataset {dataset_id}")
-        root, size, classes = Path(d.root), int(d.image_size), list(d.classes or [])
+        root, size, classes = Path(from_stored(d.root)), int(d.image_size), list(d.classes or [])
         rows = [(im.id, im.path, im.label, im.split, im.mask_path, im.lesion_mask_path, im.marker_mask_path)
                 for im in s.scalars(select(Image).where(Image.dataset_id == d.id).order_by(Image.index))]
     items, deid = [], Deidentifier()
@@ -269,8 +295,9 @@ def build_arrays(dataset_id: int, progress: Progress | None = None) -> DatasetAr
     return arr
 
 
-def load_arrays(dataset_id: int) -> DatasetArrays:
-    """The dataset at working resolution (row i = images.index i), from the cache; rebuilt when missing/stale."""
+def load_arrays(dataset_id: int, mmap: bool = False) -> DatasetArrays:
+    """The dataset at its stored (native) resolution (row i = images.index i), from the cache; rebuilt when
+    missing/stale. mmap=True maps the cache read-only instead of reading it (large datasets)."""
     p = cache_path(dataset_id)
     with session() as s:
         n = int(s.scalar(select(func.count()).select_from(Image).where(Image.dataset_id == int(dataset_id))) or 0)
@@ -278,7 +305,7 @@ def load_arrays(dataset_id: int) -> DatasetArrays:
             raise ValueError(f"no dataset {dataset_id}")
     if p.exists():
         try:
-            arr = DatasetArrays.load(p)
+            arr = DatasetArrays.load(p, mmap=mmap)
             if len(arr) == n:
                 return arr
         except Exception:  # a damaged cache file is rebuilt, not trusted
@@ -319,11 +346,13 @@ def _prepare_root(path: Path, name: str, uploaded: bool, bad: list[layouts.Bad])
 
 
 def import_dataset(path: str | Path, layout: str, name: str, skip_bad: bool = False, labels: str | Path | None = None,
-                   size: int = 64, seed: int = 0, user_id: int | None = None, progress: Progress | None = None,
+                   size: int | None = None, seed: int = 0, user_id: int | None = None, progress: Progress | None = None,
                    max_pixels: int = MAX_PIXELS, uploaded: bool = False, meta: dict | None = None,
                    dicom: dict | None = None) -> dict:
     """Import (or re-import, idempotently) a tree or zip; returns {dataset_id, name, root, counts, report, created}.
 
+    size None (the default) keeps the images' native size (the first image's longer side, within
+    MIN_IMPORT_SIZE..MAX_IMPORT_SIZE); images of another size are resized to it and counted in the report.
     Raises ImportRefused (nothing written) when bad files are found and skip_bad is False.
     DICOM goes through services.dicom_import (generated names, no PHI); dicom = its extra options.
     """
@@ -333,9 +362,10 @@ def import_dataset(path: str | Path, layout: str, name: str, skip_bad: bool = Fa
         return import_dicom(path, name, labels, skip_bad=skip_bad, size=size, seed=seed, user_id=user_id,
                             progress=progress, max_pixels=max_pixels, meta=meta, uploaded=uploaded, **(dicom or {}))
     name = check_name(name)
-    size = int(size)
-    if not synthcxr.MIN_SIZE <= size <= synthcxr.MAX_SIZE:
-        raise ValueError(f"size must be between {synthcxr.MIN_SIZE} and {synthcxr.MAX_SIZE}, got {size}")
+    if size is not None:
+        size = int(size)
+        if not MIN_IMPORT_SIZE <= size <= MAX_IMPORT_SIZE:
+            raise ValueError(f"size must be between {MIN_IMPORT_SIZE} and {MAX_IMPORT_SIZE}, got {size}")
     src = Path(path).expanduser()
     if not src.exists():
         raise FileNotFoundError(f"{src} not found")
@@ -360,9 +390,10 @@ def _import(src, root, layout, name, skip_bad, labels, size, seed, user_id, prog
     with session() as s:
         existing = s.scalars(select(Dataset).where(Dataset.name == name)).first()
         if existing is not None:
-            if Path(existing.root) != root or existing.layout != layout:
-                raise ValueError(f"dataset {name!r} already exists (root {existing.root}, layout {existing.layout}); "
+            if Path(from_stored(existing.root)) != root or existing.layout != layout:
+                raise ValueError(f"dataset {name!r} already exists (root {from_stored(existing.root)}, layout {existing.layout}); "
                                  "pick another --name")
+            size = int(existing.image_size) if size is None else size
             if int(existing.image_size) != size:
                 raise ValueError(f"dataset {name!r} exists at working size {existing.image_size}, not {size}")
             ex_id, ex_classes = existing.id, list(existing.classes or [])
@@ -373,6 +404,9 @@ def _import(src, root, layout, name, skip_bad, labels, size, seed, user_id, prog
     _say(progress, 0.02, f"scanning {root} ({layout})")
     sc = layouts.scan(root, layout, labels_csv=labels)
     bad.extend(sc.bad)
+    native = size is None
+    if native:
+        size = native_size(root, sc.records)
     classes = ex_classes or sc.classes
     attrs = synthcxr.read_attributes(root) if layout == "covid-radiography" else {}
     deid = Deidentifier() if layout == "dicom" else None
@@ -417,7 +451,8 @@ def _import(src, root, layout, name, skip_bad, labels, size, seed, user_id, prog
         else:
             new_items.append(item)
     report = {
-        "layout": layout, "source": str(src), "root": str(root), "size": size, "skip_bad": bool(skip_bad),
+        "layout": layout, "source": str(src), "root": str(root), "size": size, "native_size": native,
+        "resized": sum((it.width, it.height) != (size, size) for it in new_items), "skip_bad": bool(skip_bad),
         "started_at": started.isoformat(), "finished_at": utcnow().isoformat(),
         "scanned": n, "imported": len(new_items), "updated": len(changed), "unchanged": unchanged,
         "duplicates": duplicates, "bad": [b.as_dict() for b in bad], "bad_count": len(bad),
@@ -445,7 +480,7 @@ def _import(src, root, layout, name, skip_bad, labels, size, seed, user_id, prog
     old = load_arrays(ex_id) if ex_id is not None and (new_items or changed) else None
     with session() as s:
         if ex_id is None:
-            d = Dataset(name=name, root=str(root), layout=layout, classes=classes, image_size=size,
+            d = Dataset(name=name, root=to_stored(root), layout=layout, classes=classes, image_size=size,
                         counts={}, report={}, meta=dict(meta or {}), created_by=user_id)
             s.add(d)
             s.flush()
@@ -511,7 +546,7 @@ def synth_dataset(name: str, n: int = 2400, size: int = 64, confounder: float = 
         d = s.scalars(select(Dataset).where(Dataset.name == name)).first()
         if d is not None:
             if (d.meta or {}).get("synthcxr") == man:
-                return {"dataset_id": d.id, "name": d.name, "root": d.root, "counts": d.counts, "created": False}
+                return {"dataset_id": d.id, "name": d.name, "root": from_stored(d.root), "counts": d.counts, "created": False}
             old = (d.meta or {}).get("synthcxr")
             what = (f"SynthCXR with n={old['n']} size={old['size']} confounder={old['confounder']} seed={old['seed']}"
                     if old else f"an imported {d.layout} dataset")
@@ -550,6 +585,6 @@ def import_job(ctx) -> dict:
     p = ctx.params
     return import_dataset(p["path"], p.get("layout", "covid-radiography"), p["name"],
                           skip_bad=bool(p.get("skip_bad", False)), labels=p.get("labels"),
-                          size=int(p.get("size", 64)), seed=int(p.get("seed", 0)), user_id=ctx.user_id,
+                          size=int(p["size"]) if p.get("size") else None, seed=int(p.get("seed", 0)), user_id=ctx.user_id,
                           progress=ctx.progress, uploaded=bool(p.get("uploaded", False)),
                           dicom={k: p[k] for k in ("allow_burned_in", "pseudonym_map") if k in p})

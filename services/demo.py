@@ -136,5 +136,9 @@ def summary(state: dict) -> dict:
 
 
 def demo_job(ctx) -> dict:
-    """`demo` job: build whatever of the demo is missing (params are ignored)."""
+    """`demo` job: build whatever of the demo is missing (params size / arch: the larger demo, issue 17)."""
+    p = ctx.params or {}
+    if int(p.get("size") or 64) != 64 or (p.get("arch") or "simple_cnn") != "simple_cnn":
+        from services.demo_large import steps
+        return run_demo(ctx, steps(int(p.get("size") or 64), p.get("arch") or "simple_cnn"))
     return run_demo(ctx)

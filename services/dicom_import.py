@@ -27,7 +27,7 @@ from core.data.checks import MAX_PIXELS, BadFile, resize_image
 from core.data.grouping import grouped_splits
 from db.models import Dataset, Image, utcnow
 from services.database import session
-from services.settings import get_settings
+from services.settings import get_settings, to_stored
 
 BURNED_IN = ("burned-in annotation (BurnedInAnnotation = YES): the pixels may show identifiers; "
              "use --allow-burned-in to import such images, or --skip-bad to import the rest")
@@ -178,7 +178,7 @@ def _source_root(src: Path, cleanup: list[Path]) -> Path:
 
 
 def import_dicom(path: str | Path, name: str, labels: str | Path | None, skip_bad: bool = False,
-                 allow_burned_in: bool = False, pseudonym_map: str | Path | None = None, size: int = 64,
+                 allow_burned_in: bool = False, pseudonym_map: str | Path | None = None, size: int | None = None,
                  seed: int = 0, user_id: int | None = None, progress=None, max_pixels: int = MAX_PIXELS,
                  meta: dict | None = None, uploaded: bool = False) -> dict:
     """Import (or add to) a DICOM dataset; returns {dataset_id, name, root, counts, report, created, imported}.
@@ -194,6 +194,8 @@ def import_dicom(path: str | Path, name: str, labels: str | Path | None, skip_ba
             ex = s.scalars(select(Dataset).where(Dataset.name == name)).first()
             if ex is not None and ex.layout != "dicom":
                 raise ValueError(f"dataset {name!r} already exists with layout {ex.layout}; pick another --name")
+            if size is None:  # native size (issue 17): the existing dataset's side, else the first image's
+                size = int(ex.image_size) if ex is not None else None
             if ex is not None and int(ex.image_size) != int(size):
                 raise ValueError(f"dataset {name!r} exists at working size {ex.image_size}, not {size}")
             ex_id, ex_classes = (ex.id, list(ex.classes or [])) if ex else (None, [])
@@ -202,6 +204,10 @@ def import_dicom(path: str | Path, name: str, labels: str | Path | None, skip_ba
         deid = Deidentifier(secret=pseudonym_key())
         items, bad, burned, classes, scanned, ignored = _scan(root_in, labels, progress, deid, allow_burned_in,
                                                               max_pixels, ex_classes)
+        if size is None:
+            from services.datasets import MAX_IMPORT_SIZE, MIN_IMPORT_SIZE
+            side = max(items[0].pixels.shape[:2]) if items else 64
+            size = int(min(MAX_IMPORT_SIZE, max(MIN_IMPORT_SIZE, side)))
         fresh, seen, dup = [], set(known), 0
         for it in items:
             if it.sha256 in seen:
@@ -242,7 +248,7 @@ def _store(name, fresh, classes, size, ex_id, report, user_id, meta, target_map,
         old = load_arrays(ex_id) if ex_id is not None and fresh else None
         with session() as s:
             if ex_id is None:
-                d = Dataset(name=name, root=str(root), layout="dicom", classes=classes, image_size=size,
+                d = Dataset(name=name, root=to_stored(root), layout="dicom", classes=classes, image_size=size,
                             counts={}, report={}, meta=dict(meta or {}), created_by=user_id)
                 s.add(d)
                 s.flush()

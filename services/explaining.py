@@ -2,9 +2,12 @@
 run lookups and the gallery's SQL query.
 
 A run stores its maps compactly as ONE float16 array `$EXEMPLAR_HOME/runs/<run_id>/maps.npy` of shape
-(N, H, W) at the dataset's working resolution (row i = `explanations.index` i; memory-mapped when read), and
-one `explanations` row per image with target, prediction, probability and every metric of DESIGN.md §4
-(NULL where undefined). Nothing here imports torch at module level: the pages import this module.
+(N, h, w) at the method's own map resolution (GradCAM: the model's last block), each map divided by its max
+(row i = `explanations.index` i), written batch by batch; `run.json` beside it gives the image size. Reads are
+memory-mapped: `load_maps` / `open_maps` hand out a MapStore whose rows come back bilinearly upsampled to the
+image's size (exactly E of DESIGN.md §4, as the metrics saw it). One `explanations` row per image holds target,
+prediction, probability and every metric, computed at the mask's resolution (NULL where undefined). The stored
+maps_path is relative to EXEMPLAR_HOME. Nothing here imports torch at module level: the pages import this module.
 """
 from __future__ import annotations
 
@@ -13,6 +16,8 @@ import math
 import os
 import shutil
 import time
+import uuid
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Sequence
 
@@ -21,12 +26,13 @@ from sqlalchemy import and_, delete, exists, func, insert, select
 
 from db.models import Annotation, Dataset, Explanation, ExplanationRun, Image, Model
 from services.database import session
-from services.settings import get_settings
+from services.settings import from_stored, get_settings, to_stored
 
 METRICS = ("ar", "ap", "f1", "soft_ar", "relevance_mass", "rra", "pointing", "wr")
 SORTABLE = METRICS + ("prob",)
 TARGETS = ("predicted", "true")
 MAPS_FILE = "maps.npy"
+REMAP_EVERY = 2048  # images between re-mappings of the dataset cache (keeps resident memory flat)
 Progress = Callable[..., None]
 
 
@@ -60,19 +66,15 @@ def run_explain(model_id: int, method: str = "gradcam", splits: Sequence[str] | 
                 job_id: int | None = None, progress: Progress | None = None) -> dict:
     """Explain every image of `splits` (all when empty) of the model's dataset; store maps and metric rows.
 
-    One batched forward + backward per batch (GradCAM), metrics on the device in the same pass.
-    Returns {run_id, model_id, dataset_id, method, target, splits, tau, maps_path, summary}; summary holds n,
-    accuracy, <metric>_mean for every metric (None where undefined for all images), seconds, images_per_s.
+    Images go to the model at their native size (the model resizes to its input size itself); metrics are
+    computed at the mask's resolution (the dataset's image size) on the device in the same pass; maps are stored
+    at the method's own resolution (GradCAM: the last block's) and written batch by batch, so memory stays flat.
+    Returns {run_id, model_id, dataset_id, method, target, splits, tau, maps_path, map_size, image_size,
+    summary}; summary holds n, accuracy, <metric>_mean for every metric (None where undefined for all images),
+    seconds, images_per_s.
     """
-    import torch
-
-    from core.explain import EXPLAINERS, explain
-    from core.metrics.localisation import localisation_metrics
-    from services.datasets import load_arrays
-    from services.models import get_model, load_classifier
-    from services.settings import resolve_device
-
-    from services.ltx import LTX_METHODS, method_kwargs
+    from services.ltx import LTX_METHODS
+    from core.explain import EXPLAINERS
 
     say = progress or (lambda *a, **k: None)
     if method not in EXPLAINERS and method not in LTX_METHODS:
@@ -84,58 +86,124 @@ def run_explain(model_id: int, method: str = "gradcam", splits: Sequence[str] | 
         raise ValueError(f"tau must be in (0, 1], got {tau}")
     if batch_size < 1:
         raise ValueError("batch size must be at least 1")
-    row = get_model(int(model_id))
+    t0 = time.monotonic()
+    say(0.0, "loading model and dataset")
+    job = _prepare(int(model_id), method, splits, dataset_id, device, limit)
+    tmp = runs_root() / f".tmp-{uuid.uuid4().hex}"
+    tmp.mkdir(parents=True)
+    try:
+        res = _compute(job, method, target, tau, batch_size, tmp / MAPS_FILE, say)
+        say(0.94, "saving maps and metric rows", force=True)  # the last point where a cancel is honoured
+        res["summary"]["seconds"] = round(time.monotonic() - t0, 3)
+        return _store(job, res, method, target, tau, tmp, job_id, user_id, say)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
+@dataclass
+class _Job:
+    model_id: int
+    model: object
+    ds_id: int
+    arrays: object
+    idx: np.ndarray
+    reg_method: str
+    method_kw: dict
+    dev: object
+    splits: list
+
+
+def _prepare(model_id, method, splits, dataset_id, device, limit) -> _Job:
+    from services.datasets import load_arrays
+    from services.ltx import method_kwargs
+    from services.models import get_model, load_classifier
+    from services.settings import resolve_device
+
+    row = get_model(model_id)
     if row is None:
         raise ValueError(f"no model {model_id}")
     ds_id = int(dataset_id or row["dataset_id"] or 0)
     if not ds_id:
         raise ValueError(f"model {model_id} has no dataset; pass a dataset")
-    t0 = time.monotonic()
-    say(0.0, "loading model and dataset")
     dev = resolve_device(device)
-    model, _ = load_classifier(int(model_id), dev)
-    reg_method, method_kw = method_kwargs(int(model_id), method, str(dev))  # LTX: the model's trained explainer
-    arrays = load_arrays(ds_id)
+    model, _ = load_classifier(model_id, dev)
+    reg_method, method_kw = method_kwargs(model_id, method, str(dev))  # LTX: the model's trained explainer
+    arrays = load_arrays(ds_id, mmap=True)
     splits = [s for s in (splits or []) if s]
     idx = arrays.split_index(*splits)
     if limit:
         idx = idx[: int(limit)]
-    n = len(idx)
-    if n == 0:
+    if len(idx) == 0:
         raise ValueError(f"no images in split(s) {', '.join(splits) or 'any'} of dataset {ds_id}")
     n_classes = len(row["config"].get("classes") or arrays.classes)
-    if arrays.labels[idx].max() >= n_classes:
+    if int(np.max(arrays.labels[idx])) >= n_classes:
         raise ValueError(f"dataset {ds_id} has labels outside the model's {n_classes} classes")
-    size = arrays.size
-    maps = np.zeros((n, size, size), np.float16)
+    return _Job(model_id, model, ds_id, arrays, idx, reg_method, method_kw, dev, splits)
+
+
+def _explain_batch(job: _Job, x, tgt):
+    """(raw relevance at the method's resolution, logits) for one batch (the methods' shared call shape)."""
+    from core.explain import explaining, get_explainer
+
+    with explaining(job.model):
+        att = get_explainer(job.reg_method)(job.model, x, tgt, **job.method_kw)
+    return att.raw.detach(), att.logits.detach()
+
+
+def _compute(job: _Job, method, target, tau, batch_size, maps_file: Path, say) -> dict:
+    import torch
+
+    from core.explain import upsample_normalise
+    from core.metrics.localisation import localisation_metrics
+
+    arrays, idx, dev = job.arrays, job.idx, job.dev
+    n, size = len(idx), arrays.size
     cols = {k: np.full(n, np.nan, np.float32) for k in METRICS}
     preds, probs, targets = np.zeros(n, np.int64), np.zeros(n, np.float32), np.zeros(n, np.int64)
     has_conf = bool(arrays.has_marker[idx].any())
-    say(0.02, f"{method} on {n} images ({dev})")
-    t_compute = time.monotonic()
-    for s in range(0, n, batch_size):
-        b = idx[s: s + batch_size]
-        x = torch.from_numpy(arrays.images[b]).to(dev, non_blocking=True).float().div_(255.0)[:, None]
-        tgt = None if target == "predicted" else torch.from_numpy(arrays.labels[b]).to(dev)
-        e, logits = explain(model, x, tgt, reg_method, size=size, return_logits=True, **method_kw)
-        lung = torch.from_numpy(arrays.lung[b]).to(dev)
-        conf = torch.from_numpy(arrays.marker[b]).to(dev) if has_conf else None
-        m = localisation_metrics(e, lung, conf, tau)
-        p = logits.float().softmax(1)
-        pred = p.argmax(1)
-        tg = pred if tgt is None else tgt
-        sl = slice(s, s + len(b))
-        maps[sl] = e.half().cpu().numpy()
-        for k in METRICS:
-            cols[k][sl] = m[k].cpu().numpy()
-        preds[sl], targets[sl] = pred.cpu().numpy(), tg.cpu().numpy()
-        probs[sl] = p.gather(1, pred[:, None])[:, 0].cpu().numpy()
-        say(0.02 + 0.9 * (s + len(b)) / n, f"{method}: {s + len(b)}/{n} images")
+    say(0.02, f"{method} on {n} images of {size} px ({dev})")
+    writer, map_size = None, None
+    t_compute, since_remap = time.monotonic(), 0
+    try:
+        for s in range(0, n, batch_size):
+            b = idx[s: s + batch_size]
+            x = torch.from_numpy(np.ascontiguousarray(arrays.images[b])).to(dev, non_blocking=True).float()
+            x = x.div_(255.0)[:, None]
+            tgt = None if target == "predicted" else torch.from_numpy(np.asarray(arrays.labels[b])).to(dev)
+            raw, logits = _explain_batch(job, x, tgt)
+            if map_size is None:
+                map_size = tuple(int(v) for v in raw.shape[-2:])
+                map_size = map_size if map_size[0] <= size and map_size[1] <= size else (size, size)
+                writer = _MapWriter(maps_file, (n, *map_size))
+            e = upsample_normalise(raw, size)  # E at the mask's resolution (DESIGN.md §4)
+            lung = torch.from_numpy(np.ascontiguousarray(arrays.lung[b])).to(dev)
+            conf = torch.from_numpy(np.ascontiguousarray(arrays.marker[b])).to(dev) if has_conf else None
+            m = localisation_metrics(e, lung, conf, tau)
+            p = logits.float().softmax(1)
+            pred = p.argmax(1)
+            tg = pred if tgt is None else tgt
+            sl = slice(s, s + len(b))
+            writer.write(upsample_normalise(raw, map_size).half().cpu().numpy())
+            for k in METRICS:
+                cols[k][sl] = m[k].cpu().numpy()
+            preds[sl], targets[sl] = pred.cpu().numpy(), tg.cpu().numpy()
+            probs[sl] = p.gather(1, pred[:, None])[:, 0].cpu().numpy()
+            since_remap += len(b)
+            if since_remap >= REMAP_EVERY:  # let the pages read so far leave this process's resident memory
+                arrays = job.arrays = arrays.remap()
+                since_remap = 0
+            say(0.02 + 0.9 * (s + len(b)) / n, f"{method}: {s + len(b)}/{n} images")
+        writer.close()
+    except BaseException:
+        if writer is not None:
+            writer.abort()
+        raise
     compute_s = time.monotonic() - t_compute
-    labels = arrays.labels[idx]
+    labels = np.asarray(arrays.labels[idx])
     summary = {"n": n, "accuracy": float((preds == labels).mean()), "tau": tau, "method": method,
-               "target": target, "splits": splits, "has_lung_mask": int(arrays.has_lung[idx].sum()),
-               "has_confounder_mask": int(arrays.has_marker[idx].sum())}
+               "target": target, "splits": job.splits, "has_lung_mask": int(arrays.has_lung[idx].sum()),
+               "has_confounder_mask": int(arrays.has_marker[idx].sum()), "image_size": size,
+               "map_size": list(map_size), "input_size": getattr(job.model, "input_size", None)}
     for k in METRICS:
         summary[f"{k}_mean"] = _nanmean(cols[k])
         summary[f"{k}_undefined"] = int(np.isnan(cols[k]).sum())
@@ -143,10 +211,15 @@ def run_explain(model_id: int, method: str = "gradcam", splits: Sequence[str] | 
         summary["wr_mean"] = None
     summary["compute_seconds"] = round(compute_s, 3)
     summary["images_per_s"] = round(n / max(compute_s, 1e-9), 1)
-    say(0.94, "saving maps and metric rows", force=True)  # the last point where a cancel is honoured
-    image_ids = arrays.image_ids[idx]
+    return {"cols": cols, "preds": preds, "probs": probs, "targets": targets, "summary": summary,
+            "image_ids": np.asarray(arrays.image_ids[idx]), "map_size": map_size, "image_size": size}
+
+
+def _store(job: _Job, res: dict, method, target, tau, tmp: Path, job_id, user_id, say) -> dict:
+    """Insert the run and its rows, move the maps folder to runs/<run_id>/ (all or nothing)."""
+    n, summary, cols = len(job.idx), res["summary"], res["cols"]
     with session() as s:
-        run = ExplanationRun(model_id=int(model_id), method=method, target=target, splits=splits, tau=tau,
+        run = ExplanationRun(model_id=job.model_id, method=method, target=target, splits=job.splits, tau=tau,
                              maps_path="", summary={}, job_id=job_id, created_by=user_id)
         s.add(run)
         s.flush()
@@ -154,21 +227,17 @@ def run_explain(model_id: int, method: str = "gradcam", splits: Sequence[str] | 
         d = run_dir(run_id)
         if d.exists():  # a leftover from a rolled-back run with the same id
             shutil.rmtree(d, ignore_errors=True)
-        d.mkdir(parents=True)
         try:
-            tmp = d / f".{MAPS_FILE}.tmp"
-            with open(tmp, "wb") as fh:
-                np.save(fh, maps)
-            os.replace(tmp, d / MAPS_FILE)
-            summary["seconds"] = round(time.monotonic() - t0, 3)
-            meta = {"run_id": run_id, "model_id": int(model_id), "dataset_id": ds_id, "method": method,
-                    "target": target, "splits": splits, "tau": tau, "shape": list(maps.shape), "dtype": "float16"}
-            (d / "run.json").write_text(json.dumps(meta, indent=2))
-            run.maps_path = str(d / MAPS_FILE)
-            run.summary = {**summary, "dataset_id": ds_id}
-            recs = [{"run_id": run_id, "image_id": int(image_ids[i]), "index": i, "target": int(targets[i]),
-                     "pred": int(preds[i]), "prob": float(probs[i]), **{k: _f(cols[k][i]) for k in METRICS}}
-                    for i in range(n)]
+            meta = {"run_id": run_id, "model_id": job.model_id, "dataset_id": job.ds_id, "method": method,
+                    "target": target, "splits": job.splits, "tau": tau, "shape": [n, *res["map_size"]],
+                    "dtype": "float16", "image_size": res["image_size"], "map_size": list(res["map_size"])}
+            (tmp / "run.json").write_text(json.dumps(meta, indent=2))
+            os.replace(tmp, d)
+            run.maps_path = to_stored(d / MAPS_FILE)
+            run.summary = {**summary, "dataset_id": job.ds_id}
+            recs = [{"run_id": run_id, "image_id": int(res["image_ids"][i]), "index": i,
+                     "target": int(res["targets"][i]), "pred": int(res["preds"][i]), "prob": float(res["probs"][i]),
+                     **{k: _f(cols[k][i]) for k in METRICS}} for i in range(n)]
             for c in range(0, n, 5000):
                 s.execute(insert(Explanation), recs[c: c + 5000])
         except BaseException:
@@ -176,8 +245,35 @@ def run_explain(model_id: int, method: str = "gradcam", splits: Sequence[str] | 
             raise
     say(1.0, f"run #{run_id}: {n} images, AR {_fmt(summary['ar_mean'])}, AP {_fmt(summary['ap_mean'])}",
         force=True)
-    return {"run_id": run_id, "model_id": int(model_id), "dataset_id": ds_id, "method": method, "target": target,
-            "splits": splits, "tau": tau, "maps_path": str(run_dir(run_id) / MAPS_FILE), "summary": summary}
+    return {"run_id": run_id, "model_id": job.model_id, "dataset_id": job.ds_id, "method": method,
+            "target": target, "splits": job.splits, "tau": tau, "maps_path": str(run_dir(run_id) / MAPS_FILE),
+            "map_size": list(res["map_size"]), "image_size": res["image_size"], "summary": summary}
+
+
+class _MapWriter:
+    """Writes an (N, h, w) float16 .npy row block by row block (header first), never holding all maps."""
+
+    def __init__(self, path: Path, shape: tuple[int, int, int]):
+        self.path, self.shape, self.rows = path, shape, 0
+        self.fh = open(path, "wb")
+        np.lib.format.write_array_header_2_0(self.fh, {"descr": np.dtype(np.float16).str, "fortran_order": False,
+                                                       "shape": tuple(int(v) for v in shape)})
+
+    def write(self, block: np.ndarray) -> None:
+        block = np.ascontiguousarray(block, dtype=np.float16)
+        if block.shape[1:] != self.shape[1:]:
+            raise ValueError(f"map block {block.shape[1:]} does not match the run's map size {self.shape[1:]}")
+        self.fh.write(block.tobytes())
+        self.rows += block.shape[0]
+
+    def close(self) -> None:
+        self.fh.close()
+        if self.rows != self.shape[0]:
+            raise RuntimeError(f"wrote {self.rows} maps, expected {self.shape[0]}")
+
+    def abort(self) -> None:
+        self.fh.close()
+        self.path.unlink(missing_ok=True)
 
 
 def _fmt(v) -> str:
@@ -222,7 +318,8 @@ def explain_one(model, image: np.ndarray, method: str = "gradcam", target: int |
 
 def _run_dict(r: ExplanationRun, model: Model | None = None) -> dict:
     return {"id": r.id, "run_id": r.id, "model_id": r.model_id, "method": r.method, "target": r.target,
-            "splits": list(r.splits or []), "tau": r.tau, "maps_path": r.maps_path, "summary": r.summary or {},
+            "splits": list(r.splits or []), "tau": r.tau, "maps_path": from_stored(r.maps_path),
+            "summary": r.summary or {},
             "dataset_id": (r.summary or {}).get("dataset_id", model.dataset_id if model else None),
             "model_name": model.name if model else None, "job_id": r.job_id, "created_by": r.created_by,
             "created_at": r.created_at.isoformat() if r.created_at else None}
@@ -255,12 +352,55 @@ def list_runs(model_id: int | None = None, limit: int = 100) -> list[dict]:
         return [_run_dict(r, s.get(Model, r.model_id)) for r in s.scalars(q)]
 
 
-def load_maps(run_id: int, mmap: bool = True) -> np.ndarray:
-    """The run's maps (N, H, W) float16, memory-mapped by default (only the rows read are loaded)."""
+def load_maps(run_id: int, mmap: bool = True, raw: bool = False):
+    """The run's maps: a MapStore (rows upsampled to the image's size on read) or, with raw=True, the stored
+    (N, h, w) float16 array at the map resolution; memory-mapped by default (only the rows read are loaded)."""
     p = Path(load_run(run_id)["maps_path"])
     if not p.exists():
         raise FileNotFoundError(f"maps of run {run_id} are missing ({p})")
-    return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False)
+    return np.load(p, mmap_mode="r" if mmap else None, allow_pickle=False) if raw else open_maps(p, mmap)
+
+
+class MapStore:
+    """A run's maps as the reader sees them: `store[i]` / `store[rows]` → float32 maps at the image's size
+    (bilinear from the stored map resolution, divided by their max); `.raw` is the stored array."""
+
+    def __init__(self, raw: np.ndarray, image_size: tuple[int, int]):
+        self.raw, self.image_size = raw, (int(image_size[0]), int(image_size[1]))
+
+    @property
+    def shape(self) -> tuple[int, int, int]:
+        return (int(self.raw.shape[0]), *self.image_size)
+
+    @property
+    def map_size(self) -> tuple[int, int]:
+        return int(self.raw.shape[1]), int(self.raw.shape[2])
+
+    dtype = np.dtype(np.float32)
+
+    def __len__(self) -> int:
+        return int(self.raw.shape[0])
+
+    def __getitem__(self, key) -> np.ndarray:
+        from core.maps import upsample_normalise
+
+        rows = np.asarray(self.raw[key], np.float32)
+        if rows.shape[-2:] == self.image_size:
+            return rows
+        return upsample_normalise(rows, self.image_size)
+
+
+def open_maps(path: str | Path, mmap: bool = True) -> MapStore:
+    """The MapStore of a maps.npy file; the image size comes from run.json beside it (older runs: the map's)."""
+    path = Path(path)
+    raw = np.load(path, mmap_mode="r" if mmap else None, allow_pickle=False)
+    meta_file = path.parent / "run.json"
+    size = tuple(raw.shape[1:3])
+    if meta_file.exists():
+        meta = json.loads(meta_file.read_text())
+        if meta.get("image_size"):
+            size = (int(meta["image_size"]), int(meta["image_size"]))
+    return MapStore(raw, size)
 
 
 def delete_run(run_id: int) -> None:

@@ -1,5 +1,5 @@
 """Export of an explanation run: one .npz with image ids, dataset paths, labels, predictions, probabilities,
-maps (at their stored resolution) and every metric as its own array; optionally the metrics table as CSV."""
+maps (at their stored map resolution, with `image_size` to upsample them to) and every metric as its own array; optionally the metrics table as CSV."""
 from __future__ import annotations
 
 import csv
@@ -16,14 +16,14 @@ from services.roles import require
 def export_explanations(run_id: int, out: str | Path, csv_path: str | Path | None = None,
                         user_id: int | None = None) -> dict:
     """Write the run to OUT (.npz; keys image_ids, paths, labels, splits, targets, preds, probs, maps, classes,
-    run_id, tau and one float32 array per metric: ar, ap, f1, soft_ar, relevance_mass, rra, pointing, wr —
+    run_id, tau, image_size and one float32 array per metric: ar, ap, f1, soft_ar, relevance_mass, rra, pointing, wr —
     NaN where undefined). Returns {run_id, out, csv, n, keys}."""
     from services.explaining import dataset_classes
 
     actor = require(user_id, "export")  # team
     run = load_run(run_id)
     rows = run_rows(run_id)
-    maps = load_maps(run_id, mmap=True)
+    maps = load_maps(run_id, mmap=True, raw=True)
     order = np.array([r["index"] for r in rows], np.int64)
     arrays = {
         "image_ids": np.array([r["image_id"] for r in rows], np.int64),
@@ -37,6 +37,7 @@ def export_explanations(run_id: int, out: str | Path, csv_path: str | Path | Non
         "classes": np.array(dataset_classes(run["dataset_id"]) if run.get("dataset_id") else [], dtype=str),
         "run_id": np.array(run["id"], np.int64),
         "tau": np.array(run["tau"], np.float32),
+        "image_size": np.array((run.get("summary") or {}).get("image_size") or maps.shape[-1], np.int64),
     }
     for k in METRICS:
         arrays[k] = np.array([np.nan if r[k] is None else r[k] for r in rows], np.float32)

@@ -19,7 +19,7 @@ from typing import Callable
 
 import numpy as np
 
-from services.settings import resolve_device
+from services.settings import from_stored, resolve_device  # i17: paths relative to EXEMPLAR_HOME
 
 ASSETS = Path(__file__).resolve().parents[1] / "assets"
 SHIPPED_GAN = ASSETS / "gan_synthcxr64"
@@ -240,7 +240,7 @@ def register_shipped_gan(dataset_id: int, folder: str | Path = SHIPPED_GAN, user
         raise ValueError(f"the shipped GAN knows classes {classes}; dataset {dataset_id} has {ds['classes']}")
     with session() as s:
         for m in s.scalars(select(Model).where(Model.kind == "gan", Model.dataset_id == int(dataset_id))):
-            if Path(m.checkpoint).resolve() == folder.resolve():
+            if Path(from_stored(m.checkpoint)).resolve() == folder.resolve():
                 return {"generator_id": m.id, "kind": "gan", "created": False}
     metrics = {"training_steps": prov.get("training_steps"), "heldout_rec_l1": prov.get("heldout_rec_l1"),
                "losses": prov.get("losses"), "shipped": True}

@@ -29,7 +29,7 @@ from sqlalchemy import select
 
 from db.models import Image, Model
 from services.database import session
-from services.settings import get_settings, resolve_device
+from services.settings import from_stored, get_settings, resolve_device, to_stored  # noqa: F401  (i17: paths relative to EXEMPLAR_HOME)
 
 @dataclass(frozen=True)
 class GenKind:
@@ -90,7 +90,7 @@ def pixels_hash(dataset_id: int) -> str:
 
 def _row_dict(m: Model) -> dict:
     return {"id": m.id, "name": m.name, "kind": m.kind, "arch": m.arch, "dataset_id": m.dataset_id,
-            "checkpoint": m.checkpoint, "config": m.config or {}, "metrics": m.metrics or {}, "job_id": m.job_id,
+            "checkpoint": from_stored(m.checkpoint), "config": m.config or {}, "metrics": m.metrics or {}, "job_id": m.job_id,
             "created_by": m.created_by, "created_at": m.created_at.isoformat() if m.created_at else None}
 
 
@@ -101,7 +101,7 @@ def register_generator(*, name: str, kind: str, arch: str, folder: str | Path, d
     if not (folder / "provenance.json").is_file():
         raise FileNotFoundError(f"generator folder {folder} is incomplete (no provenance.json); not registered")
     with session() as s:
-        row = Model(name=name, kind=kind, arch=arch, dataset_id=dataset_id, checkpoint=str(folder), config=config,
+        row = Model(name=name, kind=kind, arch=arch, dataset_id=dataset_id, checkpoint=to_stored(folder), config=config,
                     metrics=metrics, job_id=job_id, created_by=created_by)
         s.add(row)
         s.flush()
@@ -122,7 +122,7 @@ def get_generator(dataset_id: int | None, kind: str = "ddpm", generator_id: int 
         if dataset_id is not None:
             q = q.where(Model.dataset_id == int(dataset_id))
         for m in s.scalars(q):
-            if Path(m.checkpoint).exists():
+            if Path(from_stored(m.checkpoint)).exists():
                 return _row_dict(m)
     return None
 
@@ -398,7 +398,7 @@ def register_shipped_ddpm(dataset_id: int, folder: str | Path = SHIPPED_DDPM, us
         raise ValueError(f"the shipped DDPM is for {prov['image_size']} px images; dataset {dataset_id} has {size} px")
     with session() as s:
         for m in s.scalars(select(Model).where(Model.kind == "ddpm", Model.dataset_id == int(dataset_id))):
-            if Path(m.checkpoint).resolve() == folder.resolve():
+            if Path(from_stored(m.checkpoint)).resolve() == folder.resolve():
                 return {"generator_id": m.id, "created": False, "bpd_eps": (m.metrics or {}).get("bpd", {}).get("eps")}
     dhash = dataset_hash(dataset_id)
     b = prov.get("bpd") or {}
@@ -434,6 +434,6 @@ def demo_existing(state: dict) -> dict | None:
     with session() as s:
         for m in s.scalars(select(Model).where(Model.kind == "ddpm",
                                                Model.dataset_id == int(state["dataset"]["dataset_id"]))):
-            if Path(m.checkpoint).resolve() == SHIPPED_DDPM.resolve():
+            if Path(from_stored(m.checkpoint)).resolve() == SHIPPED_DDPM.resolve():
                 return {"generator_id": m.id, "created": False, "bpd_eps": (m.metrics or {}).get("bpd", {}).get("eps")}
     return None

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from db.models import Model
 from services.database import session
 from services import audit
-from services.settings import get_settings
+from services.settings import from_stored, get_settings, to_stored
 
 CHECKPOINT_NAME = "model.safetensors"
 TMP_PREFIX = ".tmp-"
@@ -82,7 +82,7 @@ def register_model(*, name: str, arch: str, checkpoint: str | Path, kind: str = 
         raise FileNotFoundError(f"checkpoint {ckpt} is incomplete (weights or JSON config missing); not registered")
     with session() as s:
         row = Model(name=name, kind=kind, arch=arch, dataset_id=dataset_id, parent_id=parent_id,
-                    target_model_id=target_model_id, checkpoint=str(ckpt), config=config or {},
+                    target_model_id=target_model_id, checkpoint=to_stored(ckpt), config=config or {},
                     metrics=metrics or {}, feedback_ids=feedback_ids or [], job_id=job_id, created_by=created_by)
         s.add(row)
         s.flush()
@@ -92,7 +92,7 @@ def register_model(*, name: str, arch: str, checkpoint: str | Path, kind: str = 
 
 def model_to_dict(m: Model) -> dict:
     return {"id": m.id, "name": m.name, "kind": m.kind, "arch": m.arch, "dataset_id": m.dataset_id,
-            "parent_id": m.parent_id, "target_model_id": m.target_model_id, "checkpoint": m.checkpoint,
+            "parent_id": m.parent_id, "target_model_id": m.target_model_id, "checkpoint": from_stored(m.checkpoint),
             "config": m.config or {}, "metrics": m.metrics or {}, "feedback_ids": m.feedback_ids or [],
             "job_id": m.job_id, "created_by": m.created_by,
             "created_at": m.created_at.isoformat() if m.created_at else None}

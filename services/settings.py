@@ -39,6 +39,35 @@ class Settings(BaseSettings):
         return p
 
 
+def to_stored(path: str | Path | None) -> str | None:
+    """A path as the database stores it: relative (POSIX) when inside EXEMPLAR_HOME, else absolute.
+
+    Several hosts may mount EXEMPLAR_HOME at different places (DESIGN.md §6c), and a moved home keeps working.
+    """
+    if path is None or str(path) == "":
+        return path if path is None else ""
+    p = Path(path).expanduser()
+    p = p if p.is_absolute() else (Path.cwd() / p)
+    home = get_settings().home_dir
+    for base in (home, home.resolve()):
+        try:
+            return Path(os.path.normpath(p)).relative_to(base).as_posix()
+        except ValueError:
+            pass
+    try:
+        return p.resolve().relative_to(home.resolve()).as_posix()
+    except ValueError:
+        return str(p)
+
+
+def from_stored(value: str | None) -> str | None:
+    """A stored path made absolute: relative values are under the current EXEMPLAR_HOME."""
+    if value is None or value == "":
+        return value
+    p = Path(value)
+    return str(p if p.is_absolute() else get_settings().home_dir / p)
+
+
 @lru_cache(maxsize=8)
 def _cached(env_key: tuple) -> Settings:
     return Settings()

@@ -29,9 +29,13 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
                      pretrained: str | None = None, lr: float | None = None, batch_size: int = 64, seed: int = 0,
                      patience: int = 3, augment: bool = True, weight_decay: float = 1e-4,
                      arch_kwargs: dict | None = None, name: str | None = None, parent_id: int | None = None,
-                     device: str | None = None, threads: int | None = None, user_id: int | None = None,
-                     job_id: int | None = None, progress: Progress | None = None) -> dict:
+                     device: str | None = None, threads: int | None = None, input_size: int | None = None,
+                     user_id: int | None = None, job_id: int | None = None, progress: Progress | None = None) -> dict:
     """Train a classifier on a dataset (id or name) and register it.
+
+    input_size: the side the network sees (default: the dataset's image size); images are resized on the fly
+    (per batch, inside the model), the size is stored in the checkpoint's config, and every later use (explain,
+    eXBL, counterfactuals) feeds native-size images that the model resizes itself.
 
     Returns {model_id, name, arch, dataset_id, checkpoint, metrics: {val, test, test_shifted}, history,
     best_epoch, stopped_early, seconds, device}.
@@ -61,8 +65,13 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
         raise ValueError(f"dataset {ds['name']} has no train split")
     dev = resolve_device(device)
     arch_kwargs = dict(arch_kwargs or {})
+    input_size = int(input_size or arrays.size)
+    if not 16 <= input_size <= 1024:
+        raise ValueError(f"--input-size must be between 16 and 1024 px, got {input_size}")
+    if arch == "mobilenet_v2" and input_size >= 128:
+        arch_kwargs.setdefault("small_input", False)  # the standard stride-2 stem at 224 px (the eXBL paper's)
     torch.manual_seed(seed)
-    model = create_model(arch, num_classes=len(arrays.classes), in_chans=1, **arch_kwargs)
+    model = create_model(arch, num_classes=len(arrays.classes), in_chans=1, input_size=input_size, **arch_kwargs)
     pre_report = load_pretrained(model, pretrained) if pretrained else None
     if freeze_blocks:
         if freeze_blocks >= len(model.blocks):
@@ -70,7 +79,7 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
         freeze(model, freeze_blocks)
     cfg = TrainConfig(epochs=epochs, lr=lr or DEFAULT_LR[arch], batch_size=batch_size, patience=patience, seed=seed,
                       augment=augment, weight_decay=weight_decay, threads=threads)
-    say(0.01, f"training {arch} on {len(tr)} images ({dev})")
+    say(0.01, f"training {arch} at {input_size} px on {len(tr)} images of {arrays.size} px ({dev})")
     res = fit(model, arrays.images[tr], arrays.labels[tr], arrays.images[va], arrays.labels[va], cfg, device=dev,
               progress=_sub(progress, 0.01, 0.9))
     say(0.9, "evaluating val, test and test_shifted", force=True)
@@ -78,7 +87,7 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
         metrics = evaluate(model, arrays, EVAL_SPLITS, device=dev)
     config = {
         "arch": arch, "num_classes": len(arrays.classes), "in_chans": 1, "arch_kwargs": arch_kwargs,
-        "classes": list(arrays.classes), "image_size": arrays.size, "dataset_id": ds["id"], "dataset": ds["name"],
+        "classes": list(arrays.classes), "image_size": arrays.size, "input_size": input_size, "dataset_id": ds["id"], "dataset": ds["name"],
         "train": cfg.to_dict(), "freeze_blocks": freeze_blocks, "pretrained": pre_report, "history": res.history,
         "best_epoch": res.best_epoch, "stopped_early": res.stopped_early, "device": str(dev),
         "train_seconds": res.seconds,
@@ -96,7 +105,8 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
     say(1.0, f"model #{model_id}: accuracy " + ", ".join(f"{s} {a:.3f}" for s, a in acc.items()), force=True)
     return {"model_id": model_id, "name": name or f"{ds['name']}-{arch}", "arch": arch, "dataset_id": ds["id"],
             "checkpoint": str(ckpt), "metrics": metrics, "history": res.history, "best_epoch": res.best_epoch,
-            "stopped_early": res.stopped_early, "seconds": round(time.monotonic() - t0, 2), "device": str(dev)}
+            "stopped_early": res.stopped_early, "seconds": round(time.monotonic() - t0, 2), "device": str(dev),
+            "input_size": input_size, "image_size": arrays.size}
 
 
 def evaluate_splits(model: Any, dataset: Any = None, splits: Sequence[str] = EVAL_SPLITS, device: str | None = None,
@@ -131,7 +141,7 @@ def evaluate_splits(model: Any, dataset: Any = None, splits: Sequence[str] = EVA
 
 def train_job(ctx) -> dict:
     """`train` job. params: dataset (id or name), arch, epochs, freeze_blocks, pretrained, lr, batch_size, seed,
-    patience, augment, arch_kwargs, name, parent_id, device, threads."""
+    patience, augment, arch_kwargs, name, parent_id, device, threads, input_size."""
     p = dict(ctx.params)
     return train_classifier(
         p["dataset"], p.get("arch", "simple_cnn"), int(p.get("epochs", 10)),
@@ -139,5 +149,6 @@ def train_job(ctx) -> dict:
         lr=float(p["lr"]) if p.get("lr") else None, batch_size=int(p.get("batch_size") or 64),
         seed=int(p.get("seed") or 0), patience=int(p.get("patience") or 3), augment=bool(p.get("augment", True)),
         arch_kwargs=p.get("arch_kwargs"), name=p.get("name"), parent_id=p.get("parent_id"), device=p.get("device"),
-        threads=int(p["threads"]) if p.get("threads") else None, user_id=ctx.user_id, job_id=ctx.job_id,
+        threads=int(p["threads"]) if p.get("threads") else None,
+        input_size=int(p["input_size"]) if p.get("input_size") else None, user_id=ctx.user_id, job_id=ctx.job_id,
         progress=ctx.progress)

@@ -31,8 +31,9 @@ def test_explain_job_stores_maps_and_rows(exemplar_home):
     # maps: one compact float16 file per run, not one image per map
     files = sorted(p.name for p in (exemplar_home / "runs" / str(rid)).iterdir())
     assert files == ["maps.npy", "run.json"]
-    maps = load_maps(rid)
-    assert maps.shape == (20, 32, 32) and maps.dtype == np.float16
+    maps = load_maps(rid, raw=True)  # issue 17: stored at the map resolution (simple_cnn: 1/8), shown at 32 px
+    assert maps.shape == (20, 4, 4) and maps.dtype == np.float16
+    assert load_maps(rid).shape == (20, 32, 32) and load_maps(rid)[0].shape == (32, 32)
     assert float(np.max(maps)) <= 1.0 and float(np.min(maps)) >= 0.0
     with session() as ss:
         assert ss.scalar(select(func.count()).select_from(Explanation).where(Explanation.run_id == rid)) == 20
@@ -80,7 +81,7 @@ def test_export_npz_and_csv(tmp_path):
     z = np.load(res["out"], allow_pickle=False)
     for k in ("image_ids", "paths", "labels", "preds", "probs", "maps", *METRICS):
         assert k in z.files, k
-    assert z["maps"].shape == (20, 32, 32) and z["ar"].shape == (20,)
+    assert z["maps"].shape == (20, 4, 4) and int(z["image_size"]) == 32 and z["ar"].shape == (20,)
     assert z["paths"].dtype.kind == "U"
     rows, _ = query_explanations(rid, sort="index", limit=None)
     assert list(z["image_ids"]) == [r["image_id"] for r in rows]

@@ -1,8 +1,13 @@
-"""DatasetArrays: one dataset at working resolution as uint8 arrays (the cache that training and explaining read)."""
+"""DatasetArrays: one dataset at its native resolution as uint8 arrays (the cache that training and explaining read).
+
+The cache is an uncompressed .npz; `load(path, mmap=True)` memory-maps its members in place (no copy), so a
+21k-image set at 256 px is paged in by the rows a batch reads, never held in RAM as a whole.
+"""
 from __future__ import annotations
 
 import os
 import tempfile
+import zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,8 +74,51 @@ class DatasetArrays:
                 os.unlink(tmp)
 
     @classmethod
-    def load(cls, path: str | Path) -> "DatasetArrays":
+    def load(cls, path: str | Path, mmap: bool = False) -> "DatasetArrays":
+        """Read the cache; mmap=True maps the stored members read-only (a compressed member is read whole)."""
+        if mmap:
+            z = npz_memmap(path)
+            arr = cls(images=z["images"], labels=z["labels"], splits=z["splits"], classes=[str(c) for c in z["classes"]],
+                      image_ids=z["image_ids"], lung=z["lung"], lesion=z["lesion"], marker=z["marker"],
+                      has_lung=z["has_lung"], has_marker=z["has_marker"], paths=z["paths"])
+            arr._source = Path(path)
+            return arr
         with np.load(path, allow_pickle=False) as z:
             return cls(images=z["images"], labels=z["labels"], splits=z["splits"], classes=[str(c) for c in z["classes"]],
                        image_ids=z["image_ids"], lung=z["lung"], lesion=z["lesion"], marker=z["marker"],
                        has_lung=z["has_lung"], has_marker=z["has_marker"], paths=z["paths"])
+
+    def remap(self) -> "DatasetArrays":
+        """A fresh mapping of the same cache file: pages touched so far stop counting as this process's memory."""
+        src = getattr(self, "_source", None)
+        return DatasetArrays.load(src, mmap=True) if src is not None else self
+
+
+def npz_memmap(path: str | Path) -> dict[str, np.ndarray]:
+    """{member: array} of an .npz, each uncompressed member a read-only np.memmap at its offset in the file."""
+    path = Path(path)
+    out: dict[str, np.ndarray] = {}
+    with zipfile.ZipFile(path) as zf, open(path, "rb") as fh:
+        for info in zf.infolist():
+            key = info.filename[:-4] if info.filename.endswith(".npy") else info.filename
+            if info.compress_type != zipfile.ZIP_STORED:
+                with zf.open(info) as m:
+                    out[key] = np.lib.format.read_array(m, allow_pickle=False)
+                continue
+            fh.seek(info.header_offset)
+            local = fh.read(30)
+            name_len, extra_len = int.from_bytes(local[26:28], "little"), int.from_bytes(local[28:30], "little")
+            fh.seek(info.header_offset + 30 + name_len + extra_len)
+            version = np.lib.format.read_magic(fh)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, fortran, dtype = read_header(fh)
+            if dtype.hasobject:
+                raise ValueError(f"{path.name}: member {key} holds objects; refused")
+            count = int(np.prod(shape)) if shape else 1
+            if count == 0:
+                out[key] = np.zeros(shape, dtype)
+                continue
+            out[key] = np.memmap(path, dtype=dtype, mode="r", offset=fh.tell(), shape=shape,
+                                 order="F" if fortran else "C")
+    return out

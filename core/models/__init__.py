@@ -4,7 +4,9 @@ Every classifier takes images in [0, 1], shape (N, in_chans, H, W), normalises i
 - forward_features(x) → the last convolutional block's activations (N, C, h, w);
 - forward_head(f) → logits (N, num_classes);
 - feature_layer: the module whose output forward_features returns (GradCAM's target layer);
-- blocks: an ordered list of feature blocks, for freezing the first K (freeze_blocks).
+- blocks: an ordered list of feature blocks, for freezing the first K (freeze_blocks);
+- input_size: the side it was trained at (None: any); images of another size are resized on the fly inside
+  forward_features, so callers feed images at their native size and maps come back at that size.
 """
 from __future__ import annotations
 
@@ -27,12 +29,16 @@ def list_archs() -> list[str]:
     return sorted(_REGISTRY)
 
 
-def create_model(arch: str, num_classes: int = 4, in_chans: int = 1, **kwargs) -> nn.Module:
+def create_model(arch: str, num_classes: int = 4, in_chans: int = 1, input_size: int | None = None,
+                 **kwargs) -> nn.Module:
     _load_all()
     if arch not in _REGISTRY:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(sorted(_REGISTRY))}")
+    if input_size is not None and not 16 <= int(input_size) <= 1024:
+        raise ValueError(f"input size must be between 16 and 1024 px, got {input_size}")
     model = _REGISTRY[arch](num_classes=num_classes, in_chans=in_chans, **kwargs)
     model.arch = arch
+    model.input_size = int(input_size) if input_size else None
     return model
 
 

@@ -35,7 +35,7 @@ def load_checkpoint(path: str | Path, device: str | torch.device = "cpu") -> tup
         raise FileNotFoundError(f"checkpoint {path} is missing")
     cfg = read_config(path)
     model = create_model(cfg["arch"], num_classes=cfg.get("num_classes", 4), in_chans=cfg.get("in_chans", 1),
-                         **cfg.get("arch_kwargs", {}))
+                         input_size=cfg.get("input_size"), **cfg.get("arch_kwargs", {}))
     model.load_state_dict(load_file(str(path), device="cpu"))
     return model.to(device).eval(), cfg
 

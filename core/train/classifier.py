@@ -19,6 +19,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.data.arrays import DatasetArrays
+from core.models.base import resize_input
 from core.metrics.classification import classification_report
 
 Progress = Callable[..., None]
@@ -232,7 +233,7 @@ def _fit(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, device: torch.
         run_loss, seen, te = 0.0, 0, time.monotonic()
         for b in range(steps_per_epoch):
             idx = perm[b * cfg.batch_size:(b + 1) * cfg.batch_size]
-            xb, yb = _as_float(xt[idx]), yt[idx]
+            xb, yb = resize_input(_as_float(xt[idx]), getattr(model, "input_size", None)), yt[idx]
             if cfg.augment:
                 xb = augment_batch(xb, gen, cfg.max_shift, cfg.jitter, cfg.noise)
             loss = F.cross_entropy(model(xb), yb)

@@ -179,10 +179,11 @@ def _forms() -> None:
         iname = c2.text_input("Name", key="ds_imp_name")
         labels = st.text_input("Labels CSV (path,label[,split]; dicom)", key="ds_imp_labels")
         c3, c4 = st.columns(2)
-        isize = c3.selectbox("Working size", [32, 64, 128, 224, 256], index=1, key="ds_imp_size")
+        isize = c3.selectbox("Size", ["native", 32, 64, 128, 224, 256, 512], index=0, key="ds_imp_size")  # i17
         skip = c4.checkbox("Skip bad files", key="ds_imp_skip")
         if st.form_submit_button("Import", type="primary", key="ds_imp_go"):
-            params = {"layout": layout, "name": iname.strip(), "skip_bad": bool(skip), "size": int(isize),
+            params = {"layout": layout, "name": iname.strip(), "skip_bad": bool(skip),
+                      "size": None if isize == "native" else int(isize),
                       "labels": labels.strip() or None}
             if source == "zip upload":
                 if upload is None:

@@ -88,8 +88,9 @@ def _array(dataset_id: int, stamp: float, home: str, key: str) -> np.ndarray:
     p = cache_path(dataset_id)
     if not p.exists():
         load_arrays(dataset_id)  # rebuilds the cache from the dataset's files
-    with np.load(p, allow_pickle=False) as z:
-        return z[key]
+    from core.data.arrays import npz_memmap  # issue 17: mapped in place, not read whole (21k images at 256 px)
+
+    return npz_memmap(p)[key]
 
 
 def dataset_array(dataset_id: int, key: str) -> np.ndarray:
@@ -101,7 +102,9 @@ def dataset_array(dataset_id: int, key: str) -> np.ndarray:
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _maps(maps_path: str):
-    return np.load(maps_path, mmap_mode="r", allow_pickle=False)
+    from services.explaining import open_maps  # issue 17: stored at the map resolution, rows upsampled on read
+
+    return open_maps(maps_path)
 
 
 def run_maps(run: dict) -> np.ndarray:

@@ -42,7 +42,7 @@ def register(app: typer.Typer) -> None:
                                                      help="dicom: import images flagged BurnedInAnnotation=YES"),
                 pseudonym_map: Path = typer.Option(None, help="dicom: write pseudonym → original CSV here "
                                                               "(outside EXEMPLAR_HOME)"),
-                size: int = typer.Option(64, help="working resolution of the array cache"),
+                size: int = typer.Option(None, help="side of the array cache (default: the images' native size)"),
                 seed: int = typer.Option(0, help="seed of the stratified split when there is no splits.csv"),
                 queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
                 json_: bool = typer.Option(False, "--json")):
