@@ -38,8 +38,8 @@ class ImportRefused(ValueError):
     def __init__(self, report: dict):
         bad = report["bad"]
         head = "; ".join(f"{b['path']}: {b['reason']}" for b in bad[:5]) + (" …" if len(bad) > 5 else "")
-        super().__init__(f"import refused, database unchanged: {len(bad)} bad file(s) "
-                         f"(use --skip-bad to import the rest): {head}")
+        super().__init__(f"import refused, nothing imported: {len(bad)} bad file(s): {head}. Fix or remove "
+                         "them, or import the rest with --skip-bad ('Skip bad files' on the page)")
         self.report = report
 
 

@@ -15,6 +15,7 @@ from sqlalchemy import select
 
 from db.models import Job, utcnow
 from services.database import session
+from services.errors import plain_error
 from services.handlers import HANDLERS
 
 HEARTBEAT_S = 3.0
@@ -36,8 +37,10 @@ class JobContext:
     def progress(self, fraction: float, message: str = "", metrics: dict | None = None, force: bool = False) -> None:
         """Record progress 0..1, a message and optionally one step's metrics; raise JobCancelled if asked."""
         now = time.monotonic()
-        if self.echo and message:
-            print(f"[{fraction:5.1%}] {message}", file=sys.stderr, flush=True)
+        if self.echo and message:  # one updating line (\r), ended by execute_job: a refusal stays one plain line
+            print(f"\r[{fraction:5.1%}] {message}\x1b[K" if sys.stderr.isatty() else f"\r[{fraction:5.1%}] {message}",
+                  end="", file=sys.stderr, flush=True)
+            self.echoed = True
         if not (force or metrics is not None or now - self._last_write > 0.5 or fraction >= 1.0):
             return
         self._last_write = now
@@ -127,10 +130,12 @@ def execute_job(job_id: int, echo: bool = False) -> dict[str, Any]:
     except JobCancelled:
         status, error = "cancelled", "cancelled by user"
     except Exception as exc:  # stored on the row: the jobs table is the truth
-        status, error, tb = "failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()
+        status, error, tb = "failed", plain_error(exc), traceback.format_exc()
     finally:
         stop.set()
         beat.join(timeout=5)
+        if getattr(ctx, "echoed", False):
+            print(file=sys.stderr, flush=True)
     with session() as s:
         job = s.get(Job, job_id)
         job.status, job.result, job.error, job.traceback = status, result, error, tb

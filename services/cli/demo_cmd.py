@@ -21,5 +21,5 @@ def register(app: typer.Typer) -> None:
     def demo(queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
              json_: bool = typer.Option(False, "--json")):
         """Build the demo: what exists already is kept, so running it twice is quick."""
-        res = run_job("demo", {}, json_, enqueue=queue)
+        res = run_job("demo", {}, json_, enqueue=queue, anonymous=True)
         emit(res, json_, _human(res))
