@@ -318,6 +318,25 @@ def _prepare_root(path: Path, name: str, uploaded: bool, bad: list[layouts.Bad])
     return path.resolve(), None
 
 
+def check_import_source(path: str | Path, layout: str, labels: str | Path | None = None) -> Path:
+    """Refuse an import before it is queued (issue 16): the folder or .zip must exist on the server, and the dicom
+    layout needs an existing labels CSV. Raises ValueError with one plain line naming the path and what to do."""
+    if layout not in layouts.LAYOUTS:
+        raise ValueError(f"layout {layout!r} is unknown: choose one of {', '.join(layouts.LAYOUTS)}")
+    p = Path(str(path or "").strip()).expanduser()
+    if not str(path or "").strip():
+        raise ValueError("no dataset path given: enter a folder or a .zip on the server")
+    if not p.exists():
+        raise ValueError(f"{p} does not exist on the server: check the path (a dataset folder, or a .zip of one)")
+    if p.is_file() and p.suffix.lower() != ".zip":
+        raise ValueError(f"{p} is a file but not a .zip: give the dataset folder, or a .zip of it")
+    if layout == "dicom" and not labels:
+        raise ValueError("the dicom layout needs a labels CSV with columns path,label[,split]: fill in Labels CSV")
+    if labels and not Path(str(labels)).expanduser().is_file():
+        raise ValueError(f"labels CSV {labels} does not exist on the server: check the path")
+    return p
+
+
 def import_dataset(path: str | Path, layout: str, name: str, skip_bad: bool = False, labels: str | Path | None = None,
                    size: int = 64, seed: int = 0, user_id: int | None = None, progress: Progress | None = None,
                    max_pixels: int = MAX_PIXELS, uploaded: bool = False, meta: dict | None = None) -> dict:

@@ -20,6 +20,7 @@ import numpy as np
 from sqlalchemy import and_, delete, exists, func, insert, select
 
 from db.models import Annotation, Dataset, Explanation, ExplanationRun, Image, Model
+from services.batching import adaptive_batches
 from services.database import session
 from services.settings import get_settings
 
@@ -113,8 +114,8 @@ def run_explain(model_id: int, method: str = "gradcam", splits: Sequence[str] | 
     has_conf = bool(arrays.has_marker[idx].any())
     say(0.02, f"{method} on {n} images ({dev})")
     t_compute = time.monotonic()
-    for s in range(0, n, batch_size):
-        b = idx[s: s + batch_size]
+    for s, e_ in adaptive_batches(n, batch_size):  # issue 16: small batches for slow methods, so cancel is quick
+        b = idx[s: e_]
         x = torch.from_numpy(arrays.images[b]).to(dev, non_blocking=True).float().div_(255.0)[:, None]
         tgt = None if target == "predicted" else torch.from_numpy(arrays.labels[b]).to(dev)
         e, logits = explain(model, x, tgt, reg_method, size=size, return_logits=True, **method_kw)
