@@ -9,6 +9,7 @@ import plotly.express as px
 import streamlit as st
 
 from pages.common import selected_model
+from pages.parts.captions import compare_sentence
 from services.catalog import list_datasets, list_models
 
 SPLITS = ("val", "test", "test_shifted")
@@ -130,21 +131,6 @@ def compare_frame(a: dict, b: dict) -> pd.DataFrame:
             rows.append({"split": s, "metric": name, f"A #{a['id']}": va, f"B #{b['id']}": vb,
                          "B − A": (vb - va) if va is not None and vb is not None else None})
     return pd.DataFrame(rows)
-
-
-def compare_sentence(df: pd.DataFrame, a: dict, b: dict) -> str:
-    """One sentence computed from the comparison table: which model is more accurate on each split, by how much."""
-    parts = []
-    for _, r in df[df["metric"] == "accuracy"].iterrows():
-        d = r["B − A"]
-        if d is None or d != d:
-            parts.append(f"{r['split']}: n/a (one model has no figure)")
-        elif abs(d) < 0.0005:
-            parts.append(f"{r['split']}: the same accuracy")
-        else:
-            who = f"B (#{b['id']})" if d > 0 else f"A (#{a['id']})"
-            parts.append(f"{r['split']}: {who} is more accurate by {abs(d):.3f}")
-    return "Accuracy, " + "; ".join(parts) + "." if parts else "No accuracy is recorded for these models."
 
 
 def compare(models: list[dict]) -> None:

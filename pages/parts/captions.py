@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import math
 
+import pandas as pd
+
 
 def _num(v) -> float | None:
     try:
@@ -48,3 +50,18 @@ def _compare(region: str, v_new: float, v_old: float, old: int, new: int) -> str
     more = "more" if v_new > v_old else "less"
     return (f"the new model's (#{new}) counterfactuals edit the {region} {more} than the old one's (#{old}) "
             f"({v_new:.3f} vs {v_old:.3f} of Σ|Δ|)")
+
+
+def compare_sentence(df: pd.DataFrame, a: dict, b: dict) -> str:
+    """One sentence computed from the comparison table: which model is more accurate on each split, by how much."""
+    parts = []
+    for _, r in df[df["metric"] == "accuracy"].iterrows():
+        d = r["B − A"]
+        if d is None or d != d:
+            parts.append(f"{r['split']}: n/a (one model has no figure)")
+        elif abs(d) < 0.0005:
+            parts.append(f"{r['split']}: the same accuracy")
+        else:
+            who = f"B (#{b['id']})" if d > 0 else f"A (#{a['id']})"
+            parts.append(f"{r['split']}: {who} is more accurate by {abs(d):.3f}")
+    return "Accuracy, " + "; ".join(parts) + "." if parts else "No accuracy is recorded for these models."
