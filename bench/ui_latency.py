@@ -85,6 +85,12 @@ def _select(page, label: str, option: str) -> None:
     page.get_by_role("option", name=option, exact=True).first.click()
 
 
+def _shortcut(page, key: str) -> None:
+    """A keyboard shortcut: focus leaves any input first (Streamlit ignores shortcuts typed into a field)."""
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    page.keyboard.press(key.lower())
+
+
 def _sidebar_user(page, user: str) -> None:
     box = page.get_by_label("…or create a user")
     if box.count():
@@ -104,19 +110,22 @@ def gallery_actions(page, t: Timer, repeats: int, wanted: set[str]) -> dict[str,
 
     run("sort", [lambda: _select(page, "Sort by", "AP"), lambda: _select(page, "Sort by", "AR")])
     run("filter", [lambda: _select(page, "Prediction", "wrong"), lambda: _select(page, "Prediction", "all")])
-    page_box = page.get_by_test_id("stNumberInput").filter(has_text="Page").first
-    run("next_page", [lambda: page_box.get_by_test_id("stNumberInputStepUp").click(),
-                      lambda: page_box.get_by_test_id("stNumberInputStepDown").click()])
+    page_field = page.get_by_test_id("stNumberInput").filter(has_text="Page").first.locator("input")
+
+    def goto_page(n: int) -> None:
+        page_field.fill(str(n))
+        page_field.press("Enter")
+
+    run("next_page", [lambda: goto_page(2), lambda: goto_page(1)])
     slider = page.get_by_role("slider").first
     run("opacity", [lambda: slider.press("ArrowRight"), lambda: slider.press("ArrowLeft")])
-    details = page.get_by_role("button", name="Detail", exact=True)
+    details = page.get_by_role("button", name="Detail · annotate", exact=True)
     run("open_detail", [lambda k=k: details.nth(k % max(1, details.count())).click() for k in range(4)])
     if wanted & {"G", "B", "U"}:
         if page.get_by_role("button", name="Mark good").count() == 0:
             t.measure(lambda: details.first.click())
-        page.locator("body").click(position={"x": 5, "y": 5})  # focus away from inputs: shortcuts need it
         for key in ("G", "B", "U"):
-            run(key, [lambda key=key: page.keyboard.press(key)])
+            run(key, [lambda key=key: _shortcut(page, key)])
     return out
 
 

@@ -168,16 +168,17 @@ def restore_view(classes: list[str], splits: list[str]) -> None:
 
 def settings(rid: int, classes: list[str]):
     with st.expander("Sort, filter and display", expanded=True):
-        c = st.columns([2, 1, 2, 2, 1, 2, 1])
+        c = st.columns([2, 2, 1, 1])  # two rows of filters: every label and value readable at 1280 px
         c[0].selectbox("Sort by", list(SORT_LABELS), format_func=SORT_LABELS.get, key="g_sort")
-        c[1].radio("Order", ["ascending", "descending"], key="g_order")
-        c[2].multiselect("True class", list(range(len(classes))), format_func=lambda i: cls_name(classes, i),
-                         key="g_true")
-        c[3].multiselect("Predicted class", list(range(len(classes))), format_func=lambda i: cls_name(classes, i),
-                         key="g_pred")
-        c[4].selectbox("Prediction", ["all", "correct", "wrong"], key="g_correct")
-        c[5].multiselect("Split", ex.run_splits(rid), key="g_split")
-        c[6].selectbox("Annotated", ["all", "yes", "no"], key="g_annot")
+        c[1].radio("Order", ["ascending", "descending"], key="g_order", horizontal=True)
+        c[2].selectbox("Prediction", ["all", "correct", "wrong"], key="g_correct")
+        c[3].selectbox("Annotated", ["all", "yes", "no"], key="g_annot")
+        f = st.columns(3)
+        f[0].multiselect("True class", list(range(len(classes))), format_func=lambda i: cls_name(classes, i),
+                         key="g_true", placeholder="any")
+        f[1].multiselect("Predicted class", list(range(len(classes))), format_func=lambda i: cls_name(classes, i),
+                         key="g_pred", placeholder="any")
+        f[2].multiselect("Split", ex.run_splits(rid), key="g_split", placeholder="any")
         d = st.columns([2, 2, 1, 1])
         d[0].slider("Map opacity", 0.0, 1.0, step=0.05, key="g_opacity")
         d[1].selectbox("Colormap", ov.COLORMAPS, key="g_cmap")

@@ -23,7 +23,7 @@ def _methods() -> dict:
 
 
 def _fmt(v, nd: int = 3) -> str:
-    return "NaN" if v is None or v != v else f"{v:.{nd}f}"
+    return "n/a" if v is None or v != v else f"{v:.{nd}f}"
 
 
 def show_pair(model: dict, dataset: dict, pair: dict) -> None:
@@ -57,9 +57,13 @@ def _charts(job: dict) -> None:
         pacc = {s: m.get("accuracy") for s, m in (r.get("parent_metrics") or {}).items()}
         summ = (r.get("explain") or {}).get("summary") or {}
         st.success(f"New model #{r['model_id']} ({r['name']}), child of #{r['parent_id']}.")
-        st.dataframe([{"split": s, "before": pacc.get(s), "after": a} for s, a in acc.items()]
-                     + [{"split": "mean AR (GradCAM)", "before": None, "after": summ.get("ar_mean")}],
+        prun = next((x for x in ex.list_runs(r["parent_id"]) if x["method"] == "gradcam"  # same splits only
+                     and x["splits"] == summ.get("splits")), None) if r.get("parent_id") else None
+        st.dataframe([{"split": s, "before": _fmt(pacc.get(s)), "after": _fmt(a)} for s, a in acc.items()]
+                     + [{"split": "mean AR (GradCAM)", "before": _fmt((prun or {}).get("summary", {}).get("ar_mean")),
+                         "after": _fmt(summ.get("ar_mean"))}],
                      hide_index=True, key=f"rt_result_{job['id']}")
+        st.caption("n/a: no figure for that model on the same images (e.g. the parent has no GradCAM run of them)")
         if st.button("Open the before / after report", key=f"rt_report_{job['id']}"):
             st.session_state["report_pair"] = {"parent": r["parent_id"], "child": r["model_id"]}
             try:

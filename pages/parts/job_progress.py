@@ -72,6 +72,9 @@ def render_job(job: dict, key: str, chart: bool = True) -> None:
     chart when it logged per-step metrics; cancel."""
     icon = STATUS_ICON.get(job["status"], "")
     label = KIND_LABELS.get(job["kind"], job["kind"])
+    method = (job.get("params") or {}).get("method")
+    if job["kind"] in ("exbl", "explain", "counterfactual") and method:  # e.g. "eXBL retraining · exbl_cf"
+        label = f"{label} · {method}"
     text = (f"{icon} job {job['id']} · {label} · {job['status']}"
             + (f" · {job['message']}" if job["message"] and job["message"] != job["status"] else ""))
     when = timing(job)
