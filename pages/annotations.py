@@ -1,5 +1,6 @@
-"""The annotation browser: explanation-quality annotations and exemplar picks (with undone ones), filterable
-and downloadable as CSV. Comments are shown as plain text, never as HTML."""
+"""The annotation browser: every rating (explanation quality from the gallery, counterfactual realism and
+plausibility) and the exemplar picks (with undone ones), filterable by kind, user, model and method, downloadable
+as CSV. Comments are shown as plain text, never as HTML; empty cells read "n/a"."""
 from __future__ import annotations
 
 import csv
@@ -7,9 +8,14 @@ import io
 
 import streamlit as st
 
+from core.palette import METHOD_LABELS
 from pages.common import current_user, selected_model
 from services import feedback as fb
+from services.catalog import list_models
+from services.ratings import COLUMNS, list_ratings, rating_methods
 from services.users import list_users
+
+KIND_LABELS = {"all": "all ratings", "explanation": "explanation quality", "counterfactual": "counterfactual ratings"}
 
 
 def to_csv(rows: list[dict], cols: list[str]) -> bytes:
@@ -21,34 +27,50 @@ def to_csv(rows: list[dict], cols: list[str]) -> bytes:
     return buf.getvalue().encode()
 
 
-def main() -> None:
-    st.title("Annotations")
+def shown(rows: list[dict], cols: list[str]) -> list[dict]:
+    """Rows for the screen: missing values read "n/a" (the CSV keeps them empty)."""
+    def cell(v):
+        if v is None or (isinstance(v, float) and v != v):
+            return "n/a"
+        return f"{v:.3f}" if isinstance(v, float) else str(v)
+
+    return [{c: cell(r.get(c)) for c in cols} for r in rows]
+
+
+def filters():
     model = selected_model()
     users = list_users()
-    c = st.columns(3)
-    scope = c[0].radio("Model", ["selected model", "all models"], horizontal=True, key="an_scope",
-                       disabled=model is None, index=0 if model else 1)
-    names = ["everyone"] + [u["name"] for u in users]
     me = current_user()
+    c = st.columns(4)
+    kind = c[0].selectbox("Kind", list(KIND_LABELS), format_func=KIND_LABELS.get, key="an_kind")
+    names = ["everyone"] + [u["name"] for u in users]
     who = c[1].selectbox("User", names, index=names.index(me["name"]) if me and me["name"] in names else 0,
                          key="an_user")
-    quality = c[2].selectbox("Quality", ["any", *fb.QUALITIES], key="an_quality")
-    mid = model["id"] if model is not None and scope == "selected model" else None
+    models = {m["id"]: f"#{m['id']} {m['name']}" for m in list_models("classifier")}
+    opts = [0, *models]
+    mid = c[2].selectbox("Model", opts, index=opts.index(model["id"]) if model and model["id"] in opts else 0,
+                         format_func=lambda i: "all models" if i == 0 else models[i], key="an_model")
+    methods = ["any", *rating_methods()]
+    method = c[3].selectbox("Method", methods, format_func=lambda m: METHOD_LABELS.get(m, m), key="an_method")
     uid = next((u["id"] for u in users if u["name"] == who), None)
-    rows = fb.list_annotations(model_id=mid, user_id=uid, quality=None if quality == "any" else quality, limit=5000)
+    return (None if kind == "all" else kind), uid, (mid or None), (None if method == "any" else method)
 
-    st.subheader("Explanation quality")
+
+def main() -> None:
+    st.title("Annotations")
+    kind, uid, mid, method = filters()
+    rows = list_ratings(kind=kind, user_id=uid, model_id=mid, method=method)
+    st.subheader("Ratings")
     if not rows:
-        st.info("No annotations yet. Annotate explanations on the **Gallery** page (the *Annotate* button on each "
-                "card, or in an image's detail view).")
+        st.info("No ratings match. Annotate explanations in the **Gallery** (a card's *Detail · annotate*) and rate "
+                "counterfactuals on **Counterfactuals**.")
     else:
-        cols = ["created_at", "user", "model_id", "run_id", "image_id", "path", "quality", "rating", "comment"]
-        st.caption(f"{len(rows)} annotation(s)")
+        n_exp = sum(r["kind"] == "explanation" for r in rows)
+        st.caption(f"{len(rows)} rating(s): {n_exp} explanation-quality, {len(rows) - n_exp} counterfactual · "
+                   "n/a = not given by the reader")
         # st.dataframe renders every cell as plain text: a comment holding HTML is shown, never interpreted.
-        st.dataframe([{k: r[k] for k in cols} for r in rows], hide_index=True,
-                     column_config={"rating": st.column_config.NumberColumn("rating", format="%d / 5")})
-        st.download_button("Download annotations (CSV)", to_csv(rows, cols), "annotations.csv", "text/csv",
-                           key="an_csv")
+        st.dataframe(shown(rows, COLUMNS), hide_index=True, key="an_table")
+        st.download_button("Download ratings (CSV)", to_csv(rows, COLUMNS), "ratings.csv", "text/csv", key="an_csv")
 
     st.subheader("Exemplar picks")
     picks = fb.history(mid, uid, limit=5000)
@@ -58,7 +80,7 @@ def main() -> None:
         pcols = ["created_at", "user", "kind", "model_id", "run_id", "image_id", "path", "ar", "ap", "undone_at"]
         live = sum(p["undone_at"] is None for p in picks)
         st.caption(f"{len(picks)} pick(s), {live} live, {len(picks) - live} undone (kept as history)")
-        st.dataframe([{k: p[k] for k in pcols} for p in picks], hide_index=True)
+        st.dataframe(shown(picks, pcols), hide_index=True, key="an_picks")
         st.download_button("Download picks (CSV)", to_csv(picks, pcols), "picks.csv", "text/csv", key="an_picks_csv")
 
 

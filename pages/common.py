@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages.parts import state
 from services.catalog import list_datasets, list_models
 from services.users import get_or_create_user, get_user, list_users, signin_configured
 from services.worker import alive_workers
@@ -84,6 +85,8 @@ def selected_model() -> dict | None:
 def _create_user() -> None:
     """Create-user callback (runs before the script, so it may set the picker's state)."""
     new = (st.session_state.get("sb_new_user") or "").strip()
+    if not new and current_user() is not None:
+        return  # an empty submit after Enter already created the user
     try:
         uid = get_or_create_user(new)
     except ValueError as exc:
@@ -114,9 +117,12 @@ def identity_panel() -> None:
 def sidebar(pickers: bool = True) -> None:
     with st.sidebar:
         st.markdown("### Exemplar")
+        if not signin_mode():  # local mode only: a signed-in identity never comes from the URL
+            state.restore_identity(list_users())  # issue 16: user / dataset / model survive a reload (URL query params)
         identity_panel()
         if pickers:
             _pickers()
+        state.save_identity()
 
 
 def _local_picker() -> None:
@@ -125,8 +131,9 @@ def _local_picker() -> None:
     cur = current_user()
     idx = names.index(cur["name"]) if cur and cur["name"] in names else None
     pick = st.selectbox("User", names, index=idx, key="sb_user", placeholder="pick a user")
-    new = st.text_input("…or create a user", key="sb_new_user", placeholder="your name")
-    st.button("Create user", key="sb_create_user", disabled=not new.strip(), on_click=_create_user)
+    with st.form("sb_user_form", border=False, enter_to_submit=True):  # Enter or one click creates the user
+        st.text_input("…or create a user", key="sb_new_user", placeholder="your name")
+        st.form_submit_button("Create user", key="sb_create_user", on_click=_create_user)
     if st.session_state.get("sb_user_error"):
         st.error(st.session_state.pop("sb_user_error"))
     if pick and (cur is None or cur["name"] != pick):

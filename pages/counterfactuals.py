@@ -11,6 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from pages.common import current_user, selected_dataset, selected_model
+from pages.parts.captions import edits_sentence
 from pages.parts.cf_view import badge, delta_png, fmt, gray_png, masks_rgb, png, prob_bars, trajectory_panel
 from pages.parts.gan_column import render_gan_result, render_gan_trajectory
 from pages.parts.job_progress import render_job
@@ -185,6 +186,7 @@ def compare_table(rows: list[dict]) -> None:
                    "p(target)": round(r["target_prob"], 3), "L1": round(r["l1"], 4),
                    "|Δ| in marker box": r["metrics"].get("marker_share"), "|Δ| in lungs": r["metrics"].get("lung_share"),
                    "category": r["category"]} for r in rows], key="cf_compare_table", hide_index=True)
+    st.caption(edits_sentence(rows))  # computed from the table (issue 16)
 
 
 def live(job_id: int, key: str) -> None:
@@ -339,8 +341,8 @@ def tab_compare(ds: dict, model: dict) -> None:
         st.info("Pick an image on the Generate tab first.")
         return
     im = resolve_image(ds["id"], image)
-    st.caption(f"Image {im['path']} ({im['class']}); the old model's counterfactual should edit the marker, "
-               "the new one's the lungs.")
+    st.caption(f"Image {im['path']} ({im['class']}): the table under the results says where each model version's "
+               "counterfactuals edit (marker box or lungs).")
     run_form(ds, im, [a, b], "cf_cmp", ["diffusion"])
     job_area("cf_cmp")
 

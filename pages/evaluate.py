@@ -9,9 +9,11 @@ import plotly.express as px
 import streamlit as st
 
 from pages.common import selected_model
+from pages.parts.captions import compare_sentence
 from services.catalog import list_datasets, list_models
 
 SPLITS = ("val", "test", "test_shifted")
+NA_SPLIT = "n/a: this model was not evaluated on that split"
 SPLIT_HELP = {"val": "validation (iid)", "test": "test (iid: marker in its class corner with probability p)",
               "test_shifted": "test_shifted (marker corner random: what the model knows without the shortcut)"}
 
@@ -35,7 +37,10 @@ def confusion_figure(split_metrics: dict, classes: list[str], normalise: bool, t
     fig = px.imshow(z, x=classes, y=classes, text_auto=".2f" if normalise else True, color_continuous_scale="Blues",
                     labels={"x": "predicted", "y": "true", "color": "share" if normalise else "images"},
                     zmin=0, zmax=1 if normalise else None, aspect="auto")
-    fig.update_layout(height=380, margin=dict(l=0, r=0, t=40 if title else 10, b=0), title=title or None)
+    fig.update_layout(height=380, margin=dict(l=0, r=0, t=40 if title else 10, b=0), title=title or None,
+                      coloraxis_colorbar=dict(title="share of row" if normalise else "images"))
+    fig.update_xaxes(title_text="predicted class", tickangle=0)
+    fig.update_yaxes(title_text="true class")
     return fig
 
 
@@ -64,10 +69,11 @@ def model_card(m: dict, datasets: dict[int, str]) -> None:
     hist = cfg.get("history") or []
     cols = st.columns(4)
     cols[0].metric("architecture", m["arch"])
-    cols[1].metric("dataset", datasets.get(m["dataset_id"], "—"))
+    cols[1].metric("dataset", datasets.get(m["dataset_id"], "n/a"))
     t, sh = (metrics.get("test") or {}).get("accuracy"), (metrics.get("test_shifted") or {}).get("accuracy")
-    cols[2].metric("test accuracy", f"{t:.3f}" if t is not None else "—")
-    cols[3].metric("test_shifted accuracy", f"{sh:.3f}" if sh is not None else "—",
+    cols[2].metric("test accuracy", f"{t:.3f}" if t is not None else "n/a", help=None if t is not None else NA_SPLIT)
+    cols[3].metric("test_shifted accuracy", f"{sh:.3f}" if sh is not None else "n/a",
+                   help=None if sh is not None else NA_SPLIT,
                    delta=f"{sh - t:+.3f} vs test" if t is not None and sh is not None else None)
     train = cfg.get("train") or {}
     bits = [f"parent #{m['parent_id']}" if m.get("parent_id") else "no parent",
@@ -108,7 +114,9 @@ def model_card(m: dict, datasets: dict[int, str]) -> None:
         h = pd.DataFrame(hist)
         ys = [c for c in ("train_loss", "val_loss", "val_acc") if c in h]
         fig = px.line(h, x="epoch", y=ys, markers=True)
-        fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0), legend_title_text="")
+        fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0), legend_title_text="series")
+        fig.update_xaxes(title_text="epoch", tickformat="d", dtick=1 if len(h) <= 20 else None)
+        fig.update_yaxes(title_text="loss (CE) / accuracy (0–1)")
         st.plotly_chart(fig, key=f"eval_hist_{m['id']}", width="stretch")
 
 
@@ -145,6 +153,7 @@ def compare(models: list[dict]) -> None:
     num = [c for c in df.columns if c not in ("split", "metric")]
     st.dataframe(df, hide_index=True, width="stretch", key="eval_cmp_table",
                  column_config={c: st.column_config.NumberColumn(c, format="%.3f") for c in num})
+    st.caption(compare_sentence(df, a, b))
     splits = [s for s in SPLITS if s in (a.get("metrics") or {}) and s in (b.get("metrics") or {})]
     if not splits:
         return

@@ -2,7 +2,8 @@
 picks for eXBL, explanation-quality annotations, and a detail view comparing methods.
 
 Rows are sorted, filtered and paginated in SQL (services.explaining.query_explanations); overlays for a page
-are rendered in one numpy/PIL batch and cached per run and page.
+are rendered in one numpy/PIL batch and cached as encoded PNGs. The body (settings, pinned pair, detail view,
+grid) is one st.fragment: a click reruns only it, never the sidebar. Settings live in the URL (pages.parts.state).
 """
 from __future__ import annotations
 
@@ -12,96 +13,32 @@ import streamlit as st
 
 from pages.common import current_user, selected_dataset, selected_model
 from pages.parts import overlays as ov
+from pages.parts import state as url
 from pages.parts.plain import md_escape
+from pages.parts.gallery_actions import (METHOD_LABELS, NA_HELP, SORT_LABELS, cls_name, do_accept_suggestion,
+                                         do_detail, do_pick, do_suggest, do_undo, fmt, show_flash)
 from services import explaining as ex
 from services import feedback as fb
 from services.jobs import get_job, submit
 
-SORT_LABELS = {"ar": "AR", "ap": "AP", "f1": "F1", "soft_ar": "soft AR", "relevance_mass": "relevance mass",
-               "rra": "RRA", "pointing": "pointing game", "wr": "wrong reason (WR)", "prob": "probability"}
-METHOD_LABELS = {"gradcam": "GradCAM", "integrated_gradients": "Integrated Gradients", "saliency": "Saliency",
-                 "occlusion": "Occlusion", "guided_gradcam": "Guided GradCAM", "ltx": "LTX (finetuned)",
-                 "ltx_pretrained": "LTX (pretrained only)"}
 PER_PAGE = (12, 24, 48, 96)
 VIEW_DEFAULTS = {"g_sort": "ar", "g_order": "ascending", "g_true": [], "g_pred": [], "g_correct": "all",
                  "g_split": [], "g_annot": "all", "g_opacity": 0.45, "g_cmap": None, "g_per_page": PER_PAGE[1]}
 COLS = 4
 
 
-def fmt(v, nd: int = 2) -> str:
-    return "NaN" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+# ----------------------------------------------------------------------------------------------- start here
 
-
-def flash(kind: str, text: str) -> None:
-    st.session_state.setdefault("g_flash", []).append((kind, text))
-
-
-def show_flash() -> None:
-    for kind, text in st.session_state.pop("g_flash", []):
-        getattr(st, kind)(text)
-
-
-def cls_name(classes: list[str], i) -> str:
-    return classes[i] if i is not None and 0 <= int(i) < len(classes) else str(i)
-
-
-# ----------------------------------------------------------------------------------------------- actions
-
-def do_pick(model_id: int, run_id: int, image_id: int, kind: str) -> None:
-    u = current_user()
-    if u is None:
-        flash("warning", "Pick or create a user in the sidebar first: every pick records who made it.")
-        return
-    p = fb.pick(u["id"], model_id, image_id, kind, run_id)
-    flash("success", f"{p['path']} is now your {kind} exemplar.")
-
-
-def do_undo(model_id: int) -> None:
-    u = current_user()
-    if u is None:
-        flash("warning", "Pick a user in the sidebar first.")
-        return
-    p = fb.undo(u["id"], model_id)
-    flash("info", f"Undid the {p['kind']} pick of {p['path']}." if p else "Nothing to undo.")
-
-
-def do_suggest(run_id: int) -> None:
-    st.session_state["g_suggest"] = {"run_id": run_id, **fb.suggest_pair(run_id)}
-
-
-def do_accept_suggestion(model_id: int, run_id: int) -> None:
-    sug = st.session_state.pop("g_suggest", None) or {}
-    for kind in ("good", "bad"):
-        if sug.get(kind):
-            do_pick(model_id, run_id, sug[kind]["image_id"], kind)
-
-
-def do_detail(image_id: int | None) -> None:
-    st.session_state["g_detail"] = image_id
-
-
-def do_annotate(model_id: int, run_id: int, image_id: int, key: str) -> None:
-    u = current_user()
-    if u is None:
-        flash("warning", "Pick or create a user in the sidebar first: every annotation records who made it.")
-        return
-    q = st.session_state.get(f"{key}_q")
-    r = st.session_state.get(f"{key}_r")
-    c = st.session_state.get(f"{key}_c") or ""
-    try:
-        fb.annotate(u["id"], image_id, quality=q, rating=int(r) if r else None, comment=c, model_id=model_id,
-                    run_id=run_id)
-        flash("success", "Annotation saved.")
-    except ValueError as exc:
-        flash("warning", str(exc))
-
-
-def annotation_form(model_id: int, run_id: int, image_id: int, key: str) -> None:
-    with st.form(key=key, border=False):
-        st.radio("Explanation quality", fb.QUALITIES, index=None, horizontal=True, key=f"{key}_q")
-        st.select_slider("Rating", options=[1, 2, 3, 4, 5], value=3, key=f"{key}_r")
-        st.text_area("Comment (plain text)", key=f"{key}_c", max_chars=fb.MAX_COMMENT, height=80)
-        st.form_submit_button("Save annotation", on_click=do_annotate, args=(model_id, run_id, image_id, key))
+def start_here(pair: dict, model: dict) -> None:
+    """One line with the story's next step: pick a good and a bad map → retrain → before / after report."""
+    has_good, has_bad = pair.get("good") is not None, pair.get("bad") is not None
+    step = 1 if not (has_good and has_bad) else 2
+    marks = ["✅" if has_good and has_bad else "①", "②", "③"]
+    texts = ["pick a **good** map (on the lungs, high AR) and a **bad** one (on the marker, low AR) with the card "
+             "buttons", "**Retrain with these** (eXBL, a worker job)", "read the **Before / after** report"]
+    st.info("**Start here** · " + " → ".join(f"{m} {t}" for m, t in zip(marks, texts))
+            + ("" if current_user() else " · pick or create a user in the sidebar to choose maps"),
+            icon="👉" if step == 1 else "🔁")
 
 
 # ----------------------------------------------------------------------------------------------- explain job
@@ -200,115 +137,171 @@ def pinned_pair(model: dict, run: dict, dataset_id: int, classes: list[str], opa
     return pair
 
 
-# ----------------------------------------------------------------------------------------------- detail view
-
-@st.cache_resource(max_entries=2, show_spinner=False)
-def _classifier(model_id: int, checkpoint: str):
-    """(model, lock): one copy per server process; the lock serialises sessions explaining with it."""
-    import threading
-
-    from services.models import load_classifier
-
-    model, _ = load_classifier(model_id)
-    return model, threading.Lock()
-
-
-@st.cache_data(max_entries=256, show_spinner=False)
-def _method_map(model_id: int, checkpoint: str, dataset_id: int, stamp: float, image_index: int, method: str,
-                target: int):
-    from services.explaining import explain_one
-
-    images = ov._array(dataset_id, stamp, _home(), "images")
-    model, lock = _classifier(model_id, checkpoint)
-    with lock:
-        e, _ = explain_one(model, images[image_index], method, target, model_id=model_id)
-    return e
-
-
-def _home() -> str:
-    from services.settings import get_settings
-
-    return str(get_settings().home_dir)
-
-
-def detail_view(model: dict, run: dict, dataset_id: int, row: dict, page_rows: list[dict], classes: list[str],
-                opacity: float, cmap: str) -> None:
-    arr = {k: ov.dataset_array(dataset_id, k) for k in ("images", "lung", "marker", "has_lung", "has_marker")}
-    i = int(row["image_index"])
-    gray = arr["images"][i]
-    emap = ov.run_maps(run)[int(row["index"])].astype("float32")
-    with st.container(border=True):
-        h1, h2 = st.columns([6, 1])
-        h1.subheader(f"{row['path']}")
-        h2.button("Close", key="g_close", on_click=do_detail, args=(None,))
-        st.caption(f"true {cls_name(classes, row['label'])} · predicted {cls_name(classes, row['pred'])} "
-                   f"({fmt(row['prob'])}) · explained class {cls_name(classes, row['target'])} · split {row['split']}"
-                   f" · τ {run['tau']}")
-        side = 220
-        c = st.columns(4)
-        c[0].image(ov.png(ov.gray_rgb(gray), side), caption="original")
-        c[1].image(ov.png(ov.blend(gray[None], emap[None], opacity, cmap)[0], side),
-                   caption=f"{METHOD_LABELS.get(run['method'], run['method'])} map")
-        if arr["has_lung"][i]:
-            c[2].image(ov.png(ov.mask_rgb(gray, arr["lung"][i]), side), caption="lung mask (M)")
-        else:
-            c[2].caption("no lung mask for this image: AR / AP are undefined (NaN)")
-        if arr["has_marker"][i]:
-            c[3].image(ov.png(ov.mask_rgb(gray, arr["marker"][i], color=(255, 80, 0)), side),
-                       caption="confounder mask (marker)")
-        else:
-            c[3].caption("no confounder mask")
-        st.dataframe([{SORT_LABELS.get(k, k): fmt(row[k], 3) for k in ex.METRICS}], hide_index=True,
-                     use_container_width=True)
-        ids = [r["image_id"] for r in page_rows]
-        pos = ids.index(row["image_id"]) if row["image_id"] in ids else -1
-        b = st.columns(5)
-        b[0].button("Mark good", key="g_det_good", shortcut="G", on_click=do_pick,
-                    args=(model["id"], run["id"], row["image_id"], "good"))
-        b[1].button("Mark bad", key="g_det_bad", shortcut="B", on_click=do_pick,
-                    args=(model["id"], run["id"], row["image_id"], "bad"))
-        b[2].button("Previous", key="g_det_prev", shortcut="Left", disabled=pos <= 0, on_click=do_detail,
-                    args=(ids[pos - 1] if pos > 0 else None,))
-        b[3].button("Next", key="g_det_next", shortcut="Right", disabled=pos < 0 or pos >= len(ids) - 1,
-                    on_click=do_detail, args=(ids[pos + 1] if 0 <= pos < len(ids) - 1 else None,))
-        b[4].caption("Keys: G good · B bad · U undo · ← → move")
-        with st.expander("Annotate this explanation"):
-            annotation_form(model["id"], run["id"], row["image_id"], f"g_det_ann_{row['image_id']}")
-        if st.toggle("Open in the viewer (native resolution, zoom and pan)", key="g_det_viewer"):  # issue 17
-            from pages.parts.viewer import explanation_viewer
-            explanation_viewer(arr, i, emap, str(row["path"]), key="g_view")
-        others = [m for m in METHOD_LABELS if m != run["method"]]
-        if st.toggle("Compare with the other methods (computed now for this image)", key="g_det_compare"):
-            mc = st.columns(len(others))
-            stamp = ov._cache_stamp(dataset_id)
-            for col, m in zip(mc, others):
-                with col, st.spinner(METHOD_LABELS[m]):
-                    try:
-                        e = _method_map(model["id"], model["checkpoint"], dataset_id, stamp, i, m, int(row["target"]))
-                        col.image(ov.png(ov.blend(gray[None], e[None], opacity, cmap)[0], side // 1),
-                                  caption=METHOD_LABELS[m])
-                    except Exception as exc:  # one failing method must not hide the others
-                        col.warning(f"{METHOD_LABELS[m]}: {exc}")
-
-
 # ----------------------------------------------------------------------------------------------- page
 
 def restore_view(classes: list[str], splits: list[str]) -> None:
-    """Sort / filter / display settings survive a visit to another page (kept values that no longer fit the
-    current run's classes or splits are dropped)."""
-    valid = {"g_true": range(len(classes)), "g_pred": range(len(classes)), "g_split": splits}
+    """Sort / filter / display settings survive a visit to another page (kept in session state) and a reload (kept
+    in the URL); kept values that no longer fit the current run's classes or splits are dropped."""
+    valid = {"g_true": range(len(classes)), "g_pred": range(len(classes)), "g_split": splits,
+             "g_cmap": ov.COLORMAPS, "g_per_page": PER_PAGE, "g_sort": list(SORT_LABELS),
+             "g_order": ["ascending", "descending"], "g_correct": ["all", "correct", "wrong"],
+             "g_annot": ["all", "yes", "no"]}
+    names = {key: name for name, (key, _) in url.GALLERY_PARAMS.items()}
     for k, default in VIEW_DEFAULTS.items():
         if k in st.session_state:
             continue
-        v = st.session_state.get(f"_keep_{k}", default if k != "g_cmap" else ov.COLORMAPS[0])
+        v = st.session_state.get(f"_keep_{k}")
+        if v is None:
+            v = url.url_value(names[k])
+        if v is None:
+            v = default if k != "g_cmap" else ov.COLORMAPS[0]
         if k in valid:
-            v = [x for x in v if x in valid[k]]
+            v = [x for x in v if x in valid[k]] if isinstance(v, list) else (v if v in valid[k] else
+                                                                          (default or ov.COLORMAPS[0]))
+        if k == "g_opacity":
+            v = min(1.0, max(0.0, float(v)))
         st.session_state[k] = v
+    if "g_page" not in st.session_state and url.url_value("page"):
+        st.session_state["g_page"] = max(1, int(url.url_value("page")))
+    if "g_detail" not in st.session_state and url.url_value("detail"):
+        st.session_state["g_detail"] = int(url.url_value("detail"))
+
+
+def settings(rid: int, classes: list[str]):
+    with st.expander("Sort, filter and display", expanded=True):
+        c = st.columns([2, 2, 1, 1])  # two rows of filters: every label and value readable at 1280 px
+        c[0].selectbox("Sort by", list(SORT_LABELS), format_func=SORT_LABELS.get, key="g_sort")
+        c[1].radio("Order", ["ascending", "descending"], key="g_order", horizontal=True)
+        c[2].selectbox("Prediction", ["all", "correct", "wrong"], key="g_correct")
+        c[3].selectbox("Annotated", ["all", "yes", "no"], key="g_annot")
+        f = st.columns(3)
+        f[0].multiselect("True class", list(range(len(classes))), format_func=lambda i: cls_name(classes, i),
+                         key="g_true", placeholder="any")
+        f[1].multiselect("Predicted class", list(range(len(classes))), format_func=lambda i: cls_name(classes, i),
+                         key="g_pred", placeholder="any")
+        f[2].multiselect("Split", ex.run_splits(rid), key="g_split", placeholder="any")
+        d = st.columns([2, 2, 1, 1])
+        d[0].slider("Map opacity", 0.0, 1.0, step=0.05, key="g_opacity")
+        d[1].selectbox("Colormap", ov.COLORMAPS, key="g_cmap")
+        d[1].image(ov.colorbar_png(st.session_state["g_cmap"]), caption="map value E: 0 (left) → 1 (right)",
+                   width="stretch")
+        d[2].selectbox("Per page", PER_PAGE, key="g_per_page")
+    for k in VIEW_DEFAULTS:  # kept outside the widgets: Streamlit drops a widget's state on another page
+        st.session_state[f"_keep_{k}"] = st.session_state[k]
+    return d[3]
+
+
+def page_rows(rid: int, page_box) -> tuple[list[dict], int, int, int]:
+    ss = st.session_state
+    sort, order, per_page = ss["g_sort"], ss["g_order"], ss["g_per_page"]
+    filt = (rid, sort, order, tuple(ss["g_true"]), tuple(ss["g_pred"]), ss["g_correct"], tuple(ss["g_split"]),
+            ss["g_annot"], per_page)
+    if ss.get("g_filt") not in (None, filt):
+        ss["g_page"] = 1
+    ss["g_filt"] = filt
+    query = dict(sort=sort, descending=order == "descending", true_class=ss["g_true"], pred_class=ss["g_pred"],
+                 correct=None if ss["g_correct"] == "all" else ss["g_correct"] == "correct", splits=ss["g_split"],
+                 annotated=None if ss["g_annot"] == "all" else ss["g_annot"] == "yes", limit=per_page)
+    page = max(1, int(ss.get("g_page") or 1))
+    rows, total = ex.query_explanations(rid, offset=(page - 1) * per_page, **query)
+    pages = max(1, math.ceil(total / per_page))
+    if page > pages:
+        page = pages
+        rows, total = ex.query_explanations(rid, offset=(page - 1) * per_page, **query)
+    ss["g_page"] = page
+    page_box.number_input(f"Page (of {pages})", 1, pages, key="g_page")
+    return rows, total, page, pages
+
+
+def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: str, good_id, bad_id, a, u) -> None:
+    iid = r["image_id"]
+    with st.container(border=True):
+        badge = " ✅ good" if iid == good_id else (" ❌ bad" if iid == bad_id else "")
+        st.image(img, width="stretch")
+        ok = "✔" if r["correct"] else "✘"
+        st.markdown(f"`{r['path'].rsplit('/', 1)[-1]}`{badge}  \n"
+                    f"true **{cls_name(classes, r['label'])}** · pred **{cls_name(classes, r['pred'])}** "
+                    f"{fmt(r['prob'])} {ok}  \n"
+                    f"**AR {fmt(r['ar'])}** · **AP {fmt(r['ap'])}**"
+                    + (f" · {SORT_LABELS[sort]} {fmt(r[sort])}" if sort not in ("ar", "ap") else ""),
+                    help=NA_HELP if r["ar"] is None or r["ap"] is None else None)
+        b = st.columns(2)  # two buttons a row: the labels fit a card at 1280 px
+        b[0].button("Good", key=f"g_good_{iid}", on_click=do_pick, args=(model["id"], rid, iid, "good"),
+                    disabled=u is None or iid == good_id, help="mark as the good exemplar", width="stretch")
+        b[1].button("Bad", key=f"g_bad_{iid}", on_click=do_pick, args=(model["id"], rid, iid, "bad"),
+                    disabled=u is None or iid == bad_id, help="mark as the bad exemplar", width="stretch")
+        st.button("Detail · annotate", key=f"g_det_{iid}", on_click=do_detail, args=(iid,), width="stretch")
+        if a:
+            st.caption(f"annotated by {md_escape(a['user'])}: {a['quality'] or 'n/a'} · {a['rating'] or 'n/a'}/5")
+
+
+@st.fragment
+def body(model: dict, run: dict, dataset_id: int, classes: list[str]) -> None:
+    """Settings, pinned pair, detail view and grid: one fragment, so a click reruns only this."""
+    from pages.parts.gallery_detail import detail_view
+
+    show_flash()
+    u = current_user()
+    start_here(fb.current_pair(model["id"], u["id"] if u else None), model)
+    rid = run["id"]
+    restore_view(classes, ex.run_splits(rid))
+    page_box = settings(rid, classes)
+    ss = st.session_state
+    opacity, cmap, sort = ss["g_opacity"], ss["g_cmap"], ss["g_sort"]
+    rows, total, page, pages = page_rows(rid, page_box)
+    pair = pinned_pair(model, run, dataset_id, classes, opacity, cmap)
+    det = ss.get("g_detail")
+    if det is not None:
+        drow = next((r for r in rows if r["image_id"] == det), None) or ex.explanation_for(rid, det)
+        if drow is not None:
+            detail_view(model, run, dataset_id, drow, rows, classes, opacity, cmap)
+    url.save_gallery(ss)
+    st.caption(f"{total} image(s) match · page {page} of {pages} · sorted by {SORT_LABELS[sort]} {ss['g_order']} "
+               f"(n/a last) · AR and AP at τ = {run['tau']} · n/a = undefined (no lung mask or an all-zero map)")
+    if not rows:
+        st.info("No image matches these filters.")
+        return
+    good_id = pair["good"]["image_id"] if pair.get("good") else None
+    bad_id = pair["bad"]["image_id"] if pair.get("bad") else None
+    annotated = {a["image_id"]: a for a in reversed(fb.list_annotations(model_id=model["id"],
+                                                                        image_ids=[r["image_id"] for r in rows]))}
+    pngs = ov.overlays_for(run, dataset_id, rows, opacity, cmap)
+    for start in range(0, len(rows), COLS):
+        cols = st.columns(COLS)
+        for col, r, img in zip(cols, rows[start: start + COLS], pngs[start: start + COLS]):
+            with col:
+                card(model, rid, r, img, classes, sort, good_id, bad_id, annotated.get(r["image_id"]), u)
+
+
+def pick_run(runs: list[dict]) -> dict:
+    run_ids = [r["id"] for r in runs]
+    if st.session_state.get("g_run_next") in run_ids:
+        st.session_state["g_run"] = st.session_state.pop("g_run_next")
+    if "g_run" not in st.session_state and url.url_value("run") in run_ids:
+        st.session_state["g_run"] = url.url_value("run")
+    if st.session_state.get("g_run") not in run_ids:
+        st.session_state["g_run"] = run_ids[0]
+    labels = {r["id"]: (f"run #{r['id']} · {METHOD_LABELS.get(r['method'], r['method'])} · {r['target']} class · "
+                        f"{', '.join(r['splits']) or 'all splits'} · {r['summary'].get('n', '?')} images · "
+                        f"{(r['created_at'] or '')[:16]}") for r in runs}
+    rid = st.selectbox("Explanation run", run_ids, format_func=labels.get, key="g_run")
+    return next(r for r in runs if r["id"] == rid)
+
+
+def summary(run: dict) -> None:
+    s = run["summary"]
+    m = st.columns(6)
+    m[0].metric("images", s.get("n", "n/a"))
+    m[1].metric("accuracy", fmt(s.get("accuracy"), 3))
+    m[2].metric("mean AR", fmt(s.get("ar_mean"), 3), help="mean over images where AR is defined; " + NA_HELP)
+    m[3].metric("mean AP", fmt(s.get("ap_mean"), 3), help="AR alone rewards a map that lights up everything")
+    m[4].metric("mean F1", fmt(s.get("f1_mean"), 3))
+    m[5].metric("mean WR", fmt(s.get("wr_mean"), 3), help="share of the confounder (marker) covered by T(E); "
+                "n/a when the images have no marker mask")
 
 
 def main() -> None:
     st.title("Explanation gallery")
-    show_flash()
     ds, model = selected_dataset(), selected_model()
     if ds is None:
         st.info("No dataset yet. Build the demo with `exemplar demo` (or `make run`), or import a dataset on "
@@ -324,106 +317,11 @@ def main() -> None:
         st.info(f"No explanations for model #{model['id']} yet: start an explain job above (a worker must be "
                 f"running), or run `exemplar explain --model {model['id']} --method gradcam`.")
         return
-    run_ids = [r["id"] for r in runs]
-    if st.session_state.get("g_run_next") in run_ids:
-        st.session_state["g_run"] = st.session_state.pop("g_run_next")
-    if st.session_state.get("g_run") not in run_ids:
-        st.session_state["g_run"] = run_ids[0]
-    labels = {r["id"]: (f"run #{r['id']} · {METHOD_LABELS.get(r['method'], r['method'])} · {r['target']} class · "
-                        f"{', '.join(r['splits']) or 'all splits'} · {r['summary'].get('n', '?')} images · "
-                        f"{(r['created_at'] or '')[:16]}") for r in runs}
-    rid = st.selectbox("Explanation run", run_ids, format_func=labels.get, key="g_run")
-    run = next(r for r in runs if r["id"] == rid)
+    run = pick_run(runs)
     dataset_id = int(run.get("dataset_id") or ds["id"])
     classes = ex.dataset_classes(dataset_id) or list(model["config"].get("classes") or [])
-    s = run["summary"]
-    m = st.columns(6)
-    m[0].metric("images", s.get("n", "?"))
-    m[1].metric("accuracy", fmt(s.get("accuracy"), 3))
-    m[2].metric("mean AR", fmt(s.get("ar_mean"), 3))
-    m[3].metric("mean AP", fmt(s.get("ap_mean"), 3))
-    m[4].metric("mean F1", fmt(s.get("f1_mean"), 3))
-    m[5].metric("mean WR", fmt(s.get("wr_mean"), 3), help="share of the confounder (marker) covered by T(E)")
-
-    restore_view(classes, ex.run_splits(rid))
-    with st.expander("Sort, filter and display", expanded=True):
-        c = st.columns([2, 1, 2, 2, 1, 2, 1])
-        sort = c[0].selectbox("Sort by", list(SORT_LABELS), format_func=SORT_LABELS.get, key="g_sort")
-        order = c[1].radio("Order", ["ascending", "descending"], key="g_order")
-        tc = c[2].multiselect("True class", list(range(len(classes))), format_func=lambda i: cls_name(classes, i),
-                              key="g_true")
-        pc = c[3].multiselect("Predicted class", list(range(len(classes))),
-                              format_func=lambda i: cls_name(classes, i), key="g_pred")
-        corr = c[4].selectbox("Prediction", ["all", "correct", "wrong"], key="g_correct")
-        sp = c[5].multiselect("Split", ex.run_splits(rid), key="g_split")
-        ann = c[6].selectbox("Annotated", ["all", "yes", "no"], key="g_annot")
-        d = st.columns([2, 2, 1, 1])
-        opacity = d[0].slider("Map opacity", 0.0, 1.0, step=0.05, key="g_opacity")
-        cmap = d[1].selectbox("Colormap", ov.COLORMAPS, key="g_cmap")
-        per_page = d[2].selectbox("Per page", PER_PAGE, key="g_per_page")
-    for k in VIEW_DEFAULTS:  # kept outside the widgets: Streamlit drops a widget's state on another page
-        st.session_state[f"_keep_{k}"] = st.session_state[k]
-    filt = (rid, sort, order, tuple(tc), tuple(pc), corr, tuple(sp), ann, per_page)
-    if st.session_state.get("g_filt") != filt:
-        st.session_state["g_filt"] = filt
-        st.session_state["g_page"] = 1
-    query = dict(sort=sort, descending=order == "descending", true_class=tc, pred_class=pc,
-                 correct=None if corr == "all" else corr == "correct", splits=sp,
-                 annotated=None if ann == "all" else ann == "yes", limit=per_page)
-    page = max(1, int(st.session_state.get("g_page") or 1))
-    rows, total = ex.query_explanations(rid, offset=(page - 1) * per_page, **query)
-    pages = max(1, math.ceil(total / per_page))
-    if page > pages:
-        page = pages
-        rows, total = ex.query_explanations(rid, offset=(page - 1) * per_page, **query)
-    st.session_state["g_page"] = page
-    d[3].number_input(f"Page (of {pages})", 1, pages, key="g_page")
-
-    pair = pinned_pair(model, run, dataset_id, classes, opacity, cmap)
-
-    det = st.session_state.get("g_detail")
-    if det is not None:
-        drow = next((r for r in rows if r["image_id"] == det), None) or ex.explanation_for(rid, det)
-        if drow is not None:
-            detail_view(model, run, dataset_id, drow, rows, classes, opacity, cmap)
-
-    st.caption(f"{total} image(s) match · page {page} of {pages} · sorted by {SORT_LABELS[sort]} {order} "
-               f"(NaN last) · AR and AP at τ = {run['tau']}")
-    if not rows:
-        st.info("No image matches these filters.")
-        return
-    good_id = pair["good"]["image_id"] if pair.get("good") else None
-    bad_id = pair["bad"]["image_id"] if pair.get("bad") else None
-    u = current_user()
-    annotated = {a["image_id"]: a for a in reversed(fb.list_annotations(model_id=model["id"],
-                                                                        image_ids=[r["image_id"] for r in rows]))}
-    pngs = ov.overlays_for(run, dataset_id, rows, opacity, cmap)
-    for start in range(0, len(rows), COLS):
-        cols = st.columns(COLS)
-        for col, r, img in zip(cols, rows[start: start + COLS], pngs[start: start + COLS]):
-            iid = r["image_id"]
-            with col.container(border=True):
-                badge = " ✅ good" if iid == good_id else (" ❌ bad" if iid == bad_id else "")
-                st.image(img, width="stretch")
-                ok = "✔" if r["correct"] else "✘"
-                st.markdown(f"`{r['path'].rsplit('/', 1)[-1]}`{badge}  \n"
-                            f"true **{cls_name(classes, r['label'])}** · pred **{cls_name(classes, r['pred'])}** "
-                            f"{fmt(r['prob'])} {ok}  \n"
-                            f"**AR {fmt(r['ar'])}** · **AP {fmt(r['ap'])}**"
-                            + (f" · {SORT_LABELS[sort]} {fmt(r[sort])}" if sort not in ("ar", "ap") else ""))
-                b = st.columns(3)
-                b[0].button("Good", key=f"g_good_{iid}", on_click=do_pick, args=(model["id"], rid, iid, "good"),
-                            disabled=u is None or iid == good_id, help="mark as the good exemplar")
-                b[1].button("Bad", key=f"g_bad_{iid}", on_click=do_pick, args=(model["id"], rid, iid, "bad"),
-                            disabled=u is None or iid == bad_id, help="mark as the bad exemplar")
-                b[2].button("Detail", key=f"g_det_{iid}", on_click=do_detail, args=(iid,))
-                a = annotated.get(iid)
-                with st.popover("Annotate" + (f" · {a['quality'] or ''} {a['rating'] or ''}" if a else "")):
-                    if a:
-                        st.caption(f"latest by {md_escape(a['user'])}: {a['quality'] or '–'}, {a['rating'] or '–'}/5")
-                        if a["comment"]:
-                            st.text(a["comment"])
-                    annotation_form(model["id"], rid, iid, f"g_ann_{iid}")
+    summary(run)
+    body(model, run, dataset_id, classes)
 
 
 main()

@@ -29,7 +29,7 @@ def refusals(pair: dict) -> list[str]:
 
 
 def _fmt(v, nd: int = 3) -> str:
-    return "NaN" if v is None or v != v else f"{v:.{nd}f}"
+    return "n/a" if v is None or v != v else f"{v:.{nd}f}"
 
 
 def show_pair(model: dict, dataset: dict, pair: dict) -> None:
@@ -66,9 +66,9 @@ def _charts(job: dict) -> None:
             st.text(r["verdict"])
         rows = []
         for s_, row in (r.get("splits") or {}).items():
-            cell = {w: (row.get(w) or {}).get("accuracy") for w in ("parent", "control", "child")}
+            cell = {w: _fmt((row.get(w) or {}).get("accuracy")) for w in ("parent", "control", "child")}
             rows.append({"held-out split": s_, **cell,
-                         "effect": ((row.get("effect") or {}).get("accuracy") or {}).get("mean")})
+                         "effect": _fmt(((row.get("effect") or {}).get("accuracy") or {}).get("mean"))})
         if rows:
             st.dataframe(rows, hide_index=True, key=f"rt_result_{job['id']}")
         if st.button("Open the before / after report", key=f"rt_report_{job['id']}"):

@@ -39,8 +39,8 @@ class ImportRefused(ValueError):
     def __init__(self, report: dict):
         bad = report["bad"]
         head = "; ".join(f"{b['path']}: {b['reason']}" for b in bad[:5]) + (" …" if len(bad) > 5 else "")
-        super().__init__(f"import refused, database unchanged: {len(bad)} bad file(s) "
-                         f"(use --skip-bad to import the rest): {head}")
+        super().__init__(f"import refused, nothing imported: {len(bad)} bad file(s): {head}. Fix or remove "
+                         "them, or import the rest with --skip-bad ('Skip bad files' on the page)")
         self.report = report
 
 
@@ -343,6 +343,25 @@ def _prepare_root(path: Path, name: str, uploaded: bool, bad: list[layouts.Bad])
     if not path.is_dir():
         raise FileNotFoundError(f"{path} is neither a folder nor a .zip file")
     return path.resolve(), None
+
+
+def check_import_source(path: str | Path, layout: str, labels: str | Path | None = None) -> Path:
+    """Refuse an import before it is queued (issue 16): the folder or .zip must exist on the server, and the dicom
+    layout needs an existing labels CSV. Raises ValueError with one plain line naming the path and what to do."""
+    if layout not in layouts.LAYOUTS:
+        raise ValueError(f"layout {layout!r} is unknown: choose one of {', '.join(layouts.LAYOUTS)}")
+    p = Path(str(path or "").strip()).expanduser()
+    if not str(path or "").strip():
+        raise ValueError("no dataset path given: enter a folder or a .zip on the server")
+    if not p.exists():
+        raise ValueError(f"{p} does not exist on the server: check the path (a dataset folder, or a .zip of one)")
+    if p.is_file() and p.suffix.lower() != ".zip":
+        raise ValueError(f"{p} is a file but not a .zip: give the dataset folder, or a .zip of it")
+    if layout == "dicom" and not labels:
+        raise ValueError("the dicom layout needs a labels CSV with columns path,label[,split]: fill in Labels CSV")
+    if labels and not Path(str(labels)).expanduser().is_file():
+        raise ValueError(f"labels CSV {labels} does not exist on the server: check the path")
+    return p
 
 
 def import_dataset(path: str | Path, layout: str, name: str, skip_bad: bool = False, labels: str | Path | None = None,

@@ -18,6 +18,8 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from services.batching import adaptive_batches
+
 Progress = Callable[..., None]
 ALIASES = {"ig": "integrated_gradients", "grad_cam": "gradcam", "ltx_finetuned": "ltx"}
 LABELS = {"gradcam": "GradCAM", "integrated_gradients": "Integrated Gradients", "saliency": "Saliency",
@@ -121,8 +123,8 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
             for tk in targets:
                 cols: dict[str, list] = {k: [] for k in METRICS}
                 curves: dict[str, list] = {k: [] for k in METRICS[2:]}
-                for s in range(0, n, batch_size):
-                    b = idx[s: s + batch_size]
+                for s, e_ in adaptive_batches(n, batch_size):  # issue 16: cancel honoured within ~2 s
+                    b = idx[s: e_]
                     x = torch.from_numpy(arrays.images[b]).to(dev).float().div_(255.0)[:, None]
                     y = torch.from_numpy(arrays.labels[b]).to(dev).long()
                     t1 = time.perf_counter()

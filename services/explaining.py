@@ -25,6 +25,7 @@ import numpy as np
 from sqlalchemy import and_, delete, exists, func, insert, select
 
 from db.models import Annotation, Dataset, Explanation, ExplanationRun, Image, Model
+from services.batching import adaptive_batches
 from services.database import session
 from services.settings import from_stored, get_settings, to_stored
 
@@ -165,8 +166,8 @@ def _compute(job: _Job, method, target, tau, batch_size, maps_file: Path, say) -
     writer, map_size = None, None
     t_compute, since_remap = time.monotonic(), 0
     try:
-        for s in range(0, n, batch_size):
-            b = idx[s: s + batch_size]
+        for s, e_ in adaptive_batches(n, batch_size):  # issue 16: small batches for slow methods, quick cancel
+            b = idx[s: e_]
             x = torch.from_numpy(np.ascontiguousarray(arrays.images[b])).to(dev, non_blocking=True).float()
             x = x.div_(255.0)[:, None]
             tgt = None if target == "predicted" else torch.from_numpy(np.asarray(arrays.labels[b])).to(dev)

@@ -18,6 +18,7 @@ from sqlalchemy import select
 from db.models import Job
 from services import audit, job_state
 from services.database import read_session, session
+from services.errors import plain_error
 from services.handlers import HANDLERS, max_retries_for
 from services.reaper import HEARTBEAT_S, STALE_AFTER_S, reap  # noqa: F401  (re-exported)
 from services.roles import require, require_cancel
@@ -51,8 +52,10 @@ class JobContext:
         """Record progress 0..1, a message and optionally one step's metrics; raise JobCancelled if asked.
         Each write is its own short transaction."""
         now = time.monotonic()
-        if self.echo and message:
-            print(f"[{fraction:5.1%}] {message}", file=sys.stderr, flush=True)
+        if self.echo and message:  # one updating line (\r), ended by execute_job: a refusal stays one plain line
+            print(f"\r[{fraction:5.1%}] {message}\x1b[K" if sys.stderr.isatty() else f"\r[{fraction:5.1%}] {message}",
+                  end="", file=sys.stderr, flush=True)
+            self.echoed = True
         if self.lost.is_set():
             raise JobLost(f"job {self.job_id} attempt {self.attempt} was declared lost")
         if not (force or metrics is not None or now - self._last_write > 0.5 or fraction >= 1.0):
@@ -151,10 +154,12 @@ def execute_job(job_id: int, echo: bool = False, worker: str | None = None) -> d
     except JobReleased:
         status = "released"
     except Exception as exc:  # stored on the row: the jobs table is the truth
-        status, error, tb = "failed", f"{type(exc).__name__}: {exc}", traceback.format_exc()
+        status, error, tb = "failed", plain_error(exc), traceback.format_exc()
     finally:
         stop.set()
         beat.join(timeout=5)
+        if getattr(ctx, "echoed", False):
+            print(file=sys.stderr, flush=True)
     if status == "released":
         job_state.release(job_id, c.attempt)
     elif status != "lost":

@@ -1,6 +1,9 @@
 """Roles and the one server-side check: `require(user_id, action)` returns the acting user or raises PermissionRefused."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+
 ROLES = ("reader", "researcher", "admin")
 RANK = {r: i for i, r in enumerate(ROLES)}
 
@@ -25,6 +28,22 @@ WHAT = {  # words for the refusal message
 }
 
 
+# The demo build is a set-up step, not a person's write: it runs "as system" so it leaves no user behind
+# (no login name such as "root" in the user picker). Only code paths that enter as_system() get it.
+SYSTEM = {"id": None, "name": "system", "role": "admin"}
+_as_system: ContextVar[bool] = ContextVar("exemplar_as_system", default=False)
+
+
+@contextmanager
+def as_system():
+    """Within this block, a write with no acting user (user_id None) acts as the system (the demo build)."""
+    token = _as_system.set(True)
+    try:
+        yield SYSTEM
+    finally:
+        _as_system.reset(token)
+
+
 class PermissionRefused(PermissionError):
     """A role check failed; the message is one line naming the user's role and the role needed."""
 
@@ -44,6 +63,8 @@ def require(user_id: int | None, action: str) -> dict:
     user_id None means the process's own identity (EXEMPLAR_USER for the CLI and the worker's inline runs)."""
     from services.users import cli_user_id, get_user
 
+    if user_id is None and _as_system.get():
+        return dict(SYSTEM)
     user = get_user(cli_user_id() if user_id is None else int(user_id))
     if user is None:
         raise ValueError(f"no user {user_id}: every write needs a known user")

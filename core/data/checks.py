@@ -1,6 +1,7 @@
 """Decode-and-check for imported images and masks: every file is decoded once, bad ones get a reason.
 
-A bad file raises BadFile(reason); the importer lists it in its report. Checks: empty file, not an image
+A bad file raises BadFile(reason); the importer lists it in its report. Reasons are plain words for people (no
+exception class names, no object reprs): the importer puts the file's path in front of them. Checks: empty file, not an image
 (e.g. text named .png), decompression bomb (pixel count from the header, before decoding), truncated or corrupt
 data, zero-size image, mask whose shape does not match its image.
 """
@@ -64,11 +65,10 @@ def _open(data: bytes, max_pixels: int) -> Image.Image:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im = Image.open(io.BytesIO(data))
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadFile(f"decompression bomb: {exc}") from None
-    except Exception as exc:  # PIL raises UnidentifiedImageError, SyntaxError, ValueError… for junk
-        reason = re.sub(r"\s*<[^<>]* object at 0x[0-9a-fA-F]+>", "", str(exc))  # never show a Python object
-        raise BadFile(f"not a readable image ({type(exc).__name__}: {reason})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadFile(f"decompression bomb: the header claims more than {max_pixels:,} pixels") from None
+    except Exception:  # PIL raises UnidentifiedImageError, SyntaxError, ValueError… for junk; its text names no file
+        raise BadFile("not a readable image (not a PNG, JPEG, BMP or TIFF, or damaged)") from None
     if im.format not in FORMATS:
         raise BadFile(f"unsupported image format {im.format}")
     w, h = im.size
@@ -86,10 +86,10 @@ def decode_gray(data: bytes, max_pixels: int = MAX_PIXELS) -> np.ndarray:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             im.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:
-        raise BadFile(f"decompression bomb: {exc}") from None
-    except Exception as exc:  # truncated streams raise OSError, broken chunks SyntaxError/ValueError
-        raise BadFile(f"truncated or corrupt image data ({type(exc).__name__}: {exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise BadFile(f"decompression bomb: the header claims more than {max_pixels:,} pixels") from None
+    except Exception:  # truncated streams raise OSError, broken chunks SyntaxError/ValueError
+        raise BadFile("truncated or corrupt image data (the file ends early or is damaged)") from None
     if im.mode in ("I;16", "I;16B", "I;16L", "I", "F"):
         a = np.asarray(im)
         if im.mode.startswith("I;16"):

@@ -10,10 +10,11 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from core.palette import SPLIT_COLOURS
 from pages.common import require_user, selected_dataset
 from pages.parts.job_progress import live_job
 from services import jobs
-from services.datasets import check_name, get_dataset, list_datasets, load_arrays
+from services.datasets import check_import_source, check_name, get_dataset, list_datasets, load_arrays
 from services.settings import get_settings
 
 SPLITS = ("train", "val", "test", "test_shifted")
@@ -59,9 +60,11 @@ def _chart(d: dict) -> None:
     if df.empty:
         st.caption("no images")
         return
-    fig = px.bar(df, x="class", y="images", color="split", barmode="group",
+    fig = px.bar(df, x="class", y="images", color="split", barmode="group", color_discrete_map=SPLIT_COLOURS,
                  category_orders={"split": list(SPLITS), "class": list(d["classes"])})
     fig.update_layout(height=300, margin=dict(l=0, r=0, t=30, b=0), title=f"{d['name']}: images per class and split")
+    fig.update_xaxes(title_text="class", tickangle=0)
+    fig.update_yaxes(title_text="images (count)")
     st.plotly_chart(fig, key=f"ds_counts_chart_{d['id']}", width="stretch")
 
 
@@ -104,7 +107,7 @@ def _grid(d: dict) -> None:
 
 def _report(d: dict) -> None:
     rep = d.get("report") or {}
-    with st.expander("Last import report", expanded=bool(rep.get("bad"))):
+    with st.expander(f"Last import report of {d['name']}", expanded=bool(rep.get("bad"))):
         if not rep:
             st.caption("no import report")
             return
@@ -114,7 +117,8 @@ def _report(d: dict) -> None:
         m[2].metric("unchanged", rep.get("unchanged", 0))
         m[3].metric("bad", rep.get("bad_count", len(rep.get("bad", []))))
         m[4].metric("duplicates", len(rep.get("duplicates", [])))
-        st.caption(f"{rep.get('layout')} from `{rep.get('source')}` · finished {rep.get('finished_at', '')}"
+        st.caption(f"dataset {d['name']} · {rep.get('layout')} from `{rep.get('source')}` · finished "
+                   f"{str(rep.get('finished_at') or 'n/a')[:19].replace('T', ' ')}"
                    + (" · --skip-bad" if rep.get("skip_bad") else ""))
         if rep.get("bad"):
             st.markdown("**Bad files** (not imported)")
@@ -148,11 +152,24 @@ def _start(kind: str, params: dict) -> None:
         return
     try:
         check_name(params["name"])
+        if kind == "data.import":  # a wrong path is refused here, not after a queued job ran
+            check_import_source(params["path"], params["layout"], params.get("labels"))
     except ValueError as exc:
         st.error(str(exc))
         return
     st.session_state["ds_job"] = jobs.submit(kind, params, user["id"])
     st.session_state["ds_job_kind"] = kind
+    st.session_state.pop("ds_job_seen", None)
+
+
+def _when_done(job: dict) -> None:
+    """A finished synth / import job: show its dataset (and its own import report) and refresh every table once."""
+    if job["status"] not in jobs.FINAL or st.session_state.get("ds_job_seen") == job["id"]:
+        return
+    st.session_state["ds_job_seen"] = job["id"]
+    if job["status"] == "succeeded" and (job.get("result") or {}).get("name"):
+        st.session_state["ds_pick_next"] = job["result"]["name"]
+        st.rerun(scope="app")
 
 
 def _forms() -> None:
@@ -211,6 +228,8 @@ def render() -> None:
         names = [d["name"] for d in datasets]
         cur = selected_dataset()
         idx = names.index(cur["name"]) if cur and cur["name"] in names else len(names) - 1
+        if st.session_state.get("ds_pick_next") in names:  # the dataset a job just made, with its report
+            st.session_state["ds_pick"] = st.session_state.pop("ds_pick_next")
         pick = st.selectbox("Dataset", names, index=idx, key="ds_pick")
         d = get_dataset(pick)
         _chart(d)
@@ -220,6 +239,4 @@ def render() -> None:
     _forms()
     job_id = st.session_state.get("ds_job")
     if job_id:
-        live_job(int(job_id), key="ds_job")
-        if st.button("Refresh datasets", key="ds_refresh", help="show datasets made by finished jobs"):
-            st.rerun()
+        live_job(int(job_id), key="ds_job", extra=_when_done)

@@ -1,13 +1,22 @@
-"""A live job panel any page can embed: progress bar, message, per-step metric chart and cancel, polled from `jobs`."""
+"""A live job panel any page can embed: progress bar with an ETA from the measured rate (grey, filled as far as it got,
+when cancelled), message, per-step metric chart and cancel, polled from `jobs`."""
 from __future__ import annotations
+
+from datetime import datetime, timezone
 
 import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from core.palette import CANCELLED
 from pages.common import current_user
 from services.jobs import FINAL, get_job, request_cancel
 
+# Job kinds in words (the exbl job of the counterfactual-guided variant is not "exbl").
+KIND_LABELS = {"data.synth": "SynthCXR synthesis", "data.import": "import", "train": "training", "explain": "explain",
+               "exbl": "eXBL retraining", "exbl_cf": "eXBL with counterfactuals", "gen.train": "generator training",
+               "counterfactual": "counterfactual", "ltx.train": "LTX pretraining", "evaluate": "method evaluation",
+               "demo": "demo build"}
 STATUS_ICON = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "🛑", "lost": "👻"}
 
 
@@ -16,12 +25,65 @@ def metrics_frame(job: dict) -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
+def _seconds(a: str | None, b: str | None = None) -> float | None:
+    """Seconds from ISO time a to b (default now, UTC); None when a is missing."""
+    if not a:
+        return None
+    t0 = datetime.fromisoformat(a)
+    t1 = datetime.fromisoformat(b) if b else datetime.now(t0.tzinfo or timezone.utc).replace(tzinfo=t0.tzinfo)
+    return max(0.0, (t1 - t0).total_seconds())
+
+
+def duration(s: float | None) -> str:
+    if s is None or s != s:
+        return "n/a"
+    s = int(round(s))
+    return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else (f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s")
+
+
+def eta_seconds(progress: float, elapsed: float | None, min_progress: float = 0.02, min_elapsed: float = 2.0):
+    """Seconds left at the job's measured rate (progress per second since it started); None until measurable."""
+    if elapsed is None or progress < min_progress or elapsed < min_elapsed or progress >= 1.0:
+        return None
+    return elapsed * (1.0 - progress) / progress
+
+
+def timing(job: dict) -> str:
+    """'12s elapsed · about 1m 05s left' for a running job, 'took 3m 02s' for a finished one."""
+    if job["status"] == "queued":
+        return "waiting for a worker"
+    elapsed = _seconds(job.get("started_at"), job.get("finished_at"))
+    if job["status"] != "running":
+        return f"took {duration(elapsed)}" if elapsed is not None else ""
+    eta = eta_seconds(float(job["progress"] or 0.0), elapsed)
+    return f"{duration(elapsed)} elapsed · " + (f"about {duration(eta)} left" if eta is not None else "estimating…")
+
+
+def grey_bar(fraction: float, text: str) -> None:
+    """A stopped job's bar in grey, filled as far as it got (numbers only in the HTML; the text is escaped)."""
+    pct = max(0.0, min(100.0, 100.0 * float(fraction or 0.0)))
+    st.markdown(f'<div style="background:#E0E0E0;border-radius:4px;height:8px;margin:6px 0 2px 0">'
+                f'<div style="background:{CANCELLED};width:{pct:.1f}%;height:8px;border-radius:4px"></div></div>',
+                unsafe_allow_html=True)
+    st.caption(text)
+
+
 def render_job(job: dict, key: str, chart: bool = True) -> None:
-    """One job: status, progress bar, message; a metrics chart when it logged per-step metrics; cancel."""
+    """One job: status, progress bar (grey when cancelled or lost), ETA from its measured rate, message; a metrics
+    chart when it logged per-step metrics; cancel."""
     icon = STATUS_ICON.get(job["status"], "")
-    st.progress(float(job["progress"] or 0.0),
-                text=f"{icon} job {job['id']} · {job['kind']} · {job['status']}"
-                     + (f" · {job['message']}" if job["message"] and job["message"] != job["status"] else ""))
+    label = KIND_LABELS.get(job["kind"], job["kind"])
+    method = (job.get("params") or {}).get("method")
+    if job["kind"] in ("exbl", "explain", "counterfactual") and method:  # e.g. "eXBL retraining · exbl_cf"
+        label = f"{label} · {method}"
+    text = (f"{icon} job {job['id']} · {label} · {job['status']}"
+            + (f" · {job['message']}" if job["message"] and job["message"] != job["status"] else ""))
+    when = timing(job)
+    frac = float(job["progress"] or 0.0)
+    if job["status"] in ("cancelled", "lost"):
+        grey_bar(frac, f"{text} · stopped at {frac:.0%}" + (f" · {when}" if when else ""))
+    else:
+        st.progress(frac, text=f"{text} · {frac:.0%}" + (f" · {when}" if when else ""))
     cols = st.columns([1, 5])
     if job["status"] in ("queued", "running") and not job.get("cancel_requested"):
         if cols[0].button("Cancel", key=f"{key}_cancel_{job['id']}"):
@@ -40,7 +102,9 @@ def render_job(job: dict, key: str, chart: bool = True) -> None:
         xcol = "epoch" if "epoch" in df.columns else ("step" if "step" in df.columns else None)
         if len(df) and num:
             fig = px.line(df, x=xcol, y=num, markers=True) if xcol else px.line(df[num], markers=True)
-            fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0), legend_title_text="")
+            fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0), legend_title_text="metric")
+            fig.update_xaxes(title_text=xcol or "step", tickformat="d", dtick=1 if len(df) <= 20 else None)
+            fig.update_yaxes(title_text="value (per metric; loss, accuracy 0–1)")
             st.plotly_chart(fig, key=f"{key}_chart_{job['id']}_{len(df)}", use_container_width=True)
 
 

@@ -7,6 +7,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from core.palette import colour_map, version_colours
 from pages.common import require_user, selected_model
 from pages.parts.job_progress import live_job
 from services import jobs
@@ -71,22 +72,29 @@ def bars_figure(df: pd.DataFrame):
     inv = {v: k for k, v in METRIC_LABELS.items()}
     long["metric"] = long["metric"].map(lambda c: f"{c} {BETTER[inv[c]]}")
     fig = px.bar(long, x="method", y="value", color="model", barmode="group", facet_col="metric",
-                 facet_col_wrap=4, facet_row_spacing=0.12, height=520)
+                 facet_col_wrap=4, facet_row_spacing=0.18, height=560,
+                 color_discrete_map=version_colours(df["model"]))
     fig.update_yaxes(matches=None, showticklabels=True, title_text="")
-    fig.update_xaxes(title_text="")
+    fig.update_yaxes(title_text="score", col=1)
+    fig.update_xaxes(title_text="", tickangle=0)
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
-    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0), legend_title_text="model")
+    fig.update_layout(margin=dict(l=0, r=0, t=40, b=0), legend_title_text="model version",
+                      legend=dict(orientation="h", yanchor="bottom", y=-0.25, x=0))
     return fig
 
 
 def curves_figure(cf: pd.DataFrame):
     fig = px.line(cf, x="removed", y="value", color="method", line_dash="model", facet_col="curve",
-                  facet_col_wrap=2, markers=True, height=520,
-                  category_orders={"curve": ["DEL", "INS", "POS", "NEG"]})
+                  facet_col_wrap=2, markers=True, height=600, facet_row_spacing=0.16,
+                  category_orders={"curve": ["DEL", "INS", "POS", "NEG"]},
+                  color_discrete_map=colour_map(cf["method"].unique()))
     fig.update_yaxes(range=[0, 1.02], title_text="")
-    fig.update_xaxes(title_text="share of pixels blanked")
+    fig.update_yaxes(title_text="probability / accuracy", col=1)
+    fig.update_xaxes(title_text="")
+    fig.update_xaxes(title_text="share of pixels blanked (0–1)", row=1)
     fig.for_each_annotation(lambda a: a.update(text=a.text.split("=")[-1]))
-    fig.update_layout(margin=dict(l=0, r=0, t=30, b=0))
+    fig.update_layout(margin=dict(l=0, r=0, t=40, b=0), legend=dict(orientation="h", yanchor="bottom", y=-0.22, x=0),
+                      legend_title_text="method · model version")
     return fig
 
 

@@ -1,5 +1,5 @@
 """Explanation overlays for the gallery: the image with its map blended in a colormap, rendered with numpy/PIL
-for a whole page at once and cached per (run, page, opacity, colormap)."""
+for a whole page at once and cached as encoded PNGs per (run, page, opacity, colormap); one colour bar per colormap."""
 from __future__ import annotations
 
 import io
@@ -71,6 +71,13 @@ def png(rgb: np.ndarray, side: int | None = None) -> bytes:
     buf = io.BytesIO()
     im.save(buf, format="PNG", compress_level=1)
     return buf.getvalue()
+
+
+@lru_cache(maxsize=16)
+def colorbar_png(cmap: str, width: int = 220, height: int = 12) -> bytes:
+    """A horizontal colour bar of the colormap (left = 0, right = 1), for the caption under map images."""
+    lut = colormap_lut(cmap)[np.linspace(0, 255, width).round().astype(int)]
+    return png(np.repeat(lut[None], height, axis=0))
 
 
 def _cache_stamp(dataset_id: int) -> float:

@@ -49,6 +49,11 @@ def register(app: typer.Typer) -> None:
         """Import a dataset tree (images stay where they are) after decoding and checking every file."""
         if layout not in LAYOUTS:
             fail(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
+        from services.datasets import check_import_source
+        try:  # a wrong path is refused before any job row is made
+            check_import_source(path, layout, labels)
+        except ValueError as exc:
+            fail(str(exc))
         params = {"path": str(path.expanduser().resolve()), "layout": layout, "name": name, "skip_bad": skip_bad,
                   "labels": str(labels.expanduser().resolve()) if labels else None, "size": size, "seed": seed}
         if layout == "dicom":

@@ -30,5 +30,5 @@ def register(app: typer.Typer) -> None:
         if arch not in ("simple_cnn", "mobilenet_v2", "resnet18"):
             fail(f"unknown architecture {arch!r}; choose one of simple_cnn, mobilenet_v2, resnet18")
         params = {} if (size, arch) == (64, "simple_cnn") else {"size": size, "arch": arch}
-        res = run_job("demo", params, json_, enqueue=queue)
+        res = run_job("demo", params, json_, enqueue=queue, anonymous=True)
         emit(res, json_, _human(res))

@@ -1,0 +1,220 @@
+"""UI latency in a real browser: Playwright drives Debian's chromium against a RUNNING app (`make run` or
+`exemplar serve`) and times, per action, the wall time from the input (click / key) to the last change of the page
+once Streamlit is idle again (no "running" indicator, no stale elements, 250 ms without DOM mutations).
+
+Actions (the gallery of the demo's GradCAM ranking, the first screen):
+  sort          Sort by AR ↔ AP               filter        Prediction all ↔ wrong
+  next page     page number +1 / −1           opacity       map opacity slider one step
+  open detail   a card's Detail button        G / B / U     mark good / mark bad / undo in the detail view
+  page nav      sidebar Gallery → Annotations → Gallery
+  cancel        an Occlusion explain job is started from the gallery; Cancel → the bar says "cancelled"
+                (needs a worker; skipped otherwise)
+
+Prints a table of median and 95th percentile per action (goal, issue 16: gallery actions median ≤ 0.5 s and
+p95 ≤ 1 s; Cancel → "cancelled" ≤ 2 s) and writes JSON with --json. Nothing is asserted: this is a bench.
+
+Usage: python bench/ui_latency.py [--url http://127.0.0.1:8501] [--repeats 5] [--actions sort,filter,...]
+       [--user bench] [--chromium /usr/bin/chromium] [--width 1280] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import statistics
+import sys
+import time
+from pathlib import Path
+
+ACTIONS = ("sort", "filter", "next_page", "opacity", "open_detail", "G", "B", "U", "page_nav", "cancel")
+CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
+                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
+                 "--disable-dev-shm-usage"]
+QUIET_MS = 250
+
+# A MutationObserver on the whole app records the time of the last DOM change; idle() waits for the end of a run.
+OBSERVE_JS = """() => {
+  if (window.__lat) return;
+  window.__lat = {last: performance.now()};
+  new MutationObserver(() => { window.__lat.last = performance.now(); })
+    .observe(document.body, {subtree: true, childList: true, attributes: true, characterData: true});
+}"""
+IDLE_JS = """(quiet) => {
+  const busy = document.querySelector('[data-testid="stStatusWidget"]') ||
+               document.querySelector('[data-stale="true"]');
+  return !busy && performance.now() - window.__lat.last > quiet;
+}"""
+
+
+def parse_args(argv=None) -> argparse.Namespace:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                 formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
+    ap.add_argument("--url", default="http://127.0.0.1:8501", help="the running app")
+    ap.add_argument("--repeats", type=int, default=5, help="timings per action")
+    ap.add_argument("--actions", default=",".join(ACTIONS), help=f"comma-separated subset of {', '.join(ACTIONS)}")
+    ap.add_argument("--user", default="bench", help="user created / picked in the sidebar (picks need one)")
+    ap.add_argument("--chromium", default="/usr/bin/chromium", help="browser executable (Debian's chromium)")
+    ap.add_argument("--width", type=int, default=1280, help="viewport width in px")
+    ap.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one action")
+    ap.add_argument("--json", dest="json_out", help="write the results as JSON here")
+    return ap.parse_args(argv)
+
+
+class Timer:
+    """Times actions on one page: start() before the input, done() after it → seconds to the last DOM change."""
+
+    def __init__(self, page, timeout_s: float):
+        self.page, self.timeout_ms = page, timeout_s * 1000
+
+    def idle(self) -> None:
+        self.page.evaluate(OBSERVE_JS)
+        self.page.wait_for_function(IDLE_JS, arg=QUIET_MS, timeout=self.timeout_ms, polling=50)
+
+    def measure(self, act) -> float:
+        """Run act() (the input) and return the seconds from just before it to the page's last change."""
+        self.idle()
+        t0 = self.page.evaluate("() => performance.now()")
+        act()
+        self.page.wait_for_timeout(60)  # let Streamlit mark the run before idle() looks
+        self.idle()
+        last = self.page.evaluate("() => window.__lat.last")
+        return max(0.0, (last - t0) / 1000.0)
+
+
+def _select(page, label: str, option: str) -> None:
+    page.get_by_label(label, exact=True).first.click()
+    page.get_by_role("option", name=option, exact=True).first.click()
+
+
+def _shortcut(page, key: str) -> None:
+    """A keyboard shortcut: focus leaves any input first (Streamlit ignores shortcuts typed into a field)."""
+    page.evaluate("() => document.activeElement && document.activeElement.blur()")
+    page.keyboard.press(key.lower())
+
+
+def _sidebar_user(page, user: str) -> None:
+    box = page.get_by_label("…or create a user")
+    if box.count():
+        box.fill(user)
+        box.press("Enter")
+
+
+def gallery_actions(page, t: Timer, repeats: int, wanted: set[str]) -> dict[str, list[float]]:
+    """Time the gallery actions; returns {action: [seconds, …]}."""
+    out: dict[str, list[float]] = {}
+
+    def run(name: str, steps) -> None:
+        if name not in wanted:
+            return
+        for k in range(repeats):
+            out.setdefault(name, []).append(t.measure(steps[k % len(steps)]))
+
+    run("sort", [lambda: _select(page, "Sort by", "AP"), lambda: _select(page, "Sort by", "AR")])
+    run("filter", [lambda: _select(page, "Prediction", "wrong"), lambda: _select(page, "Prediction", "all")])
+    page_field = page.get_by_test_id("stNumberInput").filter(has_text="Page").first.locator("input")
+
+    def goto_page(n: int) -> None:
+        page_field.fill(str(n))
+        page_field.press("Enter")
+
+    run("next_page", [lambda: goto_page(2), lambda: goto_page(1)])
+    slider = page.get_by_role("slider").first
+    run("opacity", [lambda: slider.press("ArrowRight"), lambda: slider.press("ArrowLeft")])
+    details = page.get_by_role("button", name="Detail · annotate", exact=True)
+    run("open_detail", [lambda k=k: details.nth(k % max(1, details.count())).click() for k in range(4)])
+    if wanted & {"G", "B", "U"}:
+        if page.get_by_role("button", name="Mark good").count() == 0:
+            t.measure(lambda: details.first.click())
+        for key in ("G", "B", "U"):
+            run(key, [lambda key=key: _shortcut(page, key)])
+    return out
+
+
+def nav_action(page, t: Timer, repeats: int) -> list[float]:
+    nav = page.get_by_test_id("stSidebarNav")
+    out = []
+    for k in range(repeats):
+        target = "Annotations" if k % 2 == 0 else "Gallery"
+        out.append(t.measure(lambda: nav.get_by_text(target, exact=True).click()))
+    if repeats % 2:
+        t.measure(lambda: nav.get_by_text("Gallery", exact=True).click())
+    return out
+
+
+def cancel_action(page, t: Timer, repeats: int, timeout_s: float) -> list[float]:
+    """Start an Occlusion explain job from the gallery, wait until it runs, click Cancel, time until "cancelled"."""
+    out = []
+    for _ in range(repeats):
+        panel = page.get_by_text("Compute explanations (explain job)")
+        if page.get_by_role("button", name="Start explain job").count() == 0:
+            panel.click()
+        _select(page, "Method", "Occlusion")
+        page.get_by_role("button", name="Start explain job").click()
+        try:
+            page.get_by_text("running").first.wait_for(timeout=timeout_s * 1000)
+        except Exception:
+            print("cancel: the job never ran (is a worker running?): skipped", file=sys.stderr)
+            return out
+        t0 = time.monotonic()
+        page.get_by_role("button", name="Cancel").first.click()
+        page.get_by_text("cancelled").first.wait_for(timeout=timeout_s * 1000)
+        out.append(time.monotonic() - t0)
+    return out
+
+
+def p95(xs: list[float]) -> float:
+    s = sorted(xs)
+    return s[min(len(s) - 1, max(0, int(round(0.95 * len(s) + 0.5)) - 1))]
+
+
+def table(results: dict[str, list[float]]) -> str:
+    lines = [f"{'action':<14}{'n':>4}{'median s':>11}{'p95 s':>9}{'max s':>9}"]
+    for name, xs in results.items():
+        if xs:
+            lines.append(f"{name:<14}{len(xs):>4}{statistics.median(xs):>11.3f}{p95(xs):>9.3f}{max(xs):>9.3f}")
+        else:
+            lines.append(f"{name:<14}{0:>4}{'n/a':>11}{'n/a':>9}{'n/a':>9}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    wanted = {a.strip() for a in args.actions.split(",") if a.strip()}
+    unknown = wanted - set(ACTIONS)
+    if unknown:
+        print(f"unknown action(s) {', '.join(sorted(unknown))}; choose from {', '.join(ACTIONS)}", file=sys.stderr)
+        return 2
+    if not Path(args.chromium).exists():
+        print(f"no browser at {args.chromium}: install Debian's chromium (make system-deps)", file=sys.stderr)
+        return 2
+    from playwright.sync_api import sync_playwright  # only when measuring: --help works without it
+
+    results: dict[str, list[float]] = {}
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
+        page = browser.new_context(viewport={"width": args.width, "height": 1000}).new_page()
+        page.set_default_timeout(args.timeout * 1000)
+        t = Timer(page, args.timeout)
+        t0 = time.monotonic()
+        page.goto(args.url)
+        page.get_by_text("Explanation gallery").first.wait_for()
+        t.idle()
+        results["first screen"] = [time.monotonic() - t0]
+        _sidebar_user(page, args.user)
+        t.idle()
+        results.update(gallery_actions(page, t, args.repeats, wanted))
+        if "page_nav" in wanted:
+            results["page_nav"] = nav_action(page, t, args.repeats)
+        if "cancel" in wanted:
+            results["cancel"] = cancel_action(page, t, max(1, min(args.repeats, 3)), args.timeout)
+        browser.close()
+    print(table(results))
+    if args.json_out:
+        summary = {k: {"n": len(v), "median_s": statistics.median(v) if v else None, "p95_s": p95(v) if v else None,
+                       "samples": v} for k, v in results.items()}
+        Path(args.json_out).write_text(json.dumps({"url": args.url, "width": args.width, "results": summary},
+                                                  indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

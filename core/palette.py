@@ -1,0 +1,55 @@
+"""The one colour registry: a fixed colour per explanation / counterfactual method, per split and per model version,
+plus the colour scales of heatmaps and difference maps. Pages, the CLI and benches import it (pure data, no
+plotting library), so GradCAM is the same blue on every chart. Colours are Okabe-Ito (safe for colour-blind
+readers) extended with a few distinct tones; a new method is one line in METHOD_COLOURS.
+"""
+from __future__ import annotations
+
+# Explanation methods (core.explain registry + LTX variants) and counterfactual methods: one colour each, none shared.
+METHOD_COLOURS: dict[str, str] = {
+    "gradcam": "#0072B2",               # blue
+    "integrated_gradients": "#E69F00",  # orange
+    "saliency": "#009E73",              # bluish green
+    "occlusion": "#CC79A7",             # reddish purple
+    "guided_gradcam": "#56B4E9",        # sky blue
+    "ltx": "#D55E00",                   # vermillion
+    "ltx_pretrained": "#8C564B",        # brown
+    "ltx_sampled": "#BCBD22",           # olive
+    "diffusion": "#7B3294",             # purple
+    "gan": "#1B7837",                   # dark green
+    "adversarial": "#636363",           # dark grey
+}
+# Display names used on charts; their colours follow METHOD_COLOURS (a chart keyed by label gets the same colour).
+METHOD_LABELS: dict[str, str] = {
+    "gradcam": "GradCAM", "integrated_gradients": "Integrated Gradients", "saliency": "Saliency",
+    "occlusion": "Occlusion", "guided_gradcam": "Guided GradCAM", "ltx": "LTX (finetuned)",
+    "ltx_pretrained": "LTX (pretrained only)", "ltx_sampled": "LTX (sampled mask)", "diffusion": "Diffusion (XAIDIFF)",
+    "gan": "GAN (GCI)", "adversarial": "Adversarial baseline",
+}
+SPLIT_COLOURS: dict[str, str] = {"train": "#999999", "val": "#56B4E9", "test": "#0072B2", "test_shifted": "#D55E00"}
+# Model versions on one chart (baseline, retrained, control …), by position: distinct from the method colours' order.
+VERSION_COLOURS: tuple[str, ...] = ("#444444", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
+FALLBACK = ("#17BECF", "#9467BD", "#7F7F7F", "#AEC7E8", "#FF9896", "#C5B0D5")
+CANCELLED = "#9E9E9E"   # a cancelled job's bar
+HEATMAP_SCALE = "Viridis"   # non-negative maps and matrices (confusion, relevance)
+DIFF_SCALE = "RdBu_r"       # signed difference maps (x' − x): blue darker, red brighter, white no change
+
+
+def method_colour(method: str) -> str:
+    """The colour of a method by registry name or display label; unknown names get a stable fallback colour."""
+    if method in METHOD_COLOURS:
+        return METHOD_COLOURS[method]
+    by_label = {v: k for k, v in METHOD_LABELS.items()}
+    if method in by_label:
+        return METHOD_COLOURS[by_label[method]]
+    return FALLBACK[sum(map(ord, method)) % len(FALLBACK)]
+
+
+def colour_map(names) -> dict[str, str]:
+    """{name: colour} for plotly's color_discrete_map, for method names or labels."""
+    return {n: method_colour(n) for n in names}
+
+
+def version_colours(names) -> dict[str, str]:
+    """Model versions in the given order → VERSION_COLOURS (cycled)."""
+    return {n: VERSION_COLOURS[i % len(VERSION_COLOURS)] for i, n in enumerate(dict.fromkeys(names))}

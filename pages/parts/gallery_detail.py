@@ -1,0 +1,133 @@
+"""The gallery's detail view of one image: original, map (with its colour bar), masks, every metric, G / B / ← / →
+keys, the annotation form and the comparison with the other methods (computed once per image, in the background)."""
+from __future__ import annotations
+
+import streamlit as st
+
+from pages.parts import compare as cmp
+from pages.parts import overlays as ov
+from pages.parts.gallery_actions import (METHOD_LABELS, NA_HELP, SORT_LABELS, annotation_form, cls_name, do_detail,
+                                         do_pick, fmt)
+from services import explaining as ex
+
+SIDE = 220
+
+
+@st.cache_data(max_entries=256, show_spinner=False)
+def detail_pngs(dataset_id: int, stamp: float, maps_path: str, map_index: int, image_index: int, opacity: float,
+                cmap: str) -> tuple[bytes, bytes, bytes | None, bytes | None]:
+    """(original, overlay, lung mask, marker mask) as encoded PNGs; cached per image and style."""
+    from services.settings import get_settings
+
+    home = str(get_settings().home_dir)
+    gray = ov._array(dataset_id, stamp, home, "images")[image_index]
+    emap = ov._maps(maps_path)[map_index].astype("float32")
+    has_lung = bool(ov._array(dataset_id, stamp, home, "has_lung")[image_index])
+    has_marker = bool(ov._array(dataset_id, stamp, home, "has_marker")[image_index])
+    lung = ov.png(ov.mask_rgb(gray, ov._array(dataset_id, stamp, home, "lung")[image_index]), SIDE) if has_lung else None
+    marker = (ov.png(ov.mask_rgb(gray, ov._array(dataset_id, stamp, home, "marker")[image_index], color=(255, 80, 0)),
+                     SIDE) if has_marker else None)
+    return (ov.png(ov.gray_rgb(gray), SIDE), ov.png(ov.blend(gray[None], emap[None], opacity, cmap)[0], SIDE), lung,
+            marker)
+
+
+@st.cache_data(max_entries=512, show_spinner=False)
+def _compare_png(key: tuple, method: str, dataset_id: int, stamp: float, image_index: int, opacity: float,
+                 cmap: str) -> bytes | None:
+    res = cmp.store().result(key) or {}
+    e = res.get(method)
+    if e is None or isinstance(e, str):
+        return None
+    from services.settings import get_settings
+
+    gray = ov._array(dataset_id, stamp, str(get_settings().home_dir), "images")[image_index]
+    return ov.png(ov.blend(gray[None], e[None], opacity, cmap)[0], SIDE)
+
+
+def _compare(model: dict, run: dict, dataset_id: int, row: dict, opacity: float, cmap: str) -> None:
+    others = [m for m in METHOD_LABELS if m != run["method"]]
+    i, target = int(row["image_index"]), int(row["target"])
+    key = (model["id"], model["checkpoint"], dataset_id, i, target)
+    st_ = cmp.store()
+    state = st_.status(key)
+    if state == "none":
+        if st.button("Compare with the other methods", key="g_det_compare",
+                     help="computed once for this image in the background, then kept for everyone"):
+            image = ov.dataset_array(dataset_id, "images")[i].copy()
+            st_.start(key, lambda: cmp.compute(model["id"], model["checkpoint"], image, others, target))
+            state = "pending"
+        else:
+            return
+    if state == "pending":
+        _wait_for(key)
+        return
+    res = st_.result(key) or {}
+    if "error" in res:
+        st.warning(f"The comparison failed: {res['error']}")
+        return
+    stamp = ov._cache_stamp(dataset_id)
+    cols = st.columns(len(others))
+    for col, m in zip(cols, others):
+        img = _compare_png(key, m, dataset_id, stamp, i, float(opacity), cmap)
+        if img is None:
+            col.warning(f"{METHOD_LABELS[m]}: {res.get(m, 'not computed')}")
+        else:
+            col.image(img, caption=METHOD_LABELS[m])
+
+
+@st.fragment(run_every=1.0)
+def _wait_for(key: tuple) -> None:
+    """Polls the background comparison; reruns the gallery body once it is there."""
+    if cmp.store().status(key) == "done":
+        st.rerun(scope="app")
+    st.caption("⏳ computing the other methods' maps for this image (you can keep browsing)…")
+
+
+def detail_view(model: dict, run: dict, dataset_id: int, row: dict, page_rows: list[dict], classes: list[str],
+                opacity: float, cmap: str) -> None:
+    i = int(row["image_index"])
+    stamp = ov._cache_stamp(dataset_id)
+    orig, over, lung, marker = detail_pngs(dataset_id, stamp, run["maps_path"], int(row["index"]), i, float(opacity),
+                                           cmap)
+    with st.container(border=True):
+        h1, h2 = st.columns([6, 1])
+        h1.subheader(f"{row['path']}")
+        h2.button("Close", key="g_close", on_click=do_detail, args=(None,))
+        st.caption(f"true {cls_name(classes, row['label'])} · predicted {cls_name(classes, row['pred'])} "
+                   f"({fmt(row['prob'])}) · explained class {cls_name(classes, row['target'])} · split {row['split']}"
+                   f" · τ {run['tau']}")
+        c = st.columns(4)
+        c[0].image(orig, caption="original")
+        c[1].image(over, caption=f"{METHOD_LABELS.get(run['method'], run['method'])} map")
+        c[1].image(ov.colorbar_png(cmap), caption="map value 0 → 1", width="stretch")
+        if lung is not None:
+            c[2].image(lung, caption="lung mask (M)")
+        else:
+            c[2].caption("no lung mask for this image: AR / AP are undefined (n/a)")
+        if marker is not None:
+            c[3].image(marker, caption="confounder mask (marker)")
+        else:
+            c[3].caption("no confounder mask")
+        st.dataframe([{SORT_LABELS.get(k, k): fmt(row[k], 3) for k in ex.METRICS}], hide_index=True, width="stretch")
+        if any(row[k] is None for k in ex.METRICS):
+            st.caption(NA_HELP)
+        ids = [r["image_id"] for r in page_rows]
+        pos = ids.index(row["image_id"]) if row["image_id"] in ids else -1
+        b = st.columns([1, 1, 1, 1, 3])
+        b[0].button("Mark good", key="g_det_good", shortcut="G", on_click=do_pick,
+                    args=(model["id"], run["id"], row["image_id"], "good"))
+        b[1].button("Mark bad", key="g_det_bad", shortcut="B", on_click=do_pick,
+                    args=(model["id"], run["id"], row["image_id"], "bad"))
+        b[2].button("Previous", key="g_det_prev", shortcut="Left", disabled=pos <= 0, on_click=do_detail,
+                    args=(ids[pos - 1] if pos > 0 else None,))
+        b[3].button("Next", key="g_det_next", shortcut="Right", disabled=pos < 0 or pos >= len(ids) - 1,
+                    on_click=do_detail, args=(ids[pos + 1] if 0 <= pos < len(ids) - 1 else None,))
+        b[4].caption("Keys: G good · B bad · U undo · ← → move")
+        with st.expander("Annotate this explanation", expanded=True):
+            annotation_form(model["id"], run["id"], row["image_id"], f"g_ann_{row['image_id']}")
+        if st.toggle("Open in the viewer (native resolution, zoom and pan)", key="g_det_viewer"):  # issue 17
+            from pages.parts.viewer import explanation_viewer
+            arr = {k: ov.dataset_array(dataset_id, k) for k in ("images", "lung", "marker", "has_lung", "has_marker")}
+            explanation_viewer(arr, i, ov.run_maps(run)[int(row["index"])].astype("float32"), str(row["path"]),
+                               key="g_view")
+        _compare(model, run, dataset_id, row, opacity, cmap)
