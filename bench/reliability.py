@@ -23,7 +23,8 @@ latency below is inflated by CPU starvation: one writer alone measured p50 0.030
 - A read behind a held write on SQLite takes 0.02 s (it used to wait the whole write: 5.05 s behind 5 s).
 - The 8-writer p99 misses the 100 ms goal on this overloaded machine: 8 back-to-back writers on one SQLite
   writer lock each wait for the other seven (p50 ≈ 8 × the 0.03 s single write); SQLite writers now take turns
-  on a file lock (max 2.8 s, was 5.0 s in a run with the busy-handler polling at the same settings).
+  on a file lock (in a smaller run, 8 × 30 writes: p99 1.0 s / max 1.6 s with turns vs p99 2.4 s / max 5.0 s
+  with SQLite's busy-handler polling).
 - CLI enqueue while both workers run: 10–16 s here (a python process start importing sqlalchemy, huey, typer
   under that load: 1.5–1.9 s of CPU); the row write and the queue push themselves take milliseconds.
 """
