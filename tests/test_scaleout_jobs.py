@@ -142,3 +142,14 @@ def test_a_released_job_that_was_asked_to_cancel_ends_cancelled():
     assert job_state.release(other, c.attempt)
     row = jobs.get_job(other)
     assert row["status"] == "queued" and row["attempts"] == 0 and row["history"][-1]["status"] == "released"
+
+
+def test_a_live_process_on_this_host_is_not_reaped_for_a_late_heartbeat():
+    jid = jobs.create_job("data.synth", SYNTH)
+    job_state.claim(jid, "here", os.getpid())  # this test process: alive
+    with session() as s:
+        s.execute(update(Job).where(Job.id == jid).values(heartbeat_at=utcnow() - timedelta(seconds=120)))
+    assert reaper.reap(retry=False).lost == []
+    with session() as s:
+        s.execute(update(Job).where(Job.id == jid).values(heartbeat_at=utcnow() - timedelta(hours=1)))
+    assert reaper.reap(retry=False).lost == [jid] and jobs.get_job(jid)["message"] == reaper.LOST_HUNG
