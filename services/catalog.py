@@ -4,19 +4,19 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from db.models import Dataset, Model
-from services.database import session
+from services.database import read_session
 from services.settings import from_stored  # i17: paths relative to EXEMPLAR_HOME
 
 
 def list_datasets() -> list[dict]:
-    with session() as s:
+    with read_session() as s:
         return [{"id": d.id, "name": d.name, "root": from_stored(d.root), "layout": d.layout, "classes": d.classes,
                  "counts": d.counts, "image_size": d.image_size, "created_at": d.created_at.isoformat()}
                 for d in s.scalars(select(Dataset).order_by(Dataset.id))]
 
 
 def list_models(kind: str | None = "classifier", dataset_id: int | None = None) -> list[dict]:
-    with session() as s:
+    with read_session() as s:
         q = select(Model).order_by(Model.id)
         if kind:
             q = q.where(Model.kind == kind)

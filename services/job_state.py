@@ -87,11 +87,18 @@ def finish(job_id: int, attempt: int, status: str, result: dict | None = None, e
 
 
 def release(job_id: int, attempt: int, why: str = "the worker was stopped") -> bool:
-    """running → queued again (the attempt does not count): the worker was asked to stop before the job ended."""
+    """running → queued again (the attempt does not count): the worker was asked to stop before the job ended.
+    A job whose cancel was requested is cancelled instead (it would never be claimed again)."""
     with session() as s:
         job = s.get(Job, job_id)
         if job is None or job.status != "running" or job.attempts != attempt:
             return False
+        if job.cancel_requested:
+            res = s.execute(update(Job).where(*_mine(job_id, attempt))
+                            .values(status="cancelled", finished_at=utcnow(), pid=None, message="cancelled",
+                                    error="cancelled by user", history=_entry(job, "cancelled", why))
+                            .execution_options(synchronize_session=False))
+            return res.rowcount == 1
         res = s.execute(update(Job).where(*_mine(job_id, attempt))
                         .values(status="queued", attempts=Job.attempts - 1, pid=None, message=f"requeued: {why}",
                                 history=_entry(job, "released", why))

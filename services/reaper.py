@@ -15,9 +15,11 @@ from services.database import read_session
 
 HEARTBEAT_S = 3.0
 STALE_AFTER_S = 20.0  # heartbeat age that counts as dead (reaped within 30 s with REAP_EVERY_S)
+HUNG_AFTER_S = 600.0  # on this host, a live process counts as hung only after this long without a heartbeat
 REAP_EVERY_S = 5.0
 LOST_DEAD = "the process running this job died"
 LOST_STALE = "the worker stopped sending heartbeats while this job was running"
+LOST_HUNG = "the process running this job stopped sending heartbeats for 10 minutes (hung)"
 
 
 @dataclass
@@ -52,17 +54,21 @@ def reap(stale_after_s: float = STALE_AFTER_S, retry: bool = True) -> Reaped:
     """One pass over the running and lost jobs; returns what changed. Never raises (a worker must keep going)."""
     out = Reaped()
     cutoff = utcnow() - timedelta(seconds=stale_after_s)
+    hung = utcnow() - timedelta(seconds=max(stale_after_s, HUNG_AFTER_S))
     try:
         with read_session() as s:
             running = s.execute(select(Job.id, Job.attempts, Job.pid, Job.host, Job.heartbeat_at)
                                 .where(Job.status == "running")).all()
         for jid, attempt, pid, host, hb in running:
+            here = host == job_state.HOST and bool(pid)
             if process_gone(host, pid):
                 reason = LOST_DEAD
-            elif hb is None or hb < cutoff:
-                reason = LOST_STALE
+            elif here and hb is not None and hb < hung:
+                reason = LOST_HUNG
+            elif not here and (hb is None or hb < cutoff):
+                reason = LOST_STALE  # another host: the heartbeat is all we can see
             else:
-                continue
+                continue  # alive here (a long write may delay its beat), or fresh elsewhere
             if job_state.mark_lost(jid, attempt, reason):
                 out.lost.append(jid)
         if retry:

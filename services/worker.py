@@ -83,6 +83,7 @@ def _child(job_id: int, name: str, parent_pid: int) -> None:
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which sends SIGTERM
 
     def _release(*_):
+        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the release itself
         raise JobReleased("the worker was stopped")
 
     signal.signal(signal.SIGTERM, _release)

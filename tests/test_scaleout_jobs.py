@@ -129,3 +129,27 @@ def test_simultaneous_upgrades_and_one_line_cli_errors(exemplar_home):
     bad = subprocess.run([exe, "jobs", "list"], env={**env, "EXEMPLAR_DATABASE_URL": "postgresql+psycopg://x@127.0.0.1:1/x"},
                          cwd=ROOT, capture_output=True, text=True)
     assert bad.returncode != 0 and len(bad.stderr.strip().splitlines()) == 1 and bad.stderr.startswith("error:")
+
+
+def test_a_released_job_that_was_asked_to_cancel_ends_cancelled():
+    jid = jobs.create_job("data.synth", SYNTH)
+    c = job_state.claim(jid, "w1", os.getpid())
+    assert jobs.request_cancel(jid)
+    assert job_state.release(jid, c.attempt)
+    assert jobs.get_job(jid)["status"] == "cancelled"
+    other = jobs.create_job("data.synth", SYNTH)
+    c = job_state.claim(other, "w1", os.getpid())
+    assert job_state.release(other, c.attempt)
+    row = jobs.get_job(other)
+    assert row["status"] == "queued" and row["attempts"] == 0 and row["history"][-1]["status"] == "released"
+
+
+def test_a_live_process_on_this_host_is_not_reaped_for_a_late_heartbeat():
+    jid = jobs.create_job("data.synth", SYNTH)
+    job_state.claim(jid, "here", os.getpid())  # this test process: alive
+    with session() as s:
+        s.execute(update(Job).where(Job.id == jid).values(heartbeat_at=utcnow() - timedelta(seconds=120)))
+    assert reaper.reap(retry=False).lost == []
+    with session() as s:
+        s.execute(update(Job).where(Job.id == jid).values(heartbeat_at=utcnow() - timedelta(hours=1)))
+    assert reaper.reap(retry=False).lost == [jid] and jobs.get_job(jid)["message"] == reaper.LOST_HUNG

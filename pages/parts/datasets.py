@@ -198,10 +198,14 @@ def _forms() -> None:
         c3, c4 = st.columns(2)
         isize = c3.selectbox("Size", ["native", 32, 64, 128, 224, 256, 512], index=0, key="ds_imp_size")  # i17
         skip = c4.checkbox("Skip bad files", key="ds_imp_skip")
+        burned = st.checkbox("dicom: import images flagged burned-in annotation (text in the pixels)",
+                             key="ds_imp_burned")
         if st.form_submit_button("Import", type="primary", key="ds_imp_go"):
             params = {"layout": layout, "name": iname.strip(), "skip_bad": bool(skip),
                       "size": None if isize == "native" else int(isize),
                       "labels": labels.strip() or None}
+            if layout == "dicom":
+                params["allow_burned_in"] = bool(burned)
             if source == "zip upload":
                 if upload is None:
                     st.error("choose a zip file to upload")
