@@ -227,3 +227,16 @@ def test_counterfactual_pair_study_randomises_sides_per_reader(team):
     ag = study_results.agreement(team["res"], res["study_id"], reps=100)
     assert ag["n_units"] == 16 and set(ag["spearman"]) == {"bpd", "l1"}
     assert ag["krippendorff_alpha"]["value"] > 0.5
+
+
+def test_readers_against_pos_neg_del_ins(team):
+    res, _, _ = _study(team, n=6, scale="nominal:good,bad")
+    row = jobs.run_inline("study.metrics", {"study_id": res["study_id"]}, team["res"], echo=False)
+    assert row["status"] == "succeeded", row["error"]
+    for it, v in zip(res["items"], ["good", "bad", "good", "bad", "good", "good"]):
+        studies.answer(team["r1"], res["study_id"], it, v)
+    ag = study_results.agreement(team["res"], res["study_id"], reps=100)
+    assert {"pos", "neg", "del", "ins", "ar", "ap", "soft_ar"} <= set(ag["spearman"])
+    assert "pos" not in json.dumps(studies.worklist(team["r1"], res["study_id"]))
+    with pytest.raises(PermissionRefused):
+        jobs.create_job("study.metrics", {"study_id": res["study_id"]}, team["r1"])
