@@ -68,6 +68,10 @@ def _create() -> None:
         try:
             res = studies.create_study(me["id"], _questions(qtext), readers, name=name, **kw)
             st.success(f"study {res['study_id']} created with {len(res['items'])} items")
+            if kw.get("run_id"):  # POS/NEG/DEL/INS per item run in the worker
+                from services.jobs import submit
+
+                submit("study.metrics", {"study_id": res["study_id"]}, me["id"])
         except (ValueError, PermissionRefused) as exc:
             st.error(str(exc))
 

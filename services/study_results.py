@@ -95,19 +95,21 @@ def _scores(m: np.ndarray, q) -> np.ndarray | None:
 
 
 def _unit_metrics(s, units) -> dict[str, np.ndarray]:
-    out: dict[str, list] = {}
+    """Per unit: the map's metrics (AR, AP, soft AR, …, and POS/NEG/DEL/INS once the study.metrics job ran) or the
+    counterfactual's bpd and L1; NaN where a unit lacks one."""
+    per: list[dict] = []
     for it, sd in units:
+        d: dict = {}
         if sd == "":
             e = s.get(Explanation, it.explanation_id) if it.explanation_id else None
-            for k in MAP_METRICS:
-                v = getattr(e, k, None) if e is not None else None
-                out.setdefault(k, []).append(np.nan if v is None else float(v))
+            d = {k: getattr(e, k, None) if e is not None else None for k in MAP_METRICS}
+            d.update((it.meta or {}).get("faithfulness") or {})
         else:
             c = s.get(Counterfactual, it.cf_a_id if sd == "a" else it.cf_b_id)
-            for k in CF_METRICS:
-                v = getattr(c, k, None) if c is not None else None
-                out.setdefault(k, []).append(np.nan if v is None else float(v))
-    return {k: np.array(v, float) for k, v in out.items()}
+            d = {k: getattr(c, k, None) if c is not None else None for k in CF_METRICS}
+        per.append(d)
+    keys = list(dict.fromkeys(k for d in per for k in d))
+    return {k: np.array([np.nan if d.get(k) is None else float(d[k]) for d in per], float) for k in keys}
 
 
 def agreement(user_id: int | None, study_id: int, question_id: int | None = None, reps: int = 1000,

@@ -183,3 +183,60 @@ def test_serve_refusal():
     why = serve_refusal("0.0.0.0")
     assert why and "sign-in" in why and "--insecure-no-auth" in why and "\n" not in why
     assert serve_refusal("0.0.0.0", insecure_no_auth=True) is None
+
+
+def _pairs_fixture(team, n_images=8):
+    from db.models import Counterfactual
+    from services.counterfactuals import results_root
+    from services.database import session
+    from services.datasets import list_images
+
+    ds, mid = dataset_and_model(n=24)
+    imgs = list_images(ds)[:n_images]
+    rng = np.random.default_rng(0)
+    with session() as s:
+        for im in imgs:
+            for k, method in enumerate(("diffusion", "gan")):
+                p = results_root() / f"{im['id']}_{method}.npz"
+                np.savez(p, counterfactual=np.full((32, 32), 10 + 100 * k, np.uint8), original=np.zeros((32, 32), np.uint8))
+                s.add(Counterfactual(model_id=mid, image_id=im["id"], method=method, target=0, l1=float(rng.random()),
+                                     bpd=float(rng.random() + 3), result_path=str(p)))
+    return mid
+
+
+def test_counterfactual_pair_study_randomises_sides_per_reader(team):
+    mid = _pairs_fixture(team)
+    pairs = studies.auto_pairs(mid, "diffusion", "gan")
+    assert len(pairs) == 8
+    res = studies.create_study(team["res"], [("Looks like a real radiograph", "ordinal:1-5")], ["r1", "r2"], pairs=pairs)
+    w1 = {i["item_id"]: i["sides"] for i in studies.worklist(team["r1"], res["study_id"])}
+    w2 = {i["item_id"]: i["sides"] for i in studies.worklist(team["r2"], res["study_id"])}
+    assert all(sorted(v) == ["a", "b"] for v in w1.values())
+    assert w1 != w2  # left/right drawn per reader
+    assert "diffusion" not in json.dumps(studies.worklist(team["r1"], res["study_id"]))
+    it = res["items"][0]
+    pics = studies.item_pictures(team["r1"], res["study_id"], it)
+    left_is_a = w1[it][0] == "a"  # side a is the diffusion one (pixel value 10), b the gan one (110)
+    assert int(pics["left"].max()) == (10 if left_is_a else 110) and int(pics["right"].max()) == (110 if left_is_a else 10)
+    for item in res["items"]:
+        for sd, v1, v2 in (("a", "2", "2"), ("b", "4", "5")):
+            studies.answer(team["r1"], res["study_id"], item, v1, side=sd)
+            studies.answer(team["r2"], res["study_id"], item, v2, side=sd)
+    with pytest.raises(ValueError, match="pair"):
+        studies.answer(team["r1"], res["study_id"], it, "3")  # a pair's answer names its side
+    ag = study_results.agreement(team["res"], res["study_id"], reps=100)
+    assert ag["n_units"] == 16 and set(ag["spearman"]) == {"bpd", "l1"}
+    assert ag["krippendorff_alpha"]["value"] > 0.5
+
+
+def test_readers_against_pos_neg_del_ins(team):
+    res, _, _ = _study(team, n=6, scale="nominal:good,bad")
+    row = jobs.run_inline("study.metrics", {"study_id": res["study_id"]}, team["res"], echo=False)
+    assert row["status"] == "succeeded", row["error"]
+    for it, v in zip(res["items"], ["good", "bad", "good", "bad", "good", "good"]):
+        studies.answer(team["r1"], res["study_id"], it, v)
+    ag = study_results.agreement(team["res"], res["study_id"], reps=100)
+    assert {"pos", "neg", "del", "ins", "ar", "ap", "soft_ar"} <= set(ag["spearman"])
+    assert "pos" not in json.dumps(studies.worklist(team["r1"], res["study_id"]))
+    with pytest.raises(PermissionRefused):
+        jobs.create_job("study.metrics", {"study_id": res["study_id"]}, team["r1"])

@@ -65,6 +65,12 @@ def register(app: typer.Typer) -> None:
                                seed=seed)
         except ValueError as exc:
             fail(str(exc))
+        if run is not None:  # per-item POS/NEG/DEL/INS for readers-vs-metrics (a job, run here)
+            from services import jobs
+
+            row = jobs.run_inline("study.metrics", {"study_id": res["study_id"]}, cli_user_id(), echo=not json_)
+            if row["status"] != "succeeded":
+                typer.echo(f"warning: POS/NEG/DEL/INS not computed: {row['error']}", err=True)
         emit(res, json_, f"study #{res['study_id']}: {len(res['items'])} items")
 
     @study_app.command("answer")

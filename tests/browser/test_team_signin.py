@@ -76,12 +76,12 @@ def _answer_all(pg, url: str, keys: list[str]) -> str:
     pg.goto(url + "/reading")
     wait_idle(pg)
     seen = []
-    for k in keys:
+    for i, k in enumerate(keys):
+        pg.get_by_text(f"{i} of {len(keys)} answered").wait_for()
         pg.get_by_text("Does the map justify the label?").wait_for()
         seen.append(pg.inner_text("body"))
         pg.get_by_role("button", name=f"{k} · {'good' if k == '1' else 'bad'}").click()
         wait_idle(pg)
-        pg.wait_for_timeout(300)
     pg.get_by_text(f"{len(keys)} of {len(keys)} answered").wait_for()
     return "\n".join(seen)
 
