@@ -82,7 +82,8 @@ def _charts(job: dict) -> None:
 def main() -> None:
     st.title("eXBL retraining")
     st.caption("Two clicks become a better model: the good map shows where the evidence should be, the bad one "
-               "where it should not. Judge the result by `test_shifted` accuracy as much as by AR.")
+               "where it should not. Exemplars come from train or val. The result is judged once, at the end, on "
+               "val / test / test_shifted against a matched plain fine-tune (the control).")
     model, dataset, user = selected_model(), selected_dataset(), current_user()
     if model is None or dataset is None:
         st.info("Pick a dataset and a model in the sidebar (train one on **Data & models**).")
@@ -124,9 +125,8 @@ def main() -> None:
     if method == "rrr":
         st.caption("rrr uses every image's lung mask: a comparison point, not a two-click method.")
     elif method == "exbl":
-        st.caption("exbl moves the maps (less on the marker, tighter on the lungs); on the demo it does not stop the "
-                   "shortcut by itself. exbl_cf adds counterexamples from the same two clicks: the variant that "
-                   "raises test_shifted accuracy on the demo.")
+        st.caption("exbl (the triplet alone) does no better than its plain fine-tune control on the demo's val "
+                   "split; exbl_cf adds counterexamples from the same two clicks (see bench/exbl_effect.py).")
     if not both:
         st.info("Pin one good and one bad explanation in the **Gallery** first.")
     if start and both and not refused:
