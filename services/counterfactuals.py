@@ -517,7 +517,8 @@ def _png(a: np.ndarray) -> bytes:
 
 EXPORT_FIELDS = ["id", "model_id", "model_name", "generator_id", "image_id", "image_path", "method", "preset",
                  "target", "flipped", "target_prob", "l1", "bpd", "category", "unet_passes", "seconds",
-                 "marker_share", "lung_share", "bpd_eps", "created_at"]
+                 "marker_share", "lung_share", "bpd_eps", "t_final", "guided_passes", "cross_model_flipped",
+                 "purification_drop", "created_at"]
 
 
 def export_zip(ids: list[int] | None = None, dataset_id: int | None = None, user_id: int | None = None) -> bytes:
@@ -538,7 +539,9 @@ def export_zip(ids: list[int] | None = None, dataset_id: int | None = None, user
             classes = m.get("classes") or []
             w.writerow({**r, "target": classes[r["target"]] if r["target"] < len(classes) else r["target"],
                         "marker_share": m.get("marker_share"), "lung_share": m.get("lung_share"),
-                        "bpd_eps": m.get("bpd_eps")})
+                        "bpd_eps": m.get("bpd_eps"), "t_final": m.get("t_final"),
+                        "guided_passes": m.get("guided_passes"), "purification_drop": m.get("purification_drop"),
+                        "cross_model_flipped": (m.get("cross_model") or {}).get("flipped")})
         z.writestr("counterfactuals.csv", out.getvalue())
         anns = [a for a in list_annotations() if a["counterfactual_id"] in {r["id"] for r in rows}]
         out = io.StringIO()

@@ -88,8 +88,8 @@ def prob_bars(classes: list[str], before, after, key: str, target: int | None = 
 
 
 def badge(category: str | None) -> None:
-    if category is None:
-        st.caption("category: — (no DDPM to score fidelity)")
+    if category is None or category == "unclassified":
+        st.caption("category: unclassified (no density model to score fidelity; a flip alone is no counterfactual)")
     else:
         st.badge(category, color=BADGE_COLOR.get(category, "gray"))
 
