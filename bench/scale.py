@@ -13,7 +13,7 @@ Prints:
                       through AppTest, as bench/gallery_render.py does). Goals: cold ≤ 1 s, the rest ≤ 0.3 s.
   report              the before / after report (compare + HTML) for a parent and a child model, seconds.
 Writes JSON to --json (default $EXEMPLAR_HOME/bench/scale.json).
-Usage: python bench/scale.py [--n 21165] [--size 256] [--input-size 224] [--threads 2] [--batch 64] [--home DIR]
+Usage: python bench/scale.py [--n 21165] [--size 256] [--input-size 224] [--threads 2] [--batch 32] [--home DIR]
 """
 from __future__ import annotations
 
@@ -131,7 +131,7 @@ def main() -> None:
     ap.add_argument("--size", type=int, default=256, help="image side in px")
     ap.add_argument("--input-size", type=int, default=224, help="MobileNetV2 input size")
     ap.add_argument("--threads", type=int, default=2)
-    ap.add_argument("--batch", type=int, default=64)
+    ap.add_argument("--batch", type=int, default=32, help="explanation batch (its activations dominate peak memory)")
     ap.add_argument("--forward-n", type=int, default=1024, help="images in the timed forward pass")
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--seed", type=int, default=0)

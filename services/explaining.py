@@ -33,7 +33,7 @@ METRICS = ("ar", "ap", "f1", "soft_ar", "relevance_mass", "rra", "pointing", "wr
 SORTABLE = METRICS + ("prob",)
 TARGETS = ("predicted", "true")
 MAPS_FILE = "maps.npy"
-REMAP_EVERY = 2048  # images between re-mappings of the dataset cache (keeps resident memory flat)
+REMAP_EVERY = 512  # images between re-mappings of the dataset cache (keeps resident memory flat)
 Progress = Callable[..., None]
 
 
