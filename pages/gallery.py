@@ -65,7 +65,7 @@ def explain_panel(model: dict, dataset: dict, has_runs: bool) -> None:
         _job_fragment(jid)
 
 
-@st.fragment(run_every=1.5)
+@st.fragment(run_every=1.0)  # a cancel shows as "cancelled" within ~2 s
 def _job_fragment(jid: int) -> None:
     from pages.parts.job_progress import render_job  # plotly / pandas only when a job is shown
 

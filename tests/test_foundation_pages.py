@@ -22,7 +22,7 @@ def test_page_renders_on_empty_database(page):
 def test_sidebar_creates_user_and_warns_without_worker():
     at = app_test().run()
     assert any("No worker is running" in w.value for w in at.sidebar.warning)
-    at.text_input(key="sb_new_user").input("Dr. Ada")  # inside the form: sent with the submit
+    at.text_input(key="sb_new_user").input("Dr. Ada")  # a form (issue 16): typed, then one submit
     at.button(key="sb_create_user").click().run()
     assert at.session_state["user"]["name"] == "Dr. Ada"
     assert at.selectbox(key="sb_user").value == "Dr. Ada" and at.text_input(key="sb_new_user").value == ""

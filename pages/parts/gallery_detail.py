@@ -113,7 +113,7 @@ def detail_view(model: dict, run: dict, dataset_id: int, row: dict, page_rows: l
             st.caption(NA_HELP)
         ids = [r["image_id"] for r in page_rows]
         pos = ids.index(row["image_id"]) if row["image_id"] in ids else -1
-        b = st.columns([1, 1, 1, 1, 3])
+        b = st.columns([3, 3, 3, 3, 4])  # wide enough for a label and its key hint at 1280 px
         b[0].button("Mark good", key="g_det_good", shortcut="G", on_click=do_pick,
                     args=(model["id"], run["id"], row["image_id"], "good"))
         b[1].button("Mark bad", key="g_det_bad", shortcut="B", on_click=do_pick,

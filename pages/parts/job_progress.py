@@ -108,7 +108,7 @@ def render_job(job: dict, key: str, chart: bool = True) -> None:
             st.plotly_chart(fig, key=f"{key}_chart_{job['id']}_{len(df)}", use_container_width=True)
 
 
-def live_job(job_id: int, key: str, every: float = 1.5, chart: bool = True, extra=None) -> None:
+def live_job(job_id: int, key: str, every: float = 1.0, chart: bool = True, extra=None) -> None:
     """Poll one job with st.fragment(run_every=…) until it is final, then draw it once without a timer.
     chart=False drops the generic metrics chart; extra(job), when given, renders page-specific content
     (e.g. grouped charts) in the same place.

@@ -10,7 +10,7 @@ import streamlit as st
 GALLERY_PARAMS: dict[str, tuple[str, object]] = {
     "run": ("g_run", 0), "sort": ("g_sort", "ar"), "order": ("g_order", "ascending"), "true": ("g_true", []),
     "pred": ("g_pred", []), "correct": ("g_correct", "all"), "split": ("g_split", []), "annot": ("g_annot", "all"),
-    "opacity": ("g_opacity", 0.45), "cmap": ("g_cmap", ""), "per_page": ("g_per_page", 24), "page": ("g_page", 1),
+    "opacity": ("g_opacity", 0.45), "cmap": ("g_cmap", "jet"), "per_page": ("g_per_page", 24), "page": ("g_page", 1),
     "detail": ("g_detail", 0),
 }
 IDENTITY = ("user", "dataset", "model")

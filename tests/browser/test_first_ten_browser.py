@@ -1,0 +1,81 @@
+"""In Chromium (issue 16): the ranked gallery is the first screen with no user action; "Create user" works with
+Enter; a reload keeps user, model and gallery settings (URL query parameters); a corrupt file's import error names
+the file in plain words."""
+from __future__ import annotations
+
+import re
+import shutil
+
+import pytest
+from playwright.sync_api import expect
+
+from services.datasets import synth_dataset
+from services.users import list_users
+from tests.browser.harness import exceptions_on, live_app, page, wait_idle  # noqa: F401
+from tests.helpers_explain import dataset_and_model, fake_run
+
+pytestmark = pytest.mark.browser
+
+
+def cards(page):
+    return page.locator("[class*='st-key-g_good_'][data-stale='false'] button:visible")
+
+
+def first_card_id(page) -> str:
+    cls = page.locator("[class*='st-key-g_good_'][data-stale='false']").first.get_attribute("class") or ""
+    return re.search(r"st-key-g_good_(\d+)", cls).group(1)
+
+
+def test_ranked_gallery_first_enter_creates_user_and_reload_keeps_state(page, live_app):
+    ds_id, mid = dataset_and_model(n=40, size=32)
+    fake_run(ds_id, mid)
+    page.goto(live_app.url)
+    wait_idle(page)
+    page.get_by_role("heading", name="Explanation gallery").wait_for()
+    expect(cards(page)).to_have_count(24, timeout=60_000)  # the ranked grid, no click needed
+    page.get_by_text("Start here").first.wait_for()
+
+    box = page.get_by_label("…or create a user")
+    box.fill("alice")
+    box.press("Enter")  # Enter submits the form: one action creates the user
+    wait_idle(page)
+    page.wait_for_function("() => location.search.includes('user=alice')")
+    page.get_by_text("(of alice)").first.wait_for()  # the pinned pair is now alice's
+    assert [u["name"] for u in list_users()] == ["alice"]
+
+    page.get_by_test_id("stRadio").filter(has_text="Order").get_by_text("descending").click()
+    wait_idle(page)
+    page.wait_for_function("() => location.search.includes('order=descending')")
+    first = first_card_id(page)
+    page.reload()
+    wait_idle(page)
+    page.get_by_role("heading", name="Explanation gallery").wait_for()
+    assert "user=alice" in page.url and f"model={mid}" in page.url and "order=descending" in page.url
+    page.get_by_text("(of alice)").first.wait_for()
+    expect(page.get_by_role("radio", name="descending")).to_be_checked()
+    expect(cards(page)).to_have_count(24, timeout=60_000)
+    assert first_card_id(page) == first
+    assert exceptions_on(page) == []
+
+
+def test_a_corrupt_png_is_named_in_one_plain_line(page, live_app, tmp_path):
+    root = synth_dataset("t", n=16, size=32)["root"]
+    imp = tmp_path / "imp"
+    shutil.copytree(root, imp)
+    bad = sorted((imp / "Normal" / "images").glob("*.png"))[0]
+    bad.write_text("not a png")
+    page.goto(live_app.url)
+    wait_idle(page)
+    box = page.get_by_label("…or create a user")
+    box.fill("researcher")
+    box.press("Enter")
+    wait_idle(page)
+    page.get_by_test_id("stSidebarNav").get_by_text("Data & models", exact=True).click()
+    wait_idle(page)
+    page.get_by_label("Folder or .zip on the server").fill(str(imp))
+    page.get_by_label("Name", exact=True).last.fill("imp")
+    page.get_by_role("button", name="Import", exact=True).click()
+    err = page.get_by_text("import refused").first
+    err.wait_for(timeout=120_000)
+    text = err.inner_text()
+    assert bad.name in text and "object at 0x" not in text and "Error" not in text and "\n" not in text.strip()
