@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages.parts.plain import md_escape  # noqa: F401  (re-exported for pages)
+
 from pages.parts import state
 from services.catalog import list_datasets, list_models
 from services.users import get_or_create_user, get_user, list_users, signin_configured
@@ -52,11 +54,6 @@ def current_user() -> dict | None:
         return None
     row = get_user(u["id"])
     return None if row is None else {"id": row["id"], "name": row["name"], "role": row["role"]}
-
-
-def md_escape(text: str) -> str:
-    """User text for a widget label that renders Markdown (buttons): every Markdown/HTML character escaped."""
-    return "".join("\\" + c if c in "\\`*_{}[]()<>#+-.!|~$:" else c for c in str(text))
 
 
 def role_allows(action: str) -> bool:
