@@ -163,7 +163,7 @@ def run_method(parent_state, arch_kwargs, name, settings, sets, good, bad, epoch
 def choose(table: dict, methods: dict) -> dict:
     """The rule of the docstring: per method its winning setting, and the default two-click method."""
     c = table["ce"]
-    ok = {k: r for k, r in table.items() if k != "ce" and r["val_acc"] >= c["val_acc"] - RULE["acc_slack"]
+    ok = {k: r for k, r in table.items() if k not in ("ce", "parent") and r["val_acc"] >= c["val_acc"] - RULE["acc_slack"]
           and r["val_ar"] >= c["val_ar"] - RULE["ar_slack"]}
     best: dict = {}
     for k, r in ok.items():

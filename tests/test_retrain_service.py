@@ -173,6 +173,14 @@ def test_cli_exbl_prints_one_json_object(parent, exemplar_home):
     assert j["settings"]["lam"] == 2.0 and j["settings"]["margin"] == 0.7
     assert isinstance(j["explain"]["run_id"], int) and "ar_mean" in j["explain"]["summary"]
     assert "epoch 1/1" in out.stderr
+    assert j["control"] is None and j["effect_vs"] == "parent" and j["verdict"]  # --no-control
+    assert j["pair"]["good"]["split"] == "train" and "train" not in j["effect"]
+    rep = subprocess.run([str(exe), "report", "--parent", str(mid), "--child", str(j["model_id"]), "--json"],
+                         env=env, cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert rep.returncode == 0, rep.stderr
+    r = json.loads(rep.stdout)
+    assert set(r["splits"]) == {"val", "test", "test_shifted"} and r["verdict"] == j["verdict"]
+    assert r["splits"]["test"]["control"] is None and r["splits"]["test"]["child"]["accuracy"] is not None
     bad = subprocess.run([str(exe), "exbl", "--model", str(mid), "--auto", "--good", "1", "--json"], env=env,
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and bad.stdout == "" and "exclude" in bad.stderr
