@@ -95,8 +95,10 @@ def run_explain(model_id: int, method: str = "gradcam", splits: Sequence[str] | 
     say(0.0, "loading model and dataset")
     dev = resolve_device(device)
     model, _ = load_classifier(int(model_id), dev)
+    say(0.005, "model loaded; loading the dataset", force=True)  # each loading step is a point where cancel lands
     reg_method, method_kw = method_kwargs(int(model_id), method, str(dev))  # LTX: the model's trained explainer
     arrays = load_arrays(ds_id)
+    say(0.01, "dataset loaded", force=True)
     splits = [s for s in (splits or []) if s]
     idx = arrays.split_index(*splits)
     if limit:
