@@ -91,11 +91,17 @@ def _shortcut(page, key: str) -> None:
     page.keyboard.press(key.lower())
 
 
-def _sidebar_user(page, user: str) -> None:
-    box = page.get_by_label("…or create a user")
-    if box.count():
+def _sidebar_user(page, t: "Timer", user: str) -> None:
+    """Create / pick the user (Enter submits the sidebar form); retried while the URL does not name it yet."""
+    for _ in range(3):
+        box = page.get_by_label("…or create a user")
         box.fill(user)
         box.press("Enter")
+        page.wait_for_timeout(300)
+        t.idle()
+        if f"user={user}" in page.url:
+            return
+    print(f"could not select user {user!r}: picks, G / B / U and cancel will not work", file=sys.stderr)
 
 
 def gallery_actions(page, t: Timer, repeats: int, wanted: set[str]) -> dict[str, list[float]]:
@@ -199,8 +205,7 @@ def main(argv=None) -> int:
         page.get_by_text("Explanation gallery").first.wait_for()
         t.idle()
         results["first screen"] = [time.monotonic() - t0]
-        _sidebar_user(page, args.user)
-        t.idle()
+        _sidebar_user(page, t, args.user)
         results.update(gallery_actions(page, t, args.repeats, wanted))
         if "page_nav" in wanted:
             results["page_nav"] = nav_action(page, t, args.repeats)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import time
 
 
-def adaptive_batches(n: int, max_size: int, target_s: float = 0.5, first: int = 8):
+def adaptive_batches(n: int, max_size: int, target_s: float = 0.4, first: int = 2):
     """Yield (start, stop) slices covering range(n); the size after each batch is rescaled to take ~target_s."""
     size = max(1, min(int(max_size), int(first)))
     start = 0

@@ -127,9 +127,11 @@ def _prepare(model_id, method, splits, dataset_id, device, limit) -> _Job:
     if not ds_id:
         raise ValueError(f"model {model_id} has no dataset; pass a dataset")
     dev = resolve_device(device)
-    model, _ = load_classifier(model_id, dev)
-    reg_method, method_kw = method_kwargs(model_id, method, str(dev))  # LTX: the model's trained explainer
+    model, _ = load_classifier(int(model_id), dev)
+    say(0.005, "model loaded; loading the dataset", force=True)  # each loading step is a point where cancel lands
+    reg_method, method_kw = method_kwargs(int(model_id), method, str(dev))  # LTX: the model's trained explainer
     arrays = load_arrays(ds_id, mmap=True)
+    say(0.01, "dataset loaded", force=True)
     splits = [s for s in (splits or []) if s]
     idx = arrays.split_index(*splits)
     if limit:

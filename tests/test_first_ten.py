@@ -171,7 +171,7 @@ def test_adaptive_batches_cover_everything_and_start_small():
     seen = []
     for s, e in adaptive_batches(1000, 128):
         seen.append((s, e))
-    assert seen[0] == (0, 8)
+    assert seen[0] == (0, 2)
     assert [i for s, e in seen for i in range(s, e)] == list(range(1000))
     assert all(e - s <= 128 for s, e in seen)
 
