@@ -89,7 +89,7 @@ def run_explain(model_id: int, method: str = "gradcam", splits: Sequence[str] | 
         raise ValueError("batch size must be at least 1")
     t0 = time.monotonic()
     say(0.0, "loading model and dataset")
-    job = _prepare(int(model_id), method, splits, dataset_id, device, limit)
+    job = _prepare(int(model_id), method, splits, dataset_id, device, limit, say)
     tmp = runs_root() / f".tmp-{uuid.uuid4().hex}"
     tmp.mkdir(parents=True)
     try:
@@ -114,7 +114,7 @@ class _Job:
     splits: list
 
 
-def _prepare(model_id, method, splits, dataset_id, device, limit) -> _Job:
+def _prepare(model_id, method, splits, dataset_id, device, limit, say) -> _Job:
     from services.datasets import load_arrays
     from services.ltx import method_kwargs
     from services.models import get_model, load_classifier
