@@ -130,6 +130,20 @@ def retry(job_id: int, attempt: int) -> bool:
         return res.rowcount == 1
 
 
+def cancelled_by_force(job_id: int, attempt: int, pid: int) -> bool:
+    """running → cancelled for that attempt and process, after its worker stopped the process (the job did not
+    reach a cancel check in time, e.g. while it was still importing torch or loading data)."""
+    with session() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.status != "running" or job.attempts != attempt or job.pid != pid:
+            return False
+        res = s.execute(update(Job).where(*_mine(job_id, attempt), Job.cancel_requested.is_(True))
+                        .values(status="cancelled", finished_at=utcnow(), pid=None, message="cancelled",
+                                error="cancelled by user", history=_entry(job, "cancelled", "stopped by its worker"))
+                        .execution_options(synchronize_session=False))
+        return res.rowcount == 1
+
+
 def cancel(job_id: int) -> bool:
     """Set the cancel flag; a queued job becomes cancelled at once (it will never start). False if final."""
     with session() as s:

@@ -25,6 +25,8 @@ from services.database import read_session, session
 
 ALIVE_WITHIN_S = 15.0
 STOP_GRACE_S = 30.0
+CANCEL_POLL_S = 0.5    # how often the parent looks for cancel requests of its children's jobs
+CANCEL_GRACE_S = 1.0   # a child that has not stopped by itself this long after the request is stopped by force
 PR_SET_PDEATHSIG = 1
 
 
@@ -105,6 +107,32 @@ def _child(job_id: int, name: str, parent_pid: int) -> None:
 class _Running:
     job_id: int
     proc: mp.Process
+    cancel_seen: float | None = None  # monotonic time the parent first saw the job's cancel request
+
+
+def _enforce_cancel(children: dict[int, _Running]) -> None:
+    """Cancel lands within about 2 s even where a job has no cancel check yet (importing torch, loading a model
+    or a dataset): a child still running CANCEL_GRACE_S after its job's cancel request is killed and the job
+    marked cancelled. Jobs check the flag themselves between batches; this is the backstop."""
+    from db.models import Job
+
+    if not children:
+        return
+    ids = {ch.job_id: ch for ch in children.values()}
+    with read_session() as s:
+        rows = s.execute(select(Job.id, Job.attempts, Job.pid).where(
+            Job.id.in_(list(ids)), Job.status == "running", Job.cancel_requested.is_(True))).all()
+    now = time.monotonic()
+    for job_id, attempt, pid in rows:
+        ch = ids[job_id]
+        if pid != ch.proc.pid or ch.proc.exitcode is not None:
+            continue
+        ch.cancel_seen = ch.cancel_seen or now
+        if now - ch.cancel_seen >= CANCEL_GRACE_S:
+            ch.proc.kill()
+            ch.proc.join(5)
+            if job_state.cancelled_by_force(job_id, int(attempt), pid):
+                print(f"job {job_id}: cancelled (its process {pid} was stopped)", file=sys.stderr, flush=True)
 
 
 def _collect(children: dict[int, _Running]) -> None:
@@ -158,7 +186,7 @@ def run_worker(workers: int = 1, name: str | None = None) -> None:
         print(f"marked {len(r.lost)} stale running job(s) as lost", file=sys.stderr)
     ctx = mp.get_context("fork")
     children: dict[int, _Running] = {}
-    last_beat = last_reap = 0.0
+    last_beat = last_reap = last_cancel = 0.0
     print(f"exemplar worker {name} ({workers} slot(s)) on queue {get_settings().queue}", file=sys.stderr, flush=True)
     while not stop.is_set():
         now = time.monotonic()
@@ -169,6 +197,9 @@ def run_worker(workers: int = 1, name: str | None = None) -> None:
             if now - last_reap >= reaper.REAP_EVERY_S:
                 reaper.reap()
                 last_reap = now
+            if now - last_cancel >= CANCEL_POLL_S:
+                _enforce_cancel(children)
+                last_cancel = now
             _collect(children)
             if len(children) >= workers:
                 stop.wait(0.2)

@@ -1,0 +1,51 @@
+"""The worker's backstop for Cancel: a child that does not reach a cancel check in time is stopped by its
+parent and its job ends `cancelled` (issue 16: Cancel lands within about 2 s even during start-up)."""
+from __future__ import annotations
+
+import multiprocessing as mp
+import time
+
+from services import job_state, jobs, worker
+from services.users import get_or_create_user
+
+
+def _sleeper() -> None:  # a job still importing torch / loading data: no cancel check for a long time
+    time.sleep(120)
+
+
+def _running_child(kind_params=("data.synth", {"name": "x", "n": 10})):
+    uid = get_or_create_user("tester")
+    jid = jobs.create_job(*kind_params, uid)
+    proc = mp.get_context("fork").Process(target=_sleeper)
+    proc.start()
+    claim = job_state.claim(jid, "w-test", proc.pid)
+    assert claim is not None
+    return jid, proc
+
+
+def test_a_child_past_the_grace_is_stopped_and_its_job_cancelled(monkeypatch):
+    monkeypatch.setattr(worker, "CANCEL_GRACE_S", 0.0)
+    jid, proc = _running_child()
+    children = {proc.pid: worker._Running(jid, proc)}
+    worker._enforce_cancel(children)  # no request yet: nothing happens
+    assert proc.is_alive() and jobs.get_job(jid)["status"] == "running"
+    assert jobs.request_cancel(jid)
+    worker._enforce_cancel(children)
+    proc.join(5)
+    assert not proc.is_alive()
+    row = jobs.get_job(jid)
+    assert row["status"] == "cancelled" and row["pid"] is None
+
+
+def test_a_child_within_the_grace_is_left_to_stop_by_itself(monkeypatch):
+    monkeypatch.setattr(worker, "CANCEL_GRACE_S", 60.0)
+    jid, proc = _running_child()
+    children = {proc.pid: worker._Running(jid, proc)}
+    assert jobs.request_cancel(jid)
+    worker._enforce_cancel(children)
+    try:
+        assert proc.is_alive() and jobs.get_job(jid)["status"] == "running"
+        assert children[proc.pid].cancel_seen is not None
+    finally:
+        proc.kill()
+        proc.join(5)
