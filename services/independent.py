@@ -28,7 +28,7 @@ def find_independent(dataset_id: int, exclude: int | None = None) -> dict | None
         q = (select(Model).where(Model.kind == "classifier", Model.dataset_id == int(dataset_id),
                                  Model.name.like(f"%{INDEPENDENT_SUFFIX}")).order_by(Model.id.desc()))
         for m in s.scalars(q):
-            if m.id != exclude and Path(m.checkpoint).is_file():
+            if m.id != exclude and Path(model_to_dict(m)["checkpoint"]).is_file():  # stored relative to EXEMPLAR_HOME
                 return model_to_dict(m)
     return None
 
