@@ -20,11 +20,12 @@ def start_worker(home: Path, log_name: str = "worker.log") -> subprocess.Popen:
                             stderr=subprocess.STDOUT, start_new_session=True)
 
 
-def stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM) -> None:
+def stop_worker(proc: subprocess.Popen, sig: int = signal.SIGTERM, grace: float = 20.0) -> None:
+    """Signal the worker's process group; SIGKILL it if it has not exited after `grace` seconds."""
     if proc.poll() is None:
         os.killpg(proc.pid, sig)
     try:
-        proc.wait(timeout=20)
+        proc.wait(timeout=grace)
     except subprocess.TimeoutExpired:
         os.killpg(proc.pid, signal.SIGKILL)
         proc.wait()

@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import multiprocessing as mp
 import os
+import sys
+import types
 
 from sqlalchemy import func, select
 
@@ -36,7 +38,9 @@ def _progress(home: str, job_id: int, n: int, q) -> None:
         q.put(("error", repr(exc)))
 
 
-def test_four_writers_and_a_progressing_job(exemplar_home):
+def test_four_writers_and_a_progressing_job(exemplar_home, monkeypatch):
+    # AppTest runs page scripts as __main__ in this process; spawn would re-run such a script in each child.
+    monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     home = str(exemplar_home)
     jid = jobs.create_job("data.synth", {"name": "x"})
     from services import job_state
