@@ -30,8 +30,12 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
                      patience: int = 3, augment: bool = True, weight_decay: float = 1e-4,
                      arch_kwargs: dict | None = None, name: str | None = None, parent_id: int | None = None,
                      device: str | None = None, threads: int | None = None, input_size: int | None = None,
-                     user_id: int | None = None, job_id: int | None = None, progress: Progress | None = None) -> dict:
+                     user_id: int | None = None, job_id: int | None = None, progress: Progress | None = None,
+                     resume_dir: str | None = None) -> dict:
     """Train a classifier on a dataset (id or name) and register it.
+
+    resume_dir: kept across attempts of one job (JobContext.state_dir): a retried job resumes after its last
+    finished epoch; removed once the model is registered.
 
     input_size: the side the network sees (default: the dataset's image size); images are resized on the fly
     (per batch, inside the model), the size is stored in the checkpoint's config, and every later use (explain,
@@ -81,7 +85,7 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
                       augment=augment, weight_decay=weight_decay, threads=threads)
     say(0.01, f"training {arch} at {input_size} px on {len(tr)} images of {arrays.size} px ({dev})")
     res = fit(model, arrays.images[tr], arrays.labels[tr], arrays.images[va], arrays.labels[va], cfg, device=dev,
-              progress=_sub(progress, 0.01, 0.9))
+              progress=_sub(progress, 0.01, 0.9), resume_dir=resume_dir)
     say(0.9, "evaluating val, test and test_shifted", force=True)
     with cpu_threads(threads if str(dev) == "cpu" else None):
         metrics = evaluate(model, arrays, EVAL_SPLITS, device=dev)
@@ -101,6 +105,8 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
     except BaseException:
         shutil.rmtree(ckpt.parent, ignore_errors=True)
         raise
+    if resume_dir:
+        shutil.rmtree(resume_dir, ignore_errors=True)
     acc = {s: round(m["accuracy"], 4) for s, m in metrics.items()}
     say(1.0, f"model #{model_id}: accuracy " + ", ".join(f"{s} {a:.3f}" for s, a in acc.items()), force=True)
     return {"model_id": model_id, "name": name or f"{ds['name']}-{arch}", "arch": arch, "dataset_id": ds["id"],
@@ -151,4 +157,4 @@ def train_job(ctx) -> dict:
         arch_kwargs=p.get("arch_kwargs"), name=p.get("name"), parent_id=p.get("parent_id"), device=p.get("device"),
         threads=int(p["threads"]) if p.get("threads") else None,
         input_size=int(p["input_size"]) if p.get("input_size") else None, user_id=ctx.user_id, job_id=ctx.job_id,
-        progress=ctx.progress)
+        progress=ctx.progress, resume_dir=str(ctx.state_dir()) if hasattr(ctx, "state_dir") else None)

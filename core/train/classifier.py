@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from core.data.arrays import DatasetArrays
 from core.models.base import resize_input
+from core.train.resume import load_epoch_state, save_epoch_state
 from core.metrics.classification import classification_report
 
 Progress = Callable[..., None]
@@ -186,10 +187,44 @@ def _val_metrics(model: nn.Module, x: torch.Tensor, y: torch.Tensor, batch_size:
     return loss / x.shape[0], correct / x.shape[0]
 
 
+def _restore(saved, model, opt, sched, gen, device, res: "FitResult", report, total: int, epochs: int):
+    """Load an earlier attempt's epoch state into model / optimiser / schedule / generators; returns
+    (first epoch, step, best_acc, bad, best_state), or None when there is nothing to resume."""
+    if saved is None:
+        return None
+    model.load_state_dict(saved["model"])
+    opt.load_state_dict(saved["optimizer"])
+    sched.load_state_dict(saved["scheduler"])
+    gen.set_state(saved["generator"])
+    torch.set_rng_state(saved["torch_rng"])  # dropout draws from the global generator (CUDA's on a GPU)
+    if device.type == "cuda" and saved.get("cuda_rng") is not None:
+        torch.cuda.set_rng_state(saved["cuda_rng"], device)
+    best_state = {k: v.to(device) for k, v in saved["best_state"].items()} if saved["best_state"] else None
+    res.history, res.best_epoch = list(saved["history"]), int(saved["best_epoch"])
+    first, step = int(saved["epoch"]) + 1, int(saved["step"])
+    for row in res.history:  # the job's per-epoch chart starts again from the saved epochs
+        report(step / total, f"resumed after epoch {first - 1}/{epochs} (saved by an earlier attempt)",
+               metrics={k: row[k] for k in ("epoch", "train_loss", "val_loss", "val_acc")})
+    return first, step, float(saved["best_acc"]), int(saved["bad"]), best_state
+
+
+def _save_epoch(folder, epoch, step, model, opt, sched, gen, device, best_state, best_acc, bad, res) -> None:
+    save_epoch_state(folder, {
+        "epoch": epoch, "step": step, "model": model.state_dict(), "optimizer": opt.state_dict(),
+        "scheduler": sched.state_dict(), "generator": gen.get_state(), "torch_rng": torch.get_rng_state(),
+        "cuda_rng": torch.cuda.get_rng_state(device) if device.type == "cuda" else None,
+        "best_state": best_state or {}, "best_acc": best_acc, "bad": bad, "best_epoch": res.best_epoch,
+        "history": res.history})
+
+
 def fit(model: nn.Module, x_train: np.ndarray | torch.Tensor, y_train: np.ndarray | torch.Tensor,
         x_val: np.ndarray | torch.Tensor, y_val: np.ndarray | torch.Tensor, cfg: TrainConfig | None = None,
-        device: str | torch.device = "cpu", progress: Progress | None = None) -> FitResult:
+        device: str | torch.device = "cpu", progress: Progress | None = None,
+        resume_dir: str | None = None) -> FitResult:
     """Train in place and leave the model holding the best-val-accuracy weights (in eval mode, on `device`).
+
+    resume_dir: a folder kept across attempts of one job; each finished epoch's full state is saved there and a
+    later attempt resumes after the last saved epoch (same batch order, learning-rate schedule and result).
 
     Early stopping: stop after `patience` epochs without a better val accuracy (no val rows: train all
     epochs, keep the last). progress(fraction, message, metrics=None) is called every `progress_every`
@@ -200,11 +235,11 @@ def fit(model: nn.Module, x_train: np.ndarray | torch.Tensor, y_train: np.ndarra
         raise ValueError("epochs and batch_size must be at least 1")
     device = torch.device(device)
     with cpu_threads(cfg.threads if device.type == "cpu" else None):
-        return _fit(model, x_train, y_train, x_val, y_val, cfg, device, progress)
+        return _fit(model, x_train, y_train, x_val, y_val, cfg, device, progress, resume_dir)
 
 
 def _fit(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, device: torch.device,
-         progress: Progress | None) -> FitResult:
+         progress: Progress | None, resume_dir: str | None = None) -> FitResult:
     t0 = time.monotonic()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
@@ -224,10 +259,10 @@ def _fit(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, device: torch.
     sched = torch.optim.lr_scheduler.OneCycleLR(opt, max_lr=cfg.lr, total_steps=total, pct_start=0.15,
                                                 anneal_strategy="cos", div_factor=10.0, final_div_factor=100.0)
     res = FitResult()
-    best_state, best_acc, bad = None, -1.0, 0
-    step = 0
     report = progress or (lambda *a, **k: None)
-    for epoch in range(1, cfg.epochs + 1):
+    first, step, best_acc, bad, best_state = _restore(load_epoch_state(resume_dir), model, opt, sched, gen, device,
+                                                      res, report, total, cfg.epochs) or (1, 0, -1.0, 0, None)
+    for epoch in range(first, cfg.epochs + 1):
         train_mode(model)
         perm = torch.randperm(n, generator=gen).to(device)
         run_loss, seen, te = 0.0, 0, time.monotonic()
@@ -261,6 +296,8 @@ def _fit(model, x_train, y_train, x_val, y_val, cfg: TrainConfig, device: torch.
         else:
             bad += 1
         stop = bad >= cfg.patience and epoch < cfg.epochs
+        if resume_dir is not None and not stop and epoch < cfg.epochs:
+            _save_epoch(resume_dir, epoch, step, model, opt, sched, gen, device, best_state, best_acc, bad, res)
         report(epoch / cfg.epochs if not stop else 1.0,
                f"epoch {epoch}/{cfg.epochs} · train loss {row['train_loss']:.4f} · val loss {val_loss:.4f} · "
                f"val acc {val_acc:.3f}" + (" · early stop" if stop else ""),
