@@ -6,6 +6,7 @@ import streamlit as st
 
 from pages.parts import compare as cmp
 from pages.parts import overlays as ov
+from pages.parts.plain import md_escape
 from pages.parts.gallery_actions import (METHOD_LABELS, NA_HELP, SORT_LABELS, annotation_form, cls_name, do_detail,
                                          do_pick, fmt)
 from services import explaining as ex
@@ -91,7 +92,7 @@ def detail_view(model: dict, run: dict, dataset_id: int, row: dict, page_rows: l
                                            cmap)
     with st.container(border=True):
         h1, h2 = st.columns([6, 1])
-        h1.subheader(f"{row['path']}")
+        h1.subheader(md_escape(row['path']))  # a file name is plain text
         h2.button("Close", key="g_close", on_click=do_detail, args=(None,))
         st.caption(f"true {cls_name(classes, row['label'])} · predicted {cls_name(classes, row['pred'])} "
                    f"({fmt(row['prob'])}) · explained class {cls_name(classes, row['target'])} · split {row['split']}"
