@@ -341,7 +341,7 @@ def tab_compare(ds: dict, model: dict) -> None:
         st.info("Pick an image on the Generate tab first.")
         return
     im = resolve_image(ds["id"], image)
-    st.caption(f"Image {im['path']} ({im['class']}): the table under the results says where each model version's "
+    st.caption(f"Image {md_escape(im['path'])} ({im['class']}): the table under the results says where each model version's "
                "counterfactuals edit (marker box or lungs).")
     run_form(ds, im, [a, b], "cf_cmp", ["diffusion"])
     job_area("cf_cmp")

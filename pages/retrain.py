@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages.parts.plain import md_escape
+
 from pages.common import current_user, selected_dataset, selected_model
 from pages.parts import overlays as ov
 from pages.parts.job_progress import live_job
@@ -60,7 +62,7 @@ def _charts(job: dict) -> None:
     if job["status"] == "succeeded" and job.get("result"):
         r = job["result"]
         ctl = r.get("control") or {}
-        st.success(f"New model #{r['model_id']} ({r['name']}), child of #{r['parent_id']}"
+        st.success(f"New model #{r['model_id']} ({md_escape(r['name'])}), child of #{r['parent_id']}"
                    + (f"; matched control #{ctl['model_id']}." if ctl.get("model_id") else "."))
         if r.get("verdict"):
             st.text(r["verdict"])

@@ -10,6 +10,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from pages.parts.plain import md_escape
+
 from core.palette import SPLIT_COLOURS
 from pages.common import require_user, selected_dataset
 from pages.parts.job_progress import live_job
@@ -117,7 +119,7 @@ def _report(d: dict) -> None:
         m[2].metric("unchanged", rep.get("unchanged", 0))
         m[3].metric("bad", rep.get("bad_count", len(rep.get("bad", []))))
         m[4].metric("duplicates", len(rep.get("duplicates", [])))
-        st.caption(f"dataset {d['name']} · {rep.get('layout')} from `{rep.get('source')}` · finished "
+        st.caption(f"dataset {md_escape(d['name'])} · {rep.get('layout')} from `{rep.get('source')}` · finished "
                    f"{str(rep.get('finished_at') or 'n/a')[:19].replace('T', ' ')}"
                    + (" · --skip-bad" if rep.get("skip_bad") else ""))
         if rep.get("bad"):
