@@ -176,7 +176,7 @@ def show_job_results(job_id: int, key: str) -> None:
     if len(by_model) > 1:
         compare_table(rows)
     for mid, rs in by_model.items():
-        st.markdown(f"#### Model #{mid} · {rs[0]['model_name']}")
+        st.markdown(f"#### Model #{mid} · {md_escape(rs[0]['model_name'])}")
         side_by_side(rs, key=f"{key}_m{mid}")
 
 
@@ -316,7 +316,7 @@ def tab_generate(ds: dict, model: dict) -> None:
     c1, c2 = st.columns([1, 4])
     c1.image(gray_png(dataset_images(ds["id"])[image["index"]]), caption=f"{image['path']} · label {image['class']}")
     with c2:
-        st.markdown(f"Model **#{model['id']} {model['name']}** (change it in the sidebar)")
+        st.markdown(f"Model **#{model['id']} {md_escape(model['name'])}** (change it in the sidebar)")
         run_form(ds, image, [model["id"]], "cf_gen", ["diffusion", "adversarial"])
     job_area("cf_gen")
 
@@ -440,7 +440,7 @@ else:
     gen = get_generator(ds["id"], "ddpm")
     if gen is not None:
         b = (gen["metrics"] or {}).get("bpd") or {}
-        st.caption(f"Fidelity model: DDPM #{gen['id']} {gen['name']} · ε = {fmt(b.get('eps'))} bits/dim "
+        st.caption(f"Fidelity model: DDPM #{gen['id']} {md_escape(gen['name'])} · ε = {fmt(b.get('eps'))} bits/dim "
                    f"({b.get('estimator', 'not computed yet')}, 95th percentile of {b.get('n', '?')} held-out images)")
         ddpm_card(gen)
     t1, t2, t3 = st.tabs(["Generate", "Compare model versions", "Stored results"])

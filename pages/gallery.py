@@ -97,7 +97,7 @@ def pinned_pair(model: dict, run: dict, dataset_id: int, classes: list[str], opa
                 row = ex.explanation_for(run["id"], p["image_id"])
                 if row is not None:
                     st.image(ov.overlays_for(run, dataset_id, [row], opacity, cmap, side=120)[0])
-                st.markdown(f"{'✅' if kind == 'good' else '❌'} **{kind}**: `{p['path']}`  \n"
+                st.markdown(f"{'✅' if kind == 'good' else '❌'} **{kind}**: {md_escape(p['path'])}  \n"
                             f"{cls_name(classes, p['label'])} · AR {fmt(row['ar'] if row else p['ar'])} · "
                             f"AP {fmt(row['ap'] if row else p['ap'])}")
         with cols[2]:
@@ -121,7 +121,7 @@ def pinned_pair(model: dict, run: dict, dataset_id: int, classes: list[str], opa
                 if g is None and b is None:
                     st.caption("No image of this run has a defined AR (no lung masks?): nothing to suggest.")
                 else:
-                    st.markdown(f"Suggested: good `{g['path'] if g else '—'}` (AR {fmt(g and g['ar'])}), "
+                    st.markdown(f"Suggested: good {md_escape(g['path'] if g else '—')} (AR {fmt(g and g['ar'])}), "
                                 f"bad `{b['path'] if b else '—'}` (AR {fmt(b and b['ar'])})")
                     st.button("Use the suggestion", key="g_accept", on_click=do_accept_suggestion,
                               args=(model["id"], run["id"]), disabled=u is None)
@@ -219,7 +219,7 @@ def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: s
         badge = " ✅ good" if iid == good_id else (" ❌ bad" if iid == bad_id else "")
         st.image(img, width="stretch")
         ok = "✔" if r["correct"] else "✘"
-        st.markdown(f"`{r['path'].rsplit('/', 1)[-1]}`{badge}  \n"
+        st.markdown(f"{md_escape(r['path'].rsplit('/', 1)[-1])}{badge}  \n"
                     f"true **{cls_name(classes, r['label'])}** · pred **{cls_name(classes, r['pred'])}** "
                     f"{fmt(r['prob'])} {ok}  \n"
                     f"**AR {fmt(r['ar'])}** · **AP {fmt(r['ap'])}**"

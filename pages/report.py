@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages.parts.plain import md_escape
+
 from pages.common import selected_dataset
 from services import report as rp
 from services.catalog import list_models
@@ -60,8 +62,8 @@ def method_panel(data: dict) -> None:
     if x:
         pair = x.get("pair") or {}
         g, b = pair.get("good") or {}, pair.get("bad") or {}
-        st.caption(f"Method `{x.get('method')}` · settings `{x.get('settings')}` · good `{g.get('path')}` "
-                   f"({g.get('split')}) · bad `{b.get('path')}` ({b.get('split')})")
+        st.caption(f"Method `{x.get('method')}` · settings `{x.get('settings')}` · good {md_escape(g.get('path'))} "
+                   f"({g.get('split')}) · bad {md_escape(b.get('path'))} ({b.get('split')})")
 
 
 def maps_panel(data: dict) -> None:
@@ -94,7 +96,7 @@ def changed_panel(data: dict) -> None:
         with grid[j % 4]:
             st.image([r["png_parent"], r["png_child"]], width=120)
             lab = classes[r["label"]] if 0 <= r["label"] < len(classes) else r["label"]
-            st.caption(f"`{r['path']}` · {lab} · {r['split']}  \nAR {_fmt(r['ar_parent'], 2)} → "
+            st.caption(f"{md_escape(r['path'])} · {lab} · {r['split']}  \nAR {_fmt(r['ar_parent'], 2)} → "
                        f"{_fmt(r['ar_child'], 2)} · AP {_fmt(r['ap_parent'], 2)} → {_fmt(r['ap_child'], 2)}")
     if st.toggle("Open a pair in the viewer (native resolution, synced zoom)", key="rp_viewer"):  # issue 17
         from pages.parts.viewer import report_pair_viewer

@@ -49,7 +49,7 @@ def show_pair(model: dict, dataset: dict, pair: dict) -> None:
             if row is not None:
                 st.image(ov.overlays_for(run, dataset["id"], [row], 0.45, "jet", side=220)[0])
             lab = classes[p["label"]] if p.get("label") is not None and p["label"] < len(classes) else p.get("label")
-            st.caption(f"`{p['path']}` · {lab} · AR {_fmt(row['ar'] if row else p.get('ar'), 2)} · "
+            st.caption(f"{md_escape(p['path'])} · {lab} · AR {_fmt(row['ar'] if row else p.get('ar'), 2)} · "
                        f"AP {_fmt(row['ap'] if row else p.get('ap'), 2)} · WR {_fmt(row['wr'] if row else None, 2)}")
 
 
@@ -94,7 +94,7 @@ def main() -> None:
         st.info("Pick or create a user in the sidebar: the pinned pair is per user.")
         return
     pair = fb.current_pair(model["id"], user["id"])
-    st.subheader(f"Model #{model['id']} {model['name']}")
+    st.subheader(f"Model #{model['id']} {md_escape(model['name'])}")
     show_pair(model, dataset, pair)
     both = pair["good"] is not None and pair["bad"] is not None
 

@@ -8,6 +8,7 @@ import re
 
 import pytest
 
+from pages.parts.plain import md_escape
 from services import explaining, feedback, jobs
 from services.datasets import synth_dataset
 from services.retraining import retrain
@@ -38,7 +39,8 @@ def test_retrain_page_starts_a_job_from_the_pinned_pair_and_shows_progress(pinne
     at = open_page(app_test(user={"id": uid, "name": "tester"}), "retrain")
     assert not at.exception, [e.value for e in at.exception]
     text = " ".join(m.value for m in at.caption)
-    assert g["path"] in text and b["path"] in text  # both exemplars shown with their metrics
+    # both exemplars shown with their metrics (paths as escaped plain text in the Markdown source)
+    assert md_escape(g["path"]) in text and md_escape(b["path"]) in text
     assert _n_images(at) >= 2  # both maps
     from core.xbl import DEFAULT_METHOD
 

@@ -5,6 +5,8 @@ import math
 
 import streamlit as st
 
+from pages.parts.plain import md_escape
+
 from core.palette import METHOD_LABELS as PALETTE_LABELS
 from pages.common import current_user
 from services import feedback as fb
@@ -93,7 +95,7 @@ def annotation_form(model_id: int, run_id: int, image_id: int, key: str) -> None
         mine = next(iter(fb.list_annotations(model_id=model_id, user_id=u["id"], image_ids=[image_id], limit=1)), None)
     saved = st.session_state.get(f"{key}_saved") or mine
     if saved:
-        st.caption(f"Saved {str(saved['created_at'] or '')[:16].replace('T', ' ')} by {saved['user']}: "
+        st.caption(f"Saved {str(saved['created_at'] or '')[:16].replace('T', ' ')} by {md_escape(saved['user'])}: "
                    f"quality {saved['quality'] or 'n/a'} · rating {saved['rating'] or 'n/a'}/5")
     with st.form(key=key, border=False):
         qi = fb.QUALITIES.index(saved["quality"]) if saved and saved["quality"] in fb.QUALITIES else None
