@@ -36,7 +36,13 @@ class JobLost(BaseException):
 
 
 class JobReleased(BaseException):
-    """Raised (from a SIGTERM handler) to stop a job and give it back to the queue."""
+    """Raised at the job's next progress / cancel check once its worker was asked to stop (RELEASE is set by
+    the child's SIGTERM handler): the job goes back to the queue. Raised at a safe point, never from inside the
+    signal handler, so no lock (the database pool's, the logging module's) is left held by an exception that
+    arrived mid-call."""
+
+
+RELEASE = threading.Event()  # set by a worker child's SIGTERM handler: give the running job back at the next check
 
 
 class JobContext:
@@ -58,6 +64,8 @@ class JobContext:
             self.echoed = True
         if self.lost.is_set():
             raise JobLost(f"job {self.job_id} attempt {self.attempt} was declared lost")
+        if RELEASE.is_set():
+            raise JobReleased("the worker was stopped")
         if not (force or metrics is not None or now - self._last_write > 0.5 or fraction >= 1.0):
             return
         self._last_write = now
@@ -75,6 +83,8 @@ class JobContext:
             raise JobCancelled("cancelled by user")
 
     def check_cancel(self) -> None:
+        if RELEASE.is_set():
+            raise JobReleased("the worker was stopped")
         with read_session() as s:
             if s.get(Job, self.job_id).cancel_requested:
                 raise JobCancelled("cancelled by user")

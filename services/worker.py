@@ -78,15 +78,14 @@ def _die_with_parent(parent_pid: int) -> None:
 def _child(job_id: int, name: str, parent_pid: int) -> None:
     """Child process body: run one job, give it back on SIGTERM."""
     from db.engine import get_engine
-    from services.jobs import JobReleased, execute_job
+    from services.jobs import RELEASE, JobReleased, execute_job
     from services.settings import get_settings
 
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which sends SIGTERM
 
     def _release(*_):
-        signal.signal(signal.SIGTERM, signal.SIG_IGN)  # a second SIGTERM must not interrupt the release itself
-        raise JobReleased("the worker was stopped")
+        RELEASE.set()  # the job raises JobReleased at its next progress / cancel check (a safe point)
 
     signal.signal(signal.SIGTERM, _release)
     get_engine(get_settings().db_url).dispose(close=False)  # never reuse the parent's pooled connections
@@ -159,6 +158,11 @@ def _collect(children: dict[int, _Running]) -> None:
 
 
 def _stop_children(children: dict[int, _Running]) -> None:
+    """Ask every child to give its job back; one that has not within STOP_GRACE_S (a job between progress
+    checks: importing torch, one long batch) is killed and its job released here: the worker was stopped,
+    the attempt does not count, whichever process ends it."""
+    from services.jobs import get_job
+
     for ch in children.values():
         if ch.proc.exitcode is None:
             os.kill(ch.proc.pid, signal.SIGTERM)
@@ -169,6 +173,9 @@ def _stop_children(children: dict[int, _Running]) -> None:
         if ch.proc.exitcode is None:
             ch.proc.kill()
             ch.proc.join(5)
+        row = get_job(ch.job_id)  # still ours and running: the child was killed, or died of the signal itself
+        if row and row["status"] == "running" and row["pid"] == ch.proc.pid:
+            job_state.release(ch.job_id, int(row["attempts"]), "the worker was stopped before its job did")
     _collect(children)
 
 

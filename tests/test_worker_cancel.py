@@ -49,3 +49,28 @@ def test_a_child_within_the_grace_is_left_to_stop_by_itself(monkeypatch):
     finally:
         proc.kill()
         proc.join(5)
+
+
+def _deaf_sleeper() -> None:  # a job that never reaches a progress check and ignores SIGTERM
+    import signal
+
+    signal.signal(signal.SIGTERM, signal.SIG_IGN)
+    time.sleep(120)
+
+
+def test_stopping_the_worker_releases_a_job_whose_child_would_not_stop(monkeypatch):
+    """SIGTERM to the worker: a child past STOP_GRACE_S is killed and its job goes back to the queue with the
+    attempt not counted (released, not lost), so a stopped worker never burns a retry."""
+    monkeypatch.setattr(worker, "STOP_GRACE_S", 0.5)
+    uid = get_or_create_user("tester")
+    jid = jobs.create_job("data.synth", {"name": "x", "n": 10}, uid)
+    proc = mp.get_context("fork").Process(target=_deaf_sleeper)
+    proc.start()
+    time.sleep(0.3)  # let it install its SIG_IGN
+    assert job_state.claim(jid, "w-test", proc.pid) is not None
+    children = {proc.pid: worker._Running(jid, proc)}
+    worker._stop_children(children)
+    assert not proc.is_alive() and not children
+    row = jobs.get_job(jid)
+    assert row["status"] == "queued" and row["attempts"] == 0, row
+    assert row["history"][-1]["status"] == "released"
