@@ -23,7 +23,7 @@ METHOD_COLOURS: dict[str, str] = {
 METHOD_LABELS: dict[str, str] = {
     "gradcam": "GradCAM", "integrated_gradients": "Integrated Gradients", "saliency": "Saliency",
     "occlusion": "Occlusion", "guided_gradcam": "Guided GradCAM", "ltx": "LTX (finetuned)",
-    "ltx_pretrained": "LTX (pretrained only)", "ltx_sampled": "LTX (sampled mask)", "diffusion": "Diffusion (XAIDIFF)",
+    "ltx_pretrained": "LTX (pretrained only)", "ltx_sampled": "LTX (sampled masks, finetuned)", "diffusion": "Diffusion (XAIDIFF)",
     "gan": "GAN (GCI)", "adversarial": "Adversarial baseline",
 }
 SPLIT_COLOURS: dict[str, str] = {"train": "#999999", "val": "#56B4E9", "test": "#0072B2", "test_shifted": "#D55E00"}

@@ -7,7 +7,8 @@ image the method needs to produce its maps (predicted class; metrics not include
 and are merged into the classifier row's metrics["methods"][name].
 
 Method names: the explanation registry's (gradcam, integrated_gradients, saliency, occlusion, guided_gradcam),
-`ig` for integrated_gradients, `ltx` (finetuned per instance) and `ltx_pretrained` (the explainer alone).
+`ig` for integrated_gradients, `ltx` (the paper's soft masking, finetuned per instance), `ltx_pretrained` (that
+explainer alone) and `ltx_sampled` (explainer trained and finetuned on sampled binary masks; services.ltx).
 """
 from __future__ import annotations
 
@@ -18,13 +19,12 @@ from typing import Callable, Sequence
 
 import numpy as np
 
+from core.palette import METHOD_LABELS
 from services.batching import adaptive_batches
 
 Progress = Callable[..., None]
 ALIASES = {"ig": "integrated_gradients", "grad_cam": "gradcam", "ltx_finetuned": "ltx"}
-LABELS = {"gradcam": "GradCAM", "integrated_gradients": "Integrated Gradients", "saliency": "Saliency",
-          "occlusion": "Occlusion", "guided_gradcam": "Guided GradCAM", "ltx": "LTX (finetuned)",
-          "ltx_pretrained": "LTX (pretrained only)"}
+LABELS = METHOD_LABELS  # the one registry of display names (core.palette)
 METRICS = ("ar", "ap", "pos", "neg", "del", "ins")
 TARGETS = ("predicted", "true")
 DEFAULT_METHODS = ("gradcam", "integrated_gradients", "ltx_pretrained", "ltx")

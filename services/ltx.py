@@ -6,8 +6,14 @@ the α it was trained with and the per-epoch history. The row is inserted last: 
 no row and no checkpoint.
 
 For the explanation registry: `method_kwargs(classifier_id, method)` turns an evaluation method name
-("ltx", "ltx_pretrained") into the registry method and the keyword arguments it needs (the trained explainer),
-so any service that explains (evaluation, the gallery's runs, the detail view) can offer LTX like GradCAM.
+("ltx", "ltx_pretrained", "ltx_sampled") into the registry method and the keyword arguments it needs (the trained
+explainer), so any service that explains (evaluation, the gallery's runs, the detail view) can offer LTX like
+GradCAM.
+
+Names (DESIGN.md §4): `ltx` is the paper's method, an explainer pretrained with soft masking (x ⊙ m) and then
+finetuned per image; `ltx_pretrained` is that explainer alone; `ltx_sampled` is our variant whose explainer was
+pretrained and finetuned on binary masks sampled from m (`exemplar ltx train --masking sample`). Each name finds
+the classifier's newest explainer trained with its masking.
 """
 from __future__ import annotations
 
@@ -20,8 +26,14 @@ from services.settings import resolve_device
 
 Progress = Callable[..., None]
 DEFAULTS = {"epochs": 5, "batch_size": 32, "lr": 1e-3, "width": 8, "depth": 3, "out_stride": 4, "seed": 0}
-# evaluation / explanation names → (registry method, extra keyword arguments)
-LTX_METHODS = {"ltx": ("ltx", {}), "ltx_pretrained": ("ltx", {"finetune_steps": 0})}
+# evaluation / explanation names → (registry method, extra keyword arguments, the masking its explainer was trained with)
+LTX_METHODS = {"ltx": ("ltx", {}, "soft"), "ltx_pretrained": ("ltx", {"finetune_steps": 0}, "soft"),
+               "ltx_sampled": ("ltx", {}, "sample")}
+
+
+def masking_of(method: str) -> str:
+    """The masking an LTX method's explainer must have been trained with."""
+    return LTX_METHODS[method][2]
 
 
 def _sub(progress: Progress | None, lo: float, hi: float) -> Progress:
@@ -117,8 +129,13 @@ def ltx_train_job(ctx) -> dict:
                            job_id=ctx.job_id, progress=ctx.progress, **kw)
 
 
-def find_explainer(model_id: int) -> dict | None:
-    """The registry row of the newest LTX explainer of classifier `model_id` (or of the explainer row itself)."""
+def _row_masking(row: dict) -> str:
+    return (row.get("config") or {}).get("masking", "soft")  # rows from before the sampled variant were soft
+
+
+def find_explainer(model_id: int, masking: str | None = None) -> dict | None:
+    """The registry row of the newest LTX explainer of classifier `model_id` trained with `masking` (any when
+    None), or the explainer row itself when `model_id` is an explainer's id."""
     from sqlalchemy import select
 
     from db.models import Model
@@ -131,9 +148,10 @@ def find_explainer(model_id: int) -> dict | None:
     if row["kind"] == "ltx":
         return row
     with session() as s:
-        m = s.scalars(select(Model).where(Model.kind == "ltx", Model.target_model_id == int(model_id))
-                      .order_by(Model.id.desc())).first()
-        return model_to_dict(m) if m else None
+        rows = s.scalars(select(Model).where(Model.kind == "ltx", Model.target_model_id == int(model_id))
+                         .order_by(Model.id.desc())).all()
+        found = (model_to_dict(m) for m in rows)
+        return next((r for r in found if masking is None or _row_masking(r) == masking), None)
 
 
 @lru_cache(maxsize=8)
@@ -143,14 +161,17 @@ def _load(checkpoint: str, device: str):
     return load_explainer(checkpoint, device=device)
 
 
-def get_explainer(model_id: int, device: str | None = None):
-    """The trained LTXExplainer (eval mode, on the device) for a classifier id or an explainer id.
+def get_explainer(model_id: int, device: str | None = None, masking: str | None = None):
+    """The trained LTXExplainer (eval mode, on the device) for a classifier id (its newest explainer with that
+    masking) or an explainer id.
 
     Raises LookupError with the command to run when the classifier has none."""
-    row = find_explainer(int(model_id))
+    row = find_explainer(int(model_id), masking)
     if row is None:
-        raise LookupError(f"model {model_id} has no LTX explainer: train one with `exemplar ltx train --model "
-                          f"{model_id}` (or on the Evaluate page)")
+        what = f"{masking}-masking " if masking else ""
+        flag = " --masking sample" if masking == "sample" else ""
+        raise LookupError(f"model {model_id} has no {what}LTX explainer: train one with `exemplar ltx train --model "
+                          f"{model_id}{flag}` (or on the Evaluate page)")
     return _load(row["checkpoint"], str(resolve_device(device)))
 
 
@@ -159,5 +180,5 @@ def method_kwargs(model_id: int, method: str, device: str | None = None) -> tupl
     their trained explainer, every other method passes through unchanged."""
     if method not in LTX_METHODS:
         return method, {}
-    reg, extra = LTX_METHODS[method]
-    return reg, {"explainer": get_explainer(model_id, device), **extra}
+    reg, extra, masking = LTX_METHODS[method]
+    return reg, {"explainer": get_explainer(model_id, device, masking), **extra}

@@ -84,3 +84,28 @@ def test_evaluate_refuses_unknown_methods_and_non_classifiers():
     assert bad["status"] == "failed" and "nope" in bad["error"]
     none = jobs.run_inline("ltx.train", {"model_id": 999}, echo=False)
     assert none["status"] == "failed" and "no model 999" in none["error"]
+
+
+def test_ltx_names_the_papers_soft_masking_and_ltx_sampled_its_own_explainer():
+    """DESIGN §4: `ltx` is the paper's soft masking; the sampled-mask variant is `ltx_sampled`, with an explainer
+    of its own, never silently swapped in."""
+    ds_id, mid = dataset_and_model(n=40, size=32)
+    uid = get_or_create_user("tester")
+    soft = jobs.run_inline("ltx.train", {"model_id": mid, "epochs": 1, "batch_size": 8}, uid, echo=False)
+    assert soft["status"] == "succeeded", soft["error"]
+    assert soft["result"]["masking"] == "soft"
+    assert find_explainer(mid, "soft")["id"] == soft["result"]["explainer_id"]
+    assert find_explainer(mid, "sample") is None
+    with pytest.raises(LookupError, match="--masking sample"):
+        method_kwargs(mid, "ltx_sampled")  # only a soft explainer exists: the variant asks for its own
+    assert method_kwargs(mid, "ltx")[1]["explainer"].masking == "soft"
+    smp = jobs.run_inline("ltx.train", {"model_id": mid, "epochs": 1, "batch_size": 8, "masking": "sample"}, uid,
+                          echo=False)
+    assert smp["status"] == "succeeded", smp["error"]
+    assert method_kwargs(mid, "ltx_sampled")[1]["explainer"].masking == "sample"
+    assert method_kwargs(mid, "ltx")[1]["explainer"].masking == "soft"  # the newer sampled one does not replace it
+    e = jobs.run_inline("evaluate", {"model_id": mid, "methods": "ltx,ltx_sampled", "limit": 3, "batch_size": 4,
+                                     "finetune_steps": 1, "targets": "predicted"}, uid, echo=False)
+    assert e["status"] == "succeeded", e["error"]
+    labels = {k: v["label"] for k, v in e["result"]["methods"].items()}
+    assert labels == {"ltx": "LTX (finetuned)", "ltx_sampled": "LTX (sampled masks, finetuned)"}

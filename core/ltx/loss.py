@@ -4,12 +4,12 @@ The cross-entropy term asks the masked image to keep the classifier's decision; 
 keep as little as possible. Losses are returned per image so that per-instance finetuning can choose each
 image's step by its own loss.
 
-Masking (`masking`): "soft" is the paper's m̃ = m (x ⊙ m). On SynthCXR it degenerates: a small CNN keeps its
-decision on a uniformly dimmed image, so the explainer learns m ≈ 0.05 almost everywhere (mask mean 0.13, keep
-0.98) and its ranking of the pixels carries little: blanking its bottom 10 % already flips most predictions
-(INS 6.9 vs GradCAM 41 on the demo, bench/methods.py). "sample" (default) feeds the classifier a binary sample
-m̃ = 1[m > u], u ~ U(0, 1) per pixel, with the straight-through gradient of m: E[m̃] = m, and every pixel is
-either kept or removed, as the POS/NEG/DEL/INS perturbations do, so dimming no longer pays.
+Masking (`masking`): "soft" (default) is the paper's m̃ = m (x ⊙ m): the method named `ltx`. "sample" is our
+variant, named `ltx_sampled` (services.ltx): the classifier sees a binary sample m̃ = 1[m > u], u ~ U(0, 1) per
+pixel, with the straight-through gradient of m: E[m̃] = m, and every pixel is either kept or removed, as the
+POS/NEG/DEL/INS perturbations do. On SynthCXR soft masking can degenerate (a small CNN keeps its decision on a
+uniformly dimmed image, so m ≈ 0.05 everywhere ranks the pixels poorly); sampling removes that incentive. Which
+of the two to show is a user's choice on val (bench/methods.py --sweep-masking), not a silent default.
 """
 from __future__ import annotations
 
@@ -20,8 +20,8 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 ALPHA = 2.0  # weight of the mask mean; chosen on the val split with bench/methods.py --sweep-alpha (see there)
-MASKING = "sample"
-MASKINGS = ("sample", "soft")
+MASKING = "soft"  # the paper's: `ltx`; "sample" is the `ltx_sampled` variant
+MASKINGS = ("soft", "sample")
 
 
 class LTXLoss(NamedTuple):

@@ -14,7 +14,8 @@ from services import feedback as fb
 SORT_LABELS = {"ar": "AR", "ap": "AP", "f1": "F1", "soft_ar": "soft AR", "relevance_mass": "relevance mass",
                "rra": "RRA", "pointing": "pointing game", "wr": "wrong reason (WR)", "prob": "probability"}
 METHOD_LABELS = {k: PALETTE_LABELS[k] for k in ("gradcam", "integrated_gradients", "saliency", "occlusion",
-                                                "guided_gradcam", "ltx", "ltx_pretrained")}
+                                                "guided_gradcam", "ltx", "ltx_pretrained",
+                                                "ltx_sampled")}
 NA_HELP = ("n/a: the metric is undefined for this image (no lung mask, or a map that is zero everywhere), "
            "never silently 0 or 1")
 

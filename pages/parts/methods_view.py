@@ -13,7 +13,7 @@ from pages.parts.job_progress import live_job
 from services import jobs
 from services.catalog import list_models
 from services.evaluation import DEFAULT_METHODS, LABELS, known_methods
-from services.ltx import LTX_METHODS, find_explainer
+from services.ltx import LTX_METHODS, find_explainer, masking_of
 
 METRIC_LABELS = {"ar": "AR", "ap": "AP", "pos": "POS", "neg": "NEG", "del": "DEL", "ins": "INS",
                  "seconds_per_image": "s / image"}
@@ -118,16 +118,16 @@ def _evaluate_form(picked: list[dict]) -> None:
         steps = c[2].number_input("LTX finetune steps", 0, 500, 25, key="methods_steps")
         target = c[3].selectbox("Classes", ["both", "predicted"], key="methods_targets",
                                 help="explain the predicted class, or the predicted and the true class")
-        wants_ltx = [m for m in methods if m in LTX_METHODS]
-        missing = [m for m in picked if wants_ltx and find_explainer(m["id"]) is None]
+        maskings = list(dict.fromkeys(masking_of(m) for m in methods if m in LTX_METHODS))
+        missing = [(m, mk) for m in picked for mk in maskings if find_explainer(m["id"], mk) is None]
         if missing:
-            st.warning("No LTX explainer yet for " + ", ".join(_mlabel(m) for m in missing)
+            st.warning("No LTX explainer yet for " + ", ".join(f"{_mlabel(m)} ({mk} masks)" for m, mk in missing)
                        + ": pretrain one first (an `ltx.train` job), or leave the LTX methods out.")
             if st.button("Pretrain LTX explainer", key="methods_ltx_train"):
                 user = require_user()
                 if user is not None:
-                    st.session_state["methods_jobs"] = [jobs.submit("ltx.train", {"model_id": m["id"]}, user["id"])
-                                                        for m in missing]
+                    st.session_state["methods_jobs"] = [
+                        jobs.submit("ltx.train", {"model_id": m["id"], "masking": mk}, user["id"]) for m, mk in missing]
                     st.rerun()
         go = st.button("Evaluate", type="primary", key="methods_go",
                        disabled=not methods or bool(missing) or not picked)

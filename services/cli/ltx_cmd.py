@@ -29,8 +29,8 @@ def register(app: typer.Typer) -> None:
     def train(model: int = typer.Option(..., help="classifier id to explain"),
               epochs: int = typer.Option(None, help="pretraining epochs over the train split (default 5)"),
               alpha: float = typer.Option(None, help="weight α of the mask mean in the LTX loss (default 2)"),
-              masking: str = typer.Option(None, help="sample (binary masks sampled from m, default) | soft "
-                                                     "(the paper's x ⊙ m)"),
+              masking: str = typer.Option(None, help="soft (the paper's x ⊙ m: method `ltx`, default) | sample "
+                                                     "(binary masks sampled from m: method `ltx_sampled`)"),
               lr: float = typer.Option(None, help="Adam learning rate"),
               batch_size: int = typer.Option(None, "--batch-size"),
               limit: int = typer.Option(None, help="pretrain on the first N training images only"),
@@ -44,8 +44,8 @@ def register(app: typer.Typer) -> None:
             fail("--epochs must be at least 1")
         if alpha is not None and alpha < 0:
             fail("--alpha must be ≥ 0")
-        if masking is not None and masking not in ("sample", "soft"):
-            fail("--masking must be sample or soft")
+        if masking is not None and masking not in ("soft", "sample"):
+            fail("--masking must be soft or sample")
         params = {"model_id": model, "epochs": epochs, "alpha": alpha, "masking": masking, "lr": lr,
                   "batch_size": batch_size,
                   "limit": limit, "seed": seed, "name": name, "device": device}
