@@ -57,7 +57,8 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-METHODS = ["gradcam", "integrated_gradients", "ltx_pretrained", "ltx"]
+METHODS = ["gradcam", "integrated_gradients", "ltx_pretrained", "ltx", "ltx_sampled"]
+SWEEP_METHOD = {"soft": "ltx", "sample": "ltx_sampled"}  # the evaluation name of each masking (services.ltx)
 
 
 class _Ctx:
@@ -94,10 +95,8 @@ def ensure_explainer(model_id: int, epochs: int | None, device: str | None, alph
                      masking: str | None = None, force: bool = False) -> dict:
     from services.ltx import find_explainer, train_explainer
 
-    row = find_explainer(model_id)
-    cfg = (row or {}).get("config") or {}
-    same = masking is None or cfg.get("masking", "soft") == masking
-    if row is not None and not force and same:
+    row = find_explainer(model_id, masking or "soft")
+    if row is not None and not force:
         return {"explainer_id": row["id"], "seconds": None, "history": (row["config"] or {}).get("history")}
     kw = {"epochs": epochs} if epochs else {}
     t0 = time.monotonic()
@@ -127,7 +126,7 @@ def sweep_alpha(model_id: int, alphas: list[float], args) -> dict:
     """(masking, α) grid scored on the VAL split; the winner by max (NEG + INS) − (POS + DEL)."""
     from services.evaluation import evaluate_methods
 
-    maskings = (args.sweep_masking or args.masking or "sample").split(",")
+    maskings = (args.sweep_masking or args.masking or "soft").split(",")
     print(f"masking × α sweep on the val split (first {args.limit} images), finetuned LTX:", file=sys.stderr)
     print(f"{'masking':8s} {'α':>5s} {'AR':>6s} {'AP':>6s} {'POS':>6s} {'NEG':>6s} {'DEL':>6s} {'INS':>6s} "
           f"{'mask':>6s} {'score':>7s}")
@@ -135,9 +134,9 @@ def sweep_alpha(model_id: int, alphas: list[float], args) -> dict:
     for mk in maskings:
         for a in alphas:
             res = ensure_explainer(model_id, args.ltx_epochs, args.device, alpha=a, masking=mk, force=True)
-            r = evaluate_methods(model_id, ["ltx"], split="val", limit=args.limit, targets=["predicted"],
+            r = evaluate_methods(model_id, [SWEEP_METHOD[mk]], split="val", limit=args.limit, targets=["predicted"],
                                  finetune_steps=args.finetune_steps, device=args.device, store=False,
-                                 threads=1)["methods"]["ltx"]
+                                 threads=1)["methods"][SWEEP_METHOD[mk]]
             sc = (r["neg"] + r["ins"]) - (r["pos"] + r["del"])
             scores[(mk, a)] = sc
             print(f"{mk:8s} {a:5.2f} {r['ar']:6.3f} {r['ap']:6.3f} {r['pos']:6.1f} {r['neg']:6.1f} {r['del']:6.1f} "
@@ -155,7 +154,8 @@ def main() -> None:
     ap.add_argument("--ltx-epochs", type=int, default=None, help="LTX pretraining epochs (default services.ltx)")
     ap.add_argument("--exbl", default=None, help="also retrain the model with this eXBL method (auto pair)")
     ap.add_argument("--true", action="store_true", help="also print the metrics for the true class")
-    ap.add_argument("--masking", default=None, help="LTX masking: sample (default) | soft (the paper's x ⊙ m)")
+    ap.add_argument("--masking", default=None, help="with --sweep-alpha: one masking to sweep, soft (default, the "
+                                                    "paper's x ⊙ m: `ltx`) | sample (`ltx_sampled`)")
     ap.add_argument("--retrain-ltx", action="store_true", help="pretrain a new LTX explainer even if one exists")
     ap.add_argument("--sweep-alpha", default=None, help="comma-separated α values: pick α on the val split")
     ap.add_argument("--sweep-masking", default=None, help="with --sweep-alpha: comma-separated maskings to choose "
@@ -182,7 +182,8 @@ def main() -> None:
     names = {m["id"]: m["name"] for m in list_models("classifier")}
     out = {}
     for mid in models:
-        ensure_explainer(mid, args.ltx_epochs, args.device, masking=args.masking, force=args.retrain_ltx)
+        for mk in ("soft", "sample"):  # ltx / ltx_pretrained and ltx_sampled each need their own explainer
+            ensure_explainer(mid, args.ltx_epochs, args.device, masking=mk, force=args.retrain_ltx)
         targets = ["predicted", "true"] if args.true else ["predicted"]
         out[mid] = evaluate_methods(mid, METHODS, limit=args.limit, targets=targets,
                                     finetune_steps=args.finetune_steps, device=args.device, threads=1,

@@ -61,11 +61,19 @@ def explain_panel(model: dict, dataset: dict, has_runs: bool) -> None:
                 st.session_state["g_job"] = jid
                 st.session_state["g_job_seen"] = False
     jid = st.session_state.get("g_job")
-    if jid:
-        _job_fragment(jid)
+    if not jid:
+        return
+    job = get_job(jid)
+    if job is not None and job["status"] in ("succeeded", "failed", "cancelled", "lost") \
+            and st.session_state.get("g_job_seen"):
+        from pages.parts.job_progress import render_job
+
+        render_job(job, "g_job", chart=False)  # final: drawn once, no timer left asking for reruns
+        return
+    _job_fragment(jid)
 
 
-@st.fragment(run_every=1.0)  # a cancel shows as "cancelled" within ~2 s
+@st.fragment(run_every=0.3)  # a cancel shows as "cancelled" within ~2 s (worker backstop 0.2 s poll + 0.5 s grace)
 def _job_fragment(jid: int) -> None:
     from pages.parts.job_progress import render_job  # plotly / pandas only when a job is shown
 
