@@ -12,7 +12,8 @@ import streamlit as st
 
 from pages.common import current_user, selected_dataset, selected_model
 from pages.parts.captions import edits_sentence
-from pages.parts.cf_view import badge, delta_png, fmt, gray_png, masks_rgb, png, prob_bars, trajectory_panel
+from pages.parts.cf_view import (badge, class_name, delta_png, fmt, gray_png, masks_rgb, na_help, png,
+                                 prediction_change, prediction_line, prob_bars, trajectory_panel)
 from pages.parts.gan_column import render_gan_result, render_gan_trajectory
 from pages.parts.job_progress import render_job
 from pages.parts.plain import md_escape
@@ -76,8 +77,8 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
         st.image(gray_png(img), caption="guided back to " + classes[m["original_class"]])
         st.image(delta_png(arrs["original"], img, arrs.get("marker")), caption="|Δ| to the original")
         prob_bars(classes, m["probs_before"], probs, key=f"{key}_bars")
-        st.caption(f"p(original) {fmt(a.get('orig_prob'))} · L1 {fmt(a.get('l1_to_original'), 4)} · "
-                   f"bpd {fmt(a.get('bpd'))}")
+        line = f"p(original) {fmt(a.get('orig_prob'))} · L1 {fmt(a.get('l1_to_original'), 4)} · bpd {fmt(a.get('bpd'))}"
+        st.caption(line, help=na_help(line))
         badge(cat)
         return
     if kind == "gan":  # the same metrics plus what the search changed, in words
@@ -86,15 +87,11 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
         return
     st.markdown(f"**{cfs.method_label(row['method'], row.get('preset'))}**")
     img = arrs["counterfactual"]
-    st.image(gray_png(img), caption=f"#{row['id']} → {classes[row['target']]}")
+    st.image(gray_png(img), caption=f"#{row['id']} · target {class_name(classes, row['target'])}")
     st.image(delta_png(arrs["original"], img, arrs.get("marker")), caption="|Δ| (marker box outlined)")
     prob_bars(classes, m["probs_before"], m["probs_after"], key=f"{key}_bars")
-    d_bpd = (row["bpd"] - m["bpd_original"]) if (row["bpd"] is not None and m.get("bpd_original") is not None) else None
-    st.caption(f"p(target) {fmt(row['target_prob'])} · {'flipped' if row['flipped'] else 'not flipped'} · "
-               f"L1 {fmt(row['l1'], 4)} · bpd {fmt(row['bpd'])} (ε {fmt(m.get('bpd_eps'))}, "
-               f"{'+' if (d_bpd or 0) >= 0 else ''}{fmt(d_bpd, 2)} vs the original) · "
-               f"{passes_text(row)} · {fmt(row['seconds'], 1)} s")
-    st.caption(f"|Δ| in marker box {fmt(m.get('marker_share'), 2)} · in lungs {fmt(m.get('lung_share'), 2)}")
+    st.caption(prediction_line(m, row["target"], classes))
+    metrics_captions(row)
     st.caption(cross_text(m.get("cross_model") or {}, classes))
     badge(row["category"])
     if st.toggle("Viewer", key=f"{key}_viewer", help="original | counterfactual | difference at native size"):  # i17
@@ -102,6 +99,20 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
         counterfactual_viewer(arrs["original"], img, f"{key}_view",
                               {"confounder mask (marker)": arrs["marker"]} if arrs.get("marker") is not None else None)
     rate_form(row, key=f"{key}_rate")
+
+
+def metrics_captions(row: dict) -> None:
+    """p(target), the flip verdict (from the same argmax as the class line), L1, bits/dim, passes, |Δ| shares."""
+    m = row["metrics"]
+    d_bpd = (row["bpd"] - m["bpd_original"]) if (row["bpd"] is not None and m.get("bpd_original") is not None) else None
+    flipped = prediction_change(m, row["target"])[2]
+    line = (f"p(target) {fmt(row['target_prob'])} · {'flipped' if flipped else 'not flipped'} · "
+            f"L1 {fmt(row['l1'], 4)} · bpd {fmt(row['bpd'])} (ε {fmt(m.get('bpd_eps'))}, "
+            f"{'+' if (d_bpd or 0) >= 0 else ''}{fmt(d_bpd, 2)} vs the original) · "
+            f"{passes_text(row)} · {fmt(row['seconds'], 1)} s")
+    st.caption(line, help=na_help(line))
+    shares = f"|Δ| in marker box {fmt(m.get('marker_share'), 2)} · in lungs {fmt(m.get('lung_share'), 2)}"
+    st.caption(shares, help=na_help(shares))
 
 
 def passes_text(row: dict) -> str:
@@ -112,7 +123,8 @@ def passes_text(row: dict) -> str:
     t = m.get("t_final")
     done = "sample finished to t = 0" if t == 0 else ("finished: unknown (older result)" if t is None
                                                      else f"one-step estimate at t = {t}")
-    return f"{row['unet_passes']} UNet passes ({m.get('guided_passes', '?')} guided) · {done}"
+    guided = m.get("guided_passes")
+    return f"{row['unet_passes']} UNet passes ({'n/a' if guided is None else guided} guided) · {done}"
 
 
 def cross_text(cross: dict, classes: list[str]) -> str:
@@ -148,7 +160,8 @@ def side_by_side(rows: list[dict], key: str) -> None:
                     st.image(png(masks_rgb(a["original"], a.get("lung"), a.get("marker"))),
                              caption="lungs (blue) · marker (yellow)")
                 prob_bars(classes, r["metrics"]["probs_before"], None, key=f"{key}_orig_bars")
-                st.caption(f"bpd {fmt(r['metrics'].get('bpd_original'))} · ε {fmt(r['metrics'].get('bpd_eps'))}")
+                line = f"bpd {fmt(r['metrics'].get('bpd_original'))} · ε {fmt(r['metrics'].get('bpd_eps'))}"
+                st.caption(line, help=na_help(line))
             else:
                 result_column(kind, r, arrs[r["id"]], classes, key=f"{key}_{kind}_{r['id']}")
     traj_rows = [r for r in rows if "trajectory" in arrs[r["id"]]]
