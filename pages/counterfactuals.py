@@ -12,6 +12,7 @@ import streamlit as st
 
 from pages.common import current_user, selected_dataset, selected_model
 from pages.parts.captions import edits_sentence
+from pages.parts.cf_table import na, render_stored_table, uniform
 from pages.parts.cf_view import (badge, class_name, delta_png, fmt, gray_png, masks_rgb, na_help, png,
                                  prediction_change, prediction_line, prob_bars, trajectory_panel)
 from pages.parts.gan_column import render_gan_result, render_gan_trajectory
@@ -195,10 +196,13 @@ def show_job_results(job_id: int, key: str) -> None:
 
 def compare_table(rows: list[dict]) -> None:
     st.markdown("**Where the edits go**: share of Σ|Δ| inside the marker box and inside the lungs")
-    st.dataframe([{"model": f"#{r['model_id']} {r['model_name']}", "method": r["method"], "flipped": r["flipped"],
-                   "p(target)": round(r["target_prob"], 3), "L1": round(r["l1"], 4),
-                   "|Δ| in marker box": r["metrics"].get("marker_share"), "|Δ| in lungs": r["metrics"].get("lung_share"),
-                   "category": r["category"]} for r in rows], key="cf_compare_table", hide_index=True)
+    table = [{"model": f"#{r['model_id']} {r['model_name']}", "method": r["method"], "flipped": na(bool(r["flipped"])),
+              "p(target)": na(r["target_prob"], 3), "L1": na(r["l1"], 4),
+              "|Δ| in marker box": na(r["metrics"].get("marker_share")),
+              "|Δ| in lungs": na(r["metrics"].get("lung_share")), "category": na(r["category"])} for r in rows]
+    st.dataframe(uniform(table), key="cf_compare_table", hide_index=True, column_config={
+        c: st.column_config.Column(c, help="n/a: the image has no marker / lung mask") for c in
+        ("|Δ| in marker box", "|Δ| in lungs")})
     st.caption(edits_sentence(rows))  # computed from the table (issue 16)
 
 
@@ -365,15 +369,8 @@ def tab_stored(ds: dict) -> None:
     if not rows:
         st.info("No stored counterfactuals for this dataset yet.")
         return
-    table = [{"id": r["id"], "model": f"#{r['model_id']} {r['model_name']}", "image": r["image_path"],
-              "method": r["method"], "preset": r["preset"],
-              "target": (r["metrics"].get("classes") or [])[r["target"]] if r["metrics"].get("classes") else r["target"],
-              "flipped": r["flipped"], "p(target)": round(r["target_prob"], 3), "L1": round(r["l1"], 4),
-              "bpd": r["bpd"], "category": r["category"], "UNet passes": r["unet_passes"],
-              "guided": r["metrics"].get("guided_passes"), "t final": r["metrics"].get("t_final"),
-              "B flipped": (r["metrics"].get("cross_model") or {}).get("flipped"),
-              "s": round(r["seconds"], 1), "created": r["created_at"]} for r in rows]
-    st.dataframe(table, key="cf_stored_table", hide_index=True)
+    every = rows
+    rows = render_stored_table(every)  # identical re-runs folded into one row; n/a for missing values
     realism_panel(rows)
     c1, c2 = st.columns([1, 1])
     pick = c1.selectbox("Reopen", [r["id"] for r in rows], key="cf_reopen",
@@ -384,7 +381,7 @@ def tab_stored(ds: dict) -> None:
         st.download_button("Export zip", data=lambda: cfs.export_zip(sel or [r["id"] for r in rows]),
                            file_name="counterfactuals.zip", mime="application/zip", key="cf_export")
     row = next(r for r in rows if r["id"] == pick)
-    same = [r for r in rows if r["job_id"] == row["job_id"] and r["model_id"] == row["model_id"]
+    same = [r for r in every if r["job_id"] == row["job_id"] and r["model_id"] == row["model_id"]
             and row["job_id"] is not None] or [row]
     side_by_side(same, key=f"cf_stored_{pick}")
 
@@ -401,10 +398,10 @@ def realism_panel(rows: list[dict]) -> None:
         if not table:
             st.caption(f"Not available: {why}.")
             return
-        st.dataframe([{"model": f"#{r.model_id}", "method": cfs.method_label(r.method, r.preset),
+        st.dataframe(uniform([{"model": f"#{r.model_id}", "method": cfs.method_label(r.method, r.preset),
                        "target": r.target, "n": r.n, "real n": r.n_real, "FD": round(r.fd, 3),
                        "KID": round(r.kid, 4), "sharpness": round(r.sharpness, 2),
-                       "B flips": None if r.cross_flip is None else round(r.cross_flip, 2)} for r in table],
+                       "B flips": na(r.cross_flip, 2)} for r in table]),
                      key="cf_realism_table", hide_index=True)
         st.caption(f"Features: independent classifier #{table[0].feature_model_id} (another architecture, same data). "
                    "FD and KID are biased upwards for small sets: compare groups of similar size. Sharpness = "
