@@ -423,10 +423,11 @@ def ddpm_card(gen: dict) -> None:
         if (folder / "samples.png").is_file():
             c1.image(str(folder / "samples.png"), caption="unconditional samples (strided DDPM, 50 steps)")
         with c2:
-            st.caption(f"{prov.get('training_steps')} training steps on {prov.get('train_images')} images of "
-                       f"{prov.get('dataset')} · final loss {fmt(prov.get('final_loss'), 4)} · "
-                       f"{(prov.get('weights_bytes') or 0) / 1e6:.1f} MB · {prov.get('device')}")
-            st.code(prov.get("command", ""), language="bash")
+            line = (f"{na(prov.get('training_steps'))} training steps on {na(prov.get('train_images'))} images of "
+                    f"{md_escape(na(prov.get('dataset')))} · final loss {fmt(prov.get('final_loss'), 4)} · "
+                    f"{(prov.get('weights_bytes') or 0) / 1e6:.1f} MB · {md_escape(na(prov.get('device')))}")
+            st.caption(line, help="n/a: not recorded in this DDPM's provenance.json" if "n/a" in line else None)
+            st.code(prov.get("command") or "", language="bash")
             curve = prov.get("loss_curve") or []
             if curve:
                 fig = go.Figure(go.Scatter(y=curve, mode="lines"))
@@ -451,7 +452,8 @@ else:
     if gen is not None:
         b = (gen["metrics"] or {}).get("bpd") or {}
         st.caption(f"Fidelity model: DDPM #{gen['id']} {md_escape(gen['name'])} · ε = {fmt(b.get('eps'))} bits/dim "
-                   f"({b.get('estimator', 'not computed yet')}, 95th percentile of {b.get('n', '?')} held-out images)")
+                   f"({b.get('estimator') or 'not computed yet'}, 95th percentile of {na(b.get('n'))} held-out images)",
+                   help=None if b.get("eps") is not None else "n/a: bits/dim not computed yet for this DDPM")
         ddpm_card(gen)
     t1, t2, t3 = st.tabs(["Generate", "Compare model versions", "Stored results"])
     with t1:
