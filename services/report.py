@@ -186,7 +186,10 @@ def accuracy_figure(ev: dict):
     """Accuracy per held-out split for parent | control | child, with the 95 % intervals as error bars."""
     import plotly.graph_objects as go
 
+    from core.palette import version_colours
+
     sp = list(ev["splits"])
+    colours = version_colours(["parent", "child", "control"])  # the same run colours as the history panels
     f = go.Figure()
     for who in WHO:
         cells = [ev["splits"][s].get(who) for s in sp]
@@ -195,11 +198,12 @@ def accuracy_figure(ev: dict):
         y = [c.get("accuracy") if c else None for c in cells]
         lo = [(c["ci"]["accuracy"][0] if c and c["ci"]["accuracy"][0] is not None else v) for c, v in zip(cells, y)]
         hi = [(c["ci"]["accuracy"][1] if c and c["ci"]["accuracy"][1] is not None else v) for c, v in zip(cells, y)]
-        f.add_trace(go.Bar(name=who, x=sp, y=y, error_y=dict(
+        f.add_trace(go.Bar(name=who, x=sp, y=y, marker_color=colours[who], error_y=dict(
             type="data", symmetric=False, array=[(h - v) if v is not None else 0 for h, v in zip(hi, y)],
             arrayminus=[(v - lw) if v is not None else 0 for lw, v in zip(lo, y)])))
     f.update_layout(barmode="group", title="accuracy on held-out splits (95 % intervals)", yaxis_range=[0, 1],
-                    height=320, margin=dict(l=10, r=10, t=40, b=10))
+                    height=320, margin=dict(l=10, r=10, t=40, b=10), yaxis_title="accuracy (0–1)",
+                    xaxis_title="held-out split")
     return f
 
 

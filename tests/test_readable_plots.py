@@ -88,3 +88,13 @@ def test_retrain_history_is_small_panels_with_titles_integer_epochs_and_palette_
         assert t.line.color == colours[who] and t.line.dash == ("dash" if who == "control" else "solid")
     ce = [t for t in fig.data if t.xaxis == "x"]
     assert [list(t.x) for t in ce] == [[1, 2, 3], [1, 2, 3]]
+
+
+def test_report_accuracy_bars_have_axis_titles_and_palette_colours():
+    from services.report import accuracy_figure
+
+    cell = {"accuracy": 0.8, "ci": {"accuracy": [0.7, 0.9]}}
+    fig = accuracy_figure({"splits": {"val": {"parent": cell, "child": cell}, "test": {"parent": cell, "child": cell}}})
+    assert fig.layout.yaxis.title.text == "accuracy (0–1)" and fig.layout.xaxis.title.text == "held-out split"
+    colours = version_colours(["parent", "child", "control"])
+    assert [(t.name, t.marker.color) for t in fig.data] == [("parent", colours["parent"]), ("child", colours["child"])]
