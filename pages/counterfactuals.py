@@ -78,7 +78,8 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
         st.image(gray_png(img), caption="guided back to " + classes[m["original_class"]])
         st.image(delta_png(arrs["original"], img, arrs.get("marker")), caption="|Δ| to the original")
         prob_bars(classes, m["probs_before"], probs, key=f"{key}_bars")
-        line = f"p(original) {fmt(a.get('orig_prob'))} · L1 {fmt(a.get('l1_to_original'), 4)} · bpd {fmt(a.get('bpd'))}"
+        line = (f"p(original) {fmt(a.get('orig_prob'))} · L1 {fmt(a.get('l1_to_original'), 4)} · "
+                f"bpd {fmt(a.get('bpd'))}")
         st.caption(line, help=na_help(line))
         badge(cat)
         return

@@ -213,8 +213,8 @@ TRAIN_VAL_KEYS = ("ce", "expl", "active", "d_pos", "d_neg", "val_acc", "val_ar",
 # One small panel per per-epoch metric, each with its own y-axis title and unit (issue 16: no shared legend of 9
 # series over unlabeled axes). The colour says which run (child or control), from core.palette.
 HISTORY_PANELS = (("ce", "cross-entropy (nats)"), ("expl", "explanation term"), ("active", "active triplets (share)"),
-                  ("d_pos", "d+ (to the good map)"), ("d_neg", "d− (to the bad map)"), ("val_acc", "val accuracy (0–1)"),
-                  ("val_ar", "val AR (0–1)"), ("val_ap", "val AP (0–1)"))
+                  ("d_pos", "d+ (to the good map)"), ("d_neg", "d− (to the bad map)"),
+                  ("val_acc", "val accuracy (0–1)"), ("val_ar", "val AR (0–1)"), ("val_ap", "val AP (0–1)"))
 HISTORY_RUNS = {"child": "retrained child", "control": "matched control (plain CE)"}
 
 

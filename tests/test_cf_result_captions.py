@@ -27,7 +27,8 @@ def test_prediction_line_follows_the_probabilities_and_the_verdict():
     assert prediction_change(m, 0) == (1, 0, True)
     assert prediction_line(m, 0, CLASSES) == "classifier: COVID → Normal · flipped to the target Normal"
     m2 = _gan_row(2)["metrics"]  # moved to Viral Pneumonia, target Normal: not flipped
-    assert prediction_line(m2, 0, CLASSES) == "classifier: COVID → Viral Pneumonia · not flipped: the target is Normal"
+    line = prediction_line(m2, 0, CLASSES)
+    assert line == "classifier: COVID → Viral Pneumonia · not flipped: the target is Normal"
     assert fmt(None) == "n/a" and fmt(float("nan")) == "n/a" and fmt(0.5, 2) == "0.50"
 
 

@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import plotly.graph_objects as go
 
-from core.palette import DIFF_SCALE, HEATMAP_SCALE, version_colours
+from core.palette import BEFORE_AFTER, DIFF_SCALE, HEATMAP_SCALE, version_colours
 
 
 def _scale(name: str):
@@ -22,6 +22,7 @@ def test_probability_bars_are_horizontal_with_titled_axes():
     assert list(fig.data[0].y) == classes and list(fig.data[1].x) == [0.9, 0.05, 0.05]
     assert fig.layout.xaxis.title.text == "probability" and fig.layout.yaxis.title.text == "class"
     assert fig.layout.yaxis.tickangle == 0 and tuple(fig.layout.xaxis.range) == (0, 1.02)
+    assert [t.marker.color for t in fig.data] == [BEFORE_AFTER["before"], BEFORE_AFTER["after"]]
 
 
 def test_difference_map_is_symmetric_with_a_titled_colour_bar():

@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.palette import BEFORE_AFTER
 from services import counterfactuals as cfs
 
 SIDE = 192
@@ -47,7 +48,8 @@ def prediction_line(metrics: dict, target: int, classes: list[str]) -> str:
     """"classifier: COVID → Normal · flipped to the target Normal" (or "not flipped: target …")."""
     p0, p1, flipped = prediction_change(metrics, target)
     verdict = "flipped to the target" if flipped else "not flipped: the target is"
-    return f"classifier: {class_name(classes, p0)} → {class_name(classes, p1)} · {verdict} {class_name(classes, target)}"
+    names = [class_name(classes, i) for i in (p0, p1, target)]
+    return f"classifier: {names[0]} → {names[1]} · {verdict} {names[2]}"
 
 
 # ----------------------------------------------------------------------------------------------- pictures
@@ -108,9 +110,9 @@ def prob_figure(classes: list[str], before, after) -> go.Figure:
     before grey, after orange. No plotly legend: in a narrow column it wraps onto the bars, so a caption says
     which colour is which."""
     fig = go.Figure()
-    fig.add_bar(y=list(classes), x=list(before), orientation="h", name="before", marker_color="#9aa5b1")
-    if after is not None:
-        fig.add_bar(y=list(classes), x=list(after), orientation="h", name="after", marker_color="#e4572e")
+    for name, probs in (("before", before), ("after", after)):
+        if probs is not None:
+            fig.add_bar(y=list(classes), x=list(probs), orientation="h", name=name, marker_color=BEFORE_AFTER[name])
     fig.update_layout(barmode="group", height=70 + 34 * len(classes) * (2 if after is not None else 1),
                       margin=dict(l=0, r=0, t=8, b=0), showlegend=False)
     fig.update_xaxes(title_text="probability", range=[0, 1.02], tickformat=".1f")
@@ -149,7 +151,7 @@ def trajectory_panel(title: str, arrs: dict, key: str, step_label: str, image_ca
             ok = np.isfinite(curve)
             fig = go.Figure()
             fig.add_scatter(x=ct[ok], y=curve[ok], mode="lines+markers", name="p(target)")
-            fig.add_vline(x=int(ft[i]), line_dash="dot", line_color="#e4572e")
+            fig.add_vline(x=int(ft[i]), line_dash="dot", line_color=BEFORE_AFTER["after"])
             fig.update_layout(height=230, margin=dict(l=0, r=0, t=10, b=0), yaxis_range=[0, 1],
                               xaxis_title=x_title, yaxis_title="p(target)",
                               xaxis_autorange="reversed" if reverse_x else True)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.parts.cf_view import (badge, class_name, delta_png, fmt, gray_png, na_help, prediction_change, prediction_line,
-                                 prob_bars, trajectory_panel)
+from pages.parts.cf_view import (badge, class_name, delta_png, fmt, gray_png, na_help, prediction_change,
+                                 prediction_line, prob_bars, trajectory_panel)
 from pages.parts.plain import md_escape
 from services import counterfactuals as cfs
 
