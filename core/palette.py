@@ -31,6 +31,8 @@ SPLIT_COLOURS: dict[str, str] = {"train": "#999999", "val": "#56B4E9", "test": "
 VERSION_COLOURS: tuple[str, ...] = ("#444444", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
 FALLBACK = ("#17BECF", "#9467BD", "#7F7F7F", "#AEC7E8", "#FF9896", "#C5B0D5")
 CANCELLED = "#9E9E9E"   # a cancelled job's bar
+# One image before / after an edit (counterfactual probability bars, the chosen step on a trajectory).
+BEFORE_AFTER: dict[str, str] = {"before": "#9aa5b1", "after": "#e4572e"}
 HEATMAP_SCALE = "Viridis"   # non-negative maps and matrices (confusion, relevance)
 DIFF_SCALE = "RdBu_r"       # signed difference maps (x' − x): blue darker, red brighter, white no change
 

@@ -12,7 +12,9 @@ import streamlit as st
 
 from pages.common import current_user, selected_dataset, selected_model
 from pages.parts.captions import edits_sentence
-from pages.parts.cf_view import badge, delta_png, fmt, gray_png, masks_rgb, png, prob_bars, trajectory_panel
+from pages.parts.cf_table import na, render_stored_table, uniform
+from pages.parts.cf_view import (badge, class_name, delta_png, fmt, gray_png, masks_rgb, na_help, png,
+                                 prediction_change, prediction_line, prob_bars, trajectory_panel)
 from pages.parts.gan_column import render_gan_result, render_gan_trajectory
 from pages.parts.job_progress import render_job
 from pages.parts.plain import md_escape
@@ -76,8 +78,9 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
         st.image(gray_png(img), caption="guided back to " + classes[m["original_class"]])
         st.image(delta_png(arrs["original"], img, arrs.get("marker")), caption="|Δ| to the original")
         prob_bars(classes, m["probs_before"], probs, key=f"{key}_bars")
-        st.caption(f"p(original) {fmt(a.get('orig_prob'))} · L1 {fmt(a.get('l1_to_original'), 4)} · "
-                   f"bpd {fmt(a.get('bpd'))}")
+        line = (f"p(original) {fmt(a.get('orig_prob'))} · L1 {fmt(a.get('l1_to_original'), 4)} · "
+                f"bpd {fmt(a.get('bpd'))}")
+        st.caption(line, help=na_help(line))
         badge(cat)
         return
     if kind == "gan":  # the same metrics plus what the search changed, in words
@@ -86,15 +89,11 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
         return
     st.markdown(f"**{cfs.method_label(row['method'], row.get('preset'))}**")
     img = arrs["counterfactual"]
-    st.image(gray_png(img), caption=f"#{row['id']} → {classes[row['target']]}")
+    st.image(gray_png(img), caption=f"#{row['id']} · target {class_name(classes, row['target'])}")
     st.image(delta_png(arrs["original"], img, arrs.get("marker")), caption="|Δ| (marker box outlined)")
     prob_bars(classes, m["probs_before"], m["probs_after"], key=f"{key}_bars")
-    d_bpd = (row["bpd"] - m["bpd_original"]) if (row["bpd"] is not None and m.get("bpd_original") is not None) else None
-    st.caption(f"p(target) {fmt(row['target_prob'])} · {'flipped' if row['flipped'] else 'not flipped'} · "
-               f"L1 {fmt(row['l1'], 4)} · bpd {fmt(row['bpd'])} (ε {fmt(m.get('bpd_eps'))}, "
-               f"{'+' if (d_bpd or 0) >= 0 else ''}{fmt(d_bpd, 2)} vs the original) · "
-               f"{passes_text(row)} · {fmt(row['seconds'], 1)} s")
-    st.caption(f"|Δ| in marker box {fmt(m.get('marker_share'), 2)} · in lungs {fmt(m.get('lung_share'), 2)}")
+    st.caption(prediction_line(m, row["target"], classes))
+    metrics_captions(row)
     st.caption(cross_text(m.get("cross_model") or {}, classes))
     badge(row["category"])
     if st.toggle("Viewer", key=f"{key}_viewer", help="original | counterfactual | difference at native size"):  # i17
@@ -102,6 +101,20 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
         counterfactual_viewer(arrs["original"], img, f"{key}_view",
                               {"confounder mask (marker)": arrs["marker"]} if arrs.get("marker") is not None else None)
     rate_form(row, key=f"{key}_rate")
+
+
+def metrics_captions(row: dict) -> None:
+    """p(target), the flip verdict (from the same argmax as the class line), L1, bits/dim, passes, |Δ| shares."""
+    m = row["metrics"]
+    d_bpd = (row["bpd"] - m["bpd_original"]) if (row["bpd"] is not None and m.get("bpd_original") is not None) else None
+    flipped = prediction_change(m, row["target"])[2]
+    line = (f"p(target) {fmt(row['target_prob'])} · {'flipped' if flipped else 'not flipped'} · "
+            f"L1 {fmt(row['l1'], 4)} · bpd {fmt(row['bpd'])} (ε {fmt(m.get('bpd_eps'))}, "
+            f"{'+' if (d_bpd or 0) >= 0 else ''}{fmt(d_bpd, 2)} vs the original) · "
+            f"{passes_text(row)} · {fmt(row['seconds'], 1)} s")
+    st.caption(line, help=na_help(line))
+    shares = f"|Δ| in marker box {fmt(m.get('marker_share'), 2)} · in lungs {fmt(m.get('lung_share'), 2)}"
+    st.caption(shares, help=na_help(shares))
 
 
 def passes_text(row: dict) -> str:
@@ -112,7 +125,8 @@ def passes_text(row: dict) -> str:
     t = m.get("t_final")
     done = "sample finished to t = 0" if t == 0 else ("finished: unknown (older result)" if t is None
                                                      else f"one-step estimate at t = {t}")
-    return f"{row['unet_passes']} UNet passes ({m.get('guided_passes', '?')} guided) · {done}"
+    guided = m.get("guided_passes")
+    return f"{row['unet_passes']} UNet passes ({'n/a' if guided is None else guided} guided) · {done}"
 
 
 def cross_text(cross: dict, classes: list[str]) -> str:
@@ -148,7 +162,8 @@ def side_by_side(rows: list[dict], key: str) -> None:
                     st.image(png(masks_rgb(a["original"], a.get("lung"), a.get("marker"))),
                              caption="lungs (blue) · marker (yellow)")
                 prob_bars(classes, r["metrics"]["probs_before"], None, key=f"{key}_orig_bars")
-                st.caption(f"bpd {fmt(r['metrics'].get('bpd_original'))} · ε {fmt(r['metrics'].get('bpd_eps'))}")
+                line = f"bpd {fmt(r['metrics'].get('bpd_original'))} · ε {fmt(r['metrics'].get('bpd_eps'))}"
+                st.caption(line, help=na_help(line))
             else:
                 result_column(kind, r, arrs[r["id"]], classes, key=f"{key}_{kind}_{r['id']}")
     traj_rows = [r for r in rows if "trajectory" in arrs[r["id"]]]
@@ -182,10 +197,13 @@ def show_job_results(job_id: int, key: str) -> None:
 
 def compare_table(rows: list[dict]) -> None:
     st.markdown("**Where the edits go**: share of Σ|Δ| inside the marker box and inside the lungs")
-    st.dataframe([{"model": f"#{r['model_id']} {r['model_name']}", "method": r["method"], "flipped": r["flipped"],
-                   "p(target)": round(r["target_prob"], 3), "L1": round(r["l1"], 4),
-                   "|Δ| in marker box": r["metrics"].get("marker_share"), "|Δ| in lungs": r["metrics"].get("lung_share"),
-                   "category": r["category"]} for r in rows], key="cf_compare_table", hide_index=True)
+    table = [{"model": f"#{r['model_id']} {r['model_name']}", "method": r["method"], "flipped": na(bool(r["flipped"])),
+              "p(target)": na(r["target_prob"], 3), "L1": na(r["l1"], 4),
+              "|Δ| in marker box": na(r["metrics"].get("marker_share")),
+              "|Δ| in lungs": na(r["metrics"].get("lung_share")), "category": na(r["category"])} for r in rows]
+    st.dataframe(uniform(table), key="cf_compare_table", hide_index=True, column_config={
+        c: st.column_config.Column(c, help="n/a: the image has no marker / lung mask") for c in
+        ("|Δ| in marker box", "|Δ| in lungs")})
     st.caption(edits_sentence(rows))  # computed from the table (issue 16)
 
 
@@ -352,15 +370,8 @@ def tab_stored(ds: dict) -> None:
     if not rows:
         st.info("No stored counterfactuals for this dataset yet.")
         return
-    table = [{"id": r["id"], "model": f"#{r['model_id']} {r['model_name']}", "image": r["image_path"],
-              "method": r["method"], "preset": r["preset"],
-              "target": (r["metrics"].get("classes") or [])[r["target"]] if r["metrics"].get("classes") else r["target"],
-              "flipped": r["flipped"], "p(target)": round(r["target_prob"], 3), "L1": round(r["l1"], 4),
-              "bpd": r["bpd"], "category": r["category"], "UNet passes": r["unet_passes"],
-              "guided": r["metrics"].get("guided_passes"), "t final": r["metrics"].get("t_final"),
-              "B flipped": (r["metrics"].get("cross_model") or {}).get("flipped"),
-              "s": round(r["seconds"], 1), "created": r["created_at"]} for r in rows]
-    st.dataframe(table, key="cf_stored_table", hide_index=True)
+    every = rows
+    rows = render_stored_table(every)  # identical re-runs folded into one row; n/a for missing values
     realism_panel(rows)
     c1, c2 = st.columns([1, 1])
     pick = c1.selectbox("Reopen", [r["id"] for r in rows], key="cf_reopen",
@@ -371,7 +382,7 @@ def tab_stored(ds: dict) -> None:
         st.download_button("Export zip", data=lambda: cfs.export_zip(sel or [r["id"] for r in rows]),
                            file_name="counterfactuals.zip", mime="application/zip", key="cf_export")
     row = next(r for r in rows if r["id"] == pick)
-    same = [r for r in rows if r["job_id"] == row["job_id"] and r["model_id"] == row["model_id"]
+    same = [r for r in every if r["job_id"] == row["job_id"] and r["model_id"] == row["model_id"]
             and row["job_id"] is not None] or [row]
     side_by_side(same, key=f"cf_stored_{pick}")
 
@@ -388,10 +399,10 @@ def realism_panel(rows: list[dict]) -> None:
         if not table:
             st.caption(f"Not available: {why}.")
             return
-        st.dataframe([{"model": f"#{r.model_id}", "method": cfs.method_label(r.method, r.preset),
+        st.dataframe(uniform([{"model": f"#{r.model_id}", "method": cfs.method_label(r.method, r.preset),
                        "target": r.target, "n": r.n, "real n": r.n_real, "FD": round(r.fd, 3),
                        "KID": round(r.kid, 4), "sharpness": round(r.sharpness, 2),
-                       "B flips": None if r.cross_flip is None else round(r.cross_flip, 2)} for r in table],
+                       "B flips": na(r.cross_flip, 2)} for r in table]),
                      key="cf_realism_table", hide_index=True)
         st.caption(f"Features: independent classifier #{table[0].feature_model_id} (another architecture, same data). "
                    "FD and KID are biased upwards for small sets: compare groups of similar size. Sharpness = "
@@ -413,10 +424,11 @@ def ddpm_card(gen: dict) -> None:
         if (folder / "samples.png").is_file():
             c1.image(str(folder / "samples.png"), caption="unconditional samples (strided DDPM, 50 steps)")
         with c2:
-            st.caption(f"{prov.get('training_steps')} training steps on {prov.get('train_images')} images of "
-                       f"{prov.get('dataset')} · final loss {fmt(prov.get('final_loss'), 4)} · "
-                       f"{(prov.get('weights_bytes') or 0) / 1e6:.1f} MB · {prov.get('device')}")
-            st.code(prov.get("command", ""), language="bash")
+            line = (f"{na(prov.get('training_steps'))} training steps on {na(prov.get('train_images'))} images of "
+                    f"{md_escape(na(prov.get('dataset')))} · final loss {fmt(prov.get('final_loss'), 4)} · "
+                    f"{(prov.get('weights_bytes') or 0) / 1e6:.1f} MB · {md_escape(na(prov.get('device')))}")
+            st.caption(line, help="n/a: not recorded in this DDPM's provenance.json" if "n/a" in line else None)
+            st.code(prov.get("command") or "", language="bash")
             curve = prov.get("loss_curve") or []
             if curve:
                 fig = go.Figure(go.Scatter(y=curve, mode="lines"))
@@ -441,7 +453,8 @@ else:
     if gen is not None:
         b = (gen["metrics"] or {}).get("bpd") or {}
         st.caption(f"Fidelity model: DDPM #{gen['id']} {md_escape(gen['name'])} · ε = {fmt(b.get('eps'))} bits/dim "
-                   f"({b.get('estimator', 'not computed yet')}, 95th percentile of {b.get('n', '?')} held-out images)")
+                   f"({b.get('estimator') or 'not computed yet'}, 95th percentile of {na(b.get('n'))} held-out images)",
+                   help=None if b.get("eps") is not None else "n/a: bits/dim not computed yet for this DDPM")
         ddpm_card(gen)
     t1, t2, t3 = st.tabs(["Generate", "Compare model versions", "Stored results"])
     with t1:

@@ -8,6 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
+from core.palette import HEATMAP_SCALE
 from pages.common import selected_model
 from pages.parts.captions import compare_sentence
 from services.catalog import list_datasets, list_models
@@ -34,7 +35,7 @@ def confusion_figure(split_metrics: dict, classes: list[str], normalise: bool, t
     if cm.size == 0:
         return None
     z = cm / np.maximum(cm.sum(1, keepdims=True), 1) if normalise else cm
-    fig = px.imshow(z, x=classes, y=classes, text_auto=".2f" if normalise else True, color_continuous_scale="Blues",
+    fig = px.imshow(z, x=classes, y=classes, text_auto=".2f" if normalise else True, color_continuous_scale=HEATMAP_SCALE,
                     labels={"x": "predicted", "y": "true", "color": "share" if normalise else "images"},
                     zmin=0, zmax=1 if normalise else None, aspect="auto")
     fig.update_layout(height=380, margin=dict(l=0, r=0, t=40 if title else 10, b=0), title=title or None,

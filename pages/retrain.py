@@ -30,6 +30,12 @@ def refusals(pair: dict) -> list[str]:
     return [why for k in ("good", "bad") if pair.get(k) and (why := split_refusal(k, pair[k]))]
 
 
+PAIR_NA = ("n/a: the map of this exemplar is not stored any more (its explanation run was replaced), or the image "
+           "has no mask to score it against")
+RESULT_NA = {"control": "n/a: no matched control was trained",
+             "effect": "n/a: the effect (child − control, or child − parent without a control) was not computed"}
+
+
 def _fmt(v, nd: int = 3) -> str:
     return "n/a" if v is None or v != v else f"{v:.{nd}f}"
 
@@ -49,8 +55,10 @@ def show_pair(model: dict, dataset: dict, pair: dict) -> None:
             if row is not None:
                 st.image(ov.overlays_for(run, dataset["id"], [row], 0.45, "jet", side=220)[0])
             lab = classes[p["label"]] if p.get("label") is not None and p["label"] < len(classes) else p.get("label")
-            st.caption(f"{md_escape(p['path'])} · {lab} · AR {_fmt(row['ar'] if row else p.get('ar'), 2)} · "
-                       f"AP {_fmt(row['ap'] if row else p.get('ap'), 2)} · WR {_fmt(row['wr'] if row else None, 2)}")
+            lab = "label n/a" if lab is None else md_escape(lab)
+            line = (f"{md_escape(p['path'])} · {lab} · AR {_fmt(row['ar'] if row else p.get('ar'), 2)} · "
+                    f"AP {_fmt(row['ap'] if row else p.get('ap'), 2)} · WR {_fmt(row['wr'] if row else None, 2)}")
+            st.caption(line, help=PAIR_NA if "n/a" in line else None)
 
 
 def _charts(job: dict) -> None:
@@ -72,7 +80,8 @@ def _charts(job: dict) -> None:
             rows.append({"held-out split": s_, **cell,
                          "effect": _fmt(((row.get("effect") or {}).get("accuracy") or {}).get("mean"))})
         if rows:
-            st.dataframe(rows, hide_index=True, key=f"rt_result_{job['id']}")
+            st.dataframe(rows, hide_index=True, key=f"rt_result_{job['id']}", column_config={
+                c: st.column_config.Column(c, help=why) for c, why in RESULT_NA.items()})
         if st.button("Open the before / after report", key=f"rt_report_{job['id']}"):
             st.session_state["report_pair"] = {"parent": r["parent_id"], "child": r["model_id"]}
             try:

@@ -20,6 +20,8 @@ from pathlib import Path
 
 import numpy as np
 
+from core.palette import HEATMAP_SCALE
+
 SPLITS = ("val", "test", "test_shifted")  # the held-out splits: the only ones a report shows
 METRIC_KEYS = ("ar", "ap", "wr")
 WHO = ("parent", "control", "child")
@@ -166,11 +168,13 @@ def figures(data: dict) -> dict:
         f = make_subplots(1, 2, subplot_titles=(pn, cn), horizontal_spacing=0.15)
         for j, who in enumerate(("parent", "child")):
             z = np.asarray(cm[who])
-            f.add_trace(go.Heatmap(z=z, x=cls, y=cls, colorscale="Blues", showscale=False, text=z,
-                                   texttemplate="%{text}"), 1, j + 1)
-            f.update_yaxes(autorange="reversed", title_text="true" if j == 0 else None, row=1, col=j + 1)
-            f.update_xaxes(title_text="predicted", row=1, col=j + 1)
-        f.update_layout(title=f"confusion matrix · {s}", height=360, margin=dict(l=10, r=10, t=60, b=10))
+            f.add_trace(go.Heatmap(z=z, x=cls, y=cls, coloraxis="coloraxis", text=z, texttemplate="%{text}"),
+                        1, j + 1)
+            f.update_yaxes(autorange="reversed", title_text="true class" if j == 0 else None, row=1, col=j + 1)
+            f.update_xaxes(title_text="predicted class", tickangle=0, row=1, col=j + 1)
+        # one shared scale (the same count is the same colour in both), with its colour bar titled
+        f.update_layout(title=f"confusion matrix · {s}", height=360, margin=dict(l=10, r=10, t=60, b=10),
+                        coloraxis=dict(colorscale=HEATMAP_SCALE, cmin=0, colorbar=dict(title=dict(text="images"))))
         figs[f"confusion_{s}"] = f
     hist = data.get("history") or []
     if hist:
@@ -182,7 +186,10 @@ def accuracy_figure(ev: dict):
     """Accuracy per held-out split for parent | control | child, with the 95 % intervals as error bars."""
     import plotly.graph_objects as go
 
+    from core.palette import version_colours
+
     sp = list(ev["splits"])
+    colours = version_colours(["parent", "child", "control"])  # the same run colours as the history panels
     f = go.Figure()
     for who in WHO:
         cells = [ev["splits"][s].get(who) for s in sp]
@@ -191,40 +198,64 @@ def accuracy_figure(ev: dict):
         y = [c.get("accuracy") if c else None for c in cells]
         lo = [(c["ci"]["accuracy"][0] if c and c["ci"]["accuracy"][0] is not None else v) for c, v in zip(cells, y)]
         hi = [(c["ci"]["accuracy"][1] if c and c["ci"]["accuracy"][1] is not None else v) for c, v in zip(cells, y)]
-        f.add_trace(go.Bar(name=who, x=sp, y=y, error_y=dict(
+        f.add_trace(go.Bar(name=who, x=sp, y=y, marker_color=colours[who], error_y=dict(
             type="data", symmetric=False, array=[(h - v) if v is not None else 0 for h, v in zip(hi, y)],
             arrayminus=[(v - lw) if v is not None else 0 for lw, v in zip(lo, y)])))
     f.update_layout(barmode="group", title="accuracy on held-out splits (95 % intervals)", yaxis_range=[0, 1],
-                    height=320, margin=dict(l=10, r=10, t=40, b=10))
+                    height=320, margin=dict(l=10, r=10, t=40, b=10), yaxis_title="accuracy (0–1)",
+                    xaxis_title="held-out split")
     return f
 
 
 TRAIN_VAL_KEYS = ("ce", "expl", "active", "d_pos", "d_neg", "val_acc", "val_ar", "val_ap")
 
 
+# One small panel per per-epoch metric, each with its own y-axis title and unit (issue 16: no shared legend of 9
+# series over unlabeled axes). The colour says which run (child or control), from core.palette.
+HISTORY_PANELS = (("ce", "cross-entropy (nats)"), ("expl", "explanation term"), ("active", "active triplets (share)"),
+                  ("d_pos", "d+ (to the good map)"), ("d_neg", "d− (to the bad map)"),
+                  ("val_acc", "val accuracy (0–1)"), ("val_ar", "val AR (0–1)"), ("val_ap", "val AP (0–1)"))
+HISTORY_RUNS = {"child": "retrained child", "control": "matched control (plain CE)"}
+
+
+def _history_runs(history: list[dict]) -> dict[str, list[dict]]:
+    return {"child": [h for h in history if h.get("run", "child") == "child"],
+            "control": [h for h in history if h.get("run") == "control"]}
+
+
 def history_figure(history: list[dict]):
-    """Per-epoch fine-tune metrics (train and val only) in three panels: losses, triplet diagnostics, val
-    accuracy / AR / AP; rows tagged run='control' (the matched control) are drawn dashed beside the child's."""
+    """Per-epoch fine-tune metrics (train and val only) as small panels, one per metric that was logged, each with
+    its own y-axis title; the child solid and the matched control dashed, in their core.palette version colours;
+    integer epoch ticks; the legend (two entries: the runs) below the panels, never on the data."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    groups = (("losses", ("ce", "expl")), ("triplet", ("active", "d_pos", "d_neg")),
-              ("val quality", ("val_acc", "val_ar", "val_ap")))
-    f = make_subplots(1, 3, subplot_titles=[g[0] for g in groups])
-    runs = {"child": [h for h in history if h.get("run", "child") == "child"],
-            "control": [h for h in history if h.get("run") == "control"]}
-    for who, rows in runs.items():
-        ep = [h.get("epoch") for h in rows]
-        for j, (_, keys) in enumerate(groups):
-            for k in keys:
-                if any(k in h for h in rows) and not (who == "control" and k in ("expl", "active", "d_pos",
-                                                                                    "d_neg")):
-                    f.add_trace(go.Scatter(x=ep, y=[h.get(k) for h in rows], mode="lines+markers",
-                                           name=k if who == "child" else f"{k} (control)",
-                                           line=dict(dash="dash") if who == "control" else None), 1, j + 1)
-    f.update_layout(height=340, margin=dict(l=10, r=10, t=40, b=70),
-                    legend=dict(orientation="h", yanchor="top", y=-0.3))  # below the axis titles, never on them
-    f.update_xaxes(title_text="epoch", dtick=1)
+    from core.palette import version_colours
+
+    runs = _history_runs(history)
+    panels = [(k, t) for k, t in HISTORY_PANELS if any(h.get(k) is not None for h in history)]
+    ncol = min(4, max(1, len(panels)))
+    nrow = max(1, math.ceil(len(panels) / ncol))
+    f = make_subplots(nrow, ncol, subplot_titles=[t for _, t in panels], horizontal_spacing=0.08,
+                      vertical_spacing=0.28 if nrow > 1 else 0.1)
+    colours = version_colours(["parent", "child", "control"])  # the same child / control colours as elsewhere
+    shown: set[str] = set()
+    for i, (k, title) in enumerate(panels):
+        r, c = i // ncol + 1, i % ncol + 1
+        for who, rows in runs.items():
+            pts = [(h.get("epoch"), h.get(k)) for h in rows if h.get(k) is not None]
+            if not pts:
+                continue
+            f.add_trace(go.Scatter(x=[p[0] for p in pts], y=[p[1] for p in pts], mode="lines+markers",
+                                   name=HISTORY_RUNS[who], legendgroup=who, showlegend=who not in shown,
+                                   line=dict(color=colours[who], dash="dash" if who == "control" else "solid")), r, c)
+            shown.add(who)
+        f.update_yaxes(title_text=title.split(" (")[0], row=r, col=c)
+    epochs = [h.get("epoch") for h in history if isinstance(h.get("epoch"), (int, float))]
+    span = (max(epochs) - min(epochs)) if epochs else 0
+    f.update_xaxes(title_text="epoch", tickformat="d", tick0=0, dtick=max(1, math.ceil(span / 8)))
+    f.update_layout(height=300 * nrow + 60, margin=dict(l=10, r=10, t=40, b=90),
+                    legend=dict(orientation="h", yanchor="top", y=-0.16 if nrow > 1 else -0.3, x=0))
     return f
 
 

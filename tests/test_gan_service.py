@@ -134,8 +134,11 @@ render_gan_trajectory(row)
     assert not at.exception, at.exception
     md = "\n".join(m.value for m in at.markdown)
     assert "**GAN (GCI)**" in md and "**Attribute changes** · attributes mode" in md
-    for line in job["result"]["attributes_changed"]:
-        assert f"`{line}`" in md
+    from pages.parts.gan_column import attribute_lines
+    from pages.parts.plain import md_escape
+
+    for line in attribute_lines({"metrics": {"attributes_changed": job["result"]["attributes_changed"]}}):
+        assert md_escape(line) in md
     caps = [c.value for c in at.caption]
     assert any("p(target)" in c and "L1" in c and "bpd" in c and "generator passes" in c for c in caps)
     assert any(c.startswith("unclassified: none (no DDPM") for c in caps)

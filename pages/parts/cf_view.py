@@ -10,14 +10,46 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from core.palette import BEFORE_AFTER
 from services import counterfactuals as cfs
 
 SIDE = 192
 BADGE_COLOR = {"counterfactual": "green", "adversarial": "red", "affirmative": "blue", "none": "gray", "invalid": "orange"}
 
 
+NA_HELP = ("n/a: not computed for this result (bits/dim needs the dataset's DDPM; shares need the lung / marker "
+           "masks; older results lack newer fields)")
+
+
 def fmt(v, nd: int = 3) -> str:
-    return "—" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+    """A number to nd decimals; "n/a" for a missing or NaN value (never "None" / "nan" on screen)."""
+    return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+
+
+def na_help(*texts: str) -> str | None:
+    """The tooltip for a caption that shows "n/a" somewhere, else None."""
+    return NA_HELP if any("n/a" in t for t in texts) else None
+
+
+def class_name(classes: list[str], i) -> str:
+    return classes[int(i)] if i is not None and 0 <= int(i) < len(classes) else ("n/a" if i is None else str(i))
+
+
+def prediction_change(metrics: dict, target: int) -> tuple[int | None, int | None, bool]:
+    """The classifier's prediction before and after the edit, as computed from the stored probabilities
+    (argmax), and whether it flipped to the target: the one source of the class line and the verdict."""
+    before, after = metrics.get("probs_before") or [], metrics.get("probs_after") or []
+    p0 = int(np.argmax(before)) if len(before) else metrics.get("original_class")
+    p1 = int(np.argmax(after)) if len(after) else metrics.get("pred")
+    return p0, p1, p1 is not None and int(p1) == int(target)
+
+
+def prediction_line(metrics: dict, target: int, classes: list[str]) -> str:
+    """"classifier: COVID → Normal · flipped to the target Normal" (or "not flipped: target …")."""
+    p0, p1, flipped = prediction_change(metrics, target)
+    verdict = "flipped to the target" if flipped else "not flipped: the target is"
+    names = [class_name(classes, i) for i in (p0, p1, target)]
+    return f"classifier: {names[0]} → {names[1]} · {verdict} {names[2]}"
 
 
 # ----------------------------------------------------------------------------------------------- pictures
@@ -73,16 +105,24 @@ def gray_png(a: np.ndarray) -> bytes:
     return png(gray_rgb(a))
 
 
-def prob_bars(classes: list[str], before, after, key: str, target: int | None = None) -> None:
-    """Class probabilities before (grey) and after (orange). No plotly legend: in a narrow column it wraps onto
-    the bars and hides their tops, so a caption says which colour is which."""
+def prob_figure(classes: list[str], before, after) -> go.Figure:
+    """Horizontal bars: class names on the y axis (read left to right, never rotated), probability 0–1 on x;
+    before grey, after orange. No plotly legend: in a narrow column it wraps onto the bars, so a caption says
+    which colour is which."""
     fig = go.Figure()
-    fig.add_bar(x=classes, y=list(before), name="before", marker_color="#9aa5b1")
-    if after is not None:
-        fig.add_bar(x=classes, y=list(after), name="after", marker_color="#e4572e")
-    fig.update_layout(barmode="group", height=190, margin=dict(l=0, r=0, t=8, b=0), yaxis_range=[0, 1.02],
-                      showlegend=False)
-    st.plotly_chart(fig, key=key, width="stretch", config={"displayModeBar": False})
+    for name, probs in (("before", before), ("after", after)):
+        if probs is not None:
+            fig.add_bar(y=list(classes), x=list(probs), orientation="h", name=name, marker_color=BEFORE_AFTER[name])
+    fig.update_layout(barmode="group", height=70 + 34 * len(classes) * (2 if after is not None else 1),
+                      margin=dict(l=0, r=0, t=8, b=0), showlegend=False)
+    fig.update_xaxes(title_text="probability", range=[0, 1.02], tickformat=".1f")
+    fig.update_yaxes(title_text="class", tickangle=0, autorange="reversed", automargin=True)
+    return fig
+
+
+def prob_bars(classes: list[str], before, after, key: str, target: int | None = None) -> None:
+    """Class probabilities before (grey) and after (orange) as horizontal bars (prob_figure)."""
+    st.plotly_chart(prob_figure(classes, before, after), key=key, width="stretch", config={"displayModeBar": False})
     if after is not None:
         st.caption("grey: before · orange: after")
 
@@ -111,7 +151,7 @@ def trajectory_panel(title: str, arrs: dict, key: str, step_label: str, image_ca
             ok = np.isfinite(curve)
             fig = go.Figure()
             fig.add_scatter(x=ct[ok], y=curve[ok], mode="lines+markers", name="p(target)")
-            fig.add_vline(x=int(ft[i]), line_dash="dot", line_color="#e4572e")
+            fig.add_vline(x=int(ft[i]), line_dash="dot", line_color=BEFORE_AFTER["after"])
             fig.update_layout(height=230, margin=dict(l=0, r=0, t=10, b=0), yaxis_range=[0, 1],
                               xaxis_title=x_title, yaxis_title="p(target)",
                               xaxis_autorange="reversed" if reverse_x else True)

@@ -9,13 +9,19 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.parts.cf_view import badge, delta_png, fmt, gray_png, prob_bars, trajectory_panel
+from pages.parts.cf_view import (badge, class_name, delta_png, fmt, gray_png, na_help, prediction_change,
+                                 prediction_line, prob_bars, trajectory_panel)
+from pages.parts.plain import md_escape
 from services import counterfactuals as cfs
+
+CLASS_INPUT = "generator's class input"  # the GAN's class attribute: what G was told, not what the classifier says
 
 
 def attribute_lines(cf_row: dict) -> list[str]:
-    """The attribute changes of a stored GAN result, in words (empty when nothing changed)."""
-    return list((cf_row.get("metrics") or {}).get("attributes_changed") or [])
+    """The attribute changes of a stored GAN result, in words (empty when nothing changed). The class attribute
+    is named as the generator's input, so it is never read as the classifier's prediction (issue 16)."""
+    lines = list((cf_row.get("metrics") or {}).get("attributes_changed") or [])
+    return [f"{CLASS_INPUT}:{s[len('class:'):]}" if s.startswith("class:") else s for s in lines]
 
 
 def render_gan_attributes(cf_row: dict) -> None:
@@ -25,11 +31,11 @@ def render_gan_attributes(cf_row: dict) -> None:
     lines = attribute_lines(cf_row)
     st.markdown("**Attribute changes**" + (f" · {mode} mode" if mode else ""))
     if lines:
-        st.markdown("\n".join(f"- `{s}`" for s in lines))
+        st.markdown("\n".join(f"- {md_escape(s)}" for s in lines))
     else:
         st.caption("no attribute changed by 0.1 or more")
     if m.get("attributes_source"):
-        st.caption(f"starting attributes: {m['attributes_source']}")
+        st.caption(f"starting attributes: {md_escape(m['attributes_source'])}")
 
 
 def render_gan_result(cf_row: dict, arrs: dict | None = None, classes: list[str] | None = None,
@@ -41,16 +47,21 @@ def render_gan_result(cf_row: dict, arrs: dict | None = None, classes: list[str]
     classes = classes or m.get("classes") or [str(i) for i in range(len(m.get("probs_before") or []))]
     st.markdown(f"**{cfs.METHOD_LABELS.get('gan', 'GAN')}**")
     img = arrs["counterfactual"]
-    st.image(gray_png(img), caption=f"#{cf_row['id']} → {classes[cf_row['target']]}")
+    st.image(gray_png(img), caption=f"#{cf_row['id']} · target {class_name(classes, cf_row['target'])}")
     st.image(delta_png(arrs["original"], img, arrs.get("marker")), caption="|Δ| (marker box outlined)")
     prob_bars(classes, m.get("probs_before") or [], m.get("probs_after") or [], key=f"{key}_bars")
+    st.caption(prediction_line(m, cf_row["target"], classes))
     bpd, b0 = cf_row.get("bpd"), m.get("bpd_original")
     d_bpd = bpd - b0 if (bpd is not None and b0 is not None) else None
-    st.caption(f"p(target) {fmt(cf_row['target_prob'])} · {'flipped' if cf_row['flipped'] else 'not flipped'} · "
-               f"L1 {fmt(cf_row['l1'], 4)} · bpd {fmt(bpd)} (ε {fmt(m.get('bpd_eps'))}, "
-               f"{'+' if (d_bpd or 0) >= 0 else ''}{fmt(d_bpd, 2)} vs the original) · "
-               f"{m.get('generator_passes', '—')} generator passes · {fmt(cf_row['seconds'], 1)} s")
-    st.caption(f"|Δ| in marker box {fmt(m.get('marker_share'), 2)} · in lungs {fmt(m.get('lung_share'), 2)}")
+    flipped = prediction_change(m, cf_row["target"])[2]
+    passes = m.get("generator_passes")
+    line = (f"p(target) {fmt(cf_row['target_prob'])} · {'flipped' if flipped else 'not flipped'} · "
+            f"L1 {fmt(cf_row['l1'], 4)} · bpd {fmt(bpd)} (ε {fmt(m.get('bpd_eps'))}, "
+            f"{'+' if (d_bpd or 0) >= 0 else ''}{fmt(d_bpd, 2)} vs the original) · "
+            f"{'n/a' if passes is None else passes} generator passes · {fmt(cf_row['seconds'], 1)} s")
+    st.caption(line, help=na_help(line))
+    shares = f"|Δ| in marker box {fmt(m.get('marker_share'), 2)} · in lungs {fmt(m.get('lung_share'), 2)}"
+    st.caption(shares, help=na_help(shares))
     badge(cf_row.get("category"))
     if m.get("category_basis") and not str(m["category_basis"]).startswith("bits/dim"):
         st.caption(f"unclassified: {m['category_basis']}")

@@ -15,6 +15,8 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
+from core.palette import DIFF_SCALE
+
 COLORSCALES = {"jet": "Jet", "inferno": "Inferno", "viridis": "Viridis", "hot": "Hot", "gray": "Greys"}
 OUTLINE_COLORS = {"relevance mask (lungs)": "#00c8ff", "confounder mask (marker)": "#ff5000",
                   "lesion mask": "#7cfc00"}
@@ -55,7 +57,8 @@ def _traces(p: Panel, s: ViewerSettings) -> list:
     if p.diff is not None:
         d = np.asarray(p.diff, np.float32)
         lim = float(np.abs(d).max()) or 1.0
-        out.append(go.Heatmap(z=d, colorscale="RdBu", zmid=0, zmin=-lim, zmax=lim, showscale=False,
+        out.append(go.Heatmap(z=d, colorscale=DIFF_SCALE, zmid=0, zmin=-lim, zmax=lim, showscale=True,
+                              colorbar=dict(title=dict(text="Δ grey level<br>(cf − original)"), thickness=12),
                               hovertemplate="x %{x} · y %{y} · Δ %{z:.1f}<extra></extra>", name="difference"))
     else:
         lo, hi = s.window
@@ -67,7 +70,8 @@ def _traces(p: Panel, s: ViewerSettings) -> list:
                 raise ValueError(f"map {m.shape} and image {np.asarray(p.image).shape} differ in size")
             m[~(m >= s.hide_below)] = np.nan  # transparent below the threshold (and where undefined)
             out.append(go.Heatmap(z=m, colorscale=COLORSCALES.get(s.cmap, "Jet"), zmin=0, zmax=1,
-                                  opacity=s.opacity, showscale=False, name="map",
+                                  opacity=s.opacity, showscale=True, name="map", colorbar=dict(
+                                      title=dict(text="map value E<br>(0–1)"), thickness=12),
                                   hovertemplate="x %{x} · y %{y} · E %{z:.2f}<extra></extra>"))
     for name in s.outlines:
         mk = p.masks.get(name)
@@ -89,8 +93,12 @@ def synced_figure(panels: list[Panel], settings: ViewerSettings | None = None, h
     s = settings or ViewerSettings()
     fig = make_subplots(rows=1, cols=len(panels), subplot_titles=[p.title for p in panels],
                         horizontal_spacing=0.02)
+    scaled: set[str] = set()
     for c, p in enumerate(panels, start=1):
         for tr in _traces(p, s):
+            if getattr(tr, "showscale", None):  # one colour bar per kind: panels of a kind share its range
+                tr.showscale = tr.name not in scaled
+                scaled.add(tr.name)
             fig.add_trace(tr, row=1, col=c)
     fig.update_xaxes(matches="x", showgrid=False, zeroline=False, constrain="domain")
     fig.update_yaxes(matches="y", showgrid=False, zeroline=False, autorange="reversed", constrain="domain")
