@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import importlib
 import os
+import shutil
 import sys
 import threading
 import time
@@ -172,9 +173,14 @@ def execute_job(job_id: int, echo: bool = False, worker: str | None = None) -> d
             print(file=sys.stderr, flush=True)
     if status == "released":
         job_state.release(job_id, c.attempt)
-    elif status != "lost":
-        job_state.finish(job_id, c.attempt, status, result, error, tb)
+    elif status != "lost" and job_state.finish(job_id, c.attempt, status, result, error, tb):
+        _drop_state(job_id)  # final: resume state (per-epoch checkpoints) is never read again
     return get_job(job_id)
+
+
+def _drop_state(job_id: int) -> None:
+    """Remove $EXEMPLAR_HOME/jobs/<id> (kept across attempts of a lost / released job only)."""
+    shutil.rmtree(get_settings().home_dir / "jobs" / str(job_id), ignore_errors=True)
 
 
 def run_inline(kind: str, params: dict, user_id: int | None = None, echo: bool = True) -> dict:
