@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.parts.plain import md_escape  # noqa: F401  (re-exported for pages)
+from pages.parts.plain import md_escape  # noqa: F401  (re-exported for pages written before parts.plain)
 
 from pages.parts import state
 from services.catalog import list_datasets, list_models

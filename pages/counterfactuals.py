@@ -14,7 +14,7 @@ from pages.common import current_user, selected_dataset, selected_model
 from pages.parts.captions import edits_sentence
 from pages.parts.cf_table import na, render_stored_table, uniform
 from pages.parts.cf_view import (badge, class_name, delta_png, fmt, gray_png, masks_rgb, na_help, png,
-                                 prediction_change, prediction_line, prob_bars, trajectory_panel)
+                                 prediction_line, prob_bars, result_captions, trajectory_panel)
 from pages.parts.gan_column import render_gan_result, render_gan_trajectory
 from pages.parts.job_progress import render_job
 from pages.parts.plain import md_escape
@@ -93,7 +93,7 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
     st.image(delta_png(arrs["original"], img, arrs.get("marker")), caption="|Δ| (marker box outlined)")
     prob_bars(classes, m["probs_before"], m["probs_after"], key=f"{key}_bars")
     st.caption(prediction_line(m, row["target"], classes))
-    metrics_captions(row)
+    result_captions(row, passes_text(row))
     st.caption(cross_text(m.get("cross_model") or {}, classes))
     badge(row["category"])
     if st.toggle("Viewer", key=f"{key}_viewer", help="original | counterfactual | difference at native size"):  # i17
@@ -101,20 +101,6 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
         counterfactual_viewer(arrs["original"], img, f"{key}_view",
                               {"confounder mask (marker)": arrs["marker"]} if arrs.get("marker") is not None else None)
     rate_form(row, key=f"{key}_rate")
-
-
-def metrics_captions(row: dict) -> None:
-    """p(target), the flip verdict (from the same argmax as the class line), L1, bits/dim, passes, |Δ| shares."""
-    m = row["metrics"]
-    d_bpd = (row["bpd"] - m["bpd_original"]) if (row["bpd"] is not None and m.get("bpd_original") is not None) else None
-    flipped = prediction_change(m, row["target"])[2]
-    line = (f"p(target) {fmt(row['target_prob'])} · {'flipped' if flipped else 'not flipped'} · "
-            f"L1 {fmt(row['l1'], 4)} · bpd {fmt(row['bpd'])} (ε {fmt(m.get('bpd_eps'))}, "
-            f"{'+' if (d_bpd or 0) >= 0 else ''}{fmt(d_bpd, 2)} vs the original) · "
-            f"{passes_text(row)} · {fmt(row['seconds'], 1)} s")
-    st.caption(line, help=na_help(line))
-    shares = f"|Δ| in marker box {fmt(m.get('marker_share'), 2)} · in lungs {fmt(m.get('lung_share'), 2)}"
-    st.caption(shares, help=na_help(shares))
 
 
 def passes_text(row: dict) -> str:

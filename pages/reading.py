@@ -5,7 +5,8 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages.common import md_escape, require_user
+from pages.common import require_user
+from pages.parts.plain import md_escape
 from pages.parts.overlays import blend, gray_rgb, png
 from services import studies
 

@@ -156,3 +156,19 @@ def trajectory_panel(title: str, arrs: dict, key: str, step_label: str, image_ca
                               xaxis_title=x_title, yaxis_title="p(target)",
                               xaxis_autorange="reversed" if reverse_x else True)
             st.plotly_chart(fig, key=f"{key}_curve", width="stretch")
+
+
+def result_captions(row: dict, passes: str) -> None:
+    """p(target), the flip verdict (the same argmax as the class line), L1, bits/dim against the original, the
+    generator passes (`passes`, in words), seconds; then the |Δ| shares in the marker box and the lungs."""
+    m = row.get("metrics") or {}
+    bpd, b0 = row.get("bpd"), m.get("bpd_original")
+    d_bpd = bpd - b0 if (bpd is not None and b0 is not None) else None
+    flipped = prediction_change(m, row["target"])[2]
+    line = (f"p(target) {fmt(row['target_prob'])} · {'flipped' if flipped else 'not flipped'} · "
+            f"L1 {fmt(row['l1'], 4)} · bpd {fmt(bpd)} (ε {fmt(m.get('bpd_eps'))}, "
+            f"{'+' if (d_bpd or 0) >= 0 else ''}{fmt(d_bpd, 2)} vs the original) · {passes} · "
+            f"{fmt(row['seconds'], 1)} s")
+    st.caption(line, help=na_help(line))
+    shares = f"|Δ| in marker box {fmt(m.get('marker_share'), 2)} · in lungs {fmt(m.get('lung_share'), 2)}"
+    st.caption(shares, help=na_help(shares))

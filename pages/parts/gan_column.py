@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.parts.cf_view import (badge, class_name, delta_png, fmt, gray_png, na_help, prediction_change,
-                                 prediction_line, prob_bars, trajectory_panel)
+from pages.parts.cf_view import (badge, class_name, delta_png, gray_png, prediction_line, prob_bars, result_captions,
+                                 trajectory_panel)
 from pages.parts.plain import md_escape
 from services import counterfactuals as cfs
 
@@ -51,17 +51,8 @@ def render_gan_result(cf_row: dict, arrs: dict | None = None, classes: list[str]
     st.image(delta_png(arrs["original"], img, arrs.get("marker")), caption="|Δ| (marker box outlined)")
     prob_bars(classes, m.get("probs_before") or [], m.get("probs_after") or [], key=f"{key}_bars")
     st.caption(prediction_line(m, cf_row["target"], classes))
-    bpd, b0 = cf_row.get("bpd"), m.get("bpd_original")
-    d_bpd = bpd - b0 if (bpd is not None and b0 is not None) else None
-    flipped = prediction_change(m, cf_row["target"])[2]
     passes = m.get("generator_passes")
-    line = (f"p(target) {fmt(cf_row['target_prob'])} · {'flipped' if flipped else 'not flipped'} · "
-            f"L1 {fmt(cf_row['l1'], 4)} · bpd {fmt(bpd)} (ε {fmt(m.get('bpd_eps'))}, "
-            f"{'+' if (d_bpd or 0) >= 0 else ''}{fmt(d_bpd, 2)} vs the original) · "
-            f"{'n/a' if passes is None else passes} generator passes · {fmt(cf_row['seconds'], 1)} s")
-    st.caption(line, help=na_help(line))
-    shares = f"|Δ| in marker box {fmt(m.get('marker_share'), 2)} · in lungs {fmt(m.get('lung_share'), 2)}"
-    st.caption(shares, help=na_help(shares))
+    result_captions(cf_row, f"{'n/a' if passes is None else passes} generator passes")
     badge(cf_row.get("category"))
     if m.get("category_basis") and not str(m["category_basis"]).startswith("bits/dim"):
         st.caption(f"unclassified: {m['category_basis']}")
