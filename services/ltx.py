@@ -54,8 +54,8 @@ def train_explainer(model_id: int, *, epochs: int = DEFAULTS["epochs"], batch_si
     alpha, seconds, device}."""
     import torch
 
-    from core.ltx import ALPHA, MASKING, LTXExplainer, pretrain
-    from core.ltx.loss import MASKINGS
+    from core.ltx import MASKING, LTXExplainer, pretrain
+    from core.ltx.loss import ALPHAS, MASKINGS
     from core.train.classifier import cpu_threads
     from services.datasets import load_arrays
     from services.models import get_model, load_classifier, prune_partial, register_model, save_checkpoint_dir
@@ -71,10 +71,10 @@ def train_explainer(model_id: int, *, epochs: int = DEFAULTS["epochs"], batch_si
         raise ValueError(f"model {model_id} is a {row['kind']}, not a classifier: LTX explains classifiers")
     if not row["dataset_id"]:
         raise ValueError(f"model {model_id} has no dataset to pretrain the explainer on")
-    alpha = float(ALPHA if alpha is None else alpha)
     masking = masking or MASKING
     if masking not in MASKINGS:
         raise ValueError(f"--masking must be one of {', '.join(MASKINGS)}, got {masking!r}")
+    alpha = float(ALPHAS[masking] if alpha is None else alpha)
     prune_partial()
     dev = resolve_device(device)
     say(0.0, "loading classifier and dataset")

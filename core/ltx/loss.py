@@ -19,9 +19,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-ALPHA = 2.0  # weight of the mask mean; chosen on the val split with bench/methods.py --sweep-alpha (see there)
 MASKING = "soft"  # the paper's: `ltx`; "sample" is the `ltx_sampled` variant
 MASKINGS = ("soft", "sample")
+# weight of the mask mean per masking, each chosen on the val split with bench/methods.py --sweep-alpha (see there)
+ALPHAS = {"soft": 0.5, "sample": 2.0}
+ALPHA = ALPHAS[MASKING]
 
 
 class LTXLoss(NamedTuple):

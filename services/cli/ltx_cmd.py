@@ -28,7 +28,8 @@ def register(app: typer.Typer) -> None:
     @ltx_app.command("train")
     def train(model: int = typer.Option(..., help="classifier id to explain"),
               epochs: int = typer.Option(None, help="pretraining epochs over the train split (default 5)"),
-              alpha: float = typer.Option(None, help="weight α of the mask mean in the LTX loss (default 2)"),
+              alpha: float = typer.Option(None, help="weight α of the mask mean in the LTX loss (default: chosen on val per masking, "
+                                                  "core.ltx.loss.ALPHAS)"),
               masking: str = typer.Option(None, help="soft (the paper's x ⊙ m: method `ltx`, default) | sample "
                                                      "(binary masks sampled from m: method `ltx_sampled`)"),
               lr: float = typer.Option(None, help="Adam learning rate"),

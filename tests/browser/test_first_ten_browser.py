@@ -79,3 +79,31 @@ def test_a_corrupt_png_is_named_in_one_plain_line(page, live_app, tmp_path):
     err.wait_for(timeout=120_000)
     text = err.inner_text()
     assert bad.name in text and "object at 0x" not in text and "Error" not in text and "\n" not in text.strip()
+
+
+def test_cancel_from_the_gallery_stops_a_running_job_and_greys_its_bar(page, live_app):
+    """Cancel on a running explain job: the worker stops it (by itself or its backstop) and the gallery's job panel
+    reads "cancelled" with its bar where it stopped; the row says cancelled and no run was stored."""
+    from services.explaining import list_runs
+    from services.jobs import list_jobs
+
+    ds_id, mid = dataset_and_model(n=400, size=64)
+    fake_run(ds_id, mid)
+    page.goto(live_app.url)
+    wait_idle(page)
+    box = page.get_by_label("…or create a user")
+    box.fill("reader")
+    box.press("Enter")
+    wait_idle(page)
+    page.get_by_text("Compute explanations (explain job)").click()
+    page.get_by_label("Method", exact=True).first.click()
+    page.get_by_role("option", name="Occlusion", exact=True).first.click()
+    wait_idle(page)
+    page.get_by_role("button", name="Start explain job").click()
+    page.get_by_text("running").first.wait_for(timeout=120_000)
+    page.get_by_role("button", name="Cancel").first.click()
+    page.get_by_text("cancelled").first.wait_for(timeout=60_000)
+    job = next(j for j in list_jobs() if j["kind"] == "explain")  # newest first
+    assert job["status"] == "cancelled" and job["progress"] < 1.0
+    assert len(list_runs(mid)) == 1  # only the ranking that was there: the cancelled run stored nothing
+    assert exceptions_on(page) == []
