@@ -99,6 +99,11 @@ def test_ltx_names_the_papers_soft_masking_and_ltx_sampled_its_own_explainer():
     with pytest.raises(LookupError, match="--masking sample"):
         method_kwargs(mid, "ltx_sampled")  # only a soft explainer exists: the variant asks for its own
     assert method_kwargs(mid, "ltx")[1]["explainer"].masking == "soft"
+    d = jobs.run_inline("evaluate", {"model_id": mid, "limit": 2, "batch_size": 4, "finetune_steps": 1,
+                                     "targets": "predicted"}, uid, echo=False)  # the default list
+    assert d["status"] == "succeeded", d["error"]
+    assert "ltx" in d["result"]["methods"] and list(d["result"]["skipped"]) == ["ltx_sampled"]
+    assert "--masking sample" in d["result"]["skipped"]["ltx_sampled"]
     smp = jobs.run_inline("ltx.train", {"model_id": mid, "epochs": 1, "batch_size": 8, "masking": "sample"}, uid,
                           echo=False)
     assert smp["status"] == "succeeded", smp["error"]

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 MASKING = "soft"  # the paper's: `ltx`; "sample" is the `ltx_sampled` variant
 MASKINGS = ("soft", "sample")
 # weight of the mask mean per masking, each chosen on the val split with bench/methods.py --sweep-alpha (see there)
-ALPHAS = {"soft": 0.5, "sample": 2.0}
+ALPHAS = {"soft": 0.25, "sample": 2.0}
 ALPHA = ALPHAS[MASKING]
 
 

@@ -61,9 +61,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command("evaluate")
     def evaluate(model: int = typer.Option(..., help="classifier id"),
-                 methods: str = typer.Option("gradcam,ig,ltx_pretrained,ltx",
-                                             help="comma-separated: gradcam, ig, saliency, occlusion, "
-                                                  "guided_gradcam, ltx, ltx_pretrained"),
+                 methods: str = typer.Option(None, help="comma-separated: gradcam, ig, saliency, occlusion, "
+                                                        "guided_gradcam, ltx, ltx_pretrained, ltx_sampled (default: "
+                                                        "gradcam, ig and every LTX variant whose explainer exists)"),
                  split: str = typer.Option("test", help="split to evaluate on"),
                  limit: int = typer.Option(None, help="only the first N images of the split"),
                  target: str = typer.Option("both", help="explained class: predicted, or both (predicted and true)"),
@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
         if limit is not None and limit < 1:
             fail("--limit must be at least 1")
         targets = ["predicted", "true"] if target == "both" else ["predicted"]
-        params = {"model_id": model, "methods": names, "split": split, "limit": limit, "targets": targets,
+        params = {"model_id": model, "methods": names if methods else None, "split": split, "limit": limit, "targets": targets,
                   "tau": tau, "finetune_steps": finetune_steps, "batch_size": batch_size, "device": device}
         res = run_job("evaluate", params, json_, enqueue=queue)
-        emit(res, json_, _table(res))
+        emit(res, json_, _table(res) + "".join(f"\nskipped {k}: {v}" for k, v in (res.get("skipped") or {}).items()))
