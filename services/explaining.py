@@ -385,12 +385,17 @@ class MapStore:
         return int(self.raw.shape[0])
 
     def __getitem__(self, key) -> np.ndarray:
+        return self.at(key, self.image_size)
+
+    def at(self, key, size: tuple[int, int]) -> np.ndarray:
+        """Rows `key` upsampled straight from the stored resolution to `size` (a thumbnail's side, say), never
+        through the image's size first."""
         from core.maps import upsample_normalise
 
         rows = np.asarray(self.raw[key], np.float32)
-        if rows.shape[-2:] == self.image_size:
+        if rows.shape[-2:] == tuple(size):
             return rows
-        return upsample_normalise(rows, self.image_size)
+        return upsample_normalise(rows, tuple(size))
 
 
 def open_maps(path: str | Path, mmap: bool = True) -> MapStore:

@@ -143,7 +143,7 @@ def test_annotation_and_detail_view(gallery):
         at.run()
     assert not at.exception, [e.value for e in at.exception]
     # done: a method that cannot run says why (this model has no LTX explainer); the others are images; no button
-    assert any("has no LTX explainer" in w.value for w in at.warning)
+    assert any("LTX explainer: train one" in w.value for w in at.warning)
     assert "g_det_compare" not in [b.key for b in at.button]
 
 

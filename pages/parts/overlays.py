@@ -73,6 +73,13 @@ def png(rgb: np.ndarray, side: int | None = None) -> bytes:
     return buf.getvalue()
 
 
+def jpeg(rgb: np.ndarray, quality: int = 92) -> bytes:
+    """A thumbnail as JPEG: encodes ~6× faster than PNG and is smaller; the viewer shows the full-size PNG."""
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="JPEG", quality=quality)
+    return buf.getvalue()
+
+
 @lru_cache(maxsize=16)
 def colorbar_png(cmap: str, width: int = 220, height: int = 12) -> bytes:
     """A horizontal colour bar of the colormap (left = 0, right = 1), for the caption under map images."""
@@ -131,8 +138,11 @@ def page_overlays(run_id: int, maps_path: str, dataset_id: int, stamp: float, pa
     maps = _maps(maps_path)
     mi = np.array([p[0] for p in pairs])
     ii = np.array([p[1] for p in pairs])
-    rgb = blend(images[ii], np.asarray(maps[mi], np.float32), opacity, cmap)
-    return [png(x, side) for x in rgb]
+    gray = images[ii]
+    if side and gray.shape[-1] != side:  # blend at the thumbnail's size: 256 px images cost 2.6× less at 160
+        gray = np.stack([np.asarray(Image.fromarray(g).resize((side, side), Image.Resampling.BILINEAR)) for g in gray])
+    rgb = blend(gray, maps.at(mi, gray.shape[-2:]), opacity, cmap)
+    return [jpeg(x) for x in rgb]
 
 
 def overlays_for(run: dict, dataset_id: int, rows: list[dict], opacity: float, cmap: str, side: int = 160) -> list[bytes]:
