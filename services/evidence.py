@@ -7,35 +7,65 @@ its own control) when the parent asked for is the child's parent, else measured 
 """
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
+
+import numpy as np
 
 from core.xbl.evidence import HELDOUT, MEASURES, Evidence, per_image, summarise
 
 __all__ = ["HELDOUT", "MEASURES", "heldout_sets", "measure", "for_pair", "control_of"]
+CHUNK = 2048  # held-out rows on the device at once when a report measures a large dataset
 
 
-def heldout_sets(arrays, device: Any) -> dict:
-    """{split: EvalSet} for the held-out splits the dataset has (lung / marker masks where every image has one)."""
-    import numpy as np
+def _evalset(arrays, i, device: Any, lung: bool, marker: bool):
     import torch
 
     from core.xbl.finetune import EvalSet
 
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(device)  # noqa: E731
+    return EvalSet(t(arrays.images[i])[:, None], t(arrays.labels[i]).long(), t(arrays.lung[i]) if lung else None,
+                   t(arrays.marker[i]) if marker else None)
+
+
+@dataclass
+class HeldOut:
+    """One held-out split left in the (memory-mapped) cache: measured CHUNK rows at a time, so a report on the
+    COVID-19 Radiography scale never holds the split's images and masks in memory at once."""
+    arrays: Any
+    idx: np.ndarray
+    device: Any
+    lung: bool
+    marker: bool
+
+    def chunks(self):
+        for c in range(0, len(self.idx), CHUNK):
+            yield _evalset(self.arrays, self.idx[c: c + CHUNK], self.device, self.lung, self.marker)
+
+
+def heldout_sets(arrays, device: Any, lazy: bool = False) -> dict:
+    """{split: EvalSet} for the held-out splits the dataset has (lung / marker masks where every image has one);
+    lazy=True gives HeldOut splits instead (read chunk by chunk by measure)."""
     out = {}
     for s in HELDOUT:
         i = arrays.split_index(s)
         if len(i) == 0:
             continue
-        out[s] = EvalSet(t(arrays.images[i])[:, None], t(arrays.labels[i]).long(),
-                         t(arrays.lung[i]) if arrays.has_lung[i].all() else None,
-                         t(arrays.marker[i]) if arrays.has_marker[i].all() else None)
+        lung, marker = bool(arrays.has_lung[i].all()), bool(arrays.has_marker[i].all())
+        out[s] = HeldOut(arrays, i, device, lung, marker) if lazy else _evalset(arrays, i, device, lung, marker)
     return out
+
+
+def _per_image(model, ev, tau: float) -> dict:
+    if not isinstance(ev, HeldOut):
+        return per_image(model, ev, tau)
+    parts = [per_image(model, c, tau) for c in ev.chunks()]
+    return {k: np.concatenate([p[k] for p in parts]) for k in parts[0]}
 
 
 def measure(model, sets: dict, tau: float = 0.5) -> dict:
     """{split: {'correct', 'ar', 'ap', 'wr'}} per-image arrays for a model on the held-out sets."""
-    return {s: per_image(model, ev, tau) for s, ev in sets.items() if s in HELDOUT}
+    return {s: _per_image(model, ev, tau) for s, ev in sets.items() if s in HELDOUT}
 
 
 def control_of(child: dict) -> int | None:
@@ -60,7 +90,7 @@ def for_pair(parent_id: int, child_id: int, device: str | None = None) -> dict:
     if stored and child.get("parent_id") == parent["id"]:
         return {**stored, "control_id": cid, "source": "stored with the retrain"}
     dev = resolve_device(device)
-    sets = heldout_sets(load_arrays(child["dataset_id"]), dev)
+    sets = heldout_sets(load_arrays(child["dataset_id"], mmap=True), dev, lazy=True)
     runs = {}
     for who, mid in (("parent", parent["id"]), ("child", child["id"]), ("control", cid)):
         if mid is not None and get_model(mid) is not None:
