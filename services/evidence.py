@@ -7,11 +7,14 @@ its own control) when the parent asked for is the child's parent, else measured 
 """
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from core.files import atomic_write
 from core.xbl.evidence import HELDOUT, MEASURES, Evidence, per_image, summarise
 
 __all__ = ["HELDOUT", "MEASURES", "heldout_sets", "measure", "for_pair", "control_of"]
@@ -89,6 +92,12 @@ def for_pair(parent_id: int, child_id: int, device: str | None = None) -> dict:
     cid = control_of(child)
     if stored and child.get("parent_id") == parent["id"]:
         return {**stored, "control_id": cid, "source": "stored with the retrain"}
+    cache = _cache_file(parent, child, cid)
+    if cache is not None and cache.exists():
+        try:
+            return {**json.loads(cache.read_text()), "source": "measured earlier (cached)"}
+        except ValueError:
+            pass  # a damaged cache file is measured again
     dev = resolve_device(device)
     sets = heldout_sets(load_arrays(child["dataset_id"], mmap=True), dev, lazy=True)
     runs = {}
@@ -97,4 +106,20 @@ def for_pair(parent_id: int, child_id: int, device: str | None = None) -> dict:
             model, _ = load_classifier(int(mid), dev)
             runs[who] = measure(model, sets)
     ev: Evidence = summarise(runs["parent"], [runs["child"]], [runs["control"]] if "control" in runs else None)
-    return {**ev.to_dict(), "control_id": cid if "control" in runs else None, "source": "measured now"}
+    out = {**ev.to_dict(), "control_id": cid if "control" in runs else None, "source": "measured now"}
+    if cache is not None:
+        atomic_write(cache, lambda tmp: Path(tmp).write_text(json.dumps(out)))
+    return out
+
+
+def _cache_file(parent: dict, child: dict, control_id: int | None) -> Path | None:
+    """Where evidence measured now is kept: models are immutable, so the figures of (parent, child, control) on
+    one version of the dataset's cache never change, and the page, the HTML export and the CLI measure once."""
+    from services.datasets import cache_path
+    from services.settings import get_settings
+
+    p = cache_path(int(child["dataset_id"]))
+    if not p.exists():
+        return None
+    stamp = int(p.stat().st_mtime)
+    return get_settings().path("cache", "evidence") / f"p{parent['id']}-c{child['id']}-k{control_id}-{stamp}.json"

@@ -118,8 +118,10 @@ def wr(maps, confounder, tau: float = 0.5) -> torch.Tensor:
 
 
 def localisation_metrics(maps: torch.Tensor, mask: torch.Tensor, confounder: torch.Tensor | None = None,
-                         tau: float = 0.5) -> dict[str, torch.Tensor]:
-    """All of METRICS for a batch in one pass on the maps' device; wr is all-NaN when confounder is None."""
+                         tau: float = 0.5, ranked: bool = True) -> dict[str, torch.Tensor]:
+    """All of METRICS for a batch in one pass on the maps' device; wr is all-NaN when confounder is None.
+    ranked=False leaves out the two that rank every pixel (rra, pointing: NaN), half the cost at 256 px, for
+    callers that read only AR / AP / WR (the retrain evidence)."""
     e, m = _prep(maps, mask)
     n = e.shape[0]
     nan = torch.full((n,), float("nan"), device=e.device)
@@ -134,11 +136,14 @@ def localisation_metrics(maps: torch.Tensor, mask: torch.Tensor, confounder: tor
     em = (e * m).sum(1)
     out = {"ar": r, "ap": p, "f1": f, "soft_ar": _nan_where(_ratio(em, nm), und),
            "relevance_mass": _nan_where(_ratio(em, e.sum(1)), und)}
-    order = _rank_order(e)
-    k = m.sum(1)
-    hits = m.gather(1, order).float().cumsum(1).gather(1, (k - 1).clamp_min(0)[:, None])[:, 0]
-    out["rra"] = _nan_where(_ratio(hits, k.float()), und)
-    out["pointing"] = _nan_where(m.gather(1, _argmax(e))[:, 0].float(), und)
+    if ranked:
+        order = _rank_order(e)
+        k = m.sum(1)
+        hits = m.gather(1, order).float().cumsum(1).gather(1, (k - 1).clamp_min(0)[:, None])[:, 0]
+        out["rra"] = _nan_where(_ratio(hits, k.float()), und)
+        out["pointing"] = _nan_where(m.gather(1, _argmax(e))[:, 0].float(), und)
+    else:
+        out["rra"] = out["pointing"] = nan
     if confounder is None:
         out["wr"] = nan
     else:

@@ -69,7 +69,7 @@ def per_image(model, ev, tau: float = 0.5, batch_size: int = 256) -> dict[str, n
         if ev.lung is not None:
             e = _cam.upsample(cam.detach(), tuple(x.shape[-2:]))
             conf = ev.marker[j] if ev.marker is not None else None
-            m = localisation_metrics(e, ev.lung[j], conf, tau)
+            m = localisation_metrics(e, ev.lung[j], conf, tau, ranked=False)
             for k in ("ar", "ap", "wr"):
                 out[k][j] = m[k].double().cpu().numpy()
     return out
