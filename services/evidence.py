@@ -18,7 +18,7 @@ from core.files import atomic_write
 from core.xbl.evidence import HELDOUT, MEASURES, Evidence, per_image, summarise
 
 __all__ = ["HELDOUT", "MEASURES", "heldout_sets", "measure", "for_pair", "control_of"]
-CHUNK = 2048  # held-out rows on the device at once when a report measures a large dataset
+CHUNK = 512  # held-out rows on the device at once when a report measures a large dataset
 
 
 def _evalset(arrays, i, device: Any, lung: bool, marker: bool):
@@ -43,7 +43,9 @@ class HeldOut:
 
     def chunks(self):
         for c in range(0, len(self.idx), CHUNK):
-            yield _evalset(self.arrays, self.idx[c: c + CHUNK], self.device, self.lung, self.marker)
+            chunk = _evalset(self.arrays, self.idx[c: c + CHUNK], self.device, self.lung, self.marker)
+            self.arrays.release_pages()  # the copied rows' pages leave this process's resident memory
+            yield chunk
 
 
 def heldout_sets(arrays, device: Any, lazy: bool = False) -> dict:

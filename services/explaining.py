@@ -33,7 +33,7 @@ METRICS = ("ar", "ap", "f1", "soft_ar", "relevance_mass", "rra", "pointing", "wr
 SORTABLE = METRICS + ("prob",)
 TARGETS = ("predicted", "true")
 MAPS_FILE = "maps.npy"
-REMAP_EVERY = 512  # images between re-mappings of the dataset cache (keeps resident memory flat)
+REMAP_EVERY = 512  # images between releases of the dataset cache's mapped pages (keeps resident memory flat)
 Progress = Callable[..., None]
 
 
@@ -193,7 +193,7 @@ def _compute(job: _Job, method, target, tau, batch_size, maps_file: Path, say) -
             probs[sl] = p.gather(1, pred[:, None])[:, 0].cpu().numpy()
             since_remap += len(b)
             if since_remap >= REMAP_EVERY:  # let the pages read so far leave this process's resident memory
-                arrays = job.arrays = arrays.remap()
+                arrays.release_pages()
                 since_remap = 0
             say(0.02 + 0.9 * (s + len(b)) / n, f"{method}: {s + len(b)}/{n} images")
         writer.close()

@@ -5,6 +5,7 @@ The cache is an uncompressed .npz; `load(path, mmap=True)` memory-maps its membe
 """
 from __future__ import annotations
 
+import mmap
 import os
 import tempfile
 import zipfile
@@ -87,6 +88,15 @@ class DatasetArrays:
             return cls(images=z["images"], labels=z["labels"], splits=z["splits"], classes=[str(c) for c in z["classes"]],
                        image_ids=z["image_ids"], lung=z["lung"], lesion=z["lesion"], marker=z["marker"],
                        has_lung=z["has_lung"], has_marker=z["has_marker"], paths=z["paths"])
+
+    def release_pages(self) -> None:
+        """Drop this process's mappings of the cache pages read so far (madvise DONTNEED on every memory-mapped
+        member; the data stay in the page cache and are read again on demand). Unlike remap() it works for every
+        holder of these arrays at once; a no-op for arrays in memory or where madvise is missing."""
+        for name in ("images", "lung", "lesion", "marker"):
+            mm = getattr(getattr(self, name), "_mmap", None)
+            if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
+                mm.madvise(mmap.MADV_DONTNEED)
 
     def remap(self) -> "DatasetArrays":
         """A fresh mapping of the same cache file: pages touched so far stop counting as this process's memory."""
