@@ -26,6 +26,16 @@ def first_card_id(page) -> str:
     return re.search(r"st-key-g_good_(\d+)", cls).group(1)
 
 
+def open_as(page, url: str, user: str) -> None:
+    """Open the app and create / pick `user` with one Enter in the sidebar."""
+    page.goto(url)
+    wait_idle(page)
+    box = page.get_by_label("…or create a user")
+    box.fill(user)
+    box.press("Enter")
+    wait_idle(page)
+
+
 def test_ranked_gallery_first_enter_creates_user_and_reload_keeps_state(page, live_app):
     ds_id, mid = dataset_and_model(n=40, size=32)
     fake_run(ds_id, mid)
@@ -64,12 +74,7 @@ def test_a_corrupt_png_is_named_in_one_plain_line(page, live_app, tmp_path):
     shutil.copytree(root, imp)
     bad = sorted((imp / "Normal" / "images").glob("*.png"))[0]
     bad.write_text("not a png")
-    page.goto(live_app.url)
-    wait_idle(page)
-    box = page.get_by_label("…or create a user")
-    box.fill("researcher")
-    box.press("Enter")
-    wait_idle(page)
+    open_as(page, live_app.url, "researcher")
     page.get_by_test_id("stSidebarNav").get_by_text("Data & models", exact=True).click()
     wait_idle(page)
     page.get_by_label("Folder or .zip on the server").fill(str(imp))
@@ -89,12 +94,7 @@ def test_cancel_from_the_gallery_stops_a_running_job_and_greys_its_bar(page, liv
 
     ds_id, mid = dataset_and_model(n=400, size=64)
     fake_run(ds_id, mid)
-    page.goto(live_app.url)
-    wait_idle(page)
-    box = page.get_by_label("…or create a user")
-    box.fill("reader")
-    box.press("Enter")
-    wait_idle(page)
+    open_as(page, live_app.url, "reader")
     page.get_by_text("Compute explanations (explain job)").click()
     page.get_by_label("Method", exact=True).first.click()
     page.get_by_role("option", name="Occlusion", exact=True).first.click()
