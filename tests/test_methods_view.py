@@ -85,7 +85,9 @@ def test_methods_tab_queues_ltx_pretraining_for_models_without_an_explainer():
     at.button(key="methods_ltx_train").click().run()
     assert not at.exception, [e.value for e in at.exception]
     rows = [j for j in jobs.list_jobs() if j["kind"] == "ltx.train"]
-    assert sorted(j["params"]["model_id"] for j in rows) == [a, b]
+    # the default methods name the paper's ltx (soft masks) and ltx_sampled: one explainer of each per model
+    assert sorted((j["params"]["model_id"], j["params"]["masking"]) for j in rows) == \
+        sorted((m, mk) for m in (a, b) for mk in ("soft", "sample"))
 
 
 def test_methods_tab_on_an_empty_registry():
