@@ -80,9 +80,18 @@ class Timer:
         return max(0.0, (last - t0) / 1000.0)
 
 
-def _select(page, label: str, option: str) -> None:
-    page.get_by_label(label, exact=True).first.click()
-    page.get_by_role("option", name=option, exact=True).first.click()
+def _select(page, label: str, option: str, tries: int = 4) -> None:
+    """Pick `option` in the selectbox `label`; the dropdown is opened again when a rerun closed it first."""
+    for k in range(tries):
+        page.get_by_label(label, exact=True).first.click()
+        opt = page.get_by_role("option", name=option, exact=True).first
+        try:
+            opt.click(timeout=5_000)
+            return
+        except Exception:
+            if k == tries - 1:
+                raise
+            page.keyboard.press("Escape")
 
 
 def _shortcut(page, key: str) -> None:

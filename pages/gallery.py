@@ -73,7 +73,7 @@ def explain_panel(model: dict, dataset: dict, has_runs: bool) -> None:
     _job_fragment(jid)
 
 
-@st.fragment(run_every=0.3)  # a cancel shows as "cancelled" within ~2 s (worker backstop 0.2 s poll + 0.5 s grace)
+@st.fragment(run_every=0.25)  # a cancel shows as "cancelled" within ~2 s (worker backstop 0.2 s poll + 0.3 s grace)
 def _job_fragment(jid: int) -> None:
     from pages.parts.job_progress import render_job  # plotly / pandas only when a job is shown
 

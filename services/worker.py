@@ -26,7 +26,7 @@ from services.database import read_session, session
 ALIVE_WITHIN_S = 15.0
 STOP_GRACE_S = 30.0
 CANCEL_POLL_S = 0.2    # how often the parent looks for cancel requests of its children's jobs
-CANCEL_GRACE_S = 0.5   # a child that has not stopped by itself this long after the request is stopped by force
+CANCEL_GRACE_S = 0.3   # a child that has not stopped by itself this long after the request is stopped by force
 PR_SET_PDEATHSIG = 1
 
 
