@@ -25,10 +25,12 @@ import sys
 import time
 from pathlib import Path
 
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+from tests.browser.harness import CHROMIUM_ARGS, choose  # noqa: E402  (one dropdown helper for tests and bench)
+
 ACTIONS = ("sort", "filter", "next_page", "opacity", "open_detail", "G", "B", "U", "page_nav", "cancel")
-CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
-                 "--disable-background-networking", "--disable-component-update", "--disable-sync",
-                 "--disable-dev-shm-usage"]
 QUIET_MS = 250
 
 # A MutationObserver on the whole app records the time of the last DOM change; idle() waits for the end of a run.
@@ -80,20 +82,6 @@ class Timer:
         return max(0.0, (last - t0) / 1000.0)
 
 
-def _select(page, label: str, option: str, tries: int = 4) -> None:
-    """Pick `option` in the selectbox `label`; the dropdown is opened again when a rerun closed it first."""
-    for k in range(tries):
-        page.get_by_label(label, exact=True).first.click()
-        opt = page.get_by_role("option", name=option, exact=True).first
-        try:
-            opt.click(timeout=5_000)
-            return
-        except Exception:
-            if k == tries - 1:
-                raise
-            page.keyboard.press("Escape")
-
-
 def _shortcut(page, key: str) -> None:
     """A keyboard shortcut: focus leaves any input first (Streamlit ignores shortcuts typed into a field)."""
     page.evaluate("() => document.activeElement && document.activeElement.blur()")
@@ -123,8 +111,8 @@ def gallery_actions(page, t: Timer, repeats: int, wanted: set[str]) -> dict[str,
         for k in range(repeats):
             out.setdefault(name, []).append(t.measure(steps[k % len(steps)]))
 
-    run("sort", [lambda: _select(page, "Sort by", "AP"), lambda: _select(page, "Sort by", "AR")])
-    run("filter", [lambda: _select(page, "Prediction", "wrong"), lambda: _select(page, "Prediction", "all")])
+    run("sort", [lambda: choose(page, "Sort by", "AP"), lambda: choose(page, "Sort by", "AR")])
+    run("filter", [lambda: choose(page, "Prediction", "wrong"), lambda: choose(page, "Prediction", "all")])
     page_field = page.get_by_test_id("stNumberInput").filter(has_text="Page").first.locator("input")
 
     def goto_page(n: int) -> None:
@@ -162,7 +150,7 @@ def cancel_action(page, t: Timer, repeats: int, timeout_s: float) -> list[float]
         panel = page.get_by_text("Compute explanations (explain job)")
         if page.get_by_role("button", name="Start explain job").count() == 0:
             panel.click()
-        _select(page, "Method", "Occlusion")
+        choose(page, "Method", "Occlusion")
         page.get_by_role("button", name="Start explain job").click()
         try:
             page.get_by_text("running").first.wait_for(timeout=timeout_s * 1000)

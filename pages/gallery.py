@@ -19,7 +19,7 @@ from pages.parts.gallery_actions import (METHOD_LABELS, NA_HELP, SORT_LABELS, cl
                                          do_detail, do_pick, do_suggest, do_undo, fmt, show_flash)
 from services import explaining as ex
 from services import feedback as fb
-from services.jobs import get_job, submit
+from services.jobs import submit
 
 PER_PAGE = (12, 24, 48, 96)
 VIEW_DEFAULTS = {"g_sort": "ar", "g_order": "ascending", "g_true": [], "g_pred": [], "g_correct": "all",
@@ -61,31 +61,19 @@ def explain_panel(model: dict, dataset: dict, has_runs: bool) -> None:
                 st.session_state["g_job"] = jid
                 st.session_state["g_job_seen"] = False
     jid = st.session_state.get("g_job")
-    if not jid:
-        return
-    job = get_job(jid)
-    if job is not None and job["status"] in ("succeeded", "failed", "cancelled", "lost") \
-            and st.session_state.get("g_job_seen"):
-        from pages.parts.job_progress import render_job
+    if jid:
+        from pages.parts.job_progress import live_job  # plotly / pandas only when a job is shown
 
-        render_job(job, "g_job", chart=False)  # final: drawn once, no timer left asking for reruns
-        return
-    _job_fragment(jid)
+        # polls every 0.25 s while the job runs (Cancel → "cancelled" within ~2 s with the worker's 0.3 s grace),
+        # then draws it once without a timer
+        live_job(jid, "g_job", every=0.25, chart=False, extra=_open_new_run)
 
 
-@st.fragment(run_every=0.25)  # a cancel shows as "cancelled" within ~2 s (worker backstop 0.2 s poll + 0.3 s grace)
-def _job_fragment(jid: int) -> None:
-    from pages.parts.job_progress import render_job  # plotly / pandas only when a job is shown
-
-    job = get_job(jid)
-    if job is None:
-        return
-    render_job(job, "g_job", chart=False)
-    if job["status"] in ("succeeded", "failed", "cancelled", "lost") and not st.session_state.get("g_job_seen"):
+def _open_new_run(job: dict) -> None:
+    """Once the explain job has succeeded the gallery shows its run, once (the user may pick another run after)."""
+    if job["status"] == "succeeded" and job.get("result") and not st.session_state.get("g_job_seen"):
         st.session_state["g_job_seen"] = True
-        if job["status"] == "succeeded" and job.get("result"):
-            st.session_state["g_run_next"] = job["result"]["run_id"]
-        st.rerun(scope="app")
+        st.session_state["g_run_next"] = job["result"]["run_id"]
 
 
 # ----------------------------------------------------------------------------------------------- pinned pair

@@ -92,7 +92,9 @@ class JobContext:
 
     def state_dir(self):
         """A folder kept across attempts of this job (resume state, e.g. the last epoch's checkpoint)."""
-        return get_settings().path("jobs", str(self.job_id))
+        d = state_path(self.job_id)
+        d.mkdir(parents=True, exist_ok=True)
+        return d
 
 
 def create_job(kind: str, params: dict, user_id: int | None = None, max_retries: int | None = None) -> int:
@@ -174,13 +176,18 @@ def execute_job(job_id: int, echo: bool = False, worker: str | None = None) -> d
     if status == "released":
         job_state.release(job_id, c.attempt)
     elif status != "lost" and job_state.finish(job_id, c.attempt, status, result, error, tb):
-        _drop_state(job_id)  # final: resume state (per-epoch checkpoints) is never read again
+        drop_state(job_id)  # final: resume state (per-epoch checkpoints) is never read again
     return get_job(job_id)
 
 
-def _drop_state(job_id: int) -> None:
-    """Remove $EXEMPLAR_HOME/jobs/<id> (kept across attempts of a lost / released job only)."""
-    shutil.rmtree(get_settings().home_dir / "jobs" / str(job_id), ignore_errors=True)
+def state_path(job_id: int):
+    """$EXEMPLAR_HOME/jobs/<id>: the job's resume state, kept across attempts of a lost / released job only."""
+    return get_settings().home_dir / "jobs" / str(job_id)
+
+
+def drop_state(job_id: int) -> None:
+    """Remove the resume state of a job that has ended for good."""
+    shutil.rmtree(state_path(job_id), ignore_errors=True)
 
 
 def run_inline(kind: str, params: dict, user_id: int | None = None, echo: bool = True) -> dict:

@@ -114,7 +114,7 @@ def _enforce_cancel(children: dict[int, _Running]) -> None:
     or a dataset): a child still running CANCEL_GRACE_S after its job's cancel request is killed and the job
     marked cancelled. Jobs check the flag themselves between batches; this is the backstop."""
     from db.models import Job
-    from services.jobs import _drop_state
+    from services.jobs import drop_state
 
     if not children:
         return
@@ -132,7 +132,7 @@ def _enforce_cancel(children: dict[int, _Running]) -> None:
             ch.proc.kill()
             ch.proc.join(5)
             if job_state.cancelled_by_force(job_id, int(attempt), pid):
-                _drop_state(job_id)
+                drop_state(job_id)
                 print(f"job {job_id}: cancelled (its process {pid} was stopped)", file=sys.stderr, flush=True)
 
 

@@ -79,11 +79,9 @@ class DatasetArrays:
         """Read the cache; mmap=True maps the stored members read-only (a compressed member is read whole)."""
         if mmap:
             z = npz_memmap(path)
-            arr = cls(images=z["images"], labels=z["labels"], splits=z["splits"], classes=[str(c) for c in z["classes"]],
-                      image_ids=z["image_ids"], lung=z["lung"], lesion=z["lesion"], marker=z["marker"],
-                      has_lung=z["has_lung"], has_marker=z["has_marker"], paths=z["paths"])
-            arr._source = Path(path)
-            return arr
+            return cls(images=z["images"], labels=z["labels"], splits=z["splits"], classes=[str(c) for c in z["classes"]],
+                       image_ids=z["image_ids"], lung=z["lung"], lesion=z["lesion"], marker=z["marker"],
+                       has_lung=z["has_lung"], has_marker=z["has_marker"], paths=z["paths"])
         with np.load(path, allow_pickle=False) as z:
             return cls(images=z["images"], labels=z["labels"], splits=z["splits"], classes=[str(c) for c in z["classes"]],
                        image_ids=z["image_ids"], lung=z["lung"], lesion=z["lesion"], marker=z["marker"],
@@ -91,17 +89,12 @@ class DatasetArrays:
 
     def release_pages(self) -> None:
         """Drop this process's mappings of the cache pages read so far (madvise DONTNEED on every memory-mapped
-        member; the data stay in the page cache and are read again on demand). Unlike remap() it works for every
-        holder of these arrays at once; a no-op for arrays in memory or where madvise is missing."""
+        member; the data stay in the page cache and are read again on demand), for every holder of these arrays at
+        once; a no-op for arrays in memory or where madvise is missing."""
         for name in ("images", "lung", "lesion", "marker"):
             mm = getattr(getattr(self, name), "_mmap", None)
             if mm is not None and hasattr(mm, "madvise") and hasattr(mmap, "MADV_DONTNEED"):
                 mm.madvise(mmap.MADV_DONTNEED)
-
-    def remap(self) -> "DatasetArrays":
-        """A fresh mapping of the same cache file: pages touched so far stop counting as this process's memory."""
-        src = getattr(self, "_source", None)
-        return DatasetArrays.load(src, mmap=True) if src is not None else self
 
 
 def npz_memmap(path: str | Path) -> dict[str, np.ndarray]:

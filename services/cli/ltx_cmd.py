@@ -45,8 +45,10 @@ def register(app: typer.Typer) -> None:
             fail("--epochs must be at least 1")
         if alpha is not None and alpha < 0:
             fail("--alpha must be ≥ 0")
-        if masking is not None and masking not in ("soft", "sample"):
-            fail("--masking must be soft or sample")
+        from core.ltx.loss import MASKINGS
+
+        if masking is not None and masking not in MASKINGS:
+            fail(f"--masking must be one of {', '.join(MASKINGS)}")
         params = {"model_id": model, "epochs": epochs, "alpha": alpha, "masking": masking, "lr": lr,
                   "batch_size": batch_size,
                   "limit": limit, "seed": seed, "name": name, "device": device}

@@ -122,3 +122,17 @@ def pick_user(page, name: str = "tester") -> None:
     wait_idle(page)
     page.get_by_role("button", name="Create user").click()
     wait_idle(page)
+
+
+def choose(page, label: str, option: str, tries: int = 4) -> None:
+    """Pick `option` in the selectbox `label`; the dropdown is opened again when a rerun closed it first.
+    Shared by the browser tests and bench/ui_latency.py."""
+    for k in range(tries):
+        page.get_by_label(label, exact=True).first.click()
+        try:
+            page.get_by_role("option", name=option, exact=True).first.click(timeout=5_000)
+            return
+        except Exception:
+            if k == tries - 1:
+                raise
+            page.keyboard.press("Escape")

@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from services.datasets import synth_dataset
 from services.users import list_users
-from tests.browser.harness import exceptions_on, live_app, page, wait_idle  # noqa: F401
+from tests.browser.harness import choose, exceptions_on, live_app, page, wait_idle  # noqa: F401
 from tests.helpers_explain import dataset_and_model, fake_run
 
 pytestmark = pytest.mark.browser
@@ -24,22 +24,6 @@ def cards(page):
 def first_card_id(page) -> str:
     cls = page.locator("[class*='st-key-g_good_'][data-stale='false']").first.get_attribute("class") or ""
     return re.search(r"st-key-g_good_(\d+)", cls).group(1)
-
-
-def choose(page, label: str, option: str, tries: int = 4) -> None:
-    """Pick `option` in the selectbox `label`; the dropdown is opened again when a rerun closed it first."""
-    for _ in range(tries):
-        page.get_by_label(label, exact=True).first.click()
-        opt = page.get_by_role("option", name=option, exact=True).first
-        try:
-            opt.wait_for(timeout=5_000)
-            opt.click()
-            wait_idle(page)
-            return
-        except Exception:
-            page.keyboard.press("Escape")
-            wait_idle(page)
-    raise AssertionError(f"option {option!r} of {label!r} never showed")
 
 
 def open_as(page, url: str, user: str) -> None:
@@ -114,6 +98,7 @@ def test_cancel_from_the_gallery_stops_a_running_job_and_greys_its_bar(page, liv
     page.get_by_text("Compute explanations (explain job)").click()
     wait_idle(page)
     choose(page, "Method", "Occlusion")
+    wait_idle(page)
     page.get_by_role("button", name="Start explain job").click()
     page.get_by_text("running").first.wait_for(timeout=120_000)
     page.get_by_role("button", name="Cancel").first.click()
