@@ -8,6 +8,7 @@ from pages.parts.plain import md_escape  # noqa: F401  (re-exported for pages wr
 
 from pages.parts import state
 from services.catalog import list_datasets, list_models
+from services.independent import INDEPENDENT_SUFFIX
 from services.users import get_or_create_user, get_user, list_users, signin_configured
 from services.worker import alive_workers
 
@@ -157,10 +158,17 @@ def _pickers() -> None:
         labels = [f"#{m['id']} {m['name']}" for m in models]
         cur_m = selected_model()
         ids = [m["id"] for m in models]
-        mi = ids.index(cur_m["id"]) if cur_m and cur_m["id"] in ids else len(ids) - 1
+        mi = ids.index(cur_m["id"]) if cur_m and cur_m["id"] in ids else default_model_index(models)
         ml = st.selectbox("Model", labels, index=mi, key="sb_model")
         st.session_state["model"] = models[labels.index(ml)]
     worker_banner()
+
+
+def default_model_index(models: list[dict]) -> int:
+    """The newest classifier that is not an independent classifier B (the demo trains one last for the cross-model
+    check; it has no ranking, so opening on it would leave the first screen empty), else the newest."""
+    own = [i for i, m in enumerate(models) if not m["name"].endswith(INDEPENDENT_SUFFIX)]
+    return own[-1] if own else len(models) - 1
 
 
 def worker_banner() -> None:

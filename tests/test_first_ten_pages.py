@@ -33,6 +33,23 @@ def test_the_first_screen_is_the_ranked_gallery_with_a_start_here_strip(ranked):
     assert "None" not in shown and "NaN" not in shown  # undefined metrics read n/a
 
 
+def test_the_first_screen_skips_the_independent_classifier_trained_after_the_baseline(ranked):
+    """The demo trains its independent classifier B last; the first screen stays on the ranked baseline."""
+    from services.catalog import list_models
+    from services.independent import INDEPENDENT_SUFFIX
+    from services.models import register_model
+
+    ds_id, mid, _ = ranked
+    a = list_models("classifier", ds_id)[0]
+    b = register_model(name="g" + INDEPENDENT_SUFFIX, arch="simple_cnn", checkpoint=a["checkpoint"], dataset_id=ds_id,
+                       config=a["config"])
+    assert b > mid
+    at = app_test().run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert at.session_state["model"]["id"] == mid
+    assert len(card_ids(at)) == 24
+
+
 def test_create_user_in_one_submit_and_it_lands_in_the_url():
     at = app_test().run()
     at.text_input(key="sb_new_user").input("alice")
