@@ -4,6 +4,7 @@ once Streamlit is idle again (no "running" indicator, no stale elements, 250 ms 
 
 Actions (the gallery of the demo's GradCAM ranking, the first screen):
   sort          Sort by AR ↔ AP               filter        Prediction all ↔ wrong
+                (both timed from the click on the option; the dropdown is opened before the clock starts)
   next page     page number +1 / −1           opacity       map opacity slider one step
   open detail   a card's Detail button        G / B / U     mark good / mark bad / undo in the detail view
   page nav      sidebar Gallery → Annotations → Gallery
@@ -72,7 +73,12 @@ class Timer:
         self.page.wait_for_function(IDLE_JS, arg=QUIET_MS, timeout=self.timeout_ms, polling=50)
 
     def measure(self, act) -> float:
-        """Run act() (the input) and return the seconds from just before it to the page's last change."""
+        """Run act() (the input) and return the seconds from just before it to the page's last change. An act given
+        as (prepare, input) runs prepare() untimed first: opening a dropdown is not the input that changes a value."""
+        if isinstance(act, tuple):
+            prepare, act = act
+            self.idle()
+            prepare()
         self.idle()
         t0 = self.page.evaluate("() => performance.now()")
         act()
@@ -86,6 +92,12 @@ def _shortcut(page, key: str) -> None:
     """A keyboard shortcut: focus leaves any input first (Streamlit ignores shortcuts typed into a field)."""
     page.evaluate("() => document.activeElement && document.activeElement.blur()")
     page.keyboard.press(key.lower())
+
+
+def _select(page, label: str, option: str):
+    """(open the dropdown, click the option): the timed input is the click on the option."""
+    return (lambda: page.get_by_label(label, exact=True).first.click(),
+            lambda: page.get_by_role("option", name=option, exact=True).first.click())
 
 
 def _sidebar_user(page, t: "Timer", user: str) -> None:
@@ -111,8 +123,8 @@ def gallery_actions(page, t: Timer, repeats: int, wanted: set[str]) -> dict[str,
         for k in range(repeats):
             out.setdefault(name, []).append(t.measure(steps[k % len(steps)]))
 
-    run("sort", [lambda: choose(page, "Sort by", "AP"), lambda: choose(page, "Sort by", "AR")])
-    run("filter", [lambda: choose(page, "Prediction", "wrong"), lambda: choose(page, "Prediction", "all")])
+    run("sort", [_select(page, "Sort by", "AP"), _select(page, "Sort by", "AR")])
+    run("filter", [_select(page, "Prediction", "wrong"), _select(page, "Prediction", "all")])
     page_field = page.get_by_test_id("stNumberInput").filter(has_text="Page").first.locator("input")
 
     def goto_page(n: int) -> None:

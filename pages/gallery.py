@@ -24,7 +24,7 @@ from services.jobs import submit
 PER_PAGE = (12, 24, 48, 96)
 VIEW_DEFAULTS = {"g_sort": "ar", "g_order": "ascending", "g_true": [], "g_pred": [], "g_correct": "all",
                  "g_split": [], "g_annot": "all", "g_opacity": 0.45, "g_cmap": None, "g_per_page": PER_PAGE[1]}
-COLS = 4
+CARD_PX = 180  # four cards a row in the main column at 1280 px, more on wider screens
 
 
 # ----------------------------------------------------------------------------------------------- start here
@@ -121,16 +121,19 @@ def pinned_pair(model: dict, run: dict, dataset_id: int, classes: list[str], opa
                                 f"bad `{b['path'] if b else '—'}` (AR {fmt(b and b['ar'])})")
                     st.button("Use the suggestion", key="g_accept", on_click=do_accept_suggestion,
                               args=(model["id"], run["id"]), disabled=u is None)
-            with st.expander("Pick history"):
-                hist = fb.history(model["id"], u["id"] if u else None, limit=50)
-                if hist:
-                    st.dataframe([{"when": h["created_at"][:19], "user": h["user"], "kind": h["kind"],
-                                   "image": h["path"], "run": h["run_id"],
-                                   "undone": (h["undone_at"] or "")[:19]} for h in hist],
-                                 hide_index=True)
-                else:
-                    st.caption("No picks yet.")
+            history = st.expander("Pick history", key="g_hist", on_change="rerun")
+            if history.open:  # drawn only while open: a table on every click costs the browser ~70 ms
+                pick_history(history, model["id"], u)
     return pair
+
+
+def pick_history(box, model_id: int, u: dict | None) -> None:
+    hist = fb.history(model_id, u["id"] if u else None, limit=50)
+    if hist:
+        box.dataframe([{"when": h["created_at"][:19], "user": h["user"], "kind": h["kind"], "image": h["path"],
+                        "run": h["run_id"], "undone": (h["undone_at"] or "")[:19]} for h in hist], hide_index=True)
+    else:
+        box.caption("No picks yet.")
 
 
 # ----------------------------------------------------------------------------------------------- page
@@ -210,25 +213,26 @@ def page_rows(rid: int, page_box) -> tuple[list[dict], int, int, int]:
 
 
 def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: str, good_id, bad_id, a, u) -> None:
+    """One thumbnail card. Few, cheap elements (plain st.text, no tooltips on the buttons): the browser redraws 24
+    of them on every sort / filter / page change, and each element costs it about a millisecond."""
     iid = r["image_id"]
-    with st.container(border=True):
+    with st.container(border=True, width=CARD_PX):
         badge = " ✅ good" if iid == good_id else (" ❌ bad" if iid == bad_id else "")
         st.image(img, width="stretch")
         ok = "✔" if r["correct"] else "✘"
-        st.markdown(f"{md_escape(r['path'].rsplit('/', 1)[-1])}{badge}  \n"
-                    f"true **{cls_name(classes, r['label'])}** · pred **{cls_name(classes, r['pred'])}** "
-                    f"{fmt(r['prob'])} {ok}  \n"
-                    f"**AR {fmt(r['ar'])}** · **AP {fmt(r['ap'])}**"
-                    + (f" · {SORT_LABELS[sort]} {fmt(r[sort])}" if sort not in ("ar", "ap") else ""),
-                    help=NA_HELP if r["ar"] is None or r["ap"] is None else None)
-        b = st.columns(2)  # two buttons a row: the labels fit a card at 1280 px
-        b[0].button("Good", key=f"g_good_{iid}", on_click=do_pick, args=(model["id"], rid, iid, "good"),
-                    disabled=u is None or iid == good_id, help="mark as the good exemplar", width="stretch")
-        b[1].button("Bad", key=f"g_bad_{iid}", on_click=do_pick, args=(model["id"], rid, iid, "bad"),
-                    disabled=u is None or iid == bad_id, help="mark as the bad exemplar", width="stretch")
+        st.text(f"{r['path'].rsplit('/', 1)[-1]}{badge}\n"  # a file name is plain text
+                f"true {cls_name(classes, r['label'])}\npred {cls_name(classes, r['pred'])} {fmt(r['prob'])} {ok}\n"
+                f"AR {fmt(r['ar'])} · AP {fmt(r['ap'])}"
+                + (f" · {SORT_LABELS[sort]} {fmt(r[sort])}" if sort not in ("ar", "ap") else ""),
+                help=NA_HELP if r["ar"] is None or r["ap"] is None else None)
+        with st.container(horizontal=True, gap="small"):  # two buttons a row: the labels fit a card at 1280 px
+            st.button("Good", key=f"g_good_{iid}", on_click=do_pick, args=(model["id"], rid, iid, "good"),
+                      disabled=u is None or iid == good_id, width="stretch")
+            st.button("Bad", key=f"g_bad_{iid}", on_click=do_pick, args=(model["id"], rid, iid, "bad"),
+                      disabled=u is None or iid == bad_id, width="stretch")
         st.button("Detail · annotate", key=f"g_det_{iid}", on_click=do_detail, args=(iid,), width="stretch")
         if a:
-            st.caption(f"annotated by {md_escape(a['user'])}: {a['quality'] or 'n/a'} · {a['rating'] or 'n/a'}/5")
+            st.text(f"annotated by {a['user']}: {a['quality'] or 'n/a'} · {a['rating'] or 'n/a'}/5")
 
 
 @st.fragment
@@ -262,12 +266,9 @@ def body(model: dict, run: dict, dataset_id: int, classes: list[str]) -> None:
     annotated = {a["image_id"]: a for a in reversed(fb.list_annotations(model_id=model["id"],
                                                                         image_ids=[r["image_id"] for r in rows]))}
     pngs = ov.overlays_for(run, dataset_id, rows, opacity, cmap)
-    for start in range(0, len(rows), COLS):
-        cols = st.columns(COLS)
-        for col, r, img in zip(cols, rows[start: start + COLS], pngs[start: start + COLS]):
-            with col:
-                card(model, rid, r, img, classes, sort, good_id, bad_id, annotated.get(r["image_id"]), u)
-
+    with st.container(horizontal=True, gap="small"):  # one wrapping row of fixed-width cards: 4 a row at 1280 px
+        for r, img in zip(rows, pngs):
+            card(model, rid, r, img, classes, sort, good_id, bad_id, annotated.get(r["image_id"]), u)
 
 def pick_run(runs: list[dict]) -> dict:
     run_ids = [r["id"] for r in runs]

@@ -118,7 +118,8 @@ def test_annotation_and_detail_view(gallery):
     # the saved rating stays visible on its form, and on the card
     assert at.radio(key=f"{key}_q").value == "bad" and at.select_slider(key=f"{key}_r").value == 2
     captions = " ".join(c.value for c in at.caption)
-    assert "quality bad · rating 2/5" in captions and "annotated by tester: bad · 2/5" in captions
+    texts = " ".join(t.value for t in at.text)  # the card's lines are plain text
+    assert "quality bad · rating 2/5" in captions and "annotated by tester: bad · 2/5" in texts
     at.button(key="g_close").click().run()
     at.selectbox(key="g_annot").set_value("yes").run()
     assert card_ids(at) == [iid]

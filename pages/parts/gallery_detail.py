@@ -109,7 +109,8 @@ def detail_view(model: dict, run: dict, dataset_id: int, row: dict, page_rows: l
             c[3].image(marker, caption="confounder mask (marker)")
         else:
             c[3].caption("no confounder mask")
-        st.dataframe([{SORT_LABELS.get(k, k): fmt(row[k], 3) for k in ex.METRICS}], hide_index=True, width="stretch")
+        # one plain line, not a table: the detail view redraws on every G / B / ← / →
+        st.text(" · ".join(f"{SORT_LABELS.get(k, k)} {fmt(row[k], 3)}" for k in ex.METRICS))
         if any(row[k] is None for k in ex.METRICS):
             st.caption(NA_HELP)
         ids = [r["image_id"] for r in page_rows]
