@@ -122,7 +122,7 @@ def time_gallery(repeats: int = 3) -> dict[str, list[float]]:
     def check(at):
         if at.exception:
             raise SystemExit(f"exception on the page: {[e.value for e in at.exception]}")
-        n_cards = sum(1 for b in at.button if b.key and b.key.startswith("g_good_"))
+        n_cards = sum(1 for g in at.button_group if g.key and g.key.startswith("g_card_"))
         if n_cards != PER_PAGE:
             raise SystemExit(f"expected {PER_PAGE} cards, got {n_cards}")
         return at

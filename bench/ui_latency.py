@@ -6,7 +6,7 @@ Actions (the gallery of the demo's GradCAM ranking, the first screen):
   sort          Sort by AR ↔ AP               filter        Prediction all ↔ wrong
                 (both timed from the click on the option; the dropdown is opened before the clock starts)
   next page     page number +1 / −1           opacity       map opacity slider one step
-  open detail   a card's Detail button        G / B / U     mark good / mark bad / undo in the detail view
+  open detail   a card's Detail option        G / B / U     mark good / mark bad / undo in the detail view
   page nav      sidebar Gallery → Annotations → Gallery
   cancel        an Occlusion explain job is started from the gallery; Cancel → the bar says "cancelled"
                 (needs a worker; skipped otherwise)
@@ -134,8 +134,9 @@ def gallery_actions(page, t: Timer, repeats: int, wanted: set[str]) -> dict[str,
     run("next_page", [lambda: goto_page(2), lambda: goto_page(1)])
     slider = page.get_by_role("slider").first
     run("opacity", [lambda: slider.press("ArrowRight"), lambda: slider.press("ArrowLeft")])
-    details = page.get_by_role("button", name="Detail · annotate", exact=True)
-    run("open_detail", [lambda k=k: details.nth(k % max(1, details.count())).click() for k in range(4)])
+    details = page.locator("[class*='st-key-g_card_'][data-stale='false']").get_by_role("radio", name="Detail",
+                                                                                        exact=True)
+    run("open_detail", [lambda k=k: details.nth(k % max(1, details.count())).click() for k in range(1, 5)])
     if wanted & {"G", "B", "U"}:
         if page.get_by_role("button", name="Mark good").count() == 0:
             t.measure(lambda: details.first.click())

@@ -15,8 +15,8 @@ from pages.common import current_user, selected_dataset, selected_model
 from pages.parts import overlays as ov
 from pages.parts import state as url
 from pages.parts.plain import md_escape
-from pages.parts.gallery_actions import (METHOD_LABELS, NA_HELP, SORT_LABELS, cls_name, do_accept_suggestion,
-                                         do_detail, do_pick, do_suggest, do_undo, fmt, show_flash)
+from pages.parts.gallery_actions import (CARD_ACTIONS, METHOD_LABELS, NA_HELP, SORT_LABELS, card_choice, cls_name,
+                                         do_accept_suggestion, do_card, do_suggest, do_undo, fmt, show_flash)
 from services import explaining as ex
 from services import feedback as fb
 from services.jobs import submit
@@ -212,10 +212,11 @@ def page_rows(rid: int, page_box) -> tuple[list[dict], int, int, int]:
     return rows, total, page, pages
 
 
-def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: str, good_id, bad_id, a, u) -> None:
-    """One thumbnail card. Few, cheap elements (plain st.text, no tooltips on the buttons): the browser redraws 24
-    of them on every sort / filter / page change, and each element costs it about a millisecond."""
+def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: str, good_id, bad_id, a) -> None:
+    """One thumbnail card. Few, cheap elements (plain st.text, one segmented control for Good / Bad / Detail): the
+    browser redraws 24 of them on every sort / filter / page change, and each element costs it about a millisecond."""
     iid = r["image_id"]
+    key = f"g_card_{iid}"
     with st.container(border=True, width=CARD_PX):
         badge = " ✅ good" if iid == good_id else (" ❌ bad" if iid == bad_id else "")
         st.image(img, width="stretch")
@@ -225,12 +226,11 @@ def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: s
                 f"AR {fmt(r['ar'])} · AP {fmt(r['ap'])}"
                 + (f" · {SORT_LABELS[sort]} {fmt(r[sort])}" if sort not in ("ar", "ap") else ""),
                 help=NA_HELP if r["ar"] is None or r["ap"] is None else None)
-        with st.container(horizontal=True, gap="small"):  # two buttons a row: the labels fit a card at 1280 px
-            st.button("Good", key=f"g_good_{iid}", on_click=do_pick, args=(model["id"], rid, iid, "good"),
-                      disabled=u is None or iid == good_id, width="stretch")
-            st.button("Bad", key=f"g_bad_{iid}", on_click=do_pick, args=(model["id"], rid, iid, "bad"),
-                      disabled=u is None or iid == bad_id, width="stretch")
-        st.button("Detail · annotate", key=f"g_det_{iid}", on_click=do_detail, args=(iid,), width="stretch")
+        # the control shows the card's state (its pick, or Detail while open): set before it is drawn
+        st.session_state[key] = card_choice(iid, good_id, bad_id, st.session_state.get("g_detail"))
+        st.segmented_control("Good, bad or detail", CARD_ACTIONS, key=key,  # a fixed label: no file name as Markdown
+                             on_change=do_card, args=(model["id"], rid, iid, key), label_visibility="collapsed",
+                             width="stretch")
         if a:
             st.text(f"annotated by {a['user']}: {a['quality'] or 'n/a'} · {a['rating'] or 'n/a'}/5")
 
@@ -268,7 +268,7 @@ def body(model: dict, run: dict, dataset_id: int, classes: list[str]) -> None:
     pngs = ov.overlays_for(run, dataset_id, rows, opacity, cmap)
     with st.container(horizontal=True, gap="small"):  # one wrapping row of fixed-width cards: 4 a row at 1280 px
         for r, img in zip(rows, pngs):
-            card(model, rid, r, img, classes, sort, good_id, bad_id, annotated.get(r["image_id"]), u)
+            card(model, rid, r, img, classes, sort, good_id, bad_id, annotated.get(r["image_id"]))
 
 def pick_run(runs: list[dict]) -> dict:
     run_ids = [r["id"] for r in runs]

@@ -22,3 +22,13 @@ def open_page(at: AppTest, name: str) -> AppTest:
     """Run the app on pages/<name>.py (e.g. 'gallery', 'data_models')."""
     at.run()
     return at.switch_page(f"../pages/{name}.py").run()
+
+
+def card_ids(at: AppTest) -> list[int]:
+    """The image ids of the gallery's cards, in screen order (one Good / Bad / Detail control a card)."""
+    return [int(g.key.removeprefix("g_card_")) for g in at.button_group if g.key and g.key.startswith("g_card_")]
+
+
+def card_action(at: AppTest, image_id: int, action: str) -> AppTest:
+    """Click Good, Bad or Detail on a gallery card and rerun."""
+    return at.button_group(key=f"g_card_{image_id}").set_value(action).run()

@@ -9,12 +9,9 @@ from streamlit.testing.v1 import AppTest
 
 from db.models import utcnow
 from services.users import get_or_create_user, list_users
-from tests.helpers_app import ENTRY, app_test
+from tests.helpers_app import ENTRY, app_test, card_ids
 from tests.helpers_explain import dataset_and_model, fake_run
 
-
-def card_ids(at) -> list[int]:
-    return [int(b.key.removeprefix("g_good_")) for b in at.button if b.key and b.key.startswith("g_good_")]
 
 
 @pytest.fixture

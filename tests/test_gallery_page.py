@@ -11,12 +11,8 @@ from db.models import Annotation, Feedback
 from services.database import session
 from services.explaining import query_explanations
 from services.users import get_or_create_user
-from tests.helpers_app import app_test, open_page
+from tests.helpers_app import app_test, card_action, card_ids, open_page
 from tests.helpers_explain import dataset_and_model, fake_run
-
-
-def card_ids(at) -> list[int]:
-    return [int(b.key.removeprefix("g_good_")) for b in at.button if b.key and b.key.startswith("g_good_")]
 
 
 @pytest.fixture
@@ -73,8 +69,8 @@ def test_filtering_changes_the_order(gallery):
 def test_good_and_bad_clicks_write_feedback_with_the_current_user(gallery):
     at, rid, mid, uid = gallery
     ids = card_ids(at)
-    at.button(key=f"g_good_{ids[-1]}").click().run()
-    at.button(key=f"g_bad_{ids[1]}").click().run()
+    card_action(at, ids[-1], "Good")
+    card_action(at, ids[1], "Bad")
     assert not at.exception
     with session() as s:
         rows = s.scalars(select(Feedback).order_by(Feedback.id)).all()
@@ -82,12 +78,30 @@ def test_good_and_bad_clicks_write_feedback_with_the_current_user(gallery):
             ("good", ids[-1], uid, mid, rid, None), ("bad", ids[1], uid, mid, rid, None)]
     md = " ".join(m.value for m in at.markdown)
     assert "✅ **good**" in md and "❌ **bad**" in md
+    # each card's control shows its pick; the others show nothing selected
+    assert [at.button_group(key=f"g_card_{i}").value for i in (ids[-1], ids[1], ids[0])] == ["Good", "Bad", None]
     assert at.button(key="g_retrain").disabled is False
     at.button(key="g_undo").click().run()
+    assert at.button_group(key=f"g_card_{ids[1]}").value is None
     with session() as s:
         last = s.scalars(select(Feedback).order_by(Feedback.id.desc())).first()
         assert last.kind == "bad" and last.undone_at is not None
     assert at.button(key="g_retrain").disabled is True
+
+
+def test_a_pick_without_a_user_says_so_and_writes_nothing():
+    ds_id, mid = dataset_and_model(n=20, size=32)
+    fake_run(ds_id, mid)
+    at = open_page(app_test(), "gallery")
+    iid = card_ids(at)[0]
+    card_action(at, iid, "Good")
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("Pick or create a user" in w.value for w in at.warning)
+    assert at.button_group(key=f"g_card_{iid}").value is None
+    with session() as s:
+        assert s.scalars(select(Feedback)).first() is None
+    card_action(at, iid, "Detail")  # looking needs no user
+    assert at.button(key="g_close") is not None and at.button_group(key=f"g_card_{iid}").value == "Detail"
 
 
 def test_suggest_then_accept(gallery):
@@ -105,7 +119,7 @@ def test_annotation_and_detail_view(gallery):
     at, rid, mid, uid = gallery
     iid = card_ids(at)[0]
     key = f"g_ann_{iid}"
-    at.button(key=f"g_det_{iid}").click().run()  # annotation lives in the detail view (no form per card)
+    card_action(at, iid, "Detail")  # annotation lives in the detail view (no form per card)
     at.radio(key=f"{key}_q").set_value("bad")
     at.select_slider(key=f"{key}_r").set_value(2)
     at.text_area(key=f"{key}_c").input("<b>marker</b> not lungs")
@@ -124,7 +138,7 @@ def test_annotation_and_detail_view(gallery):
     at.selectbox(key="g_annot").set_value("yes").run()
     assert card_ids(at) == [iid]
     at.selectbox(key="g_annot").set_value("all").run()
-    at.button(key=f"g_det_{iid}").click().run()
+    card_action(at, iid, "Detail")
     assert not at.exception
     assert at.button(key="g_det_good") is not None
     at.button(key="g_det_good").click().run()

@@ -44,7 +44,7 @@ def do_pick(model_id: int, run_id: int, image_id: int, kind: str) -> None:
         flash("warning", "Pick or create a user in the sidebar first: every pick records who made it.")
         return
     p = fb.pick(u["id"], model_id, image_id, kind, run_id)
-    flash("success", f"{p['path']} is now your {kind} exemplar.")
+    flash("success", f"{md_escape(p['path'])} is now your {kind} exemplar.")
 
 
 def do_undo(model_id: int) -> None:
@@ -53,7 +53,7 @@ def do_undo(model_id: int) -> None:
         flash("warning", "Pick a user in the sidebar first.")
         return
     p = fb.undo(u["id"], model_id)
-    flash("info", f"Undid the {p['kind']} pick of {p['path']}." if p else "Nothing to undo.")
+    flash("info", f"Undid the {p['kind']} pick of {md_escape(p['path'])}." if p else "Nothing to undo.")
 
 
 def do_suggest(run_id: int) -> None:
@@ -69,6 +69,28 @@ def do_accept_suggestion(model_id: int, run_id: int) -> None:
 
 def do_detail(image_id: int | None) -> None:
     st.session_state["g_detail"] = image_id
+
+
+CARD_ACTIONS = ("Good", "Bad", "Detail")  # one segmented control a card: one element instead of three buttons
+
+
+def card_choice(image_id: int, good_id, bad_id, detail_id) -> str | None:
+    """What a card's control shows selected: its pick (Good / Bad), else Detail while its detail view is open."""
+    if image_id == good_id:
+        return "Good"
+    if image_id == bad_id:
+        return "Bad"
+    return "Detail" if image_id == detail_id else None
+
+
+def do_card(model_id: int, run_id: int, image_id: int, key: str) -> None:
+    """A card's control was clicked: Good / Bad pick the image, Detail opens its detail view. Clicking the option
+    that is already selected changes nothing (Undo takes a pick back); the page then shows the card's state again."""
+    choice = st.session_state.get(key)
+    if choice == "Detail":
+        do_detail(image_id)
+    elif choice in ("Good", "Bad"):
+        do_pick(model_id, run_id, image_id, choice.lower())
 
 
 def do_annotate(model_id: int, run_id: int, image_id: int, key: str) -> None:

@@ -136,3 +136,8 @@ def choose(page, label: str, option: str, tries: int = 4) -> None:
             if k == tries - 1:
                 raise
             page.keyboard.press("Escape")
+
+
+def card_option(page, image_id: int | str, action: str):
+    """The Good / Bad / Detail option of a gallery card (one segmented control a card; aria-checked when selected)."""
+    return page.locator(f".st-key-g_card_{image_id}[data-stale='false']").get_by_role("radio", name=action, exact=True)

@@ -11,19 +11,19 @@ from playwright.sync_api import expect
 
 from services.datasets import synth_dataset
 from services.users import list_users
-from tests.browser.harness import choose, exceptions_on, live_app, page, wait_idle  # noqa: F401
+from tests.browser.harness import card_option, choose, exceptions_on, live_app, page, wait_idle  # noqa: F401
 from tests.helpers_explain import dataset_and_model, fake_run
 
 pytestmark = pytest.mark.browser
 
 
 def cards(page):
-    return page.locator("[class*='st-key-g_good_'][data-stale='false'] button:visible")
+    return page.locator("[class*='st-key-g_card_'][data-stale='false'] [role='radiogroup']")
 
 
 def first_card_id(page) -> str:
-    cls = page.locator("[class*='st-key-g_good_'][data-stale='false']").first.get_attribute("class") or ""
-    return re.search(r"st-key-g_good_(\d+)", cls).group(1)
+    cls = page.locator("[class*='st-key-g_card_'][data-stale='false']").first.get_attribute("class") or ""
+    return re.search(r"st-key-g_card_(\d+)", cls).group(1)
 
 
 def open_as(page, url: str, user: str) -> None:

@@ -6,7 +6,7 @@ from sqlalchemy import select
 from db.models import Feedback, User
 from services.database import session
 from services.explaining import query_explanations
-from tests.browser.harness import exceptions_on, live_app, page, pick_user, wait_idle  # noqa: F401
+from tests.browser.harness import card_option, exceptions_on, live_app, page, pick_user, wait_idle  # noqa: F401
 from tests.helpers_explain import dataset_and_model, fake_run
 
 pytestmark = pytest.mark.browser
@@ -23,6 +23,14 @@ def click(page, key: str) -> None:
     expect(btn).to_have_count(1)
     expect(btn).to_be_enabled()
     btn.click()
+    wait_idle(page)
+
+
+def click_card(page, image_id: int, action: str) -> None:
+    """Click Good / Bad / Detail on a card once the rerun has settled."""
+    opt = card_option(page, image_id, action)
+    expect(opt).to_have_count(1)
+    opt.click()
     wait_idle(page)
 
 
@@ -43,8 +51,8 @@ def test_pick_good_and_bad_and_see_the_pinned_pair(page, live_app):
     page.get_by_role("heading", name="Explanation gallery").wait_for()
     assert exceptions_on(page) == []
 
-    click(page, f"g_good_{good['image_id']}")
-    click(page, f"g_bad_{bad['image_id']}")
+    click_card(page, good["image_id"], "Good")
+    click_card(page, bad["image_id"], "Bad")
     assert exceptions_on(page) == []
     assert picks() == [("good", good["image_id"], "radiologist"), ("bad", bad["image_id"], "radiologist")]
     pinned = page.get_by_text("Chosen exemplar pair").locator("xpath=ancestor::div[@data-testid='stVerticalBlock'][1]")
@@ -53,12 +61,12 @@ def test_pick_good_and_bad_and_see_the_pinned_pair(page, live_app):
     expect(button(page, "g_retrain")).to_be_enabled()
 
     # keyboard: open a card's detail view and press G to make it the good exemplar
-    click(page, f"g_det_{third['image_id']}")
+    click_card(page, third["image_id"], "Detail")
     expect(button(page, "g_det_good")).to_have_count(1)
     page.evaluate("() => document.activeElement && document.activeElement.blur()")
     page.keyboard.press("g")
     page.wait_for_timeout(500)
     wait_idle(page)
     assert exceptions_on(page) == []
-    expect(button(page, f"g_good_{third['image_id']}")).to_be_disabled()  # now the good one
+    expect(card_option(page, third["image_id"], "Good")).to_have_attribute("aria-checked", "true")  # now the good one
     assert picks()[-1] == ("good", third["image_id"], "radiologist")

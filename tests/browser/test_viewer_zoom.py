@@ -4,7 +4,7 @@ import pytest
 from playwright.sync_api import expect
 
 from services.explaining import query_explanations
-from tests.browser.harness import exceptions_on, live_app, page, pick_user, wait_idle  # noqa: F401
+from tests.browser.harness import card_option, exceptions_on, live_app, page, pick_user, wait_idle  # noqa: F401
 from tests.helpers_explain import dataset_and_model, fake_run
 
 pytestmark = pytest.mark.browser
@@ -21,7 +21,7 @@ def test_viewer_opens_at_native_size_and_zooms(page, live_app):
     wait_idle(page)
     pick_user(page, "radiologist")
     page.get_by_role("heading", name="Explanation gallery").wait_for()
-    btn = page.locator(f".st-key-g_det_{rows[0]['image_id']}[data-stale='false'] button:visible")
+    btn = card_option(page, rows[0]["image_id"], "Detail")
     expect(btn).to_have_count(1)
     btn.click()
     wait_idle(page)
