@@ -8,8 +8,8 @@ from pathlib import Path
 
 import streamlit as st
 
-from pages.common import current_user, role_allows, sidebar, signin_mode
-from services.roles import PermissionRefused
+from pages.common import current_user, sidebar, signin_mode
+from services.roles import PermissionRefused, allowed
 
 HERE = Path(__file__).resolve().parent
 
@@ -37,13 +37,14 @@ PAGES = {
     ],
     "Team": [st.Page(HERE / "pages/reading.py", title="Reading", icon="👁️", url_path="reading")],
 }
-# pages a role cannot use are hidden (the services refuse them anyway)
-if role_allows("study.create") or not current_user():
+# pages a role cannot use are hidden (the services refuse them anyway); the user is read once for the three checks
+me = current_user()
+if me is None or allowed(me["role"], "study.create"):
     PAGES["Team"].append(st.Page(HERE / "pages/studies.py", title="Studies", icon="🧑‍⚕️", url_path="studies"))
-if role_allows("audit.read") or not current_user():
+if me is None or allowed(me["role"], "audit.read"):
     PAGES["Team"].append(st.Page(HERE / "pages/audit.py", title="Audit log", icon="🧾", url_path="audit"))
 
-if current_user() is not None and not role_allows("train"):
+if me is not None and not allowed(me["role"], "train"):
     PAGES = {k: [p for p in v if p.url_path not in WRITE_PAGES] for k, v in PAGES.items()}
 
 nav = st.navigation(PAGES)

@@ -29,7 +29,7 @@ CARD_PX = 180  # four cards a row in the main column at 1280 px, more on wider s
 
 # ----------------------------------------------------------------------------------------------- start here
 
-def start_here(pair: dict, model: dict) -> None:
+def start_here(pair: dict, u: dict | None) -> None:
     """One line with the story's next step: pick a good and a bad map → retrain → before / after report."""
     has_good, has_bad = pair.get("good") is not None, pair.get("bad") is not None
     step = 1 if not (has_good and has_bad) else 2
@@ -37,7 +37,7 @@ def start_here(pair: dict, model: dict) -> None:
     texts = ["pick a **good** map (on the lungs, high AR) and a **bad** one (on the marker, low AR) with the card "
              "buttons", "**Retrain with these** (eXBL, a worker job)", "read the **Before / after** report"]
     st.info("**Start here** · " + " → ".join(f"{m} {t}" for m, t in zip(marks, texts))
-            + ("" if current_user() else " · pick or create a user in the sidebar to choose maps"),
+            + ("" if u else " · pick or create a user in the sidebar to choose maps"),
             icon="👉" if step == 1 else "🔁")
 
 
@@ -78,8 +78,8 @@ def _open_new_run(job: dict) -> None:
 
 # ----------------------------------------------------------------------------------------------- pinned pair
 
-def pinned_pair(model: dict, run: dict, dataset_id: int, classes: list[str], opacity: float, cmap: str) -> dict:
-    u = current_user()
+def pinned_pair(model: dict, run: dict, dataset_id: int, classes: list[str], opacity: float, cmap: str,
+                u: dict | None) -> dict:
     pair = fb.current_pair(model["id"], u["id"] if u else None)
     with st.container(border=True):
         st.markdown("**Chosen exemplar pair** " + (f"(of {md_escape(u['name'])})" if u else "(pick a user to choose)"))
@@ -138,6 +138,13 @@ def pick_history(box, model_id: int, u: dict | None) -> None:
 
 # ----------------------------------------------------------------------------------------------- page
 
+@st.cache_data(max_entries=64, show_spinner=False)
+def run_splits(run_id: int, maps_path: str) -> list[str]:
+    """The splits among a run's images: a DISTINCT over every row of the run (16 ms at 21k images), and a run's rows
+    never change once written, so it is asked once per run (keyed by its maps file too: ids restart in a new home)."""
+    return ex.run_splits(run_id)
+
+
 def restore_view(classes: list[str], splits: list[str]) -> None:
     """Sort / filter / display settings survive a visit to another page (kept in session state) and a reload (kept
     in the URL); kept values that no longer fit the current run's classes or splits are dropped."""
@@ -166,7 +173,7 @@ def restore_view(classes: list[str], splits: list[str]) -> None:
         st.session_state["g_detail"] = int(url.url_value("detail"))
 
 
-def settings(rid: int, classes: list[str]):
+def settings(splits: list[str], classes: list[str]):
     with st.expander("Sort, filter and display", expanded=True):
         c = st.columns([2, 2, 1, 1])  # two rows of filters: every label and value readable at 1280 px
         c[0].selectbox("Sort by", list(SORT_LABELS), format_func=SORT_LABELS.get, key="g_sort")
@@ -178,7 +185,7 @@ def settings(rid: int, classes: list[str]):
                          key="g_true", placeholder="any")
         f[1].multiselect("Predicted class", list(range(len(classes))), format_func=lambda i: cls_name(classes, i),
                          key="g_pred", placeholder="any")
-        f[2].multiselect("Split", ex.run_splits(rid), key="g_split", placeholder="any")
+        f[2].multiselect("Split", splits, key="g_split", placeholder="any")
         d = st.columns([2, 2, 1, 1])
         d[0].slider("Map opacity", 0.0, 1.0, step=0.05, key="g_opacity")
         d[1].selectbox("Colormap", ov.COLORMAPS, key="g_cmap")
@@ -242,14 +249,15 @@ def body(model: dict, run: dict, dataset_id: int, classes: list[str]) -> None:
 
     show_flash()
     u = current_user()
-    start_here(fb.current_pair(model["id"], u["id"] if u else None), model)
+    start_here(fb.current_pair(model["id"], u["id"] if u else None), u)
     rid = run["id"]
-    restore_view(classes, ex.run_splits(rid))
-    page_box = settings(rid, classes)
+    splits = run_splits(rid, str(run["maps_path"]))
+    restore_view(classes, splits)
+    page_box = settings(splits, classes)
     ss = st.session_state
     opacity, cmap, sort = ss["g_opacity"], ss["g_cmap"], ss["g_sort"]
     rows, total, page, pages = page_rows(rid, page_box)
-    pair = pinned_pair(model, run, dataset_id, classes, opacity, cmap)
+    pair = pinned_pair(model, run, dataset_id, classes, opacity, cmap, u)
     det = ss.get("g_detail")
     if det is not None:
         drow = next((r for r in rows if r["image_id"] == det), None) or ex.explanation_for(rid, det)
