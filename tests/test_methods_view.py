@@ -2,6 +2,9 @@
 per model version, says what to do when nothing is stored, and its Evaluate button queues `evaluate` jobs."""
 from __future__ import annotations
 
+import json
+
+from core.palette import METHOD_COLOURS
 from services import jobs
 from services.evaluation import store_results
 from services.models import get_model, register_model
@@ -46,6 +49,10 @@ def test_methods_tab_shows_table_bars_and_curves_per_method_and_model_version():
     specs = [c.proto.spec for c in at.get("plotly_chart")]
     assert any('"bar"' in s and "DEL" in s and "s \\u002f image" in s for s in specs)
     assert any('"scatter"' in s and "share of pixels blanked" in s for s in specs)  # the perturbation curves
+    # the page draws each method in its palette colour (the one the other pages use)
+    curves = next(json.loads(s) for s in specs if "share of pixels blanked" in s)
+    drawn = {(t["name"].split(",")[0], t["line"]["color"]) for t in curves["data"]}
+    assert drawn == {("GradCAM", METHOD_COLOURS["gradcam"]), ("LTX (finetuned)", METHOD_COLOURS["ltx"])}
     # the true class: the stored `true` metrics, no curves stored for it here
     at.segmented_control(key="methods_target").set_value("true").run()
     assert not at.exception
