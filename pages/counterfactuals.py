@@ -13,8 +13,8 @@ import streamlit as st
 from pages.common import current_user, selected_dataset, selected_model
 from pages.parts.captions import edits_sentence
 from pages.parts.cf_table import na, render_stored_table, uniform
-from pages.parts.cf_view import (badge, class_name, delta_png, fmt, gray_png, masks_rgb, na_help, png,
-                                 prediction_line, prob_bars, result_captions, trajectory_panel)
+from pages.parts.cf_view import (badge, class_name, fmt, gray_png, masks_rgb, na_help, png, prediction_line, prob_bars,
+                                 result_captions, show_delta, trajectory_panel)
 from pages.parts.gan_column import render_gan_result, render_gan_trajectory
 from pages.parts.job_progress import render_job
 from pages.parts.plain import md_escape
@@ -76,7 +76,7 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
         img, probs, cat = arrs["affirmative"], a.get("probs"), a.get("category")
         st.markdown("**Affirmative**")
         st.image(gray_png(img), caption="guided back to " + classes[m["original_class"]])
-        st.image(delta_png(arrs["original"], img, arrs.get("marker")), caption="|Δ| to the original")
+        show_delta(arrs["original"], img, arrs.get("marker"), "|Δ| to the original")
         prob_bars(classes, m["probs_before"], probs, key=f"{key}_bars")
         line = (f"p(original) {fmt(a.get('orig_prob'))} · L1 {fmt(a.get('l1_to_original'), 4)} · "
                 f"bpd {fmt(a.get('bpd'))}")
@@ -90,7 +90,7 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
     st.markdown(f"**{cfs.method_label(row['method'], row.get('preset'))}**")
     img = arrs["counterfactual"]
     st.image(gray_png(img), caption=f"#{row['id']} · target {class_name(classes, row['target'])}")
-    st.image(delta_png(arrs["original"], img, arrs.get("marker")), caption="|Δ| (marker box outlined)")
+    show_delta(arrs["original"], img, arrs.get("marker"), "|Δ| (marker box outlined)")
     prob_bars(classes, m["probs_before"], m["probs_after"], key=f"{key}_bars")
     st.caption(prediction_line(m, row["target"], classes))
     result_captions(row, passes_text(row))

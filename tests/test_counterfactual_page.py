@@ -39,6 +39,9 @@ def test_studio_runs_a_tiny_job_and_shows_the_side_by_side_row():
     # original (+ masks) and, per generated column, its image and its |Δ| map; the trajectory frame
     captions = [i.caption for el in at.get("image") for i in el.proto.imgs]
     assert sum("|Δ|" in c for c in captions) >= 3, captions
+    # every |Δ| map has its colour bar, whose caption gives the scale's top in grey levels
+    bars = [c for c in captions if c.startswith("|Δ| 0 (left) → ") and c.endswith(" grey levels (right)")]
+    assert len(bars) == sum(c.startswith("|Δ| ") and "grey levels" not in c for c in captions), captions
     assert any(c.startswith("x̂₀ estimate at t =") for c in captions)  # an estimate is labelled as one
     assert any("bpd" in c.value and "UNet passes" in c.value and "guided" in c.value and "t = 0" in c.value
                for c in at.caption)

@@ -101,6 +101,18 @@ def delta_png(a: np.ndarray, b: np.ndarray, marker: np.ndarray | None = None) ->
     return png(rgb)
 
 
+def delta_max(a: np.ndarray, b: np.ndarray) -> float:
+    """The largest |Δ| in grey levels: the top of delta_png's colour scale."""
+    return float(np.abs(b.astype(np.float32) - a.astype(np.float32)).max())
+
+
+def show_delta(a: np.ndarray, b: np.ndarray, marker: np.ndarray | None, caption: str) -> None:
+    """The |Δ| map with its colour bar: inferno from 0 (left) to the largest change (right), in grey levels."""
+    st.image(delta_png(a, b, marker), caption=caption)
+    bar = np.repeat(_inferno()[np.linspace(0, 255, 220).round().astype(int)][None], 12, axis=0)
+    st.image(png(bar, None), caption=f"|Δ| 0 (left) → {delta_max(a, b):.0f} grey levels (right)", width="stretch")
+
+
 def gray_png(a: np.ndarray) -> bytes:
     return png(gray_rgb(a))
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.parts.cf_view import (badge, class_name, delta_png, gray_png, prediction_line, prob_bars, result_captions,
+from pages.parts.cf_view import (badge, class_name, gray_png, prediction_line, prob_bars, result_captions, show_delta,
                                  trajectory_panel)
 from pages.parts.plain import md_escape
 from services import counterfactuals as cfs
@@ -48,7 +48,7 @@ def render_gan_result(cf_row: dict, arrs: dict | None = None, classes: list[str]
     st.markdown(f"**{cfs.METHOD_LABELS.get('gan', 'GAN')}**")
     img = arrs["counterfactual"]
     st.image(gray_png(img), caption=f"#{cf_row['id']} · target {class_name(classes, cf_row['target'])}")
-    st.image(delta_png(arrs["original"], img, arrs.get("marker")), caption="|Δ| (marker box outlined)")
+    show_delta(arrs["original"], img, arrs.get("marker"), "|Δ| (marker box outlined)")
     prob_bars(classes, m.get("probs_before") or [], m.get("probs_after") or [], key=f"{key}_bars")
     st.caption(prediction_line(m, cf_row["target"], classes))
     passes = m.get("generator_passes")
