@@ -55,3 +55,13 @@ def colour_map(names) -> dict[str, str]:
 def version_colours(names) -> dict[str, str]:
     """Model versions in the given order → VERSION_COLOURS (cycled)."""
     return {n: VERSION_COLOURS[i % len(VERSION_COLOURS)] for i, n in enumerate(dict.fromkeys(names))}
+
+
+# Words for GAN attribute groups whose bare name misleads: the "class" attribute is what the generator was told to
+# draw, not what the classifier predicts (a result "flipped" to Normal once read "class: COVID → Viral Pneumonia").
+ATTRIBUTE_WORDS: dict[str, str] = {"class": "generator's class input"}
+
+
+def attribute_words(name: str) -> str:
+    """The words for an attribute group in results, the UI, the CLI and exports."""
+    return ATTRIBUTE_WORDS.get(name, name)

@@ -107,7 +107,7 @@ def test_the_attribute_text_matches_the_vector_change(toy):
     assert describe_change(spec, a0, a1) == ["marker: left-upper → right-lower", "opacity: +0.80"]
     a2 = a0.copy()
     a2[spec.slices["class"]] = [0.6, 0.4]
-    assert describe_change(spec, a0, a2) == ["class: Normal 1.00 → 0.60"]
+    assert describe_change(spec, a0, a2) == ["generator's class input: Normal 1.00 → 0.60"]
     assert describe_change(spec, a0, a0) == []
     # and every GCI result's words agree with its own vectors
     idx = np.arange(12)
@@ -118,7 +118,7 @@ def test_the_attribute_text_matches_the_vector_change(toy):
         words = res.attributes_changed[b]
         assert words == describe_change(SPEC, res.attrs0[b], res.attrs[b])
         if c0 != c1:
-            assert f"class: {'AB'[c0]} → {'AB'[c1]}" in words
+            assert f"generator's class input: {'AB'[c0]} → {'AB'[c1]}" in words
 
 
 def test_spec_roundtrip_and_synthcxr_rows():

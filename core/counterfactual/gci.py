@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.counterfactual import CounterfactualBatch, register
+from core.palette import attribute_words
 from core.generative.gan import AttrSpec, GANBundle, GANGenerator
 
 MODES = ("attributes", "latent")
@@ -100,7 +101,8 @@ class _Relaxed(nn.Module):
 
 def describe_change(spec: AttrSpec, a0, a1, min_change: float = 0.1) -> list[str]:
     """The attribute change in words: "marker: left-upper → right-lower" when a one-hot group's argmax moves,
-    "class: Normal 1.00 → 0.62" for a large change that keeps the argmax, "opacity: +0.80" for flags."""
+    "generator's class input: Normal 1.00 → 0.62" for a large change that keeps the argmax, "opacity: +0.80" for
+    flags (group names through core.palette.attribute_words). These strings are stored with the result, so the UI, the CLI and exports read the same words."""
     a0 = np.asarray(a0, dtype=np.float64).reshape(-1)
     a1 = np.asarray(a1, dtype=np.float64).reshape(-1)
     out = []
@@ -110,13 +112,13 @@ def describe_change(spec: AttrSpec, a0, a1, min_change: float = 0.1) -> list[str
         if g.kind == "onehot":
             i0, i1 = int(np.argmax(v0)), int(np.argmax(v1))
             if i0 != i1:
-                out.append(f"{g.name}: {g.values[i0]} → {g.values[i1]}")
+                out.append(f"{attribute_words(g.name)}: {g.values[i0]} → {g.values[i1]}")
             elif np.abs(v1 - v0).max() >= min_change:
-                out.append(f"{g.name}: {g.values[i0]} {v0[i0]:.2f} → {v1[i0]:.2f}")
+                out.append(f"{attribute_words(g.name)}: {g.values[i0]} {v0[i0]:.2f} → {v1[i0]:.2f}")
         else:
             d = float(v1[0] - v0[0])
             if abs(d) >= min_change:
-                out.append(f"{g.name}: {d:+.2f}")
+                out.append(f"{attribute_words(g.name)}: {d:+.2f}")
     return out
 
 
