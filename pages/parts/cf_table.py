@@ -44,12 +44,29 @@ def table_row(r: dict) -> dict:
             "created": na(r.get("created_at"))}
 
 
-def uniform(table: list[dict]) -> list[dict]:
-    """A column that holds "n/a" next to numbers becomes text throughout (one type per column: the grid never
-    falls back to a raw None, and Arrow gets a single type)."""
-    mixed = {k for k in (table[0] if table else {}) if any(r[k] == NA for r in table)
-             and any(r[k] != NA for r in table)}
-    return [{k: (str(v) if k in mixed else v) for k, v in r.items()} for r in table]
+def uniform(table: list[dict]):
+    """The table as a pandas Styler for st.dataframe: a column of numbers with "n/a" gaps stays numeric (it sorts by
+    value, not as text) and shows its gaps as "n/a"; other columns keep their values (one type per column, so Arrow
+    gets a single type and the grid never shows a raw None / nan)."""
+    import pandas as pd
+
+    df = pd.DataFrame(table)
+    numeric = []
+    for c in df.columns:
+        vals = [v for v in df[c] if v != NA]
+        if vals and all(isinstance(v, (int, float)) and not isinstance(v, bool) for v in vals):
+            df[c] = pd.to_numeric(df[c].replace(NA, None), errors="coerce")
+            numeric.append(c)
+        elif any(v == NA for v in df[c]) and vals:
+            df[c] = df[c].astype(str)
+    return df.style.format(_number, subset=numeric)
+
+
+def _number(v) -> str:
+    """A table number as text: "n/a" for a gap, whole numbers without decimals, others to 6 significant digits."""
+    if v is None or (isinstance(v, float) and math.isnan(v)):
+        return NA
+    return str(int(v)) if float(v).is_integer() else f"{float(v):.6g}"
 
 
 def stored_table(rows: list[dict]) -> tuple[list[dict], list[dict]]:
