@@ -171,6 +171,18 @@ class _Item:
     lesion: np.ndarray | None
     marker: np.ndarray | None
     meta: dict
+    masks: tuple[bool, bool, bool] | None = None  # which masks exist, once the pixels went to a RowSpill
+
+    def drop_pixels(self) -> None:
+        """Keep only which masks exist: the pixels were written to the import's spill file."""
+        self.masks = (self.lung is not None, self.lesion is not None, self.marker is not None)
+        self.image = self.lung = self.lesion = self.marker = None
+
+    def has(self, mask: str) -> bool:
+        """Whether the item has a `lung`, `lesion` or `marker` mask (also after drop_pixels)."""
+        if self.masks is not None:
+            return self.masks[("lung", "lesion", "marker").index(mask)]
+        return getattr(self, mask) is not None
 
 
 def _read(root: Path, rel: str) -> bytes:
@@ -406,39 +418,42 @@ def import_dataset(path: str | Path, layout: str, name: str, skip_bad: bool = Fa
         raise
 
 
-def _import(src, root, layout, name, skip_bad, labels, size, seed, user_id, progress, max_pixels, meta, bad, started):
-    from core.data.dicom import Deidentifier
+@dataclass
+class _Scan:
+    """What the decode pass found: new items (pixels in `spill`, row = position), changed items (pixels in memory),
+    counts of unchanged files and same-content duplicates."""
+    new: list
+    changed: list
+    unchanged: int
+    duplicates: list
 
+
+def _existing(name: str, root: Path, layout: str, size: int | None) -> tuple[int | None, list, dict, int | None]:
+    """(id, classes, {path: (image id, sha256, index)}, size) of a dataset being re-imported; (None, [], {}, size)
+    for a new name. Refuses a name taken by another root / layout or a different working size."""
     with session() as s:
         existing = s.scalars(select(Dataset).where(Dataset.name == name)).first()
-        if existing is not None:
-            if Path(from_stored(existing.root)) != root or existing.layout != layout:
-                raise ValueError(f"dataset {name!r} already exists (root {from_stored(existing.root)}, layout {existing.layout}); "
-                                 "pick another --name")
-            size = int(existing.image_size) if size is None else size
-            if int(existing.image_size) != size:
-                raise ValueError(f"dataset {name!r} exists at working size {existing.image_size}, not {size}")
-            ex_id, ex_classes = existing.id, list(existing.classes or [])
-            ex_rows = {im.path: (im.id, im.sha256, im.index) for im in
-                       s.scalars(select(Image).where(Image.dataset_id == existing.id))}
-        else:
-            ex_id, ex_classes, ex_rows = None, [], {}
-    _say(progress, 0.02, f"scanning {root} ({layout})")
-    sc = layouts.scan(root, layout, labels_csv=labels)
-    bad.extend(sc.bad)
-    native = size is None
-    if native:
-        size = native_size(root, sc.records)
-    classes = ex_classes or sc.classes
-    attrs = synthcxr.read_attributes(root) if layout == "covid-radiography" else {}
-    deid = Deidentifier() if layout == "dicom" else None
+        if existing is None:
+            return None, [], {}, size
+        if Path(from_stored(existing.root)) != root or existing.layout != layout:
+            raise ValueError(f"dataset {name!r} already exists (root {from_stored(existing.root)}, layout "
+                             f"{existing.layout}); pick another --name")
+        size = int(existing.image_size) if size is None else size
+        if int(existing.image_size) != size:
+            raise ValueError(f"dataset {name!r} exists at working size {existing.image_size}, not {size}")
+        rows = {im.path: (im.id, im.sha256, im.index) for im in
+                s.scalars(select(Image).where(Image.dataset_id == existing.id))}
+        return existing.id, list(existing.classes or []), rows, size
+
+
+def _scan_items(root, records, classes, size, max_pixels, deid, attrs, ex_rows, bad, spill, progress) -> _Scan:
+    """Decode and check every record once; a new item's pixels go straight to the spill file (the import holds
+    one image at a time), a changed one keeps them in memory for an in-place cache update."""
     known_sha = {v[1]: p for p, v in ex_rows.items()}
     seen_sha: dict[str, str] = {}
-    new_items: list[_Item] = []
-    changed: list[tuple[_Item, tuple]] = []
-    unchanged, duplicates = 0, []
-    n = len(sc.records)
-    for k, rec in enumerate(sc.records):
+    out = _Scan([], [], 0, [])
+    n = len(records)
+    for k, rec in enumerate(records):
         if progress and k % 100 == 0:
             progress(0.05 + 0.8 * k / max(1, n), f"checking {k}/{n} files")
         if rec.label not in classes:
@@ -450,47 +465,49 @@ def _import(src, root, layout, name, skip_bad, labels, size, seed, user_id, prog
             if rec.kind != "dicom":
                 data = _read(root, rec.path)
                 if rec.path in ex_rows and ex_rows[rec.path][1] == sha256_bytes(data):
-                    unchanged += 1
+                    out.unchanged += 1
                     continue
             item = _decode(root, rec, size, max_pixels, deid, data=data)
         except BadFile as exc:
             bad.append(layouts.Bad(rec.path, str(exc)))
             continue
         if rec.path in ex_rows and ex_rows[rec.path][1] == item.sha256:
-            unchanged += 1
+            out.unchanged += 1
             continue
         dup_of = seen_sha.get(item.sha256) or (known_sha.get(item.sha256) if known_sha.get(item.sha256) != rec.path
                                                 else None)
         if dup_of is not None:
-            duplicates.append({"path": rec.path, "same_as": dup_of})
+            out.duplicates.append({"path": rec.path, "same_as": dup_of})
             continue
         seen_sha[item.sha256] = rec.path
         a = attrs.get(rec.path)
         if a:
             item.meta = {k2: v for k2, v in a.items() if k2 not in ("path", "class", "label", "split")}
         if rec.path in ex_rows:
-            changed.append((item, ex_rows[rec.path]))
+            out.changed.append((item, ex_rows[rec.path]))
         else:
-            new_items.append(item)
-    report = {
+            spill.put(len(out.new), {"images": item.image, "lung": item.lung, "lesion": item.lesion,
+                                     "marker": item.marker})
+            item.drop_pixels()
+            out.new.append(item)
+    return out
+
+
+def _import_report(src, root, layout, size, native, skip_bad, started, n, scan: _Scan, bad, sc, classes) -> dict:
+    new = scan.new
+    return {
         "layout": layout, "source": str(src), "root": str(root), "size": size, "native_size": native,
-        "resized": sum((it.width, it.height) != (size, size) for it in new_items), "skip_bad": bool(skip_bad),
+        "resized": sum((it.width, it.height) != (size, size) for it in new), "skip_bad": bool(skip_bad),
         "started_at": started.isoformat(), "finished_at": utcnow().isoformat(),
-        "scanned": n, "imported": len(new_items), "updated": len(changed), "unchanged": unchanged,
-        "duplicates": duplicates, "bad": [b.as_dict() for b in bad], "bad_count": len(bad),
+        "scanned": n, "imported": len(new), "updated": len(scan.changed), "unchanged": scan.unchanged,
+        "duplicates": scan.duplicates, "bad": [b.as_dict() for b in bad], "bad_count": len(bad),
         "ignored": sc.ignored[:200], "ignored_count": len(sc.ignored), "classes": classes,
-        "masks": {"lung": sum(it.lung is not None for it in new_items),
-                  "lesion": sum(it.lesion is not None for it in new_items),
-                  "marker": sum(it.marker is not None for it in new_items)},
+        "masks": {k: sum(it.has(k) for it in new) for k in ("lung", "lesion", "marker")},
     }
-    if deid is not None:
-        report["deidentification"] = deid.report()
-    if bad and not skip_bad:
-        raise ImportRefused(report)
-    if ex_id is None and not new_items:
-        raise ValueError(f"no importable images found in {root} with layout {layout}"
-                         + (f" ({len(bad)} bad)" if bad else ""))
-    # Splits: from splits.csv / the labels CSV, else stratified and seeded over the new images.
+
+
+def _assign_splits(new_items: list, classes: list[str], seed: int, report: dict) -> None:
+    """Splits from splits.csv / the labels CSV, else stratified and seeded over the new images."""
     lab = np.array([classes.index(it.rec.label) for it in new_items], np.int64)
     missing = [i for i, it in enumerate(new_items) if not it.rec.split]
     if missing:
@@ -498,8 +515,49 @@ def _import(src, root, layout, name, skip_bad, labels, size, seed, user_id, prog
         for j, i in enumerate(missing):
             new_items[i].rec.split = str(auto[j])
         report["splits"] = f"stratified and seeded (seed {seed}) for {len(missing)} image(s)"
-    _say(progress, 0.88, f"registering {len(new_items)} new, {len(changed)} changed image(s)")
-    old = load_arrays(ex_id) if ex_id is not None and (new_items or changed) else None
+
+
+def _import(src, root, layout, name, skip_bad, labels, size, seed, user_id, progress, max_pixels, meta, bad, started):
+    from core.data.dicom import Deidentifier
+    from core.data.spill import RowSpill
+
+    ex_id, ex_classes, ex_rows, size = _existing(name, root, layout, size)
+    _say(progress, 0.02, f"scanning {root} ({layout})")
+    sc = layouts.scan(root, layout, labels_csv=labels)
+    bad.extend(sc.bad)
+    native = size is None
+    if native:
+        size = native_size(root, sc.records)
+    classes = ex_classes or sc.classes
+    attrs = synthcxr.read_attributes(root) if layout == "covid-radiography" else {}
+    deid = Deidentifier() if layout == "dicom" else None
+    with RowSpill(cache_path(0).parent, size) as spill:  # deleted on every way out: nothing half-written stays
+        scan = _scan_items(root, sc.records, classes, size, max_pixels, deid, attrs, ex_rows, bad, spill, progress)
+        report = _import_report(src, root, layout, size, native, skip_bad, started, len(sc.records), scan, bad, sc,
+                                classes)
+        if deid is not None:
+            report["deidentification"] = deid.report()
+        if bad and not skip_bad:
+            raise ImportRefused(report)
+        if ex_id is None and not scan.new:
+            raise ValueError(f"no importable images found in {root} with layout {layout}"
+                             + (f" ({len(bad)} bad)" if bad else ""))
+        _assign_splits(scan.new, classes, seed, report)
+        _say(progress, 0.88, f"registering {len(scan.new)} new, {len(scan.changed)} changed image(s)")
+        old = load_arrays(ex_id) if ex_id is not None and (scan.new or scan.changed) else None
+        dataset_id, counts, ids = _register(ex_id, name, root, layout, classes, size, meta, user_id, scan, report)
+        if ex_id is None or scan.new or scan.changed:  # an unchanged re-import keeps its cache as it is
+            _say(progress, 0.95, "writing the array cache", committed=True)
+            _write_cache(dataset_id, scan, ids, classes, size, old, spill)
+    _say(progress, 1.0, f"dataset {name}: {len(scan.new)} imported, {scan.unchanged} unchanged, {len(bad)} bad",
+         committed=True)
+    return {"dataset_id": dataset_id, "name": name, "root": str(root), "counts": counts, "report": report,
+            "created": ex_id is None}
+
+
+def _register(ex_id, name, root, layout, classes, size, meta, user_id, scan: _Scan, report) -> tuple[int, dict, list]:
+    """The dataset row (new or existing), one Image row per new item, updated rows for changed ones, the counts
+    and the report; returns (dataset id, counts, new image ids in item order)."""
     with session() as s:
         if ex_id is None:
             d = Dataset(name=name, root=to_stored(root), layout=layout, classes=classes, image_size=size,
@@ -510,15 +568,12 @@ def _import(src, root, layout, name, skip_bad, labels, size, seed, user_id, prog
         else:
             d = s.get(Dataset, ex_id)
             start = int(s.scalar(select(func.max(Image.index)).where(Image.dataset_id == d.id)) or -1) + 1
-        rows = []
-        for i, it in enumerate(new_items):
-            im = Image(dataset_id=d.id, path=it.rec.path, label=classes.index(it.rec.label), split=it.rec.split,
-                       sha256=it.sha256, width=it.width, height=it.height, mask_path=it.rec.mask,
-                       lesion_mask_path=it.rec.lesion_mask, marker_mask_path=it.rec.marker_mask, meta=it.meta,
-                       index=start + i)
-            rows.append(im)
+        rows = [Image(dataset_id=d.id, path=it.rec.path, label=classes.index(it.rec.label), split=it.rec.split,
+                      sha256=it.sha256, width=it.width, height=it.height, mask_path=it.rec.mask,
+                      lesion_mask_path=it.rec.lesion_mask, marker_mask_path=it.rec.marker_mask, meta=it.meta,
+                      index=start + i) for i, it in enumerate(scan.new)]
         s.add_all(rows)
-        for it, (iid, _, idx) in changed:
+        for it, (iid, _, idx) in scan.changed:
             im = s.get(Image, iid)
             im.sha256, im.width, im.height, im.meta = it.sha256, it.width, it.height, it.meta or im.meta
             im.mask_path, im.lesion_mask_path, im.marker_mask_path = it.rec.mask, it.rec.lesion_mask, it.rec.marker_mask
@@ -529,27 +584,42 @@ def _import(src, root, layout, name, skip_bad, labels, size, seed, user_id, prog
         d.report = report
         if meta:
             d.meta = {**(d.meta or {}), **meta}
-        dataset_id, counts, ids = d.id, d.counts, [im.id for im in rows]
-    # The cache: appended rows (and replaced changed rows) in images.index order.
-    if new_items or changed or old is None:
-        _say(progress, 0.95, "writing the array cache", committed=True)
-        new = _arrays(new_items, [classes.index(it.rec.label) for it in new_items],
-                      [it.rec.split for it in new_items], ids, classes, size)
-        if old is not None:
-            for it, (iid, _, idx) in changed:
-                one = _arrays([it], [classes.index(it.rec.label)], [old.splits[idx]], [iid], classes, size)
-                old.images[idx], old.lung[idx], old.lesion[idx], old.marker[idx] = \
-                    one.images[0], one.lung[0], one.lesion[0], one.marker[0]
-                old.has_lung[idx], old.has_marker[idx] = one.has_lung[0], one.has_marker[0]
-            new = _concat(old, new) if len(new) else old
-        try:
-            new.save(cache_path(dataset_id))
-        except OSError:
-            cache_path(dataset_id).unlink(missing_ok=True)  # rebuilt on the next load_arrays
-    _say(progress, 1.0, f"dataset {name}: {len(new_items)} imported, {unchanged} unchanged, {len(bad)} bad",
-         committed=True)
-    return {"dataset_id": dataset_id, "name": name, "root": str(root), "counts": counts, "report": report,
-            "created": ex_id is None}
+        return d.id, d.counts, [im.id for im in rows]
+
+
+def _small_members(items: list, ids: list[int], classes: list[str]) -> dict[str, np.ndarray]:
+    """The cache's per-row and per-dataset arrays of new items (everything but the pixel members)."""
+    return {"labels": np.asarray([classes.index(it.rec.label) for it in items], np.int64),
+            "splits": np.asarray([it.rec.split for it in items], dtype=str),
+            "classes": np.asarray(classes, dtype=str), "image_ids": np.asarray(ids, np.int64),
+            "has_lung": np.asarray([it.has("lung") for it in items], bool),
+            "has_marker": np.asarray([it.has("marker") for it in items], bool),
+            "paths": np.asarray([it.rec.path for it in items], dtype=str)}
+
+
+def _write_cache(dataset_id: int, scan: _Scan, ids: list[int], classes: list[str], size: int,
+                 old: DatasetArrays | None, spill) -> None:
+    """A new dataset's cache is streamed from the spill (never whole in memory); a re-import appends the new rows
+    to the old cache and replaces the changed rows in place (in memory: an update is the small case)."""
+    from core.data.spill import save_npz
+
+    try:
+        if old is None:
+            save_npz(cache_path(dataset_id), _small_members(scan.new, ids, classes), spill, len(scan.new))
+            return
+        sm = _small_members(scan.new, ids, classes)
+        new = DatasetArrays(images=spill.read("images", len(scan.new)), labels=sm["labels"], splits=sm["splits"],
+                            classes=list(classes), image_ids=sm["image_ids"], lung=spill.read("lung", len(scan.new)),
+                            lesion=spill.read("lesion", len(scan.new)), marker=spill.read("marker", len(scan.new)),
+                            has_lung=sm["has_lung"], has_marker=sm["has_marker"], paths=sm["paths"])
+        for it, (iid, _, idx) in scan.changed:
+            one = _arrays([it], [classes.index(it.rec.label)], [old.splits[idx]], [iid], classes, size)
+            old.images[idx], old.lung[idx], old.lesion[idx], old.marker[idx] = \
+                one.images[0], one.lung[0], one.lesion[0], one.marker[0]
+            old.has_lung[idx], old.has_marker[idx] = one.has_lung[0], one.has_marker[0]
+        (_concat(old, new) if len(new) else old).save(cache_path(dataset_id))
+    except OSError:
+        cache_path(dataset_id).unlink(missing_ok=True)  # rebuilt on the next load_arrays
 
 
 # ----------------------------------------------------------------------------------------------- SynthCXR

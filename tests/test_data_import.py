@@ -66,11 +66,20 @@ def test_import_round_trip_and_idempotent_reimport(tree):
     arr = D.load_arrays(res["dataset_id"])
     assert all(splits[p] == s for p, s in zip(arr.paths, arr.splits))
     assert sorted(np.unique(arr.splits)) == sorted(synthcxr.SPLITS)
+    # the streamed cache holds what decoding every file again gives
+    rebuilt = D.build_arrays(res["dataset_id"])
+    for k in ("images", "lung", "lesion", "marker", "labels", "image_ids", "has_lung", "has_marker"):
+        assert np.array_equal(getattr(arr, k), getattr(rebuilt, k)), k
+    assert list(arr.paths) == list(rebuilt.paths) and list(arr.splits) == list(rebuilt.splits)
     before = db_snapshot()
+    cache = D.cache_path(res["dataset_id"])
+    stamp = (cache.stat().st_ino, cache.stat().st_mtime_ns)
     res2 = D.import_dataset(tree, "covid-radiography", "imp", size=32)
     assert res2["report"]["unchanged"] == 48 and res2["report"]["imported"] == 0 and not res2["created"]
     snap = db_snapshot()
     assert snap["images"] == before["images"]
+    assert (cache.stat().st_ino, cache.stat().st_mtime_ns) == stamp  # an unchanged re-import keeps its cache
+    assert not list(cache.parent.glob("import-rows-*"))  # the import's spill folder is gone
     # one new file is appended at the next cache row
     src = tree / "Normal" / "images" / "Normal-1.png"
     extra = tree / "Normal" / "images" / "Normal-999.png"
@@ -178,6 +187,7 @@ def test_bad_input_refused_db_unchanged_then_skipped(tree, make_bad):
     assert path in str(exc.value) and reason in str(exc.value)
     assert db_snapshot() == before
     assert not D.cache_path(2).exists()
+    assert not list(D.cache_path(2).parent.glob("import-rows-*"))  # a refused import leaves no spilled rows
     res = D.import_dataset(tree, "covid-radiography", "imp", size=32, skip_bad=True)
     bad = {b["path"]: b["reason"] for b in res["report"]["bad"]}
     assert path in bad and reason in bad[path]
