@@ -24,7 +24,8 @@ from services.jobs import submit
 PER_PAGE = (12, 24, 48, 96)
 VIEW_DEFAULTS = {"g_sort": "ar", "g_order": "ascending", "g_true": [], "g_pred": [], "g_correct": "all",
                  "g_split": [], "g_annot": "all", "g_opacity": 0.45, "g_cmap": None, "g_per_page": PER_PAGE[1]}
-CARD_PX = 180  # four cards a row in the main column at 1280 px, more on wider screens
+CARD_PX = 262  # wide enough for Good | Bad | Detail on one line: three cards a row at 1280 px, four at 1600 px
+THUMB_PX = 240  # thumbnails encoded at about the card's image width (not upscaled by the browser)
 
 
 # ----------------------------------------------------------------------------------------------- start here
@@ -78,9 +79,14 @@ def _open_new_run(job: dict) -> None:
 
 # ----------------------------------------------------------------------------------------------- pinned pair
 
+def own_pair(model_id: int, u: dict | None) -> dict:
+    """The viewer's own good / bad picks; none without a user (another user's picks are never shown as theirs)."""
+    return fb.current_pair(model_id, u["id"]) if u else {"good": None, "bad": None}
+
+
 def pinned_pair(model: dict, run: dict, dataset_id: int, classes: list[str], opacity: float, cmap: str,
                 u: dict | None) -> dict:
-    pair = fb.current_pair(model["id"], u["id"] if u else None)
+    pair = own_pair(model["id"], u)
     with st.container(border=True):
         st.markdown("**Chosen exemplar pair** " + (f"(of {md_escape(u['name'])})" if u else "(pick a user to choose)"))
         cols = st.columns([2, 2, 3])
@@ -225,18 +231,18 @@ def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: s
     iid = r["image_id"]
     key = f"g_card_{iid}"
     with st.container(border=True, width=CARD_PX):
-        badge = " ✅ good" if iid == good_id else (" ❌ bad" if iid == bad_id else "")
+        badge = " · ✅ good" if iid == good_id else (" · ❌ bad" if iid == bad_id else "")
         st.image(img, width="stretch")
         ok = "✔" if r["correct"] else "✘"
-        st.text(f"{r['path'].rsplit('/', 1)[-1]}{badge}\n"  # a file name is plain text
+        st.text(f"{r['path'].rsplit('/', 1)[-1]}\n"  # a file name is plain text
                 f"true {cls_name(classes, r['label'])}\npred {cls_name(classes, r['pred'])} {fmt(r['prob'])} {ok}\n"
                 f"AR {fmt(r['ar'])} · AP {fmt(r['ap'])}"
-                + (f" · {SORT_LABELS[sort]} {fmt(r[sort])}" if sort not in ("ar", "ap") else ""),
+                + (f" · {SORT_LABELS[sort]} {fmt(r[sort])}" if sort not in ("ar", "ap") else "") + badge,
                 help=NA_HELP if r["ar"] is None or r["ap"] is None else None)
         # the control shows the card's state (its pick, or Detail while open): set before it is drawn
-        st.session_state[key] = card_choice(iid, good_id, bad_id, st.session_state.get("g_detail"))
+        shown = st.session_state[key] = card_choice(iid, good_id, bad_id, st.session_state.get("g_detail"))
         st.segmented_control("Good, bad or detail", CARD_ACTIONS, key=key,  # a fixed label: no file name as Markdown
-                             on_change=do_card, args=(model["id"], rid, iid, key), label_visibility="collapsed",
+                             on_change=do_card, args=(model["id"], rid, iid, key, shown), label_visibility="collapsed",
                              width="stretch")
         if a:
             st.text(f"annotated by {a['user']}: {a['quality'] or 'n/a'} · {a['rating'] or 'n/a'}/5")
@@ -249,7 +255,7 @@ def body(model: dict, run: dict, dataset_id: int, classes: list[str]) -> None:
 
     show_flash()
     u = current_user()
-    start_here(fb.current_pair(model["id"], u["id"] if u else None), u)
+    start_here(own_pair(model["id"], u), u)
     rid = run["id"]
     splits = run_splits(rid, str(run["maps_path"]))
     restore_view(classes, splits)
@@ -273,8 +279,8 @@ def body(model: dict, run: dict, dataset_id: int, classes: list[str]) -> None:
     bad_id = pair["bad"]["image_id"] if pair.get("bad") else None
     annotated = {a["image_id"]: a for a in reversed(fb.list_annotations(model_id=model["id"],
                                                                         image_ids=[r["image_id"] for r in rows]))}
-    pngs = ov.overlays_for(run, dataset_id, rows, opacity, cmap)
-    with st.container(horizontal=True, gap="small"):  # one wrapping row of fixed-width cards: 4 a row at 1280 px
+    pngs = ov.overlays_for(run, dataset_id, rows, opacity, cmap, side=THUMB_PX)
+    with st.container(horizontal=True, gap="small"):  # one wrapping row of fixed-width cards
         for r, img in zip(rows, pngs):
             card(model, rid, r, img, classes, sort, good_id, bad_id, annotated.get(r["image_id"]))
 

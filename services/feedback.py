@@ -61,11 +61,12 @@ def pick(user_id: int, model_id: int, image_id: int, kind: str, run_id: int | No
             raise ValueError(f"no image {image_id}")
         if run_id is not None and s.get(ExplanationRun, int(run_id)) is None:
             raise ValueError(f"no explanation run {run_id}")
+        now = utcnow()
         other = _current(s, model_id, user_id, "bad" if kind == "good" else "good")
         if other is not None and other.image_id == int(image_id):
-            other.undone_at = utcnow()
+            other.undone_at = now  # the same instant as the new pick: undoing the new pick brings this one back
         f = Feedback(user_id=int(user_id), model_id=int(model_id), run_id=int(run_id) if run_id is not None else None,
-                     image_id=int(image_id), kind=kind)
+                     image_id=int(image_id), kind=kind, created_at=now)
         s.add(f)
         s.flush()
         audit.add(s, actor, "pick", f"image:{image_id}", after={"feedback_id": f.id, "kind": kind, "model_id": model_id})
@@ -89,7 +90,19 @@ def undo(user_id: int, model_id: int, feedback_id: int | None = None) -> dict | 
         if f.undone_at is None:
             f.undone_at = utcnow()
             audit.add(s, actor, "pick.undo", f"image:{f.image_id}", before={"feedback_id": f.id, "kind": f.kind})
+            _restore_superseded(s, f)
         return _pick_dict(s, f)
+
+
+def _restore_superseded(s, f: Feedback) -> None:
+    """Undoing a pick that turned the user's good image into the bad one (or back) makes the earlier pick of that
+    image live again: G then B then U leaves the image good, as before B. The earlier pick was closed at the very
+    instant the undone one was made (pick() writes both)."""
+    prev = s.scalars(select(Feedback).where(
+        Feedback.user_id == f.user_id, Feedback.model_id == f.model_id, Feedback.image_id == f.image_id,
+        Feedback.kind != f.kind, Feedback.undone_at == f.created_at).order_by(Feedback.id.desc()).limit(1)).first()
+    if prev is not None:
+        prev.undone_at = None
 
 
 def current_pair(model_id: int, user_id: int | None = None) -> dict:

@@ -47,6 +47,20 @@ def test_picking_the_current_bad_as_good_moves_it(setup):
     assert pair["good"]["image_id"] == ims[5] and pair["bad"] is None
 
 
+def test_undo_of_a_flip_restores_the_pick_it_replaced(setup):
+    mid, rid, ims, ada, _ = setup
+    fb.pick(ada, mid, ims[1], "good", rid)
+    fb.pick(ada, mid, ims[6], "good", rid)   # G on image 6
+    fb.pick(ada, mid, ims[6], "bad", rid)    # then B on the same image: it is the bad one now
+    pair = fb.current_pair(mid, ada)
+    assert pair["bad"]["image_id"] == ims[6] and pair["good"]["image_id"] == ims[1]
+    fb.undo(ada, mid)                        # U: as before B, image 6 is good again and there is no bad
+    pair = fb.current_pair(mid, ada)
+    assert pair["good"]["image_id"] == ims[6] and pair["bad"] is None
+    fb.undo(ada, mid)                        # U again: the G on image 6 goes, image 1 is good
+    assert fb.current_pair(mid, ada)["good"]["image_id"] == ims[1]
+
+
 def test_pick_validation(setup):
     mid, rid, ims, ada, _ = setup
     with pytest.raises(ValueError):

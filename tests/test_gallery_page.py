@@ -83,6 +83,10 @@ def test_good_and_bad_clicks_write_feedback_with_the_current_user(gallery):
     assert at.button(key="g_retrain").disabled is False
     at.button(key="g_undo").click().run()
     assert at.button_group(key=f"g_card_{ids[1]}").value is None
+    # Good again on the good card changes nothing and says how to take a pick back
+    card_action(at, ids[-1], None)
+    assert at.button_group(key=f"g_card_{ids[-1]}").value == "Good"
+    assert any("already your good exemplar" in t.value and "Undo" in t.value for t in at.toast)
     with session() as s:
         last = s.scalars(select(Feedback).order_by(Feedback.id.desc())).first()
         assert last.kind == "bad" and last.undone_at is not None
@@ -90,16 +94,22 @@ def test_good_and_bad_clicks_write_feedback_with_the_current_user(gallery):
 
 
 def test_a_pick_without_a_user_says_so_and_writes_nothing():
+    from services import feedback as fb
+
     ds_id, mid = dataset_and_model(n=20, size=32)
-    fake_run(ds_id, mid)
+    rid = fake_run(ds_id, mid)
+    other = query_explanations(rid, limit=1)[0][0]["image_id"]
+    fb.pick(get_or_create_user("rivera"), mid, other, "good", rid)  # another user's pick
     at = open_page(app_test(), "gallery")
-    iid = card_ids(at)[0]
+    assert at.button_group(key=f"g_card_{other}").value is None  # not shown as if it were the viewer's
+    assert not any("rivera" in m.value for m in at.markdown)
+    iid = card_ids(at)[1]
     card_action(at, iid, "Good")
     assert not at.exception, [e.value for e in at.exception]
-    assert any("Pick or create a user" in w.value for w in at.warning)
+    assert any("Pick or create a user" in t.value for t in at.toast)  # a toast: seen wherever the page is scrolled
     assert at.button_group(key=f"g_card_{iid}").value is None
     with session() as s:
-        assert s.scalars(select(Feedback)).first() is None
+        assert len(s.scalars(select(Feedback)).all()) == 1  # only rivera's
     card_action(at, iid, "Detail")  # looking needs no user
     assert at.button(key="g_close") is not None and at.button_group(key=f"g_card_{iid}").value == "Detail"
 

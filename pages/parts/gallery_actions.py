@@ -33,9 +33,14 @@ def flash(kind: str, text: str) -> None:
     st.session_state.setdefault("g_flash", []).append((kind, text))
 
 
+FLASH_ICONS = {"success": "✅", "info": "ℹ️", "warning": "⚠️"}
+
+
 def show_flash() -> None:
+    """The outcome of the last click as a toast: it shows in the corner wherever the page is scrolled (a message at
+    the top of the gallery went unseen after a click on a card further down)."""
     for kind, text in st.session_state.pop("g_flash", []):
-        getattr(st, kind)(text)
+        st.toast(text, icon=FLASH_ICONS.get(kind))
 
 
 def do_pick(model_id: int, run_id: int, image_id: int, kind: str) -> None:
@@ -83,14 +88,18 @@ def card_choice(image_id: int, good_id, bad_id, detail_id) -> str | None:
     return "Detail" if image_id == detail_id else None
 
 
-def do_card(model_id: int, run_id: int, image_id: int, key: str) -> None:
+def do_card(model_id: int, run_id: int, image_id: int, key: str, shown: str | None) -> None:
     """A card's control was clicked: Good / Bad pick the image, Detail opens its detail view. Clicking the option
-    that is already selected changes nothing (Undo takes a pick back); the page then shows the card's state again."""
+    that is already selected changes nothing and says how to take a pick back; the page then shows the card's
+    state again (`shown`: what the control showed before the click)."""
     choice = st.session_state.get(key)
     if choice == "Detail":
         do_detail(image_id)
     elif choice in ("Good", "Bad"):
         do_pick(model_id, run_id, image_id, choice.lower())
+    elif shown in ("Good", "Bad"):
+        flash("info", f"This image is already your {shown.lower()} exemplar: **Undo last pick** (key U) takes a "
+                      "pick back.")
 
 
 def do_annotate(model_id: int, run_id: int, image_id: int, key: str) -> None:
