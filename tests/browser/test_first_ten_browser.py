@@ -11,7 +11,7 @@ from playwright.sync_api import expect
 
 from services.datasets import synth_dataset
 from services.users import list_users
-from tests.browser.harness import card_option, choose, exceptions_on, live_app, page, wait_idle  # noqa: F401
+from tests.browser.harness import choose, exceptions_on, live_app, page, wait_idle  # noqa: F401
 from tests.helpers_explain import dataset_and_model, fake_run
 
 pytestmark = pytest.mark.browser
