@@ -128,13 +128,7 @@ def gci_search(G: GANGenerator, classifier: nn.Module, images: torch.Tensor, tar
 
     G and the classifier are used in eval mode and not changed; only A' (or δ) is optimised.
     """
-    cfg = cfg or GCIConfig()
-    if cfg.mode not in MODES:
-        raise ValueError(f"GCI mode must be one of {MODES}, got {cfg.mode!r}")
-    if cfg.output not in OUTPUTS:
-        raise ValueError(f"GCI output must be one of {OUTPUTS}, got {cfg.output!r}")
-    if cfg.mode == "attributes" and spec is None:
-        raise ValueError("attribute mode needs the attribute spec")
+    cfg = _checked(cfg or GCIConfig(), spec)
     t_start = time.perf_counter()
     dev = next(G.parameters()).device
     G.eval()
@@ -162,18 +156,7 @@ def gci_search(G: GANGenerator, classifier: nn.Module, images: torch.Tensor, tar
             dz = torch.zeros_like(feats[-1], requires_grad=True)
             params = [dz]
         opt = torch.optim.Adam(params, lr=cfg.lr, eps=1e-12)  # tiny eps: saturated softmax gradients are tiny
-        lam = torch.full((B,), float(cfg.lam), device=dev)
-        done = torch.zeros(B, dtype=torch.bool, device=dev)
-        streak = torch.zeros(B, dtype=torch.long, device=dev)
-        since_flip = torch.zeros(B, dtype=torch.long, device=dev)
-        steps = torch.full((B,), cfg.max_steps, dtype=torch.long, device=dev)
-        res_img = torch.zeros_like(x)
-        res_attr = a0.clone()
-        res_dz = torch.zeros_like(feats[-1])
-        res_probs = torch.zeros(B, 1, device=dev)
-        traj = {k: [] for k in ("objective", "ce", "l1", "target_prob", "lam")}
-        snaps = []
-        passes = torch.zeros(B, dtype=torch.long, device=dev)
+        st = _Search.start(cfg, x, a0, feats[-1])
         for step in range(1, cfg.max_steps + 1):
             a = relaxed() if relaxed is not None else a0
             f = feats if dz is None else feats[:-1] + [feats[-1] + dz]
@@ -183,48 +166,95 @@ def gci_search(G: GANGenerator, classifier: nn.Module, images: torch.Tensor, tar
             logits = classifier(out)
             ce = F.cross_entropy(logits, tgt, reduction="none")
             l1 = (out - x).abs().flatten(1).mean(1)
-            obj = lam * ce + l1
-            active = (~done).float()
+            obj = st.lam * ce + l1
             opt.zero_grad(set_to_none=True)
-            (obj * active).sum().backward()
-            passes += (~done).long()
+            (obj * (~st.done).float()).sum().backward()
+            st.passes += (~st.done).long()
             with torch.no_grad():
-                probs = logits.softmax(1)
-                if res_probs.shape[1] != probs.shape[1]:
-                    res_probs = torch.zeros_like(probs)
-                tp = probs.gather(1, tgt[:, None]).squeeze(1)
-                flip = probs.argmax(1) == tgt
-                for k, v in (("objective", obj), ("ce", ce), ("l1", l1), ("target_prob", tp), ("lam", lam)):
-                    traj[k].append(v.detach().cpu().numpy().copy())
-                if cfg.snapshot_every and (step == 1 or step % cfg.snapshot_every == 0):
-                    snaps.append((step, out[:, 0].detach().cpu().numpy().copy()))
-                streak = torch.where(flip, streak + 1, torch.zeros_like(streak))
-                since_flip = torch.where(flip, torch.zeros_like(since_flip), since_flip + 1)
-                stop = (~done) & ((streak >= cfg.patience) | (step == cfg.max_steps))
-                if stop.any():
-                    res_img[stop] = out.detach()[stop]
-                    res_attr[stop] = a.detach()[stop]
-                    res_probs[stop] = probs[stop]
-                    if dz is not None:
-                        res_dz[stop] = dz.detach()[stop]
-                    steps[stop] = step
-                    done |= stop
-                grow = (~done) & (since_flip > 0) & (since_flip % cfg.grow_every == 0)
-                lam = torch.where(grow, lam * cfg.lam_growth, lam)
+                st.record(cfg, step, out, a, dz, logits.softmax(1), tgt, obj, ce, l1)
             if progress is not None:
                 progress(step, cfg.max_steps)
-            if bool(done.all()):
+            if bool(st.done.all()):
                 break
             opt.step()
     finally:
         for p, r in zip(list(G.parameters()) + list(classifier.parameters()), req):
             p.requires_grad_(r)
-    tgt_np = tgt.cpu().numpy()
-    probs_np = res_probs.cpu().numpy()
-    img_np = res_img.cpu().numpy()
-    x_np = x.cpu().numpy()
+    latent = (st.res_dz.flatten(1).norm(dim=1) / z_norm).cpu().numpy() if cfg.mode == "latent" else np.zeros(B)
+    return _result(cfg, spec, x, tgt, a0, st.res_img, st.res_attr, st.res_probs, latent, st.steps, st.passes,
+                   st.traj, st.snaps, t_start)
+
+
+@dataclass
+class _Search:
+    """Per-sample state of a GCI search: λ, flip streaks, which samples are done, and each sample's result (image,
+    attributes, δ, probabilities) kept at the step it stopped; the trajectory and snapshots for the UI."""
+    lam: torch.Tensor
+    done: torch.Tensor
+    streak: torch.Tensor
+    since_flip: torch.Tensor
+    steps: torch.Tensor
+    passes: torch.Tensor
+    res_img: torch.Tensor
+    res_attr: torch.Tensor
+    res_dz: torch.Tensor
+    res_probs: torch.Tensor
+    traj: dict = field(default_factory=lambda: {k: [] for k in ("objective", "ce", "l1", "target_prob", "lam")})
+    snaps: list = field(default_factory=list)
+
+    @classmethod
+    def start(cls, cfg: GCIConfig, x: torch.Tensor, a0: torch.Tensor, z: torch.Tensor) -> "_Search":
+        B, dev = x.shape[0], x.device
+        zeros = lambda: torch.zeros(B, dtype=torch.long, device=dev)  # noqa: E731
+        return cls(lam=torch.full((B,), float(cfg.lam), device=dev), done=torch.zeros(B, dtype=torch.bool, device=dev),
+                   streak=zeros(), since_flip=zeros(), steps=torch.full((B,), cfg.max_steps, dtype=torch.long,
+                                                                       device=dev),
+                   passes=zeros(), res_img=torch.zeros_like(x), res_attr=a0.clone(), res_dz=torch.zeros_like(z),
+                   res_probs=torch.zeros(B, 1, device=dev))
+
+    def record(self, cfg: GCIConfig, step: int, out, a, dz, probs, tgt, obj, ce, l1) -> None:
+        """After a step: log the trajectory, keep the result of each sample that has flipped for `patience` steps
+        (or reached the last step), and grow λ for samples that have gone `grow_every` steps without a flip."""
+        if self.res_probs.shape[1] != probs.shape[1]:
+            self.res_probs = torch.zeros_like(probs)
+        tp = probs.gather(1, tgt[:, None]).squeeze(1)
+        flip = probs.argmax(1) == tgt
+        for k, v in (("objective", obj), ("ce", ce), ("l1", l1), ("target_prob", tp), ("lam", self.lam)):
+            self.traj[k].append(v.detach().cpu().numpy().copy())
+        if cfg.snapshot_every and (step == 1 or step % cfg.snapshot_every == 0):
+            self.snaps.append((step, out[:, 0].detach().cpu().numpy().copy()))
+        self.streak = torch.where(flip, self.streak + 1, torch.zeros_like(self.streak))
+        self.since_flip = torch.where(flip, torch.zeros_like(self.since_flip), self.since_flip + 1)
+        stop = (~self.done) & ((self.streak >= cfg.patience) | (step == cfg.max_steps))
+        if stop.any():
+            self.res_img[stop] = out.detach()[stop]
+            self.res_attr[stop] = a.detach()[stop]
+            self.res_probs[stop] = probs[stop]
+            if dz is not None:
+                self.res_dz[stop] = dz.detach()[stop]
+            self.steps[stop] = step
+            self.done |= stop
+        grow = (~self.done) & (self.since_flip > 0) & (self.since_flip % cfg.grow_every == 0)
+        self.lam = torch.where(grow, self.lam * cfg.lam_growth, self.lam)
+
+
+def _checked(cfg: GCIConfig, spec: AttrSpec | None) -> GCIConfig:
+    """The config, refused with a one-line message when its mode / output is unknown or attributes lack a spec."""
+    if cfg.mode not in MODES:
+        raise ValueError(f"GCI mode must be one of {MODES}, got {cfg.mode!r}")
+    if cfg.output not in OUTPUTS:
+        raise ValueError(f"GCI output must be one of {OUTPUTS}, got {cfg.output!r}")
+    if cfg.mode == "attributes" and spec is None:
+        raise ValueError("attribute mode needs the attribute spec")
+    return cfg
+
+
+def _result(cfg, spec, x, tgt, a0, res_img, res_attr, res_probs, latent, steps, passes, traj, snaps,
+            t_start: float) -> GCIResult:
+    """The search's tensors as a GCIResult of numpy arrays, with the attribute changes in words."""
+    B = x.shape[0]
+    tgt_np, probs_np, img_np, x_np = tgt.cpu().numpy(), res_probs.cpu().numpy(), res_img.cpu().numpy(), x.cpu().numpy()
     a_np, a0_np = res_attr.cpu().numpy(), a0.cpu().numpy()
-    latent = (res_dz.flatten(1).norm(dim=1) / z_norm).cpu().numpy() if cfg.mode == "latent" else np.zeros(B)
     if cfg.mode == "attributes":
         changed = [describe_change(spec, a0_np[i], a_np[i]) for i in range(B)]
     else:
