@@ -62,7 +62,7 @@ def main() -> None:
     rows = list_ratings(kind=kind, user_id=uid, model_id=mid, method=method)
     st.subheader("Ratings")
     if not rows:
-        st.info("No ratings match. Annotate explanations in the **Gallery** (a card's *Detail · annotate*) and rate "
+        st.info("No ratings match. Annotate explanations in the **Gallery** (**Detail** on a card) and rate "
                 "counterfactuals on **Counterfactuals**.")
     else:
         n_exp = sum(r["kind"] == "explanation" for r in rows)

@@ -35,8 +35,8 @@ def start_here(pair: dict, u: dict | None) -> None:
     has_good, has_bad = pair.get("good") is not None, pair.get("bad") is not None
     step = 1 if not (has_good and has_bad) else 2
     marks = ["✅" if has_good and has_bad else "①", "②", "③"]
-    texts = ["pick a **good** map (on the lungs, high AR) and a **bad** one (on the marker, low AR) with the card "
-             "buttons", "**Retrain with these** (eXBL, a worker job)", "read the **Before / after** report"]
+    texts = ["pick a **good** map (on the lungs, high AR) and a **bad** one (on the marker, low AR) with **Good** / "
+             "**Bad** on the cards", "**Retrain with these** (eXBL, a worker job)", "read the **Before / after** report"]
     st.info("**Start here** · " + " → ".join(f"{m} {t}" for m, t in zip(marks, texts))
             + ("" if u else " · pick or create a user in the sidebar to choose maps"),
             icon="👉" if step == 1 else "🔁")
