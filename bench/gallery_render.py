@@ -24,10 +24,12 @@ import tempfile
 import time
 from pathlib import Path
 
-PER_PAGE = 24  # the gallery's default page size
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+from pages.parts.state import GALLERY_PARAMS  # noqa: E402
+
+PER_PAGE = GALLERY_PARAMS["per_page"][1]  # the gallery's default page size (written once, in pages.parts.state)
 
 
 def build(n: int) -> tuple[int, int, int]:

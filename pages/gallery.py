@@ -23,7 +23,7 @@ from services.jobs import submit
 
 PER_PAGE = (12, 24, 48, 96)
 VIEW_DEFAULTS = {"g_sort": "ar", "g_order": "ascending", "g_true": [], "g_pred": [], "g_correct": "all",
-                 "g_split": [], "g_annot": "all", "g_opacity": 0.45, "g_cmap": None, "g_per_page": PER_PAGE[1]}
+                 "g_split": [], "g_annot": "all", "g_opacity": 0.45, "g_cmap": None, "g_per_page": url.GALLERY_PARAMS["per_page"][1]}
 CARD_PX = 262  # wide enough for Good | Bad | Detail on one line: three cards a row at 1280 px, four at 1600 px
 THUMB_PX = 240  # thumbnails encoded at about the card's image width (not upscaled by the browser)
 
@@ -227,7 +227,7 @@ def page_rows(rid: int, page_box) -> tuple[list[dict], int, int, int]:
 
 def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: str, good_id, bad_id, a) -> None:
     """One thumbnail card. Few, cheap elements (plain st.text, one segmented control for Good / Bad / Detail): the
-    browser redraws 24 of them on every sort / filter / page change, and each element costs it about a millisecond."""
+    browser redraws a page of them on every sort / filter / page change, and each element costs it about a millisecond."""
     iid = r["image_id"]
     key = f"g_card_{iid}"
     with st.container(border=True, width=CARD_PX):

@@ -24,7 +24,7 @@ def test_the_first_screen_is_the_ranked_gallery_with_a_start_here_strip(ranked):
     at = app_test().run()  # no user, no click: the default page
     assert not at.exception, [e.value for e in at.exception]
     assert at.title[0].value == "Explanation gallery"
-    assert len(card_ids(at)) == 24
+    assert len(card_ids(at)) == 12
     assert any("Start here" in i.value for i in at.info)
     shown = " ".join(m.value for m in at.markdown) + " ".join(str(m.value) for m in at.metric)
     assert "None" not in shown and "NaN" not in shown  # undefined metrics read n/a
@@ -44,7 +44,7 @@ def test_the_first_screen_skips_the_independent_classifier_trained_after_the_bas
     at = app_test().run()
     assert not at.exception, [e.value for e in at.exception]
     assert at.session_state["model"]["id"] == mid
-    assert len(card_ids(at)) == 24
+    assert len(card_ids(at)) == 12
 
 
 def test_create_user_in_one_submit_and_it_lands_in_the_url():

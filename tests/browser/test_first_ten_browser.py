@@ -42,7 +42,7 @@ def test_ranked_gallery_first_enter_creates_user_and_reload_keeps_state(page, li
     page.goto(live_app.url)
     wait_idle(page)
     page.get_by_role("heading", name="Explanation gallery").wait_for()
-    expect(cards(page)).to_have_count(24, timeout=60_000)  # the ranked grid, no click needed
+    expect(cards(page)).to_have_count(12, timeout=60_000)  # the ranked grid, no click needed
     page.get_by_text("Start here").first.wait_for()
 
     box = page.get_by_label("…or create a user")
@@ -63,7 +63,7 @@ def test_ranked_gallery_first_enter_creates_user_and_reload_keeps_state(page, li
     assert "user=alice" in page.url and f"model={mid}" in page.url and "order=descending" in page.url
     page.get_by_text("(of alice)").first.wait_for()
     expect(page.get_by_role("radio", name="descending")).to_be_checked()
-    expect(cards(page)).to_have_count(24, timeout=60_000)
+    expect(cards(page)).to_have_count(12, timeout=60_000)
     assert first_card_id(page) == first
     assert exceptions_on(page) == []
 

@@ -16,7 +16,7 @@ RANGE_JS = """() => { const g = document.querySelector('.js-plotly-plot');
 def test_viewer_opens_at_native_size_and_zooms(page, live_app):
     ds_id, mid = dataset_and_model(n=20, size=48)
     rid = fake_run(ds_id, mid)
-    rows, _ = query_explanations(rid, "ar", False, limit=24)
+    rows, _ = query_explanations(rid, "ar", False, limit=12)
     page.goto(live_app.url)
     wait_idle(page)
     pick_user(page, "radiologist")
