@@ -31,6 +31,7 @@ def register(app: typer.Typer) -> None:
                                                     help="allow a non-loopback address without sign-in")):
         """Start a worker and the Streamlit app together; Ctrl-C stops both."""
         from services.database import ensure_schema
+        from services.streamlit_launch import streamlit_command
         from services.users import serve_refusal
 
         if (why := serve_refusal(address, insecure_no_auth)):
@@ -40,9 +41,7 @@ def register(app: typer.Typer) -> None:
         exe = Path(sys.executable).with_name("exemplar")
         wcmd = [str(exe) if exe.exists() else sys.executable, *([] if exe.exists() else ["-m", "services.cli"]),
                 "worker", "--workers", str(workers)]
-        scmd = [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(port),
-                "--server.address", address, "--server.headless", str(headless).lower(),
-                "--browser.gatherUsageStats", "false"]
+        scmd = streamlit_command(port, address, headless)
         def _interrupt(*_):
             raise KeyboardInterrupt
 

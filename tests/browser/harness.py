@@ -17,6 +17,8 @@ from pathlib import Path
 
 import pytest
 
+from services.streamlit_launch import streamlit_command
+
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
@@ -59,9 +61,7 @@ class LiveApp:
         self.worker = subprocess.Popen([str(bindir / "exemplar"), "worker"], env=self.env, cwd=ROOT,
                                        stdout=self.worker_log, stderr=subprocess.STDOUT, start_new_session=True)
         self.app = subprocess.Popen(
-            [sys.executable, "-m", "streamlit", "run", str(ROOT / "app.py"), "--server.port", str(self.port),
-             "--server.address", "127.0.0.1", "--server.headless", "true", "--browser.gatherUsageStats", "false",
-             "--server.fileWatcherType", "none"],
+            streamlit_command(self.port, "127.0.0.1", True, "--server.fileWatcherType", "none"),  # as exemplar serve
             env=self.env, cwd=ROOT, stdout=self.app_log, stderr=subprocess.STDOUT, start_new_session=True)
         _wait_http(self.url + "/_stcore/health", self.app)
 
