@@ -23,7 +23,8 @@ from services.jobs import submit
 
 PER_PAGE = (12, 24, 48, 96)
 VIEW_DEFAULTS = {"g_sort": "ar", "g_order": "ascending", "g_true": [], "g_pred": [], "g_correct": "all",
-                 "g_split": [], "g_annot": "all", "g_opacity": 0.45, "g_cmap": None, "g_per_page": url.GALLERY_PARAMS["per_page"][1]}
+                 "g_split": [], "g_annot": "all", "g_opacity": 0.45, "g_cmap": None,
+                 "g_per_page": url.GALLERY_PARAMS["per_page"][1]}
 CARD_PX = 262  # wide enough for Good | Bad | Detail on one line: three cards a row at 1280 px, four at 1600 px
 THUMB_PX = 240  # thumbnails encoded at about the card's image width (not upscaled by the browser)
 
@@ -36,7 +37,8 @@ def start_here(pair: dict, u: dict | None) -> None:
     step = 1 if not (has_good and has_bad) else 2
     marks = ["✅" if has_good and has_bad else "①", "②", "③"]
     texts = ["pick a **good** map (on the lungs, high AR) and a **bad** one (on the marker, low AR) with **Good** / "
-             "**Bad** on the cards", "**Retrain with these** (eXBL, a worker job)", "read the **Before / after** report"]
+             "**Bad** on the cards", "**Retrain with these** (eXBL, a worker job)",
+             "read the **Before / after** report"]
     st.info("**Start here** · " + " → ".join(f"{m} {t}" for m, t in zip(marks, texts))
             + ("" if u else " · pick or create a user in the sidebar to choose maps"),
             icon="👉" if step == 1 else "🔁")
@@ -227,7 +229,7 @@ def page_rows(rid: int, page_box) -> tuple[list[dict], int, int, int]:
 
 def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: str, good_id, bad_id, a) -> None:
     """One thumbnail card. Few, cheap elements (plain st.text, one segmented control for Good / Bad / Detail): the
-    browser redraws a page of them on every sort / filter / page change, and each element costs it about a millisecond."""
+    browser redraws a page of them on every sort / filter / page change, each element costing it about 1 ms."""
     iid = r["image_id"]
     key = f"g_card_{iid}"
     with st.container(border=True, width=CARD_PX):
@@ -283,6 +285,7 @@ def body(model: dict, run: dict, dataset_id: int, classes: list[str]) -> None:
     with st.container(horizontal=True, gap="small"):  # one wrapping row of fixed-width cards
         for r, img in zip(rows, pngs):
             card(model, rid, r, img, classes, sort, good_id, bad_id, annotated.get(r["image_id"]))
+
 
 def pick_run(runs: list[dict]) -> dict:
     run_ids = [r["id"] for r in runs]

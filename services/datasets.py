@@ -531,7 +531,7 @@ def _import(src, root, layout, name, skip_bad, labels, size, seed, user_id, prog
     classes = ex_classes or sc.classes
     attrs = synthcxr.read_attributes(root) if layout == "covid-radiography" else {}
     deid = Deidentifier() if layout == "dicom" else None
-    with RowSpill(cache_path(0).parent, size) as spill:  # deleted on every way out: nothing half-written stays
+    with RowSpill(get_settings().path("cache"), size) as spill:  # deleted on every way out: nothing half-written stays
         scan = _scan_items(root, sc.records, classes, size, max_pixels, deid, attrs, ex_rows, bad, spill, progress)
         report = _import_report(src, root, layout, size, native, skip_bad, started, len(sc.records), scan, bad, sc,
                                 classes)

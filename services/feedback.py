@@ -89,12 +89,13 @@ def undo(user_id: int, model_id: int, feedback_id: int | None = None) -> dict | 
             return None
         if f.undone_at is None:
             f.undone_at = utcnow()
-            audit.add(s, actor, "pick.undo", f"image:{f.image_id}", before={"feedback_id": f.id, "kind": f.kind})
-            _restore_superseded(s, f)
+            back = _restore_superseded(s, f)
+            audit.add(s, actor, "pick.undo", f"image:{f.image_id}", before={"feedback_id": f.id, "kind": f.kind},
+                      after={"restored_feedback_id": back.id, "kind": back.kind} if back is not None else None)
         return _pick_dict(s, f)
 
 
-def _restore_superseded(s, f: Feedback) -> None:
+def _restore_superseded(s, f: Feedback) -> Feedback | None:
     """Undoing a pick that turned the user's good image into the bad one (or back) makes the earlier pick of that
     image live again: G then B then U leaves the image good, as before B. The earlier pick was closed at the very
     instant the undone one was made (pick() writes both)."""
@@ -103,6 +104,7 @@ def _restore_superseded(s, f: Feedback) -> None:
         Feedback.kind != f.kind, Feedback.undone_at == f.created_at).order_by(Feedback.id.desc()).limit(1)).first()
     if prev is not None:
         prev.undone_at = None
+    return prev
 
 
 def current_pair(model_id: int, user_id: int | None = None) -> dict:

@@ -57,6 +57,14 @@ def test_undo_of_a_flip_restores_the_pick_it_replaced(setup):
     fb.undo(ada, mid)                        # U: as before B, image 6 is good again and there is no bad
     pair = fb.current_pair(mid, ada)
     assert pair["good"]["image_id"] == ims[6] and pair["bad"] is None
+    from sqlalchemy import select
+
+    from db.models import AuditRow
+    from services.database import session
+
+    with session() as s:  # the audit row of the undo names the pick it brought back
+        last = s.scalars(select(AuditRow).where(AuditRow.action == "pick.undo").order_by(AuditRow.id.desc())).first()
+        assert last.after == {"restored_feedback_id": pair["good"]["id"], "kind": "good"}
     fb.undo(ada, mid)                        # U again: the G on image 6 goes, image 1 is good
     assert fb.current_pair(mid, ada)["good"]["image_id"] == ims[1]
 

@@ -25,7 +25,7 @@ class RowSpill:
     def __init__(self, directory: str | Path, side: int):
         Path(directory).mkdir(parents=True, exist_ok=True)
         self.dir = Path(tempfile.mkdtemp(prefix="import-rows-", dir=directory))
-        self.side, self.rows = int(side), 0
+        self.side = int(side)
         self.fds = {m: os.open(self.dir / f"{m}.raw", os.O_RDWR | os.O_CREAT, 0o600) for m in MEMBERS}
 
     @property
@@ -41,7 +41,6 @@ class RowSpill:
                 if buf.size != self.row_bytes:
                     raise ValueError(f"{m} row {row}: {buf.size} pixels, expected {self.row_bytes}")
                 os.pwrite(self.fds[m], buf.tobytes(), row * self.row_bytes)
-        self.rows = max(self.rows, row + 1)
 
     def read(self, member: str, count: int) -> np.ndarray:
         """The first `count` rows of a member in memory (for the small re-import path)."""

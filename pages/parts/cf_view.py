@@ -86,9 +86,8 @@ def masks_rgb(a: np.ndarray, lung: np.ndarray | None, marker: np.ndarray | None)
     return rgb.round().astype(np.uint8)
 
 
-def delta_png(a: np.ndarray, b: np.ndarray, marker: np.ndarray | None = None) -> bytes:
-    """|Δ| in the inferno colormap (scaled to its max), the marker box outlined in cyan."""
-    d = np.abs(b.astype(np.float32) - a.astype(np.float32))
+def delta_png(d: np.ndarray, marker: np.ndarray | None = None) -> bytes:
+    """|Δ| (grey levels) in the inferno colormap (scaled to its max), the marker box outlined in cyan."""
     m = d / d.max() if d.max() > 0 else d
     rgb = _inferno()[(m * 255).round().astype(np.uint8)]
     box = cfs.marker_box(marker) if marker is not None else None
@@ -101,16 +100,12 @@ def delta_png(a: np.ndarray, b: np.ndarray, marker: np.ndarray | None = None) ->
     return png(rgb)
 
 
-def delta_max(a: np.ndarray, b: np.ndarray) -> float:
-    """The largest |Δ| in grey levels: the top of delta_png's colour scale."""
-    return float(np.abs(b.astype(np.float32) - a.astype(np.float32)).max())
-
-
 def show_delta(a: np.ndarray, b: np.ndarray, marker: np.ndarray | None, caption: str) -> None:
     """The |Δ| map with its colour bar: inferno from 0 (left) to the largest change (right), in grey levels."""
-    st.image(delta_png(a, b, marker), caption=caption)
+    d = np.abs(b.astype(np.float32) - a.astype(np.float32))
+    st.image(delta_png(d, marker), caption=caption)
     bar = np.repeat(_inferno()[np.linspace(0, 255, 220).round().astype(int)][None], 12, axis=0)
-    st.image(png(bar, None), caption=f"|Δ| 0 (left) → {delta_max(a, b):.0f} grey levels (right)", width="stretch")
+    st.image(png(bar, None), caption=f"|Δ| 0 (left) → {d.max():.0f} grey levels (right)", width="stretch")
 
 
 def gray_png(a: np.ndarray) -> bytes:

@@ -11,9 +11,10 @@ import streamlit as st
 
 from pages.parts.cf_view import (badge, class_name, gray_png, prediction_line, prob_bars, result_captions, show_delta,
                                  trajectory_panel)
-from pages.parts.plain import md_escape
 from core.palette import attribute_words
+from pages.parts.plain import md_escape
 from services import counterfactuals as cfs
+
 
 def attribute_lines(cf_row: dict) -> list[str]:
     """The attribute changes of a stored GAN result, in words (empty when nothing changed). New results store the
