@@ -113,11 +113,8 @@ def train_maps(model, ev: EvalSet):
     model.eval()
     for i in range(0, ev.x.shape[0], 256):
         x = as_float(ev.x[i:i + 256])
-        with torch.no_grad():
-            f = model.forward_features(x)
-        f = f.detach().requires_grad_(True)
+        f, lg = C.features_logits(model, x, detach=True)
         with torch.enable_grad():
-            lg = model.forward_head(f)
             cam = C.gradcam(f, lg, lg.argmax(1), create_graph=False)
         m = localisation_metrics(C.upsample(cam.detach(), tuple(x.shape[-2:])), ev.lung[i:i + 256],
                                  ev.marker[i:i + 256])

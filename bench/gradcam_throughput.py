@@ -4,7 +4,7 @@
   ours         core.explain.explain(..., 'gradcam') + every localisation metric on the device (the explain job's
                per-batch work: maps upsampled and normalised, AR/AP/F1/soft AR/mass/RRA/pointing/WR)
   ours maps    core.explain.explain(..., 'gradcam') alone
-  grad-cam     pytorch-grad-cam's GradCAM on the same target layer (model.feature_layer), batched, used as its
+  grad-cam     pytorch-grad-cam's GradCAM on the same target layer (core.models.target), batched, used as its
                README shows (parameters trainable as in a normal model)
   captum loop  Captum's LayerGradCam one image at a time (the naive per-image loop)
 
@@ -27,6 +27,7 @@ import torch
 
 from core.explain import explain, explaining, upsample_normalise
 from core.explain.gradcam import gradcam_captum
+from core.models.target import target_module
 from core.metrics.localisation import localisation_metrics
 from core.models import create_model
 
@@ -102,7 +103,7 @@ def main() -> None:
         gc_model = create_model(args.arch, num_classes=4, in_chans=1, **kw).to(dev)
         gc_model.load_state_dict(model.state_dict())
         gc_model.eval()
-        gcam = GradCAM(model=gc_model, target_layers=[gc_model.feature_layer])
+        gcam = GradCAM(model=gc_model, target_layers=[target_module(gc_model)])
 
     def gradcam_pkg():
         for b in batches:

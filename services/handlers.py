@@ -12,6 +12,8 @@ HANDLERS: dict[str, str] = {
     "ltx.train": "services.ltx:ltx_train_job",
     "evaluate": "services.evaluation:evaluate_job",
     "demo": "services.demo:demo_job",
+    "model.import": "services.model_import:import_job",
+    "model.export": "services.model_export:export_job",
     "study.metrics": "services.study_metrics:study_metrics_job",  # team: per-item POS/NEG/DEL/INS of a study
 }
 

@@ -14,6 +14,7 @@ ACTIONS: dict[str, str] = {
     "exbl": "researcher", "gen.train": "researcher", "counterfactual": "researcher", "ltx.train": "researcher",
     "evaluate": "researcher", "demo": "researcher", "export": "researcher", "study.create": "researcher",
     "study.adjudicate": "researcher", "study.read_results": "researcher", "model.register": "researcher",
+    "model.import": "researcher", "model.export": "researcher",
     "users.role": "admin", "audit.read": "admin", "job.cancel.any": "admin",
 }
 
@@ -23,7 +24,8 @@ WHAT = {  # words for the refusal message
     "counterfactual": "generate counterfactuals", "ltx.train": "train an LTX explainer", "evaluate": "run an evaluation",
     "demo": "build the demo", "export": "export", "study.create": "create a study",
     "study.adjudicate": "adjudicate a study", "study.read_results": "see a study's answers and agreement",
-    "model.register": "register a model", "users.role": "assign roles", "audit.read": "read the audit log",
+    "model.register": "register a model", "model.import": "import a classifier",
+    "model.export": "export a classifier", "users.role": "assign roles", "audit.read": "read the audit log",
     "job.cancel.any": "cancel another user's job",
 }
 

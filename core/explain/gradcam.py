@@ -1,10 +1,10 @@
-"""GradCAM at model.feature_layer, batched: one forward and one backward (through the head only) per batch.
+"""GradCAM at the model's target layer, batched: one forward and one backward (through the layers after the target
+only) per batch, for any network (core.models.target: Exemplar's own, torchvision, timm, the user's factory).
 
-Fast path (models with forward_features / forward_head, i.e. every classifier of core.models): the features
-come from a no-grad forward — exactly the cost of inference — and the class score is differentiated with respect
-to those activations only, so the backward runs through the head alone. It equals Captum's LayerGradCam
-(`gradcam_captum`, used for other modules and checked equal in tests/test_explain_gradcam.py).
-Raw CAM = ReLU(Σ_k mean_ij(∂y_c/∂A_k) · A_k) at the last block's resolution.
+The layers before the target run without a graph — exactly the cost of inference — and the class score is
+differentiated with respect to the target grid only. It equals Captum's LayerGradCam (`gradcam_captum`) and
+pytorch-grad-cam on the same layer (tests/test_explain_gradcam.py, tests/test_byom_matrix.py).
+Raw CAM = ReLU(Σ_k mean_ij(∂y_c/∂A_k) · A_k) at the target layer's resolution.
 """
 from __future__ import annotations
 
@@ -12,16 +12,14 @@ import torch
 import torch.nn as nn
 
 from core.explain import Attribution, Target, predict_logits, resolve_target
+from core.models.target import target_forward, target_module
 
 
 def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None, use_captum: bool = False, **_) -> Attribution:
-    if use_captum or not (hasattr(model, "forward_features") and hasattr(model, "forward_head")):
+    if use_captum:
         return gradcam_captum(model, x, target)
-    with torch.no_grad():
-        feats = model.forward_features(x)
-    feats = feats.detach().requires_grad_(True)
+    feats, logits = target_forward(model, x, detach=True)
     with torch.enable_grad():
-        logits = model.forward_head(feats)
         t = resolve_target(target, logits)
         score = logits.gather(1, t[:, None]).sum()
         (grads,) = torch.autograd.grad(score, feats)
@@ -31,10 +29,10 @@ def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None, use_captum
 
 
 def gradcam_captum(model: nn.Module, x: torch.Tensor, target: Target = None, layer: nn.Module | None = None) -> Attribution:
-    """Captum's LayerGradCam at `layer` (default model.feature_layer); ReLU applied, not yet upsampled."""
+    """Captum's LayerGradCam at `layer` (default the target module; convolutional layouts only); ReLU applied."""
     from captum.attr import LayerGradCam
 
-    layer = layer if layer is not None else model.feature_layer
+    layer = layer if layer is not None else target_module(model)
     logits = predict_logits(model, x)
     t = resolve_target(target, logits)
     with torch.enable_grad():

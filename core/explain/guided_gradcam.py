@@ -1,4 +1,4 @@
-"""Guided GradCAM (Captum) at model.feature_layer: guided backprop × GradCAM, |·| summed over channels."""
+"""Guided GradCAM (Captum) at the target layer (convolutional layouts only): guided backprop × GradCAM, |·| summed over channels."""
 from __future__ import annotations
 
 import warnings
@@ -6,14 +6,18 @@ import warnings
 import torch
 
 from core.explain import Attribution, Target, channel_sum, predict_logits, resolve_target
+from core.models.target import target_module, target_spec
 
 
 def guided_gradcam(model, x: torch.Tensor, target: Target = None, **_) -> Attribution:
     from captum.attr import GuidedGradCam
 
+    if target_spec(model).layout != "nchw":
+        raise ValueError("guided_gradcam needs a convolutional target layer; this network's is a token / "
+                         "channels-last layer (use gradcam)")
     logits = predict_logits(model, x)
     t = resolve_target(target, logits)
     with torch.enable_grad(), warnings.catch_warnings():
         warnings.filterwarnings("ignore", message="Setting backward hooks on ReLU")
-        attr = GuidedGradCam(model, model.feature_layer).attribute(x.clone().requires_grad_(True), target=t)
+        attr = GuidedGradCam(model, target_module(model)).attribute(x.clone().requires_grad_(True), target=t)
     return Attribution(channel_sum(attr.detach()), logits)

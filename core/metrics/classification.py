@@ -1,4 +1,5 @@
-"""Classification metrics from label vectors, vectorised with numpy: accuracy, macro F1, per-class table, confusion.
+"""Classification metrics from label vectors, vectorised with numpy: accuracy, macro F1, per-class table, confusion,
+and from probabilities: macro one-vs-rest AUROC and expected calibration error (ECE, 15 equal-width bins).
 
 Undefined cases give NaN (an empty split's accuracy, a class's precision when it is never predicted), never 0.
 """
@@ -52,9 +53,45 @@ def per_class(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) ->
                      "support": int(support[i])} for i, c in enumerate(classes)}
 
 
-def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str]) -> dict:
-    """One split's metrics as stored in the registry: accuracy, macro_f1, per_class, confusion (nested lists), n."""
+def macro_auroc(y_true: np.ndarray, proba: np.ndarray) -> float:
+    """Mean over classes of the one-vs-rest ROC AUC (Mann-Whitney, ties counted half); classes with no positive
+    or no negative image are left out; NaN when none is left."""
+    from scipy.stats import rankdata
+
+    y = np.asarray(y_true).astype(int)
+    aucs = []
+    for c in range(proba.shape[1]):
+        pos = y == c
+        n_pos, n_neg = int(pos.sum()), int((~pos).sum())
+        if n_pos == 0 or n_neg == 0:
+            continue
+        r = rankdata(proba[:, c])
+        aucs.append((r[pos].sum() - n_pos * (n_pos + 1) / 2) / (n_pos * n_neg))
+    return float(np.mean(aucs)) if aucs else float("nan")
+
+
+def expected_calibration_error(y_true: np.ndarray, proba: np.ndarray, bins: int = 15) -> float:
+    """Σ_b |B_b|/N · |accuracy(B_b) − mean confidence(B_b)| over equal-width confidence bins; NaN when empty."""
+    y = np.asarray(y_true).astype(int)
+    if y.size == 0:
+        return float("nan")
+    conf = proba.max(1)
+    correct = (proba.argmax(1) == y).astype(float)
+    b = np.minimum((conf * bins).astype(int), bins - 1)
+    n = np.bincount(b, minlength=bins)
+    gap = np.abs(np.bincount(b, correct, bins) - np.bincount(b, conf, bins))
+    return float(gap.sum() / y.size) if n.sum() else float("nan")
+
+
+def classification_report(y_true: np.ndarray, y_pred: np.ndarray, classes: Sequence[str],
+                          proba: np.ndarray | None = None) -> dict:
+    """One split's metrics as stored in the registry: accuracy, macro_f1, per_class, confusion (nested lists), n,
+    and with probabilities auroc (macro one-vs-rest) and ece."""
     k = len(classes)
-    return {"n": int(np.asarray(y_true).size), "accuracy": accuracy(y_true, y_pred),
-            "macro_f1": macro_f1(y_true, y_pred, k), "per_class": per_class(y_true, y_pred, classes),
-            "confusion": confusion(y_true, y_pred, k).tolist()}
+    out = {"n": int(np.asarray(y_true).size), "accuracy": accuracy(y_true, y_pred),
+           "macro_f1": macro_f1(y_true, y_pred, k), "per_class": per_class(y_true, y_pred, classes),
+           "confusion": confusion(y_true, y_pred, k).tolist()}
+    if proba is not None:
+        out["auroc"] = macro_auroc(y_true, proba)
+        out["ece"] = expected_calibration_error(y_true, proba)
+    return out

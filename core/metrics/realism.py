@@ -13,6 +13,8 @@ from __future__ import annotations
 import numpy as np
 import torch
 
+from core.models.target import target_forward
+
 
 def _psd_sqrt_trace(a: np.ndarray, b: np.ndarray) -> float:
     """Tr((A B)^½) for symmetric PSD A, B, via the symmetric A^½ B A^½ (real, PSD)."""
@@ -70,14 +72,15 @@ def sharpness_ratio(images: np.ndarray, real: np.ndarray, cutoff: float = 0.5) -
 
 @torch.no_grad()
 def classifier_features(classifier, images: np.ndarray, device="cpu", batch_size: int = 128) -> np.ndarray:
-    """Global-average-pooled last-block features (N, C) of uint8 images (N, H, W) under a Classifier."""
+    """Global-average-pooled target-layer features (N, C) of uint8 images (N, H, W) under a Classifier."""
     was = classifier.training
     classifier.eval()
     out = []
     try:
         for s in range(0, len(images), batch_size):
             x = torch.from_numpy(np.asarray(images[s:s + batch_size])).float().div(255.0)[:, None].to(device)
-            out.append(classifier.forward_features(x).mean(dim=(2, 3)).cpu().double().numpy())
+            feats, _ = target_forward(classifier, x, detach=True)
+            out.append(feats.detach().mean(dim=(2, 3)).cpu().double().numpy())
     finally:
         classifier.train(was)
     return np.concatenate(out) if out else np.zeros((0, 0))

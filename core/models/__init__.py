@@ -1,5 +1,10 @@
-"""Classifier registry (timm-style): create_model(arch) → a module with forward_features / forward_head.
+"""Classifier registry (timm-style): create_model(arch) → a classifier taking images in [0, 1].
 
+Two kinds of arch name: Exemplar's own (simple_cnn, resnet18, mobilenet_v2, below) and an outside network
+`SOURCE:NAME` (torchvision:…, timm:…, python:pkg.mod:factory; core.models.imported). Every explanation reads either
+through one hook at its target layer (core.models.target), never through forward_features / forward_head.
+
+Exemplar's own classifiers
 Every classifier takes images in [0, 1], shape (N, in_chans, H, W), normalises inside, and exposes:
 - forward_features(x) → the last convolutional block's activations (N, C, h, w);
 - forward_head(f) → logits (N, num_classes);
@@ -31,6 +36,10 @@ def list_archs() -> list[str]:
 
 def create_model(arch: str, num_classes: int = 4, in_chans: int = 1, input_size: int | None = None,
                  **kwargs) -> nn.Module:
+    from core.models.imported import create_imported, is_imported
+
+    if is_imported(arch):
+        return create_imported(arch, num_classes=num_classes, input_size=input_size, **kwargs)
     _load_all()
     if arch not in _REGISTRY:
         raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(sorted(_REGISTRY))}")
@@ -42,11 +51,36 @@ def create_model(arch: str, num_classes: int = 4, in_chans: int = 1, input_size:
     return model
 
 
+def stages(model: nn.Module) -> list[nn.Module]:
+    """The ordered stages of any classifier: Exemplar's blocks then its head, or an imported network's stages
+    (core.models.imported.stage_list)."""
+    if hasattr(model, "net"):
+        from core.models.imported import stage_list
+
+        return stage_list(model.net)
+    return [*model.blocks, model.head]
+
+
 def freeze_blocks(model: nn.Module, k: int) -> None:
-    """Freeze the first k feature blocks (the eXBL paper froze MobileNetV2's early layers)."""
-    for block in list(model.blocks)[:k]:
+    """Freeze the first k stages (the eXBL paper froze MobileNetV2's early layers)."""
+    units = stages(model)
+    if k >= len(units):
+        raise ValueError(f"--freeze-blocks {k} would freeze all {len(units)} stages")
+    for block in units[:k]:
         for p in block.parameters():
             p.requires_grad_(False)
+
+
+def train_last(model: nn.Module, k: int) -> None:
+    """Train only the last k stages (the head is the last): every other weight is frozen."""
+    units = stages(model)
+    if not 1 <= k <= len(units):
+        raise ValueError(f"--train-last must be between 1 and {len(units)} (this network's stages), got {k}")
+    for p in model.parameters():
+        p.requires_grad_(False)
+    for block in units[-k:]:
+        for p in block.parameters():
+            p.requires_grad_(True)
 
 
 def _load_all() -> None:

@@ -168,8 +168,8 @@ def evaluate(model: nn.Module, arrays: DatasetArrays, splits: Sequence[str] = EV
         idx = arrays.split_index(split)
         if len(idx) == 0:
             continue
-        pred = predict_proba(model, arrays.images[idx], batch_size, device).argmax(1)
-        out[split] = classification_report(arrays.labels[idx], pred, arrays.classes)
+        proba = predict_proba(model, arrays.images[idx], batch_size, device)
+        out[split] = classification_report(arrays.labels[idx], proba.argmax(1), arrays.classes, proba)
     return out
 
 

@@ -103,12 +103,13 @@ class XBLMethod:
         feats, logits = _cam.features_logits(model, x)
         ce = F.cross_entropy(logits, y)
         stats = {"ce": ce.detach(), "expl": torch.zeros((), device=x.device)}
-        stats.update(self.diagnostics(model, feats, x, y))
+        stats.update(self.diagnostics(model, feats, logits, x, y))
         return ce, stats
 
-    def diagnostics(self, model: nn.Module, feats: torch.Tensor, x: torch.Tensor, y: torch.Tensor) -> dict:
+    def diagnostics(self, model: nn.Module, feats: torch.Tensor, logits: torch.Tensor, x: torch.Tensor,
+                    y: torch.Tensor) -> dict:
         """The reference triplet's d+, d−, active share on this batch (no graph; CAM head without dropout)."""
-        cam = _cam.gradcam(feats, _cam.cam_logits(model, feats), y, create_graph=False)
+        cam = _cam.gradcam(feats, _cam.cam_logits(model, feats, logits), y, create_graph=False)
         a = _cam.l2n(cam * _cam.image_at(x, cam.shape[-2:])).detach()
         return triplet_stats(a, self.p_ref, self.q_ref, self.margin_ref)
 
@@ -128,16 +129,12 @@ def triplet_stats(a, p, q, margin) -> dict:
 
 
 def _eval_forward(model: nn.Module, ex: Exemplar):
-    """(x, detached features that require grad, logits of the head) for one exemplar, in eval mode."""
+    """(x, target-layer grid that requires grad, logits) for one exemplar, in eval mode, no graph before it."""
     x = ex.image[None].float().to(next(model.parameters()).device)
     was = model.training
     model.eval()
     try:
-        with torch.no_grad():
-            feats = model.forward_features(x)
-        feats = feats.detach().requires_grad_(True)
-        with torch.enable_grad():
-            logits = model.forward_head(feats)
+        feats, logits = _cam.features_logits(model, x, detach=True)
         return x, feats, logits
     finally:
         model.train(was)
@@ -156,10 +153,10 @@ def anchors(cam: torch.Tensor, x: torch.Tensor, times_image: bool = True) -> tor
     return _cam.l2n(cam * _cam.image_at(x, cam.shape[-2:]) if times_image else cam)
 
 
-def training_anchors(model: nn.Module, feats: torch.Tensor, x: torch.Tensor, y: torch.Tensor,
-                     times_image: bool = True) -> torch.Tensor:
-    """Anchors of a training batch from its features, CAM head without dropout (reference_anchor's mode)."""
-    cam = _cam.gradcam(feats, _cam.cam_logits(model, feats), y, create_graph=True)
+def training_anchors(model: nn.Module, feats: torch.Tensor, logits: torch.Tensor, x: torch.Tensor,
+                     y: torch.Tensor, times_image: bool = True) -> torch.Tensor:
+    """Anchors of the first len(y) images of a training batch from its features (cam.cam_logits' mode)."""
+    cam = _cam.gradcam(feats, _cam.cam_logits(model, feats, logits), y, create_graph=True)
     return anchors(cam, x, times_image)
 
 

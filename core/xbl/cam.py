@@ -6,7 +6,8 @@ the feature blocks and the head. Only the head is differentiated twice: the extr
 
 - gradcam(feats, logits, target): ReLU(Σ_k mean_ij(∂y_t/∂A_k) · A_k), (N, h, w), the map of DESIGN.md §4.
 - image_at / l2n / upsample: the ⊙ x↓ factor, L2 normalisation and the §4 display map.
-- cam_logits(model, feats): the head without dropout, the one forward mode of every CAM (training anchors, the
+- features_logits(model, x): the grid at the target layer and the logits, through the one hook path.
+- cam_logits(model, feats, logits): the head without dropout, the one forward mode of every CAM (training anchors, the
   reference anchors p / q and the diagnostics), so an image's anchor does not depend on a dropout draw.
 """
 from __future__ import annotations
@@ -17,15 +18,19 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.models.target import target_forward
+
 EPS = 1e-8
 
 
 def gradcam(feats: torch.Tensor, logits: torch.Tensor, target: torch.Tensor, create_graph: bool = True,
             relu: bool = True) -> torch.Tensor:
-    """(N, h, w) GradCAM of class target[i] for image i; differentiable when create_graph."""
-    score = logits.gather(1, target.reshape(-1, 1).to(logits.device)).sum()
+    """(n, h, w) GradCAM of class target[i] for image i < n = len(target) (the first n rows of a larger batch:
+    feats and logits may hold more images, e.g. counterexamples); differentiable when create_graph."""
+    n = target.numel()
+    score = logits[:n].gather(1, target.reshape(-1, 1).to(logits.device)).sum()
     (g,) = torch.autograd.grad(score, feats, create_graph=create_graph, retain_graph=True)
-    cam = (g.mean(dim=(2, 3), keepdim=True) * feats).sum(1)
+    cam = (g[:n].mean(dim=(2, 3), keepdim=True) * feats[:n]).sum(1)
     return cam.clamp_min(0) if relu else cam
 
 
@@ -47,10 +52,10 @@ def upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return torch.where(mx > 0, e / mx.clamp_min(EPS), torch.zeros_like(e))
 
 
-def features_logits(model, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-    """One forward split at the GradCAM layer: (features, logits)."""
-    feats = model.forward_features(x)
-    return feats, model.forward_head(feats)
+def features_logits(model, x: torch.Tensor, detach: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+    """One forward read at the target layer (core.models.target): (grid (N, C, h, w), logits). detach=True runs
+    the layers before the target without a graph (display maps, reference anchors, evaluation)."""
+    return target_forward(model, x, detach=detach)
 
 
 @contextmanager
@@ -66,7 +71,12 @@ def no_dropout(module: nn.Module):
             m.train()
 
 
-def cam_logits(model, feats: torch.Tensor) -> torch.Tensor:
-    """Class scores of the head for a CAM: the same head, dropout off (the reference anchors' mode)."""
+def cam_logits(model, feats: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
+    """Class scores for a training CAM: Exemplar's own classifiers replay their head on the same features with
+    dropout off (the reference anchors' mode); an imported network has no separable head, so its CAM reads the
+    training forward's own logits (its head dropout, if any, included)."""
+    head = getattr(model, "forward_head", None)
+    if head is None:
+        return logits
     with no_dropout(model):
-        return model.forward_head(feats)
+        return head(feats)

@@ -39,9 +39,7 @@ class Counterexamples(XBLMethod):
         feats, logits = _cam.features_logits(model, torch.cat([x, xc]))
         ce = F.cross_entropy(logits[:n], y)
         ce_cf = F.cross_entropy(logits[n:], y)
-        # the diagnostics need the head of the original half only: recompute it from its features
-        f0 = feats[:n]
-        diag = self.diagnostics(model, f0, x, y)
+        diag = self.diagnostics(model, feats, logits, x, y)  # the original half: the first n rows
         st = {"ce": ce.detach(), "expl": ce_cf.detach(),
               "cf_wrong": (logits[n:].argmax(1) != y).float().mean().detach(), **diag}
         return ce + float(self.lam) * ce_cf, st

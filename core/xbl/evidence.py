@@ -57,11 +57,8 @@ def per_image(model, ev, tau: float = 0.5, batch_size: int = 256) -> dict[str, n
     model.eval()
     for i in range(0, n, batch_size):
         x = as_float(ev.x[i:i + batch_size])
-        with torch.no_grad():
-            feats = model.forward_features(x)
-        feats = feats.detach().requires_grad_(True)
+        feats, logits = _cam.features_logits(model, x, detach=True)
         with torch.enable_grad():
-            logits = model.forward_head(feats)
             pred = logits.argmax(1)
             cam = _cam.gradcam(feats, logits, pred, create_graph=False)
         j = slice(i, i + x.shape[0])

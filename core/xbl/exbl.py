@@ -48,7 +48,7 @@ class Exbl(XBLMethod):
     def loss(self, model, x, y, idx):
         feats, logits = _cam.features_logits(model, x)
         ce = F.cross_entropy(logits, y)
-        a = training_anchors(model, feats, x, y, bool(self.times_image))
+        a = training_anchors(model, feats, logits, x, y, bool(self.times_image))
         term, st = triplet(a, self.p, self.q, float(self.margin))
         return ce + float(self.lam) * term, {"ce": ce.detach(), "expl": term.detach(), **st}
 
@@ -72,8 +72,7 @@ class ExblCounterexamples(Counterexamples):
         feats, logits = _cam.features_logits(model, torch.cat([x, xc]))
         ce = F.cross_entropy(logits[:n], y)
         ce_cf = F.cross_entropy(logits[n:], y)
-        f0 = feats[:n]
-        a = training_anchors(model, f0, x, y, bool(self.times_image))
+        a = training_anchors(model, feats, logits, x, y, bool(self.times_image))
         term, st = triplet(a, self.p, self.q, float(self.margin))
         total = ce + float(self.lam) * term + float(self.mu) * ce_cf
         return total, {"ce": ce.detach(), "expl": term.detach(), "ce_cf": ce_cf.detach(),

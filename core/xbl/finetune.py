@@ -37,6 +37,7 @@ class FinetuneConfig:
     weight_decay: float = 1e-4
     batch_size: int = 64
     freeze_blocks: int = 0
+    train_last: int = 0  # train only the last K stages (core.models.stages); 0 = every stage
     seed: int = 0
     tau: float = 0.5
     val_limit: int = 1024  # val images used for the per-epoch AR / AP (all of them when fewer)
@@ -88,11 +89,8 @@ def explanation_metrics(model: nn.Module, ev: EvalSet | None, tau: float = 0.5, 
     cols: dict[str, list] = {k: [] for k in out}
     for i in range(0, n, batch_size):
         x = as_float(ev.x[i:min(i + batch_size, n)])
-        with torch.no_grad():
-            feats = model.forward_features(x)
-        feats = feats.detach().requires_grad_(True)
+        feats, logits = _cam.features_logits(model, x, detach=True)
         with torch.enable_grad():
-            logits = model.forward_head(feats)
             cam = _cam.gradcam(feats, logits, logits.argmax(1), create_graph=False)
         e = _cam.upsample(cam.detach(), tuple(x.shape[-2:]))
         conf = ev.marker[i:i + len(x)] if ev.marker is not None else None
@@ -109,7 +107,7 @@ def finetune(model: nn.Module, method: XBLMethod, train: TrainSet, good: Exempla
              cfg: FinetuneConfig | None = None, val: EvalSet | None = None,
              progress: Progress | None = None) -> FinetuneResult:
     """Fine-tune `model` in place with `method` from the two exemplars; returns the per-epoch history."""
-    from core.models import freeze_blocks
+    from core.models import freeze_blocks, train_last
 
     cfg = cfg or FinetuneConfig()
     if cfg.epochs < 1 or cfg.batch_size < 1:
@@ -122,9 +120,9 @@ def finetune(model: nn.Module, method: XBLMethod, train: TrainSet, good: Exempla
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
     if cfg.freeze_blocks:
-        if cfg.freeze_blocks >= len(model.blocks):
-            raise ValueError(f"--freeze-blocks {cfg.freeze_blocks} would freeze all {len(model.blocks)} blocks")
         freeze_blocks(model, cfg.freeze_blocks)
+    if cfg.train_last:
+        train_last(model, cfg.train_last)
     good = Exemplar(good.image.to(device), good.target, good.label, good.image_id)
     bad = Exemplar(bad.image.to(device), bad.target, bad.label, bad.image_id)
     model.eval()

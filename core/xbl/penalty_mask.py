@@ -25,5 +25,5 @@ class PenaltyMask(XBLMethod):
         ce, pen, feats, logits = input_gradient_penalty(model, x, y, self.region)
         term = pen.mean()
         st = {"ce": ce.detach(), "expl": term.detach()}
-        st.update(self.diagnostics(model, feats, x.detach(), y))
+        st.update(self.diagnostics(model, feats, logits, x.detach(), y))
         return ce + float(self.lam) * term, st

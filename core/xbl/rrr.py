@@ -42,5 +42,5 @@ class RRR(XBLMethod):
         ce, pen, feats, logits = input_gradient_penalty(model, x, y, region)
         term = pen.mean()
         st = {"ce": ce.detach(), "expl": term.detach()}
-        st.update(self.diagnostics(model, feats, x.detach(), y))
+        st.update(self.diagnostics(model, feats, logits, x.detach(), y))
         return ce + float(self.lam) * term, st

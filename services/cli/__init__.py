@@ -11,7 +11,7 @@ app = typer.Typer(help="Exemplar: explain image classifiers and correct them.", 
 # One module per area; each has register(app). Adding an area is one line here.
 AREAS = ["jobs_cmd", "runtime_cmd", "data_cmd", "train_cmd", "explain_cmd", "exbl_cmd",
          "gen_cmd", "counterfactual_cmd", "ltx_cmd", "demo_cmd", "bench_cmd", "probe_cmd",
-         "users_cmd", "study_cmd", "audit_cmd", "report_cmd"]
+         "users_cmd", "study_cmd", "audit_cmd", "report_cmd", "models_cmd"]
 
 for _name in AREAS:
     try:
