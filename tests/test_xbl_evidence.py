@@ -94,8 +94,8 @@ def test_training_and_reference_anchors_agree_for_a_model_with_dropout():
     ref = reference_anchor(m, Exemplar(x[0], 2))
     m.train()  # dropout active for the loss: not for the CAM
     for _ in range(3):
-        feats = m.forward_features(x)
-        a = training_anchors(m, feats, x, torch.tensor([2]))
+        feats, logits = C.features_logits(m, x)
+        a = training_anchors(m, feats, logits, x, torch.tensor([2]))
         assert torch.nn.functional.cosine_similarity(a.detach(), ref).item() == pytest.approx(1.0, abs=1e-5)
     assert m.head[2].training  # the head's dropout is back on afterwards
     # what the old path did: a CAM through the dropout head differs from the reference

@@ -62,10 +62,11 @@ def stages(model: nn.Module) -> list[nn.Module]:
 
 
 def freeze_blocks(model: nn.Module, k: int) -> None:
-    """Freeze the first k stages (the eXBL paper froze MobileNetV2's early layers)."""
+    """Freeze the first k feature stages (the eXBL paper froze MobileNetV2's early layers); the last stage (the
+    head) always trains."""
     units = stages(model)
-    if k >= len(units):
-        raise ValueError(f"--freeze-blocks {k} would freeze all {len(units)} stages")
+    if k >= len(units) - 1:
+        raise ValueError(f"--freeze-blocks {k} would freeze all {len(units) - 1} feature blocks")
     for block in units[:k]:
         for p in block.parameters():
             p.requires_grad_(False)
