@@ -19,12 +19,13 @@ first norm (the input its attention reads), as pytorch-grad-cam advises.
 from __future__ import annotations
 
 import math
-from contextlib import contextmanager
+from contextlib import contextmanager, nullcontext
 from dataclasses import asdict, dataclass
 from typing import Iterator
 
 import torch
 import torch.nn as nn
+from torch.nn.attention import SDPBackend, sdpa_kernel
 
 LAYOUTS = ("nchw", "nhwc", "tokens")
 _SKIP = (nn.Identity, nn.Dropout, nn.Dropout2d, nn.Dropout1d, nn.AlphaDropout)
@@ -160,7 +161,10 @@ def _hooked(model: nn.Module, detach: bool) -> Iterator[dict]:
         elif not grid.requires_grad and torch.is_grad_enabled():
             grid = grid.detach().requires_grad_(True)
         box["grid"] = grid
-        return from_grid(grid, out.detach() if detach else out, spec.layout, spec.prefix)
+        rest = from_grid(grid, out.detach() if detach else out, spec.layout, spec.prefix)
+        # the layers after the target get their own copy: an in-place op there (DenseNet's F.relu(inplace=True))
+        # must not change the grid GradCAM reads
+        return rest if spec.layout == "tokens" and spec.prefix else rest.clone()
 
     handle = module.register_forward_hook(hook)
     try:
@@ -177,7 +181,10 @@ def target_forward(model: nn.Module, x: torch.Tensor, detach: bool = False) -> t
     layers after the target alone. detach=False (training): the graph reaches the weights before the target too.
     """
     outer = torch.is_grad_enabled()
-    with _hooked(model, detach) as box:
+    # training maps are differentiated twice (create_graph): attention must use the math kernel, the fused CPU /
+    # flash kernels have no double backward
+    kernel = nullcontext() if detach else sdpa_kernel([SDPBackend.MATH])
+    with kernel, _hooked(model, detach) as box:
         box["aspect"] = x.shape[-1] / x.shape[-2]
         try:
             if detach:
@@ -189,6 +196,17 @@ def target_forward(model: nn.Module, x: torch.Tensor, detach: bool = False) -> t
         raise TargetRefused(f"target layer {target_spec(model).name!r} did not run in the forward pass; "
                             f"choose another with --target-layer")
     return box["grid"], logits
+
+
+def _probe_score(logits: torch.Tensor, head_in: list) -> torch.Tensor:
+    """A scalar that depends on everything the logits can read: their sum plus a fixed random projection of the
+    last linear layer's input (a freshly built head may be all zeros, as torchvision's ViT initialises it)."""
+    score = logits.float().sum()
+    if head_in and isinstance(head_in[-1], torch.Tensor) and head_in[-1].requires_grad:
+        h = head_in[-1]
+        r = torch.randn(h.shape, generator=torch.Generator().manual_seed(1)).to(h.device, h.dtype)
+        score = score + (h * r).sum()
+    return score
 
 
 def _trace(root: nn.Module, model: nn.Module, x: torch.Tensor, prefix_hint: int | None) -> list[LayerInfo]:
@@ -212,19 +230,24 @@ def _trace(root: nn.Module, model: nn.Module, x: torch.Tensor, prefix_hint: int 
                 return None
             grid = to_grid(out, lay[0], lay[1], hw[1] / hw[0])
             rec.update(grid=grid, layout=lay)
-            return from_grid(grid, out, *lay)
+            rest = from_grid(grid, out, *lay)
+            return rest if lay[0] == "tokens" and lay[1] else rest.clone()
         return hook
 
+    head_in: list = []
     for name, mod in root.named_modules():
         if name and not isinstance(mod, _SKIP):
             handles.append(mod.register_forward_hook(make(name)))
+        if isinstance(mod, nn.Linear):
+            handles.append(mod.register_forward_pre_hook(lambda _m, inp: head_in.append(inp[0])))
     try:
         with torch.enable_grad():
             logits = model(x.requires_grad_(True))
             if not isinstance(logits, torch.Tensor):
                 raise TargetRefused("the network's output is not a tensor of logits")
             recs = [(n, seen[n]) for n in order if seen[n].get("grid") is not None and seen[n]["calls"] == 1]
-            grads = torch.autograd.grad(logits.sum(), [r["grid"] for _, r in recs], allow_unused=True) if recs else []
+            grads = torch.autograd.grad(_probe_score(logits, head_in), [r["grid"] for _, r in recs],
+                                        allow_unused=True) if recs else []
     finally:
         for h in handles:
             h.remove()
