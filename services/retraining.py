@@ -309,7 +309,7 @@ def _register(parent: dict, method: str, out: dict, cfg, pair: dict, run: dict |
                "parent_run_id": run["id"] if run else None}
     config = {**dict(parent["config"] or {}), "parent_id": int(parent["id"]), "history": out["history"],
               "train_seconds": out["seconds"], "device": str(dev), "xbl": xbl_cfg, "evidence": evidence,
-              "freeze_blocks": int(cfg.freeze_blocks)}
+              "freeze_blocks": int(cfg.freeze_blocks), "train_last": int(cfg.train_last)}
     for k in ("control_of", "lineage", "control_id"):  # a child of a control is no control
         config.pop(k, None)
     child_name = name or f"{parent['name']}-{method}"
@@ -347,7 +347,8 @@ def _register(parent: dict, method: str, out: dict, cfg, pair: dict, run: dict |
 
 def retrain(model_id: int, method: str | None = None, *, good: int | str | None = None,
             bad: int | str | None = None, auto: bool = False, epochs: int | None = None, lr: float | None = None,
-            lam: float | None = None, margin: float | None = None, freeze_blocks: int = 0, batch_size: int = 64,
+            lam: float | None = None, margin: float | None = None, freeze_blocks: int = 0, train_last: int = 0,
+            batch_size: int = 64,
             seed: int = 0, seeds: int = 1, control: bool = True, settings: dict | None = None,
             explain: bool = True, name: str | None = None, device: str | None = None, threads: int | None = None,
             user_id: int | None = None, expect_feedback: list | None = None, job_id: int | None = None,
@@ -380,7 +381,8 @@ def retrain(model_id: int, method: str | None = None, *, good: int | str | None 
                         expect_feedback=expect_feedback, progress=_sub(progress, 0.0, 0.1))
     run = pair.get("run")
     cfg = FinetuneConfig(epochs=int(epochs or DEFAULT_EPOCHS), lr=float(lr or DEFAULT_LR),
-                         batch_size=int(batch_size), freeze_blocks=int(freeze_blocks or 0), seed=int(seed))
+                         batch_size=int(batch_size), freeze_blocks=int(freeze_blocks or 0),
+                         train_last=int(train_last or 0), seed=int(seed))
     with cpu_threads(threads if str(dev) == "cpu" else None):
         data = _prepare(parent, pair, dev, xbl.needs_masks)
         say(0.1, f"{method}: fine-tuning #{model_id} for {cfg.epochs} epochs on {data['n_train']} images, "
@@ -418,7 +420,8 @@ def retrain(model_id: int, method: str | None = None, *, good: int | str | None 
             "seconds": round(time.monotonic() - t0, 2), "device": str(dev)}
 
 def exbl_job(ctx) -> dict:
-    """`exbl` job. params: model_id, method, good, bad, auto, epochs, lr, lam, margin, freeze_blocks, batch_size,
+    """`exbl` job. params: model_id, method, good, bad, auto, epochs, lr, lam, margin, freeze_blocks, train_last,
+    batch_size,
     seed, seeds, control, settings, explain, name, device, threads, feedback_ids (the pinned picks expected, from the UI)."""
     p: dict[str, Any] = dict(ctx.params)
     if "model_id" not in p:
@@ -426,7 +429,7 @@ def exbl_job(ctx) -> dict:
     return retrain(
         int(p["model_id"]), p.get("method") or None, good=p.get("good"), bad=p.get("bad"),
         auto=bool(p.get("auto")), epochs=p.get("epochs"), lr=p.get("lr"), lam=p.get("lam"), margin=p.get("margin"),
-        freeze_blocks=int(p.get("freeze_blocks") or 0), batch_size=int(p.get("batch_size") or 64),
+        freeze_blocks=int(p.get("freeze_blocks") or 0), train_last=int(p.get("train_last") or 0), batch_size=int(p.get("batch_size") or 64),
         seed=int(p.get("seed") or 0), seeds=int(p.get("seeds") or 1), control=bool(p.get("control", True)),
         settings=p.get("settings"), explain=bool(p.get("explain", True)),
         name=p.get("name"), device=p.get("device"), threads=p.get("threads"), user_id=ctx.user_id,

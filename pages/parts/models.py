@@ -1,5 +1,6 @@
-"""Models tab of the Data & models page: the model registry with lineage, and a form that starts a `train` job
-shown live (progress, per-epoch loss / val accuracy chart, cancel)."""
+"""Models tab of the Data & models page: the model registry with lineage, a form that starts a `train` job
+shown live (progress, per-epoch loss / val accuracy chart, cancel), and the import / export forms of your own
+classifier (pages.parts.model_import)."""
 from __future__ import annotations
 
 import pandas as pd
@@ -7,6 +8,7 @@ import streamlit as st
 
 from pages.common import require_user, selected_dataset
 from pages.parts.job_progress import live_job
+from pages.parts.model_import import render as render_import
 from services import jobs
 from services.catalog import list_datasets, list_models
 
@@ -125,3 +127,5 @@ def render() -> None:
             accs = ", ".join(f"{s} {m['accuracy']:.3f}" for s, m in (res.get("metrics") or {}).items())
             st.success(f"Model #{res['model_id']} registered · accuracy {accs}")
         _refresh_when_done(int(job_id))
+    st.divider()
+    render_import(datasets)

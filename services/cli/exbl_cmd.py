@@ -57,6 +57,8 @@ def register(app: typer.Typer) -> None:
              margin: float = typer.Option(None, help="triplet margin (triplet methods)"),
              lr: float = typer.Option(None, help="learning rate (default 1e-3)"),
              freeze_blocks: int = typer.Option(0, "--freeze-blocks", help="freeze the first K feature blocks"),
+             train_last: int = typer.Option(0, "--train-last", help="train only the last K stages / blocks (the "
+                                                                    "head is the last; 0 = all)"),
              batch_size: int = typer.Option(64, "--batch-size"),
              seed: int = typer.Option(0, help="first seed"),
              seeds: int = typer.Option(1, help="K children and K controls (seeds seed..seed+K−1); intervals "
@@ -83,7 +85,8 @@ def register(app: typer.Typer) -> None:
             fail("--epochs must be at least 1")
         _precheck(model, good, bad)
         params = {"model_id": model, "method": method, "good": good, "bad": bad, "auto": auto, "epochs": epochs,
-                  "lam": lam, "margin": margin, "lr": lr, "freeze_blocks": freeze_blocks, "batch_size": batch_size,
+                  "lam": lam, "margin": margin, "lr": lr, "freeze_blocks": freeze_blocks, "train_last": train_last,
+                  "batch_size": batch_size,
                   "seed": seed, "seeds": seeds, "control": control, "name": name, "device": device,
                   "threads": threads}
         res = run_job("exbl", params, json_, enqueue=queue)
