@@ -116,11 +116,20 @@ def card_readme(card: dict, weights: str) -> str:
 
 
 def _check_images(arrays) -> tuple[str, object]:
+    """Up to 16 held-out images: test first, then test_shifted, then val; (the splits used, their indices)."""
+    import numpy as np
+
+    picked, used = [], []
     for split in HELD_OUT:
-        idx = arrays.split_index(split)
+        idx = arrays.split_index(split)[:CHECK_IMAGES - sum(len(p) for p in picked)]
         if len(idx):
-            return split, idx[:CHECK_IMAGES]
-    raise ValueError("the model's dataset has no held-out images to check the export on")
+            picked.append(idx)
+            used.append(split)
+        if sum(len(p) for p in picked) >= CHECK_IMAGES:
+            break
+    if not picked:
+        raise ValueError("the model's dataset has no held-out images to check the export on")
+    return "+".join(used), np.concatenate(picked)
 
 
 def export_model(model_id: int, fmt: str, out: str | Path, *, user_id: int | None,

@@ -47,7 +47,8 @@ def test_import_matches_the_network_run_outside(ds, tmp_path):
 
     net = _resnet(tmp_path / "r.pt")
     res = _import(ds, tmp_path / "r.pt")
-    assert res.target_layer == "layer4" and res.channels == 3 and res.input_size == SIZE
+    # at 32 px ResNet's layer4 is 1 × 1 (not spatial): the rule takes the last spatial layer, layer3
+    assert res.target_layer == "layer3" and res.channels == 3 and res.input_size == SIZE
     assert res.normalize["mean"] == pytest.approx([0.485, 0.456, 0.406])
     assert {"val", "test", "test_shifted"} == set(res.metrics)
     model, row = load_classifier(res.model_id, "cpu")
@@ -171,7 +172,7 @@ def test_cli_import_layers_export(ds, tmp_path):
             "unexpected_keys", "metrics"} <= set(j)
     assert set(j["metrics"]["test"]) >= {"accuracy", "auroc", "ece"}
     r = run(app, ["models", "layers", "--model", str(j["model_id"]), "--json"])
-    assert r.exit_code == 0 and json.loads(r.stdout)["target_layer"] == "layer4"
+    assert r.exit_code == 0 and json.loads(r.stdout)["target_layer"] == "layer3"
     r = run(app, ["models", "export", "--model", str(j["model_id"]), "--format", "nope", "--out", str(tmp_path)])
     assert r.exit_code != 0 and "--format must be one of" in r.output
 
@@ -209,6 +210,6 @@ def test_models_page_import_form_submits_the_job_and_shows_its_figures(ds, tmp_p
     done = jobs.run_inline("model.import", rows[0]["params"], uid, echo=False)
     at = open_page(app_test(user={"id": uid, "name": "tester"}, models_import_job=done["id"]), "data_models")
     assert not at.exception, [e.value for e in at.exception]
-    assert any("GradCAM layer layer4" in s.value for s in at.success)
+    assert any("GradCAM layer layer3" in s.value for s in at.success)
     figures = next(df.value for df in at.dataframe if "macro AUROC" in df.value.columns)
     assert list(figures["split"]) == ["val", "test", "test_shifted"]

@@ -109,12 +109,18 @@ def cpu_threads(n: int | None):
 
 
 def train_mode(model: nn.Module) -> None:
-    """model.train(), except fully frozen blocks stay in eval mode (their BatchNorm statistics are not updated)."""
+    """model.train(), except fully frozen stages (core.models.stages: Exemplar's blocks, an imported network's
+    stages) and frozen BatchNorm layers stay in eval mode (their statistics are not updated)."""
+    from core.models import stages
+
     model.train()
-    for block in getattr(model, "blocks", []):
+    for block in stages(model) if hasattr(model, "blocks") or hasattr(model, "net") else []:
         params = list(block.parameters())
         if params and not any(p.requires_grad for p in params):
             block.eval()
+    for m in model.modules():
+        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and not m.weight.requires_grad:
+            m.eval()
 
 
 @torch.no_grad()
