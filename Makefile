@@ -11,7 +11,7 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/pip install -q $(TORCH)
-	$(BIN)/pip install -q -e '.[dev,postgres,redis]'
+	$(BIN)/pip install -q -e '.[dev,postgres,redis,onnx]'
 	@touch $(STAMP)
 
 venv: $(STAMP)

@@ -155,6 +155,8 @@ def test_retrain_then_export_loads_strict_outside_with_a_model_card(ds, tmp_path
     assert pt2.max_abs_logit_diff <= 1e-4
     program = torch.export.load(pt2.path).module()
     assert program(torch.rand(7, 3, SIZE, SIZE)).shape == (7, 4)  # any batch size
+    onnx = export_model(child, "onnx", tmp_path / "out3", user_id=None)  # reloaded through onnxruntime
+    assert onnx.path.endswith(".onnx") and onnx.max_abs_logit_diff <= 1e-4
 
 
 def test_cli_import_layers_export(ds, tmp_path):

@@ -86,11 +86,16 @@ def write_onnx(model: nn.Module, path: Path, image_size: int) -> Path:
     except ImportError:
         raise ValueError("ONNX export needs the onnx and onnxscript packages: pip install onnx onnxscript "
                          "onnxruntime (or export --format pt2)") from None
+    import contextlib
+    import sys
+
     c, s = input_shape(model, image_size)
     prog = Portable(model).eval()
-    with torch.no_grad():
+    # the exporter reports its steps on stdout, where the CLI's --json object goes: send them to stderr
+    with torch.no_grad(), contextlib.redirect_stdout(sys.stderr):
         torch.onnx.export(prog, (torch.rand(2, c, s, s),), str(path), input_names=["images"], output_names=["logits"],
-                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},), dynamo=True)
+                          dynamic_shapes=({0: torch.export.Dim("batch", min=1, max=65536)},), dynamo=True,
+                          verbose=False)
     return path
 
 
