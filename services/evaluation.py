@@ -75,7 +75,7 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
     """
     import torch
 
-    from core.explain import explain
+    from core.explain import explain, not_applicable
     from core.metrics.faithfulness import FRACTIONS, faithfulness
     from core.metrics.localisation import localisation_metrics
     from core.train.classifier import cpu_threads
@@ -119,6 +119,11 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
                 raise
             skipped[name] = str(exc)  # the default list names every LTX variant; one not trained yet is left out
             say(0.0, f"skipping {name}: {exc}", force=True)
+            continue
+        reason = not_applicable(reg, model)
+        if reason:  # e.g. guided GradCAM on a ViT's token layer: left out of the comparison, said why
+            skipped[name] = reason
+            say(0.0, f"skipping {name}: {reason}", force=True)
             continue
         if reg == "ltx" and finetune_steps is not None and "finetune_steps" not in kw:
             kw["finetune_steps"] = int(finetune_steps)

@@ -92,7 +92,7 @@ def chance_warning(metrics: dict, k: int) -> str | None:
             f"not match what the model was trained with (check --normalize, --channels, --input-size, --classes)")
 
 
-def _wrap(arch, weights, ds, arrays, classes, input_size, channels, normalize):
+def _wrap(arch, weights, ds, arrays, classes, input_size, channels, normalize, build_kwargs):
     """Build the network, check and load the weights, wrap it: (wrapper, missing, unexpected)."""
     from core.models.checkpoint import load_state_dict_file
     from core.models.imported import ImportedClassifier, build_network, parse_arch, parse_normalize
@@ -100,7 +100,7 @@ def _wrap(arch, weights, ds, arrays, classes, input_size, channels, normalize):
     parse_arch(arch)
     mean, std = parse_normalize(normalize, channels)
     state = load_state_dict_file(weights)
-    built = build_network(arch, len(arrays.classes), channels, input_size)
+    built = build_network(arch, len(arrays.classes), channels, input_size, build_kwargs)
     missing, unexpected = check_keys(built.net, state, arch, ds, list(arrays.classes))
     built.net.load_state_dict(state, strict=True)
     order = class_order(classes, list(arrays.classes))
@@ -131,7 +131,7 @@ def choose_layer(wrapper, image_size: int, target_layer: str | None) -> tuple[An
 def import_model(arch: str, weights: str | Path, dataset: int | str, *, user_id: int | None,
                  classes: str | list[str] | None = None, input_size: int | None = None, channels: int = 3,
                  normalize: str | None = "imagenet", target_layer: str | None = None, name: str | None = None,
-                 device: str | None = None, job_id: int | None = None,
+                 build_kwargs: dict | None = None, device: str | None = None, job_id: int | None = None,
                  progress: Progress | None = None) -> ImportResult:
     """Import a classifier and register it; refusals are ValueErrors of one line and leave nothing behind."""
     from core.train.classifier import evaluate
@@ -151,7 +151,10 @@ def import_model(arch: str, weights: str | Path, dataset: int | str, *, user_id:
     if not 16 <= size <= 1024:
         raise ValueError(f"--input-size must be between 16 and 1024 px, got {size}")
     say(0.05, f"building {arch} for {len(arrays.classes)} classes at {size} px")
-    wrapper, missing, unexpected = _wrap(arch, weights, ds, arrays, classes, size, channels, normalize)
+    if build_kwargs is not None and not isinstance(build_kwargs, dict):
+        raise ValueError("--build-kwargs must be a JSON object, e.g. '{\"patch_size\": 8}'")
+    wrapper, missing, unexpected = _wrap(arch, weights, ds, arrays, classes, size, channels, normalize,
+                                         build_kwargs)
     chosen, layers = choose_layer(wrapper, arrays.size, target_layer)
     dev = resolve_device(device)
     say(0.3, f"target layer {chosen.name}; evaluating val, test and test_shifted ({dev})", force=True)
@@ -196,11 +199,12 @@ def list_layers(model_id: int) -> dict:
 
 def import_job(ctx) -> dict:
     """`model.import` job. params: arch, weights, dataset, classes, input_size, channels, normalize, target_layer,
-    name, device."""
+    name, build_kwargs, device."""
     p = dict(ctx.params)
     res = import_model(p["arch"], p["weights"], p["dataset"], user_id=ctx.user_id, classes=p.get("classes"),
                        input_size=int(p["input_size"]) if p.get("input_size") else None,
                        channels=int(p.get("channels") or 3), normalize=p.get("normalize") or "imagenet",
-                       target_layer=p.get("target_layer"), name=p.get("name"), device=p.get("device"),
+                       target_layer=p.get("target_layer"), name=p.get("name"), build_kwargs=p.get("build_kwargs"),
+                       device=p.get("device"),
                        job_id=ctx.job_id, progress=ctx.progress)
     return res.to_dict()

@@ -51,6 +51,13 @@ def get_explainer(method: str):
     return getattr(importlib.import_module(mod), fn)
 
 
+def not_applicable(method: str, model: nn.Module) -> str | None:
+    """Why `method` does not apply to this network, or None: a method module may define applies(model) → reason."""
+    mod = importlib.import_module(EXPLAINERS[method].split(":")[0]) if method in EXPLAINERS else None
+    check = getattr(mod, "applies", None)
+    return check(model) if check else None
+
+
 def resolve_target(target: Target, logits: torch.Tensor) -> torch.Tensor:
     """None / 'predicted' → argmax of the logits; an int → that class for every image; else one class per image."""
     n = logits.shape[0]

@@ -9,12 +9,20 @@ from core.explain import Attribution, Target, channel_sum, predict_logits, resol
 from core.models.target import target_module, target_spec
 
 
+def applies(model) -> str | None:
+    """Guided backprop × GradCAM through Captum's layer hook: a convolutional (NCHW) target layer only."""
+    if target_spec(model).layout != "nchw":
+        return ("does not apply: guided GradCAM needs a convolutional target layer, this network's is a "
+                f"{target_spec(model).layout} layer (use gradcam)")
+    return None
+
+
 def guided_gradcam(model, x: torch.Tensor, target: Target = None, **_) -> Attribution:
     from captum.attr import GuidedGradCam
 
-    if target_spec(model).layout != "nchw":
-        raise ValueError("guided_gradcam needs a convolutional target layer; this network's is a token / "
-                         "channels-last layer (use gradcam)")
+    reason = applies(model)
+    if reason:
+        raise ValueError(f"guided_gradcam {reason}")
     logits = predict_logits(model, x)
     t = resolve_target(target, logits)
     with torch.enable_grad(), warnings.catch_warnings():

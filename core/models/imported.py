@@ -199,12 +199,12 @@ class ImportedClassifier(nn.Module):
 
 
 def build_network(arch: str, num_classes: int, channels: int, input_size: int | None,
-                  build_kwargs: dict | None = None) -> Built:
-    """A fresh network. On import input_size is offered to builders that take one; on a reload build_kwargs
-    (what the import used, img_size included) are passed back as they are."""
+                  build_kwargs: dict | None = None, rebuild: bool = False) -> Built:
+    """A fresh network. On import input_size is offered to builders that take one, beside the user's own build
+    kwargs (e.g. {"patch_size": 8}); on a reload (rebuild) the stored kwargs, img_size included, are passed back."""
     source, name = parse_arch(arch)
     kw = {k: v for k, v in (build_kwargs or {}).items() if k not in ("num_classes", "in_chans")}
-    return SOURCES[source](name, num_classes, channels, None if build_kwargs is not None else input_size, **kw)
+    return SOURCES[source](name, num_classes, channels, None if rebuild else input_size, **kw)
 
 
 def create_imported(arch: str, num_classes: int, input_size: int | None = None, channels: int = 3,
@@ -213,7 +213,7 @@ def create_imported(arch: str, num_classes: int, input_size: int | None = None, 
     """Rebuild an imported classifier from its stored config (weights are loaded by the caller)."""
     mean = tuple(mean) if mean is not None else IMAGENET[0][:channels]
     std = tuple(std) if std is not None else IMAGENET[1][:channels]
-    built = build_network(arch, num_classes, channels, input_size, build_kwargs)
+    built = build_network(arch, num_classes, channels, input_size, build_kwargs, rebuild=True)
     spec = TargetSpec(target["name"], target.get("layout", "nchw"), int(target.get("prefix", 0))) if target else None
     return ImportedClassifier(built.net, arch, channels, input_size, mean, std, spec, built.kwargs, class_order)
 

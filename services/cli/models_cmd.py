@@ -39,15 +39,25 @@ def register(app: typer.Typer) -> None:
                 target_layer: str = typer.Option(None, "--target-layer", help="GradCAM layer (default: the rule; "
                                                                               "see `models layers`)"),
                 name: str = typer.Option(None, help="model name (default DATASET-NAME)"),
+                build_kwargs: str = typer.Option(None, "--build-kwargs",
+                                                 help="JSON object of the builder's other arguments, as your code "
+                                                      "built the network, e.g. '{\"patch_size\": 8}'"),
                 device: str = typer.Option(None, help="cpu | cuda | auto (default EXEMPLAR_DEVICE)"),
                 queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
                 json_: bool = typer.Option(False, "--json")):
         """Import a classifier; it is evaluated on val, test and test_shifted and registered."""
         if not weights.is_file():
             fail(f"weights file {weights} does not exist")
+        import json
+
+        try:
+            extra = json.loads(build_kwargs) if build_kwargs else None
+        except ValueError:
+            fail(f"--build-kwargs is not JSON: {build_kwargs}")
         params = {"arch": arch, "weights": str(weights.expanduser().resolve()), "dataset": dataset,
                   "classes": classes, "input_size": input_size, "channels": channels, "normalize": normalize,
-                  "target_layer": target_layer, "name": name, "device": device}
+                  "target_layer": target_layer, "name": name, "device": device,
+                  "build_kwargs": extra}
         res = run_job("model.import", params, json_, enqueue=queue)
         out = {k: res.get(k) for k in IMPORT_KEYS}
         human = (f"model #{res['model_id']} {res['name']} ({res['arch']}), target layer {res['target_layer']}: "
