@@ -124,13 +124,16 @@ def main() -> None:
                                    disabled=not methods[method]["triplet"])
         lr = c[4].number_input("Learning rate", 1e-6, 1.0, 1e-3, key="rt_lr", format="%.1e")
         freeze = c[5].number_input("Frozen blocks", 0, 10, 0, key="rt_freeze")
-        c2 = st.columns([2, 1, 3])
+        c2 = st.columns([2, 1, 1, 2])
         control = c2[0].checkbox("Matched plain-CE control", value=True, key="rt_control",
                                  help="Fine-tune a copy of the parent with plain cross-entropy and the same epochs, "
                                       "learning rate, seed, batch order and frozen blocks: the effect of the "
                                       "feedback is child − control.")
         seeds = c2[1].number_input("Repeat with K seeds", 1, 10, 1, key="rt_seeds",
                                    help="K children (and K controls); intervals across seeds for K ≥ 3")
+        last = c2[2].number_input("Train only the last K stages", 0, 50, 0, key="rt_train_last",
+                                  help="0 = every stage; the head is the last stage (any network, imported ones "
+                                       "included)")
         start = st.form_submit_button("Start retraining", type="primary", disabled=not both or bool(refused),
                                       key="rt_start")
     if method == "rrr":
@@ -142,7 +145,8 @@ def main() -> None:
         st.info("Pin one good and one bad explanation in the **Gallery** first.")
     if start and both and not refused:
         params = {"model_id": model["id"], "method": method, "epochs": int(epochs), "lr": float(lr),
-                  "freeze_blocks": int(freeze), "control": bool(control), "seeds": int(seeds),
+                  "freeze_blocks": int(freeze), "train_last": int(last), "control": bool(control),
+                  "seeds": int(seeds),
                   "feedback_ids": [pair["good"]["id"], pair["bad"]["id"]]}
         if "lam" in d:
             params["lam"] = float(lam)
