@@ -146,9 +146,9 @@ def _prepare(model_id, method, splits, dataset_id, device, limit, say) -> _Job:
 
 def _explain_batch(job: _Job, x, tgt):
     """(raw relevance at the method's resolution, logits) for one batch (the methods' shared call shape)."""
-    from core.explain import explaining, get_explainer
+    from core.explain import explaining, get_explainer, keeps_inplace
 
-    with explaining(job.model):
+    with explaining(job.model, keep_inplace=keeps_inplace(job.reg_method, **job.method_kw)):
         att = get_explainer(job.reg_method)(job.model, x, tgt, **job.method_kw)
     return att.raw.detach(), att.logits.detach()
 

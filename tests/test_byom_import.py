@@ -215,3 +215,27 @@ def test_models_page_import_form_submits_the_job_and_shows_its_figures(ds, tmp_p
     assert any("GradCAM layer layer3" in s.value for s in at.success)
     figures = next(df.value for df in at.dataframe if "macro AUROC" in df.value.columns)
     assert list(figures["split"]) == ["val", "test", "test_shifted"]
+
+
+def test_exemplars_own_classifier_exports_too(tmp_path):
+    from core.models import create_model
+    from services.datasets import synth_dataset
+    from services.model_export import export_model
+    from services.models import register_model, save_checkpoint_dir
+
+    ds = synth_dataset("t", n=48, size=SIZE, seed=0)["dataset_id"]
+    torch.manual_seed(0)
+    m = create_model("simple_cnn", width=4, input_size=SIZE).eval()
+    cfg = {"arch": "simple_cnn", "num_classes": 4, "in_chans": 1, "arch_kwargs": {"width": 4}, "input_size": SIZE,
+           "image_size": SIZE, "classes": ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"], "dataset": "t"}
+    mid = register_model(name="own", arch="simple_cnn", checkpoint=save_checkpoint_dir(m, cfg), dataset_id=ds,
+                         config=cfg)
+    st = export_model(mid, "safetensors", tmp_path / "a", user_id=None)
+    fresh = create_model("simple_cnn", width=4, input_size=SIZE)
+    fresh.load_state_dict(load_file(st.path), strict=True)
+    assert st.max_abs_logit_diff == 0.0
+    pt2 = export_model(mid, "pt2", tmp_path / "b", user_id=None)
+    assert pt2.max_abs_logit_diff <= 1e-5
+    x = torch.rand(3, 1, SIZE, SIZE)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.export.load(pt2.path).module()(x), m(x), atol=1e-5, rtol=1e-5)

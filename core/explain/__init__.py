@@ -6,7 +6,8 @@ shape `fn(model, x, target, **kw) -> Attribution(raw, logits)` and one line here
 input size) and divides each map by its own max (0 where the max is 0), as DESIGN.md §4 defines E.
 
 While a method runs the model is in eval mode, its parameters do not require grad (gradients are taken with
-respect to activations or inputs only) and in-place ReLUs are switched off; all of it is restored afterwards.
+respect to activations or inputs only) and in-place ReLUs are switched off unless the method's module says
+KEEPS_INPLACE = True; all of it is restored afterwards.
 """
 from __future__ import annotations
 
@@ -51,6 +52,13 @@ def get_explainer(method: str):
     return getattr(importlib.import_module(mod), fn)
 
 
+def keeps_inplace(method: str, **kw) -> bool:
+    """Whether `method` may run with the network's in-place ReLUs left in place (its module's KEEPS_INPLACE)."""
+    if method not in EXPLAINERS or kw.get("use_captum"):
+        return False
+    return bool(getattr(importlib.import_module(EXPLAINERS[method].split(":")[0]), "KEEPS_INPLACE", False))
+
+
 def not_applicable(method: str, model: nn.Module) -> str | None:
     """Why `method` does not apply to this network, or None: a method module may define applies(model) → reason."""
     mod = importlib.import_module(EXPLAINERS[method].split(":")[0]) if method in EXPLAINERS else None
@@ -76,11 +84,13 @@ def resolve_target(target: Target, logits: torch.Tensor) -> torch.Tensor:
 
 
 @contextmanager
-def explaining(model: nn.Module) -> Iterator[nn.Module]:
-    """Eval mode, parameters frozen and in-place ReLUs off for the duration; the previous state is restored."""
+def explaining(model: nn.Module, keep_inplace: bool = False) -> Iterator[nn.Module]:
+    """Eval mode, parameters frozen and in-place ReLUs off for the duration (kept with keep_inplace, for methods
+    that read only a target layer's copy: an out-of-place ReLU costs DenseNet 20 % of its forward); the previous
+    state is restored."""
     was_training = model.training
     flags = [(p, p.requires_grad) for p in model.parameters()]
-    relus = [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6)) and m.inplace]
+    relus = [] if keep_inplace else [m for m in model.modules() if isinstance(m, (nn.ReLU, nn.ReLU6)) and m.inplace]
     model.eval()
     for p, _ in flags:
         p.requires_grad_(False)
@@ -115,7 +125,7 @@ def explain(model: nn.Module, x: torch.Tensor, target: Target = None, method: st
     """
     fn = get_explainer(method)
     size = size if size is not None else tuple(x.shape[-2:])
-    with explaining(model):
+    with explaining(model, keep_inplace=keeps_inplace(method, **kw)):
         att = fn(model, x, target, **kw)
     maps = upsample_normalise(att.raw.detach(), size)
     return (maps, att.logits.detach()) if return_logits else maps

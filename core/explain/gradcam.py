@@ -14,6 +14,10 @@ import torch.nn as nn
 from core.explain import Attribution, Target, predict_logits, resolve_target
 from core.models.target import target_forward, target_module
 
+# the layers before the target run without a graph and those after it read a copy of the grid (core.models.target),
+# so in-place ReLUs may stay in place (explain() reads this)
+KEEPS_INPLACE = True
+
 
 def gradcam(model: nn.Module, x: torch.Tensor, target: Target = None, use_captum: bool = False, **_) -> Attribution:
     if use_captum:

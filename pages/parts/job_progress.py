@@ -16,7 +16,8 @@ from services.jobs import FINAL, get_job, request_cancel
 KIND_LABELS = {"data.synth": "SynthCXR synthesis", "data.import": "import", "train": "training", "explain": "explain",
                "exbl": "eXBL retraining", "exbl_cf": "eXBL with counterfactuals", "gen.train": "generator training",
                "counterfactual": "counterfactual", "ltx.train": "LTX pretraining", "evaluate": "method evaluation",
-               "demo": "demo build"}
+               "demo": "demo build", "model.import": "classifier import", "model.export": "classifier export",
+               "study.metrics": "study metrics"}
 STATUS_ICON = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "🛑", "lost": "👻"}
 
 
