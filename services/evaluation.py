@@ -75,7 +75,7 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
     """
     import torch
 
-    from core.explain import explain, not_applicable
+    from core.explain import explain
     from core.metrics.faithfulness import FRACTIONS, faithfulness
     from core.metrics.localisation import localisation_metrics
     from core.train.classifier import cpu_threads
@@ -120,10 +120,7 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
             skipped[name] = str(exc)  # the default list names every LTX variant; one not trained yet is left out
             say(0.0, f"skipping {name}: {exc}", force=True)
             continue
-        reason = not_applicable(reg, model)
-        if reason:  # e.g. guided GradCAM on a ViT's token layer: left out of the comparison, said why
-            skipped[name] = reason
-            say(0.0, f"skipping {name}: {reason}", force=True)
+        if _skip_inapplicable(name, reg, model, skipped, say):
             continue
         if reg == "ltx" and finetune_steps is not None and "finetune_steps" not in kw:
             kw["finetune_steps"] = int(finetune_steps)
@@ -197,6 +194,18 @@ def _default_steps() -> int:
 
 def _fmt(v, nd: int = 3) -> str:
     return "n/a" if v is None or (isinstance(v, float) and math.isnan(v)) else f"{v:.{nd}f}"
+
+
+def _skip_inapplicable(name: str, reg: str, model, skipped: dict, say) -> bool:
+    """A method that does not apply to this network (guided GradCAM on a ViT's token layer) is left out of the
+    comparison, with its reason in `skipped`."""
+    from core.explain import not_applicable
+
+    reason = not_applicable(reg, model)
+    if reason:
+        skipped[name] = reason
+        say(0.0, f"skipping {name}: {reason}", force=True)
+    return bool(reason)
 
 
 def store_results(model_id: int, methods: dict[str, dict]) -> None:

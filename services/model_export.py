@@ -132,9 +132,19 @@ def _check_images(arrays) -> tuple[str, object]:
     return "+".join(used), np.concatenate(picked)
 
 
-def export_model(model_id: int, fmt: str, out: str | Path, *, user_id: int | None,
+def default_folder(model_id: int, fmt: str) -> Path:
+    """A new folder under $EXEMPLAR_HOME/exports (what the web form writes into: never a path a user typed)."""
+    import uuid
+
+    from services.settings import get_settings
+
+    return get_settings().path("exports") / f"model-{int(model_id)}-{fmt}-{uuid.uuid4().hex[:8]}"
+
+
+def export_model(model_id: int, fmt: str, out: str | Path | None, *, user_id: int | None,
                  progress: Progress | None = None) -> ExportResult:
-    """Write model #model_id as `fmt` into folder `out` with its model card; reload it and compare logits."""
+    """Write model #model_id as `fmt` into folder `out` (default: a new folder under $EXEMPLAR_HOME/exports) with
+    its model card; reload it and compare logits. Existing files are never overwritten."""
     import torch
 
     from core.models import create_model
@@ -149,10 +159,13 @@ def export_model(model_id: int, fmt: str, out: str | Path, *, user_id: int | Non
     say = progress or (lambda *a, **k: None)
     model, row = load_classifier(int(model_id), "cpu")
     cfg = row["config"] or {}
-    out = Path(out).expanduser()
-    out.mkdir(parents=True, exist_ok=True)
+    out = Path(out).expanduser() if out else default_folder(model_id, fmt)
     stem = re.sub(r"[^A-Za-z0-9_.-]+", "-", row["name"]).strip("-") or f"model-{model_id}"
     path = out / f"{stem}.{fmt}"
+    taken = [p.name for p in (path, out / "model_card.json", out / "README.md") if p.exists()]
+    if taken:
+        raise ValueError(f"{out} already holds {', '.join(taken)}; export into an empty or new folder")
+    out.mkdir(parents=True, exist_ok=True)
     size = int(cfg.get("image_size") or cfg.get("input_size") or 64)
     say(0.1, f"writing {path.name}")
     WRITERS[fmt](model, path, size)
@@ -175,7 +188,7 @@ def export_model(model_id: int, fmt: str, out: str | Path, *, user_id: int | Non
 
 
 def export_job(ctx) -> dict:
-    """`model.export` job. params: model_id, format, out."""
+    """`model.export` job. params: model_id, format, out (absent: a new folder under $EXEMPLAR_HOME/exports)."""
     p = dict(ctx.params)
-    return export_model(int(p["model_id"]), p["format"], p["out"], user_id=ctx.user_id,
+    return export_model(int(p["model_id"]), p["format"], p.get("out"), user_id=ctx.user_id,
                         progress=ctx.progress).to_dict()

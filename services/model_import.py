@@ -104,8 +104,26 @@ def _wrap(arch, weights, ds, arrays, classes, input_size, channels, normalize, b
     missing, unexpected = check_keys(built.net, state, arch, ds, list(arrays.classes))
     built.net.load_state_dict(state, strict=True)
     order = class_order(classes, list(arrays.classes))
-    return ImportedClassifier(built.net, arch, channels, input_size, mean, std, None, built.kwargs, order), \
-        missing, unexpected
+    wrapper = ImportedClassifier(built.net, arch, channels, input_size, mean, std, None, built.kwargs, order)
+    check_logits(wrapper, arch, len(arrays.classes), arrays.size)
+    return wrapper, missing, unexpected
+
+
+def check_logits(wrapper, arch: str, k: int, size: int) -> None:
+    """Refuse (one line) a network whose forward does not give one logit per dataset class."""
+    import torch
+
+    wrapper.eval()
+    try:
+        with torch.no_grad():
+            out = wrapper(torch.rand(2, 1, size, size))
+    except Exception as exc:  # noqa: BLE001  (any failure of the user's forward is one line)
+        raise ValueError(f"{arch} failed on a batch of 2 images at {size} px: {type(exc).__name__}: {exc}; "
+                         f"check --input-size, --channels and --build-kwargs") from None
+    if tuple(out.shape) != (2, k):
+        raise ValueError(f"{arch} returns {list(out.shape)} for 2 images, not [2, {k}] logits (one per class); "
+                         f"a forward returning several tensors must give the logits first, in a dict as 'logits', "
+                         f"or as .logits")
 
 
 def choose_layer(wrapper, image_size: int, target_layer: str | None) -> tuple[Any, list]:
@@ -141,6 +159,8 @@ def import_model(arch: str, weights: str | Path, dataset: int | str, *, user_id:
     from services.settings import resolve_device
 
     require(user_id, "model.import")
+    if arch.startswith("python:"):  # running a factory is running code on the server: admins only
+        require(user_id, "model.import.code")
     say = progress or (lambda *a, **k: None)
     weights = Path(weights).expanduser()
     if channels not in (1, 3):
@@ -195,6 +215,29 @@ def list_layers(model_id: int) -> dict:
     chosen = getattr(model, "target_layer", None) or target_spec(model).name
     return {"model_id": int(model_id), "arch": row["arch"], "target_layer": chosen,
             "layers": [l.to_dict() for l in layers]}
+
+
+WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors")
+
+
+def save_weights_upload(filename: str, data: bytes, *, user_id: int | None) -> Path:
+    """A weights file uploaded in the browser, stored under $EXEMPLAR_HOME/uploads/weights by its content hash
+    (the page never passes a server path a user typed)."""
+    from services.roles import require
+    from services.settings import get_settings
+
+    require(user_id, "model.import")
+    suffix = Path(filename).suffix.lower()
+    if suffix not in WEIGHT_SUFFIXES:
+        raise ValueError(f"{filename}: a weights file must end with {', '.join(WEIGHT_SUFFIXES)}")
+    folder = get_settings().path("uploads", "weights")
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f"{hashlib.sha256(data).hexdigest()[:16]}{suffix}"
+    if not path.exists():
+        tmp = path.with_suffix(path.suffix + ".part")
+        tmp.write_bytes(data)
+        tmp.replace(path)
+    return path
 
 
 def import_job(ctx) -> dict:

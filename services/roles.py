@@ -14,7 +14,7 @@ ACTIONS: dict[str, str] = {
     "exbl": "researcher", "gen.train": "researcher", "counterfactual": "researcher", "ltx.train": "researcher",
     "evaluate": "researcher", "demo": "researcher", "export": "researcher", "study.create": "researcher",
     "study.adjudicate": "researcher", "study.read_results": "researcher", "model.register": "researcher",
-    "model.import": "researcher", "model.export": "researcher",
+    "model.import": "researcher", "model.export": "researcher", "model.import.code": "admin",
     "users.role": "admin", "audit.read": "admin", "job.cancel.any": "admin",
 }
 
@@ -25,6 +25,7 @@ WHAT = {  # words for the refusal message
     "demo": "build the demo", "export": "export", "study.create": "create a study",
     "study.adjudicate": "adjudicate a study", "study.read_results": "see a study's answers and agreement",
     "model.register": "register a model", "model.import": "import a classifier",
+    "model.import.code": "import a classifier built by Python code on the server (python:…)",
     "model.export": "export a classifier", "users.role": "assign roles", "audit.read": "read the audit log",
     "job.cancel.any": "cancel another user's job",
 }

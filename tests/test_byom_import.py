@@ -179,6 +179,27 @@ def test_cli_import_layers_export(ds, tmp_path):
     assert r.exit_code != 0 and "--format must be one of" in r.output
 
 
+def test_a_researcher_cannot_run_code_and_an_export_never_overwrites(ds, tmp_path):
+    from services.model_export import export_model
+    from services.model_import import import_model
+    from services.roles import PermissionRefused
+    from services.users import get_or_create_user, set_role
+
+    admin = get_or_create_user("tester")
+    rex = set_role(admin, "rex", "researcher")["id"]
+    _resnet(tmp_path / "r.pt")
+    with pytest.raises(PermissionRefused, match="python"):
+        import_model("python:sys:exit", tmp_path / "r.pt", ds, user_id=rex)
+    with pytest.raises(ImportRefused, match="failed: SystemExit"):  # an admin's factory that exits is refused
+        import_model("python:sys:exit", tmp_path / "r.pt", ds, user_id=admin)
+    res = _import(ds, tmp_path / "r.pt")
+    (tmp_path / "out").mkdir()
+    (tmp_path / "out" / "README.md").write_text("mine")
+    with pytest.raises(ValueError, match="already holds README.md"):
+        export_model(res.model_id, "safetensors", tmp_path / "out", user_id=None)
+    assert (tmp_path / "out" / "README.md").read_text() == "mine"
+
+
 def test_a_reader_cannot_import(ds, tmp_path):
     from services.model_import import import_model
     from services.roles import PermissionRefused
@@ -192,29 +213,41 @@ def test_a_reader_cannot_import(ds, tmp_path):
     assert _rows() == []
 
 
-def test_models_page_import_form_submits_the_job_and_shows_its_figures(ds, tmp_path):
+def test_models_page_import_and_export_forms(ds, tmp_path):
+    """The import form asks for an upload (AppTest cannot upload: the upload is stored through the same service
+    call the form makes), shows the job's figures; the export form writes under EXEMPLAR_HOME and offers the files."""
     from services import jobs
+    from services.model_import import save_weights_upload
     from services.users import get_or_create_user
     from tests.helpers_app import app_test, open_page
 
     _resnet(tmp_path / "r.pt")
     uid = get_or_create_user("tester")
-    at = open_page(app_test(user={"id": uid, "name": "tester"}), "data_models")
+    user = {"id": uid, "name": "tester"}
+    at = open_page(app_test(user=user), "data_models")
     assert not at.exception, [e.value for e in at.exception]
     at.text_input(key="models_import_arch").set_value("torchvision:resnet18")
-    at.text_input(key="models_import_weights").set_value(str(tmp_path / "r.pt"))
-    at.number_input(key="models_import_size").set_value(SIZE)
     at.button(key="models_import_go").click().run()
-    assert not at.exception, [e.value for e in at.exception]
-    rows = [j for j in jobs.list_jobs() if j["kind"] == "model.import"]
-    assert len(rows) == 1 and rows[0]["created_by"] == uid
-    assert rows[0]["params"]["arch"] == "torchvision:resnet18" and rows[0]["params"]["input_size"] == SIZE
-    done = jobs.run_inline("model.import", rows[0]["params"], uid, echo=False)
-    at = open_page(app_test(user={"id": uid, "name": "tester"}, models_import_job=done["id"]), "data_models")
+    assert any("upload the weights file" in e.value for e in at.error)
+    assert not [j for j in jobs.list_jobs() if j["kind"] == "model.import"]
+    with pytest.raises(ValueError, match="must end with"):
+        save_weights_upload("notes.txt", b"x", user_id=uid)
+    path = save_weights_upload("r.pt", (tmp_path / "r.pt").read_bytes(), user_id=uid)
+    params = {"arch": "torchvision:resnet18", "weights": str(path), "dataset": "t", "input_size": SIZE}
+    done = jobs.run_inline("model.import", params, uid, echo=False)
+    at = open_page(app_test(user=user, models_import_job=done["id"]), "data_models")
     assert not at.exception, [e.value for e in at.exception]
     assert any("GradCAM layer layer3" in s.value for s in at.success)
     figures = next(df.value for df in at.dataframe if "macro AUROC" in df.value.columns)
     assert list(figures["split"]) == ["val", "test", "test_shifted"]
+    at.button(key="models_export_go").click().run()
+    assert not at.exception, [e.value for e in at.exception]
+    job = next(j for j in jobs.list_jobs() if j["kind"] == "model.export")
+    assert "out" not in job["params"]  # the web never names a server folder
+    done = jobs.run_inline("model.export", job["params"], uid, echo=False)
+    assert "/exports/" in done["result"]["path"]
+    at = open_page(app_test(user=user, models_export_job=done["id"]), "data_models")
+    assert {b.label for b in at.get("download_button")} >= {"model_card.json", "README.md"}
 
 
 def test_exemplars_own_classifier_exports_too(tmp_path):

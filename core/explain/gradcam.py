@@ -36,6 +36,11 @@ def gradcam_captum(model: nn.Module, x: torch.Tensor, target: Target = None, lay
     """Captum's LayerGradCam at `layer` (default the target module; convolutional layouts only); ReLU applied."""
     from captum.attr import LayerGradCam
 
+    from core.models.target import target_spec
+
+    if layer is None and target_spec(model).layout != "nchw":
+        raise ValueError("Captum's LayerGradCam needs a convolutional target layer; this network's is a "
+                         f"{target_spec(model).layout} layer (use gradcam without use_captum)")
     layer = layer if layer is not None else target_module(model)
     logits = predict_logits(model, x)
     t = resolve_target(target, logits)

@@ -79,7 +79,7 @@ def classifier_features(classifier, images: np.ndarray, device="cpu", batch_size
     try:
         for s in range(0, len(images), batch_size):
             x = torch.from_numpy(np.asarray(images[s:s + batch_size])).float().div(255.0)[:, None].to(device)
-            feats, _ = target_forward(classifier, x, detach=True)
+            feats, _ = target_forward(classifier, x, read_only=True)
             out.append(feats.detach().mean(dim=(2, 3)).cpu().double().numpy())
     finally:
         classifier.train(was)

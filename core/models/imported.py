@@ -63,7 +63,7 @@ def build_torchvision(name: str, num_classes: int, channels: int, input_size: in
 def build_timm(name: str, num_classes: int, channels: int, input_size: int | None, **kw) -> Built:
     import timm
 
-    if not timm.list_models(name):
+    if not timm.is_model(name.split(".")[0]):  # a tagged name (vit_….augreg_in21k) names its architecture first
         raise ImportRefused(f"timm has no network {name!r}; `timm.list_models('*{name.split('_')[0]}*')` lists "
                             f"the close ones")
     return _try_sizes(lambda **k: timm.create_model(name, pretrained=False, **k), "img_size", input_size,
@@ -86,7 +86,11 @@ def build_python(name: str, num_classes: int, channels: int, input_size: int | N
         params = {}
     offered = {"num_classes": num_classes, "in_chans": channels, "img_size": input_size}
     args = {k: v for k, v in offered.items() if k in params and v is not None}
-    net = factory(**args, **kw)
+    try:
+        net = factory(**args, **kw)
+    except BaseException as exc:  # noqa: BLE001  (a factory that exits or raises is refused, never kills the worker)
+        raise ImportRefused(f"python:{name}({', '.join(sorted({**args, **kw}))}) failed: "
+                            f"{type(exc).__name__}: {exc}; check the factory's arguments (--build-kwargs)") from None
     if not isinstance(net, nn.Module):
         raise ImportRefused(f"python:{name} returned {type(net).__name__}, not a torch nn.Module")
     return Built(net, {**args, **kw})
@@ -136,7 +140,7 @@ def parse_normalize(text: str | None, channels: int) -> tuple[tuple[float, ...],
 def as_logits(out) -> torch.Tensor:
     """The logits in whatever a network's forward returns."""
     if isinstance(out, torch.Tensor):
-        return out
+        return out.flatten(1) if out.dim() == 4 and out.shape[-2:] == (1, 1) else out
     if isinstance(out, dict):
         for k in ("logits", "out"):
             if isinstance(out.get(k), torch.Tensor):
@@ -218,19 +222,34 @@ def create_imported(arch: str, num_classes: int, input_size: int | None = None, 
     return ImportedClassifier(built.net, arch, channels, input_size, mean, std, spec, built.kwargs, class_order)
 
 
-def stage_list(net: nn.Module, want: int = 6) -> list[nn.Module]:
-    """The network's stages in definition order, for "train only the last K": its children with weights, the
-    largest container split into its children until there are `want` of them (ViT: patch_embed, the 12 blocks,
-    norm, head; ResNet: conv1, bn1, layer1..4, fc)."""
+class LooseParams:
+    """The weights a network holds directly (a ViT's class token and position embedding): the first stage."""
+
+    def __init__(self, params: list[nn.Parameter]):
+        self._params = params
+
+    def parameters(self):
+        return iter(self._params)
+
+    def eval(self):
+        return self
+
+
+def stage_list(net: nn.Module, want: int = 6) -> list:
+    """The network's stages in definition order, for "train only the last K": the weights it holds directly (if
+    any), then its children with weights, the largest container split into its children until there are `want`
+    of them (ViT: tokens, patch_embed, the 12 blocks, norm, head; ResNet: conv1, bn1, layer1..4, fc)."""
     def has_params(m):
         return any(True for _ in m.parameters())
 
     units = [m for m in net.children() if has_params(m)]
+    own = list(net.parameters(recurse=False))
     while len(units) < want:
         splittable = [(sum(p.numel() for p in u.parameters()), i) for i, u in enumerate(units)
-                      if sum(1 for c in u.children() if has_params(c)) >= 2]
+                      if isinstance(u, nn.Module) and sum(1 for c in u.children() if has_params(c)) >= 2]
         if not splittable:
             break
         _, i = max(splittable)
-        units[i:i + 1] = [c for c in units[i].children() if has_params(c)]
-    return units
+        inner = list(units[i].parameters(recurse=False))
+        units[i:i + 1] = ([LooseParams(inner)] if inner else []) + [c for c in units[i].children() if has_params(c)]
+    return ([LooseParams(own)] if own else []) + units

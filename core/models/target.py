@@ -144,7 +144,7 @@ def target_module(model: nn.Module) -> nn.Module:
 
 
 @contextmanager
-def _hooked(model: nn.Module, detach: bool) -> Iterator[dict]:
+def _hooked(model: nn.Module, detach: bool, grad_after: bool = True) -> Iterator[dict]:
     spec = target_spec(model)
     module = model.get_submodule(spec.name)
     box: dict = {}
@@ -155,7 +155,7 @@ def _hooked(model: nn.Module, detach: bool) -> Iterator[dict]:
                                 f"choose another with --target-layer")
         aspect = box["aspect"]
         grid = to_grid(out, spec.layout, spec.prefix, aspect)
-        if detach:
+        if detach and grad_after:
             torch.set_grad_enabled(True)  # the layers after the target are recorded, those before were not
             grid = grid.detach().requires_grad_(True)
         elif not grid.requires_grad and torch.is_grad_enabled():
@@ -173,18 +173,21 @@ def _hooked(model: nn.Module, detach: bool) -> Iterator[dict]:
         handle.remove()
 
 
-def target_forward(model: nn.Module, x: torch.Tensor, detach: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
+def target_forward(model: nn.Module, x: torch.Tensor, detach: bool = False,
+                   read_only: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """(grid (N, C, h, w) at the target layer, logits) from one forward of the whole network.
 
     detach=True (display maps, reference anchors, evaluation): the layers before the target run without a graph,
     exactly the cost of inference, and the grid is a leaf that requires grad, so ∂logits/∂grid runs through the
     layers after the target alone. detach=False (training): the graph reaches the weights before the target too.
+    read_only=True: no graph anywhere (features for a metric, e.g. realism's embedding).
     """
+    detach = detach or read_only
     outer = torch.is_grad_enabled()
     # training maps are differentiated twice (create_graph): attention must use the math kernel, the fused CPU /
     # flash kernels have no double backward
     kernel = nullcontext() if detach else sdpa_kernel([SDPBackend.MATH])
-    with kernel, _hooked(model, detach) as box:
+    with kernel, _hooked(model, detach, grad_after=not read_only) as box:
         box["aspect"] = x.shape[-1] / x.shape[-2]
         try:
             if detach:
@@ -263,7 +266,7 @@ def candidate_layers(root: nn.Module, model: nn.Module, size: int, channels: int
     model.eval()
     try:
         x = torch.rand(2, channels, size, size, generator=torch.Generator().manual_seed(0),
-                       device=next(model.parameters()).device)
+                       device=next(iter(model.parameters()), torch.empty(0)).device)
         return _trace(root, model, x, prefix_hint)
     finally:
         model.train(was)

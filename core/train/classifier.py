@@ -108,6 +108,9 @@ def cpu_threads(n: int | None):
         torch.set_num_threads(before)
 
 
+BATCHNORMS = (nn.BatchNorm1d, nn.BatchNorm2d, nn.BatchNorm3d, nn.SyncBatchNorm)
+
+
 def train_mode(model: nn.Module) -> None:
     """model.train(), except fully frozen stages (core.models.stages: Exemplar's blocks, an imported network's
     stages) and frozen BatchNorm layers stay in eval mode (their statistics are not updated)."""
@@ -119,7 +122,7 @@ def train_mode(model: nn.Module) -> None:
         if params and not any(p.requires_grad for p in params):
             block.eval()
     for m in model.modules():
-        if isinstance(m, nn.modules.batchnorm._BatchNorm) and m.affine and not m.weight.requires_grad:
+        if isinstance(m, BATCHNORMS) and m.affine and not m.weight.requires_grad:
             m.eval()
 
 

@@ -54,8 +54,13 @@ def upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 
 def features_logits(model, x: torch.Tensor, detach: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
     """One forward read at the target layer (core.models.target): (grid (N, C, h, w), logits). detach=True runs
-    the layers before the target without a graph (display maps, reference anchors, evaluation)."""
-    return target_forward(model, x, detach=detach)
+    the layers before the target without a graph (display maps, reference anchors, evaluation). A network without
+    a separable head (an imported one) trains with its dropout off, so its training CAMs are in the reference
+    anchors' mode (see cam_logits)."""
+    if detach or hasattr(model, "forward_head"):
+        return target_forward(model, x, detach=detach)
+    with no_dropout(model):
+        return target_forward(model, x)
 
 
 @contextmanager
@@ -74,7 +79,7 @@ def no_dropout(module: nn.Module):
 def cam_logits(model, feats: torch.Tensor, logits: torch.Tensor) -> torch.Tensor:
     """Class scores for a training CAM: Exemplar's own classifiers replay their head on the same features with
     dropout off (the reference anchors' mode); an imported network has no separable head, so its CAM reads the
-    training forward's own logits (its head dropout, if any, included)."""
+    training forward's own logits, which features_logits computed with dropout off."""
     head = getattr(model, "forward_head", None)
     if head is None:
         return logits

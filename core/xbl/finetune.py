@@ -119,6 +119,8 @@ def finetune(model: nn.Module, method: XBLMethod, train: TrainSet, good: Exempla
     t0 = time.monotonic()
     torch.manual_seed(cfg.seed)
     gen = torch.Generator().manual_seed(cfg.seed)
+    if cfg.freeze_blocks and cfg.train_last:
+        raise ValueError("give --freeze-blocks or --train-last, not both")
     if cfg.freeze_blocks:
         freeze_blocks(model, cfg.freeze_blocks)
     if cfg.train_last:

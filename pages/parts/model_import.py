@@ -1,6 +1,11 @@
-"""Models tab, your own classifier: a form that imports a torchvision / timm / factory network (a `model.import`
-job) and shows its target layer and held-out figures, and a form that exports a classifier (a `model.export` job)."""
+"""Models tab, your own classifier: a form that imports a torchvision / timm network from an uploaded weights file (a
+`model.import` job) and shows its target layer and held-out figures, and a form that exports a classifier (a
+`model.export` job into a new folder under EXEMPLAR_HOME) with download buttons. The web never passes a server
+path a user typed, and python:… factories (code on the server) are for admins (services check both)."""
 from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import pandas as pd
 import streamlit as st
@@ -9,6 +14,7 @@ from pages.common import require_user, selected_dataset
 from pages.parts.job_progress import live_job
 from services import jobs
 from services.catalog import list_models
+from services.model_import import save_weights_upload
 
 SOURCES_HELP = ("torchvision:NAME (any torchvision classification network, e.g. torchvision:densenet121), "
                 "timm:NAME (e.g. timm:vit_tiny_patch16_224) or python:package.module:factory (your own code)")
@@ -31,9 +37,8 @@ def _import_form(names: list[str]) -> None:
                              help=SOURCES_HELP)
         ds = c2.selectbox("Dataset", names, index=names.index(cur["name"]) if cur and cur["name"] in names else 0,
                           key="models_import_dataset")
-        weights = st.text_input("Weights file on the server", key="models_import_weights",
-                                placeholder="/path/to/model.pt or .safetensors",
-                                help="a state dict (read weights-only; pickled objects are refused) or safetensors")
+        weights = st.file_uploader("Weights file", type=["pt", "pth", "safetensors"], key="models_import_weights",
+                                   help="a state dict (read weights-only; pickled objects are refused) or safetensors")
         c3, c4, c5, c6 = st.columns(4)
         size = c3.number_input("Input size (0 = the dataset's)", 0, 1024, 0, key="models_import_size")
         channels = c4.selectbox("Channels", (3, 1), key="models_import_channels",
@@ -42,23 +47,29 @@ def _import_form(names: list[str]) -> None:
                                   help="imagenet, none, or MEAN,STD")
         layer = c6.text_input("Target layer (optional)", key="models_import_layer",
                               help="default: the last spatial layer (CNN) or the last block (ViT / Swin)")
-        c7, c8 = st.columns(2)
+        c7, c8, c9 = st.columns(3)
         classes = c7.text_input("Output classes in order (optional)", key="models_import_classes",
                                 help="A,B,…: when the network's outputs are not in the dataset's class order")
-        name = c8.text_input("Model name (optional)", key="models_import_name")
+        extra = c8.text_input("Other build arguments (optional)", key="models_import_build",
+                              placeholder='{"patch_size": 8}', help="JSON: the arguments your code built it with")
+        name = c9.text_input("Model name (optional)", key="models_import_name")
         go = st.form_submit_button("Import", type="primary", key="models_import_go")
     if go:
         user = require_user()
         if user is None:
             return
-        if not arch.strip() or not weights.strip():
-            st.error("Give the architecture (SOURCE:NAME) and the weights file.")
+        if not arch.strip() or weights is None:
+            st.error("Give the architecture (SOURCE:NAME) and upload the weights file.")
             return
-        params = {"arch": arch.strip(), "weights": weights.strip(), "dataset": ds, "classes": classes.strip() or None,
-                  "input_size": int(size) or None, "channels": int(channels), "normalize": normalize.strip(),
-                  "target_layer": layer.strip() or None, "name": name.strip() or None}
         try:
+            build = json.loads(extra) if extra.strip() else None
+            path = save_weights_upload(weights.name, weights.getvalue(), user_id=user["id"])
+            params = {"arch": arch.strip(), "weights": str(path), "dataset": ds, "classes": classes.strip() or None,
+                      "input_size": int(size) or None, "channels": int(channels), "normalize": normalize.strip(),
+                      "target_layer": layer.strip() or None, "name": name.strip() or None, "build_kwargs": build}
             st.session_state["models_import_job"] = jobs.submit("model.import", params, user["id"])
+        except json.JSONDecodeError:
+            st.error("Other build arguments must be a JSON object, e.g. {\"patch_size\": 8}.")
         except (ValueError, PermissionError) as exc:
             st.error(str(exc))
 
@@ -84,31 +95,37 @@ def _export_form() -> None:
         return
     labels = {m["id"]: f"#{m['id']} {m['name']} ({m['arch']})" for m in models}
     with st.form("models_export_form"):
-        c1, c2, c3 = st.columns([3, 1, 3])
+        c1, c2 = st.columns([3, 1])
         mid = c1.selectbox("Model", list(labels), format_func=labels.get, key="models_export_model")
         fmt = c2.selectbox("Format", FORMATS, key="models_export_format",
                            help="safetensors: the source's key names; pt2: torch.export program; onnx: ONNX")
-        out = c3.text_input("Folder on the server", key="models_export_out", placeholder="/path/to/export")
         go = st.form_submit_button("Export", key="models_export_go")
     if go:
         user = require_user()
         if user is None:
             return
-        if not out.strip():
-            st.error("Give the folder to write into.")
-            return
         try:
             st.session_state["models_export_job"] = jobs.submit(
-                "model.export", {"model_id": int(mid), "format": fmt, "out": out.strip()}, user["id"])
+                "model.export", {"model_id": int(mid), "format": fmt}, user["id"])
         except (ValueError, PermissionError) as exc:
             st.error(str(exc))
     job_id = st.session_state.get("models_export_job")
     if job_id:
         live_job(int(job_id), key="models_export")
-        res = (jobs.get_job(int(job_id)) or {}).get("result") or {}
-        if res.get("path"):
-            st.success(f"Wrote {res['path']} and its model card; loaded back, max |Δlogit| "
-                       f"{res['max_abs_logit_diff']:.2e} on {res['checked_images']} {res['checked_split']} images")
+        _downloads((jobs.get_job(int(job_id)) or {}).get("result") or {})
+
+
+def _downloads(res: dict) -> None:
+    """The export's files as download buttons, and what the reload check found."""
+    if not res.get("path"):
+        return
+    st.success(f"Exported and loaded back: max |Δlogit| {res['max_abs_logit_diff']:.2e} on "
+               f"{res['checked_images']} held-out images ({res['checked_split']})")
+    cols = st.columns(3)
+    for col, key in zip(cols, ("path", "card", "readme")):
+        p = Path(res[key])
+        if p.is_file():
+            col.download_button(p.name, p.read_bytes(), file_name=p.name, key=f"models_export_dl_{key}")
 
 
 def render(datasets: list[dict]) -> None:

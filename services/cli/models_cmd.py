@@ -71,8 +71,8 @@ def register(app: typer.Typer) -> None:
 
         try:
             res = list_layers(model)
-        except (KeyError, ValueError) as exc:
-            fail(str(exc))
+        except Exception as exc:  # noqa: BLE001  (a network's traced forward may fail in any way: one line)
+            fail(f"{type(exc).__name__}: {exc}" if not isinstance(exc, (KeyError, ValueError)) else str(exc))
         human = "\n".join(f"{'*' if l['name'] == res['target_layer'] else ' '} {l['name']} {l['shape']} {l['layout']}"
                           f"{'' if l['carries_gradient'] else ' (no gradient to the logits)'}" for l in res["layers"])
         emit(res, json_, human)
