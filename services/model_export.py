@@ -141,7 +141,7 @@ def default_folder(model_id: int, fmt: str) -> Path:
     return get_settings().path("exports") / f"model-{int(model_id)}-{fmt}-{uuid.uuid4().hex[:8]}"
 
 
-def export_model(model_id: int, fmt: str, out: str | Path | None, *, user_id: int | None,
+def export_model(model_id: int, fmt: str, out: str | Path | None, *, user_id: int,
                  progress: Progress | None = None) -> ExportResult:
     """Write model #model_id as `fmt` into folder `out` (default: a new folder under $EXEMPLAR_HOME/exports) with
     its model card; reload it and compare logits. Existing files are never overwritten."""
@@ -153,7 +153,9 @@ def export_model(model_id: int, fmt: str, out: str | Path | None, *, user_id: in
     from services.models import load_classifier
     from services.roles import require
 
-    require(user_id, "model.export")
+    from services.model_import import acting
+
+    actor = require(acting(user_id), "model.export")
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
     say = progress or (lambda *a, **k: None)
@@ -183,6 +185,10 @@ def export_model(model_id: int, fmt: str, out: str | Path | None, *, user_id: in
     card_path, readme = out / "model_card.json", out / "README.md"
     card_path.write_text(json.dumps(card, indent=2, default=str))
     readme.write_text(card_readme(card, path.name))
+    from services import audit
+
+    audit.record(actor, "model.export", f"model:{int(model_id)}",
+                 after={"format": fmt, "file": path.name, "max_abs_logit_diff": diff})
     say(1.0, f"exported model #{model_id} to {path} (max |Δlogit| {diff:.2e})", force=True)
     return ExportResult(int(model_id), fmt, str(path), str(card_path), str(readme), diff, int(len(idx)), split)
 

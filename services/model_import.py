@@ -39,6 +39,13 @@ class ImportResult:
         return asdict(self)
 
 
+def acting(user_id: int | None) -> int:
+    """The acting user's id; None is refused (identity fails closed: no process identity stands in)."""
+    if user_id is None:
+        raise ValueError("importing or exporting a classifier needs an acting user (sign in, or set EXEMPLAR_USER)")
+    return int(user_id)
+
+
 def _sha256(path: Path) -> str:
     h = hashlib.sha256()
     with open(path, "rb") as f:
@@ -146,7 +153,7 @@ def choose_layer(wrapper, image_size: int, target_layer: str | None) -> tuple[An
     return chosen, layers
 
 
-def import_model(arch: str, weights: str | Path, dataset: int | str, *, user_id: int | None,
+def import_model(arch: str, weights: str | Path, dataset: int | str, *, user_id: int,
                  classes: str | list[str] | None = None, input_size: int | None = None, channels: int = 3,
                  normalize: str | None = "imagenet", target_layer: str | None = None, name: str | None = None,
                  build_kwargs: dict | None = None, device: str | None = None, job_id: int | None = None,
@@ -158,7 +165,7 @@ def import_model(arch: str, weights: str | Path, dataset: int | str, *, user_id:
     from services.roles import require
     from services.settings import resolve_device
 
-    require(user_id, "model.import")
+    require(acting(user_id), "model.import")
     if arch.startswith("python:"):  # running a factory is running code on the server: admins only
         require(user_id, "model.import.code")
     say = progress or (lambda *a, **k: None)
@@ -220,13 +227,13 @@ def list_layers(model_id: int) -> dict:
 WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors")
 
 
-def save_weights_upload(filename: str, data: bytes, *, user_id: int | None) -> Path:
+def save_weights_upload(filename: str, data: bytes, *, user_id: int) -> Path:
     """A weights file uploaded in the browser, stored under $EXEMPLAR_HOME/uploads/weights by its content hash
     (the page never passes a server path a user typed)."""
     from services.roles import require
     from services.settings import get_settings
 
-    require(user_id, "model.import")
+    actor = require(acting(user_id), "model.import")
     suffix = Path(filename).suffix.lower()
     if suffix not in WEIGHT_SUFFIXES:
         raise ValueError(f"{filename}: a weights file must end with {', '.join(WEIGHT_SUFFIXES)}")
@@ -237,6 +244,9 @@ def save_weights_upload(filename: str, data: bytes, *, user_id: int | None) -> P
         tmp = path.with_suffix(path.suffix + ".part")
         tmp.write_bytes(data)
         tmp.replace(path)
+    from services import audit
+
+    audit.record(actor, "model.upload", f"upload:{path.name}", after={"bytes": len(data), "suffix": suffix})
     return path
 
 

@@ -15,6 +15,13 @@ from core.models.target import TargetRefused
 SIZE = 32
 
 
+def _me() -> int:
+    """The acting user of these tests (a write never runs without one)."""
+    from services.users import get_or_create_user
+
+    return get_or_create_user("tester")
+
+
 @pytest.fixture
 def ds():
     from services.datasets import synth_dataset
@@ -38,7 +45,7 @@ def _rows():
 def _import(ds, weights, **kw):
     from services.model_import import import_model
 
-    return import_model(kw.pop("arch", "torchvision:resnet18"), weights, ds, user_id=None, input_size=SIZE, **kw)
+    return import_model(kw.pop("arch", "torchvision:resnet18"), weights, ds, user_id=_me(), input_size=SIZE, **kw)
 
 
 def test_import_matches_the_network_run_outside(ds, tmp_path):
@@ -137,9 +144,9 @@ def test_retrain_then_export_loads_strict_outside_with_a_model_card(ds, tmp_path
 
     parent = _resnet(tmp_path / "r.pt")
     res = _import(ds, tmp_path / "r.pt")
-    out = retrain(res.model_id, "exbl_cf", auto=True, epochs=1, batch_size=16, user_id=None, train_last=2)
+    out = retrain(res.model_id, "exbl_cf", auto=True, epochs=1, batch_size=16, user_id=_me(), train_last=2)
     child = out["model_id"]
-    exp = export_model(child, "safetensors", tmp_path / "out", user_id=None)
+    exp = export_model(child, "safetensors", tmp_path / "out", user_id=_me())
     fresh = torchvision.models.resnet18(num_classes=4)
     fresh.load_state_dict(load_file(exp.path), strict=True)
     changed = [k for k, v in fresh.state_dict().items() if not torch.equal(v, parent.state_dict()[k])]
@@ -151,11 +158,11 @@ def test_retrain_then_export_loads_strict_outside_with_a_model_card(ds, tmp_path
     assert len(card["dataset"]["content_sha256"]) == 64 and card["verdict"]
     assert {"val", "test", "test_shifted"} <= set(card["held_out"])
     assert "exbl_cf" in (tmp_path / "out" / "README.md").read_text()
-    pt2 = export_model(child, "pt2", tmp_path / "out2", user_id=None)
+    pt2 = export_model(child, "pt2", tmp_path / "out2", user_id=_me())
     assert pt2.max_abs_logit_diff <= 1e-4
     program = torch.export.load(pt2.path).module()
     assert program(torch.rand(7, 3, SIZE, SIZE)).shape == (7, 4)  # any batch size
-    onnx = export_model(child, "onnx", tmp_path / "out3", user_id=None)  # reloaded through onnxruntime
+    onnx = export_model(child, "onnx", tmp_path / "out3", user_id=_me())  # reloaded through onnxruntime
     assert onnx.path.endswith(".onnx") and onnx.max_abs_logit_diff <= 1e-4
 
 
@@ -196,7 +203,7 @@ def test_a_researcher_cannot_run_code_and_an_export_never_overwrites(ds, tmp_pat
     (tmp_path / "out").mkdir()
     (tmp_path / "out" / "README.md").write_text("mine")
     with pytest.raises(ValueError, match="already holds README.md"):
-        export_model(res.model_id, "safetensors", tmp_path / "out", user_id=None)
+        export_model(res.model_id, "safetensors", tmp_path / "out", user_id=_me())
     assert (tmp_path / "out" / "README.md").read_text() == "mine"
 
 
@@ -263,12 +270,32 @@ def test_exemplars_own_classifier_exports_too(tmp_path):
            "image_size": SIZE, "classes": ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"], "dataset": "t"}
     mid = register_model(name="own", arch="simple_cnn", checkpoint=save_checkpoint_dir(m, cfg), dataset_id=ds,
                          config=cfg)
-    st = export_model(mid, "safetensors", tmp_path / "a", user_id=None)
+    st = export_model(mid, "safetensors", tmp_path / "a", user_id=_me())
     fresh = create_model("simple_cnn", width=4, input_size=SIZE)
     fresh.load_state_dict(load_file(st.path), strict=True)
     assert st.max_abs_logit_diff == 0.0
-    pt2 = export_model(mid, "pt2", tmp_path / "b", user_id=None)
+    pt2 = export_model(mid, "pt2", tmp_path / "b", user_id=_me())
     assert pt2.max_abs_logit_diff <= 1e-5
     x = torch.rand(3, 1, SIZE, SIZE)
     with torch.no_grad():
         torch.testing.assert_close(torch.export.load(pt2.path).module()(x), m(x), atol=1e-5, rtol=1e-5)
+
+
+def test_import_and_export_need_an_acting_user_and_are_audited(ds, tmp_path):
+    from services.audit import list_rows
+    from services.model_export import export_model
+    from services.model_import import import_model
+
+    _resnet(tmp_path / "r.pt")
+    with pytest.raises(ValueError, match="needs an acting user"):
+        import_model("torchvision:resnet18", tmp_path / "r.pt", ds, user_id=None, input_size=SIZE)
+    res = _import(ds, tmp_path / "r.pt")
+    with pytest.raises(ValueError, match="needs an acting user"):
+        export_model(res.model_id, "safetensors", tmp_path / "o", user_id=None)
+    assert not (tmp_path / "o").exists()
+    export_model(res.model_id, "safetensors", tmp_path / "o", user_id=_me())
+    actions = {r["action"]: r for r in list_rows(actor_id=_me())}
+    assert actions["model.register"]["user"] == "tester" and actions["model.register"]["object"] == \
+        f"model:{res.model_id}"
+    assert actions["model.export"]["user"] == "tester" and actions["model.export"]["object"] == \
+        f"model:{res.model_id}"

@@ -12,6 +12,13 @@ from safetensors.torch import save_file
 SIZE = 32
 
 
+def _me() -> int:
+    """The acting user of these tests (a write never runs without one)."""
+    from services.users import get_or_create_user
+
+    return get_or_create_user("tester")
+
+
 @pytest.fixture
 def imported(tmp_path):
     import timm
@@ -25,10 +32,10 @@ def imported(tmp_path):
     vit = timm.create_model("vit_tiny_patch16_224", img_size=SIZE, patch_size=8, num_classes=4)
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp_path / "v.safetensors"))
     torch.save(torchvision.models.resnet18(num_classes=4).state_dict(), tmp_path / "r.pt")
-    return {"vit": import_model("timm:vit_tiny_patch16_224", tmp_path / "v.safetensors", "t", user_id=None,
+    return {"vit": import_model("timm:vit_tiny_patch16_224", tmp_path / "v.safetensors", "t", user_id=_me(),
                                 input_size=SIZE, normalize="0.5,0.25",
                                 build_kwargs={"patch_size": 8}).model_id,
-            "resnet": import_model("torchvision:resnet18", tmp_path / "r.pt", "t", user_id=None,
+            "resnet": import_model("torchvision:resnet18", tmp_path / "r.pt", "t", user_id=_me(),
                                    input_size=SIZE).model_id}
 
 

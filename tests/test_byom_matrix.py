@@ -18,6 +18,13 @@ from core.models.target import TargetRefused, to_grid
 from core.xbl import Exemplar, cam as C, reference_anchor, training_anchors, triplet
 
 SIZE = 64
+
+
+def _me() -> int:
+    """The acting user of these tests (a write never runs without one)."""
+    from services.users import get_or_create_user
+
+    return get_or_create_user("tester")
 # network → the layer the rule must choose (what pytorch-grad-cam's docs advise for that family)
 MATRIX = {
     "torchvision:resnet50": "layer4",
@@ -148,7 +155,7 @@ def test_network_imports_explains_retrains_and_exports(arch, synth, tmp_path):
     from services.models import load_classifier
 
     weights = _save(outside_network(arch), tmp_path / "w", arch)
-    res = import_model(arch, weights, synth, user_id=None, input_size=SIZE, channels=3, normalize="imagenet")
+    res = import_model(arch, weights, synth, user_id=_me(), input_size=SIZE, channels=3, normalize="imagenet")
     assert res.missing_keys == [] and res.unexpected_keys == []
     assert res.target_layer == MATRIX[arch]
     assert set(res.metrics) == {"val", "test", "test_shifted"}
@@ -179,5 +186,5 @@ def test_network_the_rule_cannot_handle_is_refused_naming_target_layer(arch, syn
 
     weights = _save(outside_network(arch), tmp_path / "w", arch)
     with pytest.raises(TargetRefused, match="--target-layer"):
-        import_model(arch, weights, synth, user_id=None, input_size=SIZE, channels=3)
+        import_model(arch, weights, synth, user_id=_me(), input_size=SIZE, channels=3)
     assert find_model("m-mlp") is None

@@ -12,6 +12,7 @@ import streamlit as st
 
 from pages.common import require_user, selected_dataset
 from pages.parts.job_progress import live_job
+from pages.parts.plain import md_escape
 from services import jobs
 from services.catalog import list_models
 from services.model_import import save_weights_upload
@@ -71,7 +72,7 @@ def _import_form(names: list[str]) -> None:
         except json.JSONDecodeError:
             st.error("Other build arguments must be a JSON object, e.g. {\"patch_size\": 8}.")
         except (ValueError, PermissionError) as exc:
-            st.error(str(exc))
+            st.error(md_escape(exc))
 
 
 def _import_result() -> None:
@@ -81,10 +82,11 @@ def _import_result() -> None:
     live_job(int(job_id), key="models_import")
     res = (jobs.get_job(int(job_id)) or {}).get("result") or {}
     if res.get("model_id"):
-        st.success(f"Model #{res['model_id']} {res['name']} imported · GradCAM layer {res['target_layer']}")
+        st.success(f"Model #{res['model_id']} {md_escape(res['name'])} imported · GradCAM layer "
+                   f"{md_escape(res['target_layer'])}")
         st.dataframe(metrics_frame(res.get("metrics")), hide_index=True, key="models_import_metrics")
         if res.get("warning"):
-            st.warning(res["warning"])
+            st.warning(md_escape(res["warning"]))
 
 
 def _export_form() -> None:
@@ -108,7 +110,7 @@ def _export_form() -> None:
             st.session_state["models_export_job"] = jobs.submit(
                 "model.export", {"model_id": int(mid), "format": fmt}, user["id"])
         except (ValueError, PermissionError) as exc:
-            st.error(str(exc))
+            st.error(md_escape(exc))
     job_id = st.session_state.get("models_export_job")
     if job_id:
         live_job(int(job_id), key="models_export")
@@ -120,7 +122,7 @@ def _downloads(res: dict) -> None:
     if not res.get("path"):
         return
     st.success(f"Exported and loaded back: max |Δlogit| {res['max_abs_logit_diff']:.2e} on "
-               f"{res['checked_images']} held-out images ({res['checked_split']})")
+               f"{res['checked_images']} held-out images ({md_escape(res['checked_split'])})")
     cols = st.columns(3)
     for col, key in zip(cols, ("path", "card", "readme")):
         p = Path(res[key])
