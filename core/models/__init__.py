@@ -4,8 +4,8 @@ Two kinds of arch name: Exemplar's own (simple_cnn, resnet18, mobilenet_v2, belo
 `SOURCE:NAME` (torchvision:…, timm:…, python:pkg.mod:factory; core.models.imported). Every explanation reads either
 through one hook at its target layer (core.models.target), never through forward_features / forward_head.
 
-Exemplar's own classifiers
-Every classifier takes images in [0, 1], shape (N, in_chans, H, W), normalises inside, and exposes:
+Exemplar's own classifiers take images in [0, 1], shape (N, in_chans, H, W), normalise inside, and expose (the
+head split is read only to replay the head without dropout for training CAMs, core.xbl.cam.cam_logits):
 - forward_features(x) → the last convolutional block's activations (N, C, h, w);
 - forward_head(f) → logits (N, num_classes);
 - feature_layer: the module whose output forward_features returns (GradCAM's target layer);
