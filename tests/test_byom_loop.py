@@ -57,6 +57,7 @@ def test_explain_evaluate_probe_and_counterfactual_on_an_imported_network(import
     else:
         assert math.isfinite(ev["methods"]["guided_gradcam"]["ar"])
     probe = probe_artefact(mid, limit=8)
-    assert probe is not None
+    assert probe.model_id == mid and probe.n == 8 and len(probe.positions) == 4  # the marker at each corner
+    assert all(0 <= p["changed"] <= 1 for p in probe.positions)
     cf = run_counterfactuals([mid], 1, 0, ["adversarial"], options={"steps": 3})
     assert cf["results"] and cf["results"][0]["model_id"] == mid
