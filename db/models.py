@@ -81,6 +81,21 @@ class Model(Base):
     created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
 
 
+class Retrain(Base):
+    """One retrain: a parent, a method and K seeds, each seed a child, a plain control and a random-pair control
+    (models whose config holds retrain_id and seed); evidence = the group's figures over seeds (issue 22)."""
+    __tablename__ = "retrains"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    parent_id: Mapped[int | None] = mapped_column(ForeignKey("models.id", ondelete="SET NULL"), nullable=True)
+    method: Mapped[str] = mapped_column(String(40))
+    seeds: Mapped[int] = mapped_column(Integer, default=1)
+    config: Mapped[dict] = mapped_column(JSON, default=dict)
+    evidence: Mapped[dict] = mapped_column(JSON, default=dict)
+    job_id: Mapped[int | None] = mapped_column(Integer, nullable=True)
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+
+
 class Job(Base):
     """The one truth about a job: status, progress, message, per-step metrics, heartbeat, cancel, result."""
     __tablename__ = "jobs"

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import streamlit as st
 
+from core.data.roles import heading
+
 from pages.parts.plain import md_escape
 
 from pages.common import selected_dataset
@@ -46,12 +48,15 @@ def evidence_panel(data: dict) -> None:
     ev = data["evidence"]
     st.subheader("Verdict")
     st.text(ev["verdict"])  # plain text: never rendered as Markdown
-    ctl = f"control #{ev['control']}" if ev.get("control") else "no control (effect vs the parent)"
-    st.caption(f"Held-out splits only ({', '.join(ev['splits'])}) · {ctl} · effect = child − {ev['effect_vs']} · "
-               f"{ev['seeds']} seed(s) · 95 % intervals: {ev['interval']} · {ev['source']}")
-    for s_, tab in zip(ev["splits"], st.tabs(list(ev["splits"]))):
+    ctl = f"plain control #{ev['control']}" if ev.get("control") else "no control (effect vs the parent)"
+    rnd = f"random-pair control #{ev['random_control']}" if ev.get("random_control") else "no random-pair control"
+    st.caption(f"{ev.get('describes') or ''} · held-out splits only · {ctl} · {rnd} · effect = child − "
+               f"{ev['effect_vs']} · {ev['seeds']} seed(s) · 95 % intervals: {ev['interval']} · {ev['source']} · "
+               "the verdict reads test and test_shifted only (val selected the settings: not evidence)")
+    cols = ("measure", *rp.WHO_NAMES.values(), *rp.EFFECTS.values())
+    for s_, tab in zip(ev["splits"], st.tabs([heading(s) for s in ev["splits"]])):
         tab.dataframe([r for r in rp.effect_rows(ev) if r["split"] == s_], hide_index=True,
-                      column_order=("measure", "parent", "control", "child", "effect"), key=f"rp_ev_{s_}")
+                      column_order=cols, key=f"rp_ev_{s_}")
     figs = _figs(data)
     if "accuracy" in figs:
         st.plotly_chart(figs["accuracy"], key="rp_accuracy", width="stretch")

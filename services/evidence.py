@@ -1,12 +1,15 @@
-"""Held-out evidence of a retrain: per-image measures of parent / control / child on val, test and test_shifted,
-and the intervals, effects and verdict of core.xbl.evidence. Train images never enter (DESIGN.md §4b).
+"""Held-out evidence of a retrain: per-image measures of parent / controls / child on val, test and test_shifted,
+and the intervals, effects and verdict of core.xbl.evidence. Train images never enter (core.data.roles).
 
 heldout_sets(arrays) → EvalSets of the held-out splits; measure(model, sets) → per-image arrays per split;
-for_pair(parent, child) → the evidence a report shows: the one stored with the child by its retrain (K seeds,
-its own control) when the parent asked for is the child's parent, else measured now (one seed, bootstrap).
+for_pair(parent, child) → the evidence of one child alone: the one stored with it by its retrain (its own seed,
+its own plain and random-pair controls) when the parent asked for is its parent, else measured now and cached;
+for_retrain(R) → the group's evidence over every seed, stored with the retrain. The cache key fingerprints the
+dataset's array cache and every model's checkpoint, so a changed dataset or model is measured again.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -15,9 +18,10 @@ from typing import Any
 import numpy as np
 
 from core.files import atomic_write
-from core.xbl.evidence import HELDOUT, MEASURES, Evidence, per_image, summarise
+from core.data.roles import HELDOUT
+from core.xbl.evidence import MEASURES, Evidence, per_image, summarise
 
-__all__ = ["HELDOUT", "MEASURES", "heldout_sets", "measure", "for_pair", "control_of"]
+__all__ = ["HELDOUT", "MEASURES", "heldout_sets", "measure", "for_pair", "for_retrain", "control_of"]
 CHUNK = 512  # held-out rows on the device at once when a report measures a large dataset
 
 
@@ -73,17 +77,30 @@ def measure(model, sets: dict, tau: float = 0.5) -> dict:
     return {s: _per_image(model, ev, tau) for s, ev in sets.items() if s in HELDOUT}
 
 
-def control_of(child: dict) -> int | None:
-    """The registered control's id of a retrained child (None for a child without one)."""
-    cid = (child.get("config") or {}).get("control_id")
+def control_of(child: dict, role: str = "control") -> int | None:
+    """The registered control's id of a retrained child (role 'control' or 'random_control'; None without one)."""
+    cid = (child.get("config") or {}).get(f"{role}_id")
     return int(cid) if cid is not None else None
 
 
+def for_retrain(retrain_id: int) -> dict:
+    """The group's evidence over every seed (stored by the retrain) with its retrain id and seed models."""
+    from services.retrain_models import get_retrain
+
+    r = get_retrain(int(retrain_id))
+    if r is None:
+        raise ValueError(f"no retrain {retrain_id}")
+    if not r["evidence"]:
+        raise ValueError(f"retrain {retrain_id} has no stored evidence")
+    return {**r["evidence"], "retrain_id": r["id"], "parent_id": r["parent_id"], "method": r["method"],
+            "seed_models": r["config"].get("seed_models") or [], "source": "stored with the retrain"}
+
+
 def for_pair(parent_id: int, child_id: int, device: str | None = None) -> dict:
-    """{'splits', 'effect', 'effect_vs', 'seeds', 'interval', 'verdict', 'control_id', 'source'} for a report."""
-    from services.datasets import load_arrays
-    from services.models import get_model, load_classifier
-    from services.settings import resolve_device
+    """The evidence of child C alone against parent P: {'splits', 'effect', 'effect_recipe', 'effect_choice',
+    'effect_parent', 'effect_vs', 'roles', 'seeds', 'interval', 'describes', 'verdict', 'control_id',
+    'random_control_id', 'source'}."""
+    from services.models import get_model
 
     parent, child = get_model(int(parent_id)), get_model(int(child_id))
     if parent is None or child is None:
@@ -91,37 +108,63 @@ def for_pair(parent_id: int, child_id: int, device: str | None = None) -> dict:
     if parent["dataset_id"] != child["dataset_id"]:
         raise ValueError("parent and child were trained on different datasets: nothing to compare")
     stored = (child.get("config") or {}).get("evidence")
-    cid = control_of(child)
-    if stored and child.get("parent_id") == parent["id"]:
-        return {**stored, "control_id": cid, "source": "stored with the retrain"}
-    cache = _cache_file(parent, child, cid)
+    ids = {r: control_of(child, r) for r in ("control", "random_control")}
+    if stored and child.get("parent_id") == parent["id"] and "roles" in stored:
+        return {**stored, "control_id": ids["control"], "random_control_id": ids["random_control"],
+                "source": "stored with the retrain"}
+    models = {"parent": parent, "child": child, **{r: get_model(i) if i is not None else None for r, i in ids.items()}}
+    cache = _cache_file(models)
     if cache is not None and cache.exists():
         try:
             return {**json.loads(cache.read_text()), "source": "measured earlier (cached)"}
         except ValueError:
             pass  # a damaged cache file is measured again
-    dev = resolve_device(device)
-    sets = heldout_sets(load_arrays(child["dataset_id"], mmap=True), dev, lazy=True)
-    runs = {}
-    for who, mid in (("parent", parent["id"]), ("child", child["id"]), ("control", cid)):
-        if mid is not None and get_model(mid) is not None:
-            model, _ = load_classifier(int(mid), dev)
-            runs[who] = measure(model, sets)
-    ev: Evidence = summarise(runs["parent"], [runs["child"]], [runs["control"]] if "control" in runs else None)
-    out = {**ev.to_dict(), "control_id": cid if "control" in runs else None, "source": "measured now"}
+    out = _measure_now(models, device)
     if cache is not None:
         atomic_write(cache, lambda tmp: Path(tmp).write_text(json.dumps(out)))
     return out
 
 
-def _cache_file(parent: dict, child: dict, control_id: int | None) -> Path | None:
-    """Where evidence measured now is kept: models are immutable, so the figures of (parent, child, control) on
-    one version of the dataset's cache never change, and the page, the HTML export and the CLI measure once."""
+def _measure_now(models: dict, device: str | None) -> dict:
+    from services.datasets import load_arrays
+    from services.models import load_classifier
+    from services.settings import resolve_device
+
+    dev = resolve_device(device)
+    sets = heldout_sets(load_arrays(models["child"]["dataset_id"], mmap=True), dev, lazy=True)
+    runs = {}
+    for who, m in models.items():
+        if m is not None:
+            model, _ = load_classifier(int(m["id"]), dev)
+            runs[who] = measure(model, sets)
+    one = lambda who: [runs[who]] if who in runs else None  # noqa: E731
+    ev: Evidence = summarise(runs["parent"], [runs["child"]], one("control"), one("random_control"),
+                             describes=f"model #{models['child']['id']} alone, measured now")
+    return {**ev.to_dict(), "control_id": models["control"]["id"] if "control" in runs else None,
+            "random_control_id": models["random_control"]["id"] if "random_control" in runs else None,
+            "source": "measured now"}
+
+
+def _fingerprint(paths: list[Path]) -> str:
+    h = hashlib.sha1()
+    for p in paths:
+        st = p.stat() if p.exists() else None
+        h.update(f"{p}|{st.st_mtime_ns if st else 0}|{st.st_size if st else -1};".encode())
+    return h.hexdigest()[:16]
+
+
+def _cache_file(models: dict) -> Path | None:
+    """Where evidence measured now is kept, named by the models' ids and a fingerprint of the dataset's array cache
+    and every checkpoint (path, mtime, size): the page, the HTML export and the CLI measure once, and a rebuilt
+    dataset or a replaced checkpoint is measured again."""
     from services.datasets import cache_path
     from services.settings import get_settings
 
-    p = cache_path(int(child["dataset_id"]))
+    p = cache_path(int(models["child"]["dataset_id"]))
     if not p.exists():
         return None
-    stamp = int(p.stat().st_mtime)
-    return get_settings().path("cache", "evidence") / f"p{parent['id']}-c{child['id']}-k{control_id}-{stamp}.json"
+    present = [m for m in models.values() if m is not None]
+    stamp = _fingerprint([p] + [Path(m["checkpoint"]) for m in present])
+    tag = {"parent": "p", "child": "c", "control": "k", "random_control": "r"}
+    ids = "-".join(f"{tag[k]}{m['id']}" for k, m in models.items() if m is not None)
+    return get_settings().path("cache", "evidence") / f"{ids}-{stamp}.json"

@@ -22,9 +22,15 @@ import numpy as np
 
 from core.palette import HEATMAP_SCALE
 
-SPLITS = ("val", "test", "test_shifted")  # the held-out splits: the only ones a report shows
+from core.data.roles import HELDOUT as SPLITS  # the held-out splits: the only ones a report shows
+from core.data.roles import heading, roles_of
+
 METRIC_KEYS = ("ar", "ap", "wr")
-WHO = ("parent", "control", "child")
+WHO = ("parent", "control", "random_control", "child")
+WHO_NAMES = {"parent": "parent", "control": "plain control", "random_control": "random-pair control",
+             "child": "child"}
+EFFECTS = {"effect": "child − plain control", "effect_recipe": "the recipe (random pair − plain)",
+           "effect_choice": "your choice (child − random pair)"}
 MEASURE_NAMES = {"accuracy": "accuracy", "ar_mean": "mean AR", "ap_mean": "mean AP",
                  "wr_mean": "mean wrong reason (WR)"}
 
@@ -44,29 +50,58 @@ def _run_for(model_id: int, method: str = "gradcam") -> dict | None:
     return latest_run(model_id, method)
 
 
+EVIDENCE_KEYS = ("effect", "effect_recipe", "effect_choice", "effect_parent", "effect_vs", "verdict", "seeds",
+                 "interval", "describes")
+
+
+def _shape(ev: dict) -> dict:
+    out = {"splits": {s: ev["splits"][s] for s in SPLITS if s in ev["splits"]},
+           **{k: ev.get(k) for k in EVIDENCE_KEYS}}
+    for row in out["splits"].values():
+        row.setdefault("random_control", None)
+    out["roles"] = roles_of(out["splits"])
+    out["headings"] = {s: heading(s) for s in out["splits"]}
+    return out
+
+
 def evidence_report(parent_id: int, child_id: int, device: str | None = None) -> dict:
-    """`exemplar report --json`: {parent, child, control, splits: {split: {parent, control, child, effect}}, effect,
-    effect_vs, verdict, seeds, interval, source}; held-out splits only, None where undefined."""
+    """`exemplar report --parent P --child C --json`: child C alone (its own seed and controls): {report: 'child',
+    parent, child, control, random_control, splits: {split: {parent, control, random_control, child, effect, …}},
+    effect, effect_recipe, effect_choice, effect_parent, effect_vs, roles, headings, verdict, seeds, interval,
+    describes, source}; held-out splits only, None where undefined."""
     from services.evidence import for_pair
 
     ev = for_pair(parent_id, child_id, device=device)
-    return {"parent": int(parent_id), "child": int(child_id), "control": ev.get("control_id"),
-            "splits": {s: ev["splits"][s] for s in SPLITS if s in ev["splits"]}, "effect": ev["effect"],
-            "effect_vs": ev["effect_vs"], "verdict": ev["verdict"], "seeds": ev["seeds"],
-            "interval": ev["interval"], "source": ev["source"]}
+    return {"report": "child", "parent": int(parent_id), "child": int(child_id), "control": ev.get("control_id"),
+            "random_control": ev.get("random_control_id"), **_shape(ev), "source": ev["source"]}
+
+
+def retrain_report(retrain_id: int) -> dict:
+    """`exemplar report --retrain R --json`: the group over every seed (means and intervals over seeds and images):
+    {report: 'retrain', retrain, parent, child (seed 0's), seed_models, method, …the evidence keys…}."""
+    from services.evidence import for_retrain
+
+    ev = for_retrain(retrain_id)
+    sm = ev["seed_models"]
+    return {"report": "retrain", "retrain": int(retrain_id), "parent": ev["parent_id"], "method": ev["method"],
+            "child": sm[0]["child_id"] if sm else None, "control": sm[0].get("control_id") if sm else None,
+            "random_control": sm[0].get("random_control_id") if sm else None, "seed_models": sm, **_shape(ev),
+            "source": ev["source"]}
 
 
 def effect_rows(ev: dict) -> list[dict]:
-    """One row per split × measure: parent, control, child (mean [low, high]) and the effect — for tables."""
+    """One row per split × measure: each group's cell (mean [low, high]) and each effect (columns named by
+    WHO_NAMES and EFFECTS) — for tables; show a split under core.data.roles.heading(split)."""
     rows = []
     for s, row in ev["splits"].items():
         for m, name in MEASURE_NAMES.items():
             r = {"split": s, "measure": name}
             for who in WHO:
                 c = row.get(who)
-                r[who] = _cell_text(c.get(m), (c.get("ci") or {}).get(m)) if c else "—"
-            e = (row.get("effect") or {}).get(m) or {}
-            r["effect"] = _cell_text(e.get("mean"), [e.get("low"), e.get("high")], signed=True)
+                r[WHO_NAMES[who]] = _cell_text(c.get(m), (c.get("ci") or {}).get(m)) if c else "—"
+            for key, label in EFFECTS.items():
+                e = (row.get(key) or {}).get(m) or {}
+                r[label] = _cell_text(e.get("mean"), [e.get("low"), e.get("high")], signed=True)
             rows.append(r)
     return rows
 
@@ -189,7 +224,7 @@ def accuracy_figure(ev: dict):
     from core.palette import version_colours
 
     sp = list(ev["splits"])
-    colours = version_colours(["parent", "child", "control"])  # the same run colours as the history panels
+    colours = version_colours(["parent", "child", "control", "random_control"])  # as the history panels
     f = go.Figure()
     for who in WHO:
         cells = [ev["splits"][s].get(who) for s in sp]
@@ -198,7 +233,7 @@ def accuracy_figure(ev: dict):
         y = [c.get("accuracy") if c else None for c in cells]
         lo = [(c["ci"]["accuracy"][0] if c and c["ci"]["accuracy"][0] is not None else v) for c, v in zip(cells, y)]
         hi = [(c["ci"]["accuracy"][1] if c and c["ci"]["accuracy"][1] is not None else v) for c, v in zip(cells, y)]
-        f.add_trace(go.Bar(name=who, x=sp, y=y, marker_color=colours[who], error_y=dict(
+        f.add_trace(go.Bar(name=WHO_NAMES[who], x=[heading(s) for s in sp], y=y, marker_color=colours[who], error_y=dict(
             type="data", symmetric=False, array=[(h - v) if v is not None else 0 for h, v in zip(hi, y)],
             arrayminus=[(v - lw) if v is not None else 0 for lw, v in zip(lo, y)])))
     f.update_layout(barmode="group", title="accuracy on held-out splits (95 % intervals)", yaxis_range=[0, 1],
@@ -333,12 +368,14 @@ def report_html(parent_id: int, child_id: int, top: int = 8, split: str | None =
                      f"good exemplar <code>{e(str((pair.get('good') or {}).get('path')))}</code>, bad exemplar "
                      f"<code>{e(str((pair.get('bad') or {}).get('path')))}</code>.</p>")
     ev = data["evidence"]
-    parts.append(f"<p><b>Verdict.</b> {e(ev['verdict'])}</p><p>Effect = child − {e(ev['effect_vs'])}; "
-                 f"intervals: {e(ev['interval'])}; {ev['seeds']} seed(s); held-out splits only "
-                 f"({e(', '.join(ev['splits']))}).</p>")
-    cols = ("split", "measure", "parent", "control", "child", "effect")
-    rows = ["<table><tr>" + "".join(f"<th>{c}</th>" for c in cols) + "</tr>"]
+    parts.append(f"<p><b>Verdict.</b> {e(ev['verdict'])}</p><p>{e(ev.get('describes') or '')}; effect = child − "
+                 f"{e(ev['effect_vs'])}; intervals: {e(ev['interval'])}; {ev['seeds']} seed(s); held-out splits "
+                 f"only ({e(', '.join(heading(s) for s in ev['splits']))}); the verdict reads the evidence splits "
+                 "only.</p>")
+    cols = ("split", "measure", *WHO_NAMES.values(), *EFFECTS.values())
+    rows = ["<table><tr>" + "".join(f"<th>{e(c)}</th>" for c in cols) + "</tr>"]
     for r in effect_rows(ev):
+        r = {**r, "split": heading(r["split"])}
         rows.append("<tr>" + "".join(f"<td>{e(str(r[c]))}</td>" for c in cols) + "</tr>")
     rows.append("</table>")
     parts.append("".join(rows))

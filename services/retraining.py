@@ -1,21 +1,21 @@
-"""eXBL retraining use case: a parent classifier + two exemplars → a child model, its matched control, the
-held-out evidence (effect child − control with 95 % intervals, a verdict) and the child's new ranking.
+"""eXBL retraining use case: a parent classifier + two exemplars → K seeds of a child, a plain control and a
+random-pair control, the held-out evidence (cells and effects with one kind of interval, a verdict) and the first
+child's new ranking (docs/architecture.md, "Retraining").
 
-retrain() resolves the pair (the user's pinned picks, explicit image refs, or the eXBL paper's suggestion =
-max-AR / min-AR image of the parent's latest GradCAM run, within train, else val); exemplars from test or
-test_shifted are refused (DESIGN.md §4b). For each of K seeds it fine-tunes a copy of the parent with one method
-of core.xbl and, unless control=False, a plain-CE copy with the same epochs, lr, seed, batch order and frozen
-blocks (per-epoch train / val diagnostics of the first seed go to the job as metrics). It measures every model on
-val / test / test_shifted only (services.evidence), saves the first seed's child and control atomically and
-registers them last (the child: parent_id = the parent, feedback_ids = the picks; the control: parent_id = the
-parent, lineage "control of #child"), then runs the GradCAM ranking for the child. Further seeds' models are
-measured, not registered. A cancel or failure at any point leaves no new registry row.
+retrain() resolves the pair (services.retrain_pairs: the user's pinned picks, explicit image refs, or the eXBL
+paper's max-AR / min-AR train image of the parent's latest GradCAM run; an exemplar from any split but train is
+refused, core.data.roles). For each seed s of K (default 3) it fine-tunes three copies of the parent with the same
+epochs, lr, seed, batch order and frozen blocks: the child (the method, the user's pair), the plain control
+(cross-entropy, unless control=False) and the random-pair control (the method, a pair drawn from train by seed s,
+unless random_control=False). The seed seeds everything random in the method (counterexamples included). Every
+model is measured on val / test / test_shifted only (services.evidence); the group's evidence is summarised over
+seeds, each child's over its own seed. All models are saved and registered last, grouped by one retrain id
+(services.retrain_models), then the first child is ranked with GradCAM. A cancel or failure at any point leaves no
+new registry row.
 """
 from __future__ import annotations
 
-import shutil
 import time
-from pathlib import Path
 from typing import Any, Callable
 
 from services.settings import resolve_device
@@ -25,7 +25,7 @@ Progress = Callable[..., None]
 # method's settings (λ, margin, …) come from core.xbl's one registry, chosen on val by that bench.
 DEFAULT_EPOCHS = 5
 DEFAULT_LR = 1e-3
-PICK_SPLITS = ("train", "val")  # where exemplars may come from: never the held-out test splits
+DEFAULT_SEEDS = 3  # the page's and the CLI's default: one seed gives no seed-to-seed interval
 MAX_SEEDS = 10
 
 
@@ -64,130 +64,6 @@ def method_info() -> dict[str, dict]:
             for m in methods()}
 
 
-def split_refusal(kind: str, ex: dict) -> str | None:
-    """The one-line reason an exemplar may not be used (from a held-out split), or None when it may."""
-    sp = ex.get("split")
-    if sp in PICK_SPLITS:
-        return None
-    return (f"the {kind} exemplar {ex.get('path') or ex.get('image_id')} is from the {sp} split: pick exemplars "
-            f"from train or val (held-out images must stay unseen)")
-
-
-def check_refs(dataset_id: int, good: int | str | None, bad: int | str | None) -> None:
-    """Refuse explicit exemplar refs from a held-out split before any work (ValueError, one line)."""
-    from services.datasets import resolve_image
-
-    for kind, ref in (("good", good), ("bad", bad)):
-        if ref is not None:
-            why = split_refusal(kind, resolve_image(dataset_id, ref))
-            if why:
-                raise ValueError(why)
-
-
-def _auto_pair(run: dict) -> dict:
-    """The eXBL paper's max-AR / min-AR suggestion within train, else val: never a held-out image."""
-    from services import feedback
-
-    for split in PICK_SPLITS:
-        sug = feedback.suggest_pair(run["id"], split)
-        if all(sug[k] is not None and sug[k].get("split") == split for k in ("good", "bad")):
-            return sug
-    raise ValueError(f"run {run['id']} has no train or val image with a defined AR (no lung masks?): cannot "
-                     "suggest a pair; pass --good and --bad")
-
-
-def resolve_pair(model_id: int, dataset_id: int, *, good: int | str | None = None, bad: int | str | None = None,
-                 auto: bool = False, user_id: int | None = None, expect_feedback: list | None = None,
-                 progress: Progress | None = None) -> dict:
-    """{'good': ex, 'bad': ex, 'source': 'refs'|'auto'|'pinned', 'run': run | None}; ex has image_id, index, label,
-    path, target (class whose map was judged: None = the parent's prediction), run_id, feedback_id."""
-    from services import explaining, feedback
-    from services.datasets import resolve_image
-
-    if (good is None) != (bad is None):
-        raise ValueError("give both --good and --bad (or --auto, or pin a pair in the gallery)")
-    if good is not None and auto:
-        raise ValueError("--auto and --good/--bad exclude each other")
-    if good is not None:
-        out = {"source": "refs", "run": explaining.latest_run(model_id, "gradcam")}
-        for kind, ref in (("good", good), ("bad", bad)):
-            im = resolve_image(dataset_id, ref)
-            out[kind] = {"image_id": im["id"], "index": im["index"], "label": im["label"], "path": im["path"],
-                         "split": im["split"], "target": None, "run_id": None, "feedback_id": None}
-    elif auto:
-        run = explaining.latest_run(model_id, "gradcam")
-        if run is None:
-            run = explaining.run_explain(model_id, "gradcam", progress=progress)
-            run = explaining.load_run(run["run_id"])
-        sug = _auto_pair(run)
-        if sug["good"]["image_id"] == sug["bad"]["image_id"]:
-            raise ValueError(f"run {run['id']} suggests the same image as good and bad (every map has AR "
-                             f"{sug['good']['ar']:.2f}): pick a pair in the gallery or pass --good and --bad")
-        out = {"source": "auto", "run": run}
-        for kind in ("good", "bad"):
-            r = sug[kind]
-            out[kind] = {"image_id": r["image_id"], "index": r.get("image_index"),
-                         "label": r.get("label"), "path": r.get("path"), "split": r.get("split"),
-                         "target": r.get("target"), "run_id": run["id"], "feedback_id": None}
-    else:
-        pair = feedback.current_pair(model_id, user_id)
-        if pair["good"] is None or pair["bad"] is None:
-            raise ValueError(f"no pinned good and bad exemplar for model {model_id}: pick them in the gallery, "
-                             "or pass --good IMG --bad IMG, or --auto")
-        if expect_feedback and [pair["good"]["id"], pair["bad"]["id"]] != [int(i) for i in expect_feedback]:
-            raise ValueError("the pinned pair changed after this retraining was started; start it again")
-        run = None
-        out = {"source": "pinned"}
-        for kind in ("good", "bad"):
-            p = pair[kind]
-            target = None
-            if p.get("run_id") is not None:
-                run = run or explaining.load_run(p["run_id"])
-                target = p.get("label") if run.get("target") == "true" else p.get("pred")
-            out[kind] = {"image_id": p["image_id"], "index": p["image_index"], "label": p["label"],
-                         "path": p["path"], "split": p.get("split"), "target": target, "run_id": p.get("run_id"),
-                         "feedback_id": p["id"]}
-        out["run"] = run
-    for kind in ("good", "bad"):
-        ex = out[kind]
-        if ex["index"] is None or ex["label"] is None or ex.get("split") is None:
-            im = resolve_image(dataset_id, int(ex["image_id"]))
-            ex.update(index=im["index"], label=im["label"], path=im["path"], split=im["split"])
-    for kind in ("good", "bad"):
-        why = split_refusal(kind, out[kind])
-        if why:
-            raise ValueError(why)
-    if out["good"]["image_id"] == out["bad"]["image_id"]:
-        raise ValueError("the good and the bad exemplar are the same image")
-    return out
-
-
-def _record_picks(pair: dict, model_id: int, user_id: int | None) -> list[int]:
-    """Feedback ids used: the pinned picks' ids, or picks stored now for a suggested / explicit pair."""
-    from services import feedback
-
-    ids = []
-    for kind in ("good", "bad"):
-        ex = pair[kind]
-        if ex.get("feedback_id") is None and user_id is not None:
-            ex["feedback_id"] = feedback.pick(user_id, model_id, int(ex["image_id"]), kind, ex.get("run_id"))["id"]
-        if ex.get("feedback_id") is not None:
-            ids.append(int(ex["feedback_id"]))
-    return ids
-
-
-def _discard(model_id: int | None, ckpt: Path) -> None:
-    from db.models import Model
-    from services.database import session
-
-    if model_id is not None:
-        with session() as s:
-            m = s.get(Model, int(model_id))
-            if m is not None:
-                s.delete(m)
-    shutil.rmtree(Path(ckpt).parent, ignore_errors=True)
-
-
 def _validate(model_id: int, method: str, epochs: int | None, seeds: int) -> dict:
     from services.models import get_model
 
@@ -223,12 +99,16 @@ def _tagged(sub: Progress, who: str, seed: int, rows: bool) -> Progress:
     return say
 
 
-def _runs(parent_model, method: str, knobs: dict, cfg, seeds: int, control: bool, data: dict,
-          progress: Progress | None) -> dict:
-    """Fine-tune K children (and K matched controls) from copies of the parent; measure each on held-out splits.
+def _whos(control: bool, random_control: bool) -> tuple[str, ...]:
+    return ("child",) + (("control",) if control else ()) + (("random_control",) if random_control else ())
 
-    Returns {'child': model of the first seed, 'control': its control | None, 'history', 'control_history',
-    'digests', 'child_runs', 'control_runs', 'epoch_seconds', 'seconds'} (runs = per-image held-out measures)."""
+
+def _runs(parent_model, method: str, knobs: dict, cfg, seeds: int, whos: tuple[str, ...], data: dict,
+          progress: Progress | None) -> dict:
+    """Fine-tune K × len(whos) copies of the parent (paired by seed); measure each on the held-out splits.
+
+    Returns {'models', 'runs', 'digests', 'histories': {who: [per seed]}, 'epoch_seconds', 'seconds', 'settings'}
+    (runs = per-image held-out measures; models on the CPU)."""
     import copy
     from dataclasses import replace
 
@@ -236,41 +116,53 @@ def _runs(parent_model, method: str, knobs: dict, cfg, seeds: int, control: bool
     from core.xbl.finetune import finetune
     from services.evidence import measure
 
-    jobs = [(i, who) for i in range(seeds) for who in (("child", "control") if control else ("child",))]
-    out: dict = {"child_runs": [], "control_runs": [], "digests": {}, "control": None, "history": [],
-                 "control_history": [], "epoch_seconds": [], "seconds": 0.0}
+    jobs = [(i, who) for i in range(seeds) for who in whos]
+    out: dict = {k: {w: [] for w in whos} for k in ("models", "runs", "digests", "histories")}
+    out.update(epoch_seconds=[], seconds=0.0, settings={})
     for j, (i, who) in enumerate(jobs):
         lo, hi = 0.1 + 0.7 * j / len(jobs), 0.1 + 0.7 * (j + 1) / len(jobs)
         say = _tagged(_sub(progress, lo, hi), who, cfg.seed + i, i == 0)
         model = copy.deepcopy(parent_model)
-        xbl = get_method(method, **knobs) if who == "child" else get_method(CONTROL_METHOD)
-        res = finetune(model, xbl, data["train"], data["good"], data["bad"], replace(cfg, seed=cfg.seed + i),
-                       val=data["val"], progress=say)
-        out[f"{who}_runs"].append(measure(model, data["heldout"]))
-        out["digests"].setdefault(who, []).append(res.order_digest)
-        if i == 0:
-            out[who] = model
-            if who == "child":
-                out.update(history=res.history, epoch_seconds=res.epoch_seconds, seconds=res.seconds,
-                           settings=xbl.settings)
-            else:
-                out["control_history"] = res.history
+        xbl = get_method(CONTROL_METHOD) if who == "control" else get_method(method, **knobs)
+        good, bad = data["random"][i]["exemplars"] if who == "random_control" else (data["good"], data["bad"])
+        res = finetune(model, xbl, data["train"], good, bad, replace(cfg, seed=cfg.seed + i), val=data["val"],
+                       progress=say)
+        out["runs"][who].append(measure(model, data["heldout"]))
+        out["models"][who].append(model.cpu())
+        out["digests"][who].append(res.order_digest)
+        out["histories"][who].append(res.history)
+        if who == "child":
+            out["seconds"] += res.seconds
+            if i == 0:
+                out.update(epoch_seconds=res.epoch_seconds, settings=xbl.settings)
     return out
 
 
-def _prepare(parent: dict, pair: dict, dev, needs_masks: bool) -> dict:
-    """Tensors on the device: the parent module, both exemplars, the train set, val and the held-out sets."""
+def _exemplar(arrays, ex: dict, model, dev, t):
+    from core.xbl import Exemplar
+
+    img = arrays.images[int(ex["index"])]
+    if ex.get("target") is None:
+        ex["target"] = _pred(model, img, dev)
+    return Exemplar(t(img).float().div(255.0)[None], int(ex["target"]), int(ex["label"]), int(ex["image_id"]))
+
+
+def _prepare(parent: dict, pair: dict, dev, needs_masks: bool, seeds: list[int], random_control: bool) -> dict:
+    """Tensors on the device: the parent module, both exemplars (and each seed's random pair), the train set, val
+    and the held-out sets."""
     import numpy as np
     import torch
 
-    from core.xbl import Exemplar, TrainSet
+    from core.data.roles import EXEMPLAR_SPLITS
+    from core.xbl import TrainSet
     from core.xbl.finetune import EvalSet
     from services.datasets import load_arrays
     from services.evidence import heldout_sets
     from services.models import load_classifier
+    from services.retrain_pairs import random_pair
 
     arrays = load_arrays(parent["dataset_id"])
-    tr = arrays.split_index("train")
+    tr = arrays.split_index(*EXEMPLAR_SPLITS)
     if len(tr) == 0:
         raise ValueError("the dataset has no train split")
     if needs_masks and not bool(arrays.has_lung[tr].all()):
@@ -278,14 +170,13 @@ def _prepare(parent: dict, pair: dict, dev, needs_masks: bool) -> dict:
                          f"{int((~arrays.has_lung[tr].astype(bool)).sum())} have none")
     model, _ = load_classifier(int(parent["id"]), dev)
     t = lambda a: torch.from_numpy(np.ascontiguousarray(a)).to(dev)  # noqa: E731
-    data: dict = {"arrays": arrays, "model": model, "n_train": len(tr)}
+    data: dict = {"arrays": arrays, "model": model, "n_train": len(tr), "random": []}
     for kind in ("good", "bad"):
-        ex = pair[kind]
-        img = arrays.images[int(ex["index"])]
-        if ex.get("target") is None:
-            ex["target"] = _pred(model, img, dev)
-        data[kind] = Exemplar(t(img).float().div(255.0)[None], int(ex["target"]), int(ex["label"]),
-                              int(ex["image_id"]))
+        data[kind] = _exemplar(arrays, pair[kind], model, dev, t)
+    for s in seeds if random_control else ():
+        rp = random_pair(arrays, pair, s)
+        rp["exemplars"] = tuple(_exemplar(arrays, rp[k], model, dev, t) for k in ("good", "bad"))
+        data["random"].append(rp)
     data["train"] = TrainSet(t(arrays.images[tr])[:, None], t(arrays.labels[tr]).long(),
                              t(arrays.lung[tr]) if needs_masks else None)
     data["heldout"] = heldout_sets(arrays, dev)
@@ -294,80 +185,108 @@ def _prepare(parent: dict, pair: dict, dev, needs_masks: bool) -> dict:
     return data
 
 
-def _register(parent: dict, method: str, out: dict, cfg, pair: dict, run: dict | None, evidence: dict,
-              metrics: dict, control_metrics: dict | None, dev, name: str | None, user_id, job_id) -> dict:
-    """Save and register the child, then its control (lineage 'control of #child'); nothing left on failure."""
-    from services.database import session
-    from db.models import Model
-    from services.models import register_model, save_checkpoint_dir
+def _evidence(parent_runs: dict, out: dict, seeds: list[int], method: str, seed: int) -> tuple[dict, list[dict]]:
+    """(the group's evidence over every seed, each child's evidence on its own seed) as dicts."""
+    from core.xbl.evidence import summarise
 
+    runs = out["runs"]
+    pick = lambda who, sl: runs[who][sl] if who in runs else None  # noqa: E731
+    group = summarise(parent_runs, runs["child"], pick("control", slice(None)), pick("random_control", slice(None)),
+                      seed=seed, method=method,
+                      describes=f"the retrain's {len(seeds)} seed(s): means over every seed's models").to_dict()
+    alone = [summarise(parent_runs, runs["child"][i:i + 1], pick("control", slice(i, i + 1)),
+                       pick("random_control", slice(i, i + 1)), seed=seed, method=method,
+                       describes=f"this child alone (seed {s}) against the controls of its seed").to_dict()
+             for i, s in enumerate(seeds)]
+    return group, alone
+
+
+def _pair_info(p: dict) -> dict:
+    return {k: {kk: p[k].get(kk) for kk in ("image_id", "path", "label", "target", "split")} for k in ("good", "bad")}
+
+
+def _save(parent: dict, method: str, out: dict, cfg, pair: dict, data: dict, ev: tuple, dev, name, user_id,
+          job_id) -> dict:
+    """Measure each model's split accuracies and register the whole group (services.retrain_models)."""
+    from services.retrain_models import register_group
+    from services.retrain_pairs import record_picks
+    from services.training import evaluate_splits
+
+    seeds = [cfg.seed + i for i in range(len(out["runs"]["child"]))]
+    run = pair.get("run")
     xbl_cfg = {"method": method, "settings": out["settings"], "finetune": cfg.to_dict(),
-               "epoch_seconds": out["epoch_seconds"], "order_digest": out["digests"]["child"][0],
-               "seeds": len(out["child_runs"]),
-               "pair": {k: {kk: pair[k].get(kk) for kk in ("image_id", "path", "label", "target", "split")}
-                        for k in ("good", "bad")}, "pair_source": pair["source"],
-               "parent_run_id": run["id"] if run else None}
-    config = {**dict(parent["config"] or {}), "parent_id": int(parent["id"]), "history": out["history"],
-              "train_seconds": out["seconds"], "device": str(dev), "xbl": xbl_cfg, "evidence": evidence,
-              "freeze_blocks": int(cfg.freeze_blocks), "train_last": int(cfg.train_last)}
-    for k in ("control_of", "lineage", "control_id"):  # a child of a control is no control
-        config.pop(k, None)
-    child_name = name or f"{parent['name']}-{method}"
-    made: list = []
+               "epoch_seconds": out["epoch_seconds"], "seeds": len(seeds), "pair": _pair_info(pair),
+               "pair_source": pair["source"], "parent_run_id": run["id"] if run else None}
+    base = {k: v for k, v in dict(parent["config"] or {}).items()
+            if k not in ("control_of", "lineage", "control_id", "random_control_id", "retrain_id", "role")}
+    base.update(parent_id=int(parent["id"]), device=str(dev), freeze_blocks=int(cfg.freeze_blocks),
+                train_last=int(cfg.train_last))
+    per_seed = []
+    for i, s in enumerate(seeds):
+        sd: dict = {"seed": s, "models": {}, "configs": {}, "metrics": {}, "evidence": ev[1][i]}
+        for who, models in out["models"].items():
+            x = {**xbl_cfg, "order_digest": out["digests"][who][i]}
+            if who == "control":
+                x.update(method="ce", settings={})
+            if who == "random_control":
+                x.update(pair=_pair_info(data["random"][i]), pair_source="random")
+            sd["models"][who] = models[i]
+            sd["configs"][who] = {"xbl": x, "history": out["histories"][who][i],
+                                  "train_seconds": out["seconds"] if who == "child" else None}
+            sd["metrics"][who] = evaluate_splits(models[i].to(dev), data["arrays"], device=dev)
+        per_seed.append(sd)
+    feedback_ids = record_picks(pair, int(parent["id"]), user_id)
+    group = {"method": method, "evidence": ev[0], "config": {"xbl": xbl_cfg, "feedback_ids": feedback_ids}}
+    reg = register_group(parent, per_seed, group, base, name or f"{parent['name']}-{method}", feedback_ids,
+                         job_id, user_id)
+    reg.update(feedback_ids=feedback_ids, name=name or f"{parent['name']}-{method}",
+               metrics={w: [sd["metrics"][w] for sd in per_seed] for w in out["models"]})
+    return reg
+
+
+def _rank(reg: dict, run: dict | None, device, user_id, job_id, progress) -> dict:
+    """The first child's GradCAM ranking (the parent run's splits, target and τ); the group is undone on failure."""
+    from services import explaining
+    from services.retrain_models import undo_group
+
     try:
-        ckpt = save_checkpoint_dir(out["child"].cpu(), config)
-        made.append((None, ckpt))
-        feedback_ids = _record_picks(pair, int(parent["id"]), user_id)
-        child_id = register_model(name=child_name, arch=parent["arch"], checkpoint=ckpt,
-                                  dataset_id=parent["dataset_id"], parent_id=int(parent["id"]), config=config,
-                                  metrics=metrics, feedback_ids=feedback_ids, job_id=job_id, created_by=user_id)
-        made[-1] = (child_id, ckpt)
-        control_id = None
-        if out["control"] is not None:
-            ccfg = {**config, "history": out["control_history"], "evidence": None, "control_of": child_id,
-                    "lineage": f"control of #{child_id}",
-                    "xbl": {**xbl_cfg, "method": "ce", "settings": {}, "order_digest": out["digests"]["control"][0],
-                            "control_of": child_id}}
-            cck = save_checkpoint_dir(out["control"].cpu(), ccfg)
-            made.append((None, cck))
-            control_id = register_model(name=f"{child_name}-control", arch=parent["arch"], checkpoint=cck,
-                                        dataset_id=parent["dataset_id"], parent_id=int(parent["id"]), config=ccfg,
-                                        metrics=control_metrics, job_id=job_id, created_by=user_id)
-            made[-1] = (control_id, cck)
-            with session() as s:
-                row = s.get(Model, child_id)
-                row.config = {**(row.config or {}), "control_id": control_id}
+        r = explaining.run_explain(reg["seed_models"][0]["child_id"], "gradcam",
+                                   splits=(run or {}).get("splits") or None,
+                                   target=(run or {}).get("target") or "predicted",
+                                   tau=float((run or {}).get("tau") or 0.5), device=device, user_id=user_id,
+                                   job_id=job_id, progress=_sub(progress, 0.84, 0.99))
     except BaseException:
-        for mid, ck in made:
-            _discard(mid, ck)
+        undo_group(reg)
         raise
-    return {"child_id": child_id, "control_id": control_id, "name": child_name, "feedback_ids": feedback_ids,
-            "made": made}
+    return {"run_id": r["run_id"], "summary": r["summary"]}
+
+
+def _model_ref(reg: dict, who: str) -> dict | None:
+    mid = reg["seed_models"][0].get(f"{who}_id")
+    return {"model_id": mid, "metrics": reg["metrics"][who][0]} if mid is not None else None
 
 
 def retrain(model_id: int, method: str | None = None, *, good: int | str | None = None,
             bad: int | str | None = None, auto: bool = False, epochs: int | None = None, lr: float | None = None,
             lam: float | None = None, margin: float | None = None, freeze_blocks: int = 0, train_last: int = 0,
-            batch_size: int = 64,
-            seed: int = 0, seeds: int = 1, control: bool = True, settings: dict | None = None,
-            explain: bool = True, name: str | None = None, device: str | None = None, threads: int | None = None,
+            batch_size: int = 64, seed: int = 0, seeds: int = DEFAULT_SEEDS, control: bool = True,
+            random_control: bool = True, settings: dict | None = None, explain: bool = True,
+            name: str | None = None, device: str | None = None, threads: int | None = None,
             user_id: int | None = None, expect_feedback: list | None = None, job_id: int | None = None,
             progress: Progress | None = None) -> dict:
-    """Fine-tune model `model_id` from two exemplars (K seeds, each with a matched plain-CE control); register the
-    first seed's child and control, rank the child.
+    """Fine-tune model `model_id` from two exemplars: K seeds of a child, a plain control and a random-pair control;
+    register them all under one retrain id; rank the first child.
 
-    Returns {model_id, parent_id, name, method, settings, pair (each with its split), feedback_ids, metrics,
-    parent_metrics, control: {model_id, metrics} | None, effect, effect_vs, splits, verdict, seeds, interval,
-    history, control_history, explain, seconds, device}.
-    """
+    Returns {model_id (seed 0's child), retrain_id, seed_models, parent_id, name, method, settings, pair,
+    feedback_ids, metrics, parent_metrics, control, random_control ({model_id, metrics} of seed 0 | None),
+    effect, effect_recipe, effect_choice, effect_parent, effect_vs, splits, roles, verdict, seeds, interval,
+    describes, history, explain, seconds, device}; the figures are the group's, over every seed."""
     from core.train.classifier import cpu_threads
     from core.xbl import get_method
-    from core.xbl.evidence import summarise
     from core.xbl.finetune import FinetuneConfig
-    from services import explaining
     from services.evidence import measure
     from services.models import prune_partial
-    from services.training import evaluate_splits
+    from services.retrain_pairs import resolve_pair
 
     t0 = time.monotonic()
     say = progress or (lambda *a, **k: None)
@@ -379,58 +298,51 @@ def retrain(model_id: int, method: str | None = None, *, good: int | str | None 
     prune_partial()
     pair = resolve_pair(int(model_id), parent["dataset_id"], good=good, bad=bad, auto=auto, user_id=user_id,
                         expect_feedback=expect_feedback, progress=_sub(progress, 0.0, 0.1))
-    run = pair.get("run")
     cfg = FinetuneConfig(epochs=int(epochs or DEFAULT_EPOCHS), lr=float(lr or DEFAULT_LR),
                          batch_size=int(batch_size), freeze_blocks=int(freeze_blocks or 0),
                          train_last=int(train_last or 0), seed=int(seed))
+    whos = _whos(bool(control), bool(random_control))
+    seed_list = [cfg.seed + i for i in range(int(seeds))]
     with cpu_threads(threads if str(dev) == "cpu" else None):
-        data = _prepare(parent, pair, dev, xbl.needs_masks)
+        data = _prepare(parent, pair, dev, xbl.needs_masks, seed_list, "random_control" in whos)
         say(0.1, f"{method}: fine-tuning #{model_id} for {cfg.epochs} epochs on {data['n_train']} images, "
-                 f"{seeds} seed(s){', each with a plain-CE control' if control else ''} ({dev})", force=True)
-        out = _runs(data["model"], method, knobs, cfg, int(seeds), bool(control), data, progress)
-        say(0.8, "measuring parent, control and child on val, test and test_shifted", force=True)
-        ev = summarise(measure(data["model"], data["heldout"]), out["child_runs"],
-                       out["control_runs"] or None, seed=int(seed)).to_dict()
-        metrics = evaluate_splits(out["child"], data["arrays"], device=dev)
-        cmetrics = evaluate_splits(out["control"], data["arrays"], device=dev) if out["control"] else None
-    say(0.82, "saving checkpoints", force=True)  # the last point where a cancel is honoured before saving
-    reg = _register(parent, method, out, cfg, pair, run, ev, metrics, cmetrics, dev, name, user_id, job_id)
-    ranking = None
-    if explain:
-        try:
-            r = explaining.run_explain(reg["child_id"], "gradcam", splits=(run or {}).get("splits") or None,
-                                       target=(run or {}).get("target") or "predicted",
-                                       tau=float((run or {}).get("tau") or 0.5), device=device, user_id=user_id,
-                                       job_id=job_id, progress=_sub(progress, 0.84, 0.99))
-            ranking = {"run_id": r["run_id"], "summary": r["summary"]}
-        except BaseException:
-            for mid, ck in reg["made"]:
-                _discard(mid, ck)
-            raise
-    say(1.0, f"model #{reg['child_id']} (child of #{model_id}): {ev['verdict']}", force=True)
-    return {"model_id": reg["child_id"], "parent_id": int(model_id), "name": reg["name"], "method": method,
-            "settings": out["settings"], "pair": {k: pair[k] for k in ("good", "bad")},
-            "pair_source": pair["source"], "feedback_ids": reg["feedback_ids"], "metrics": metrics,
-            "parent_metrics": parent["metrics"],
-            "control": ({"model_id": reg["control_id"], "metrics": cmetrics, "history": out["control_history"]}
-                        if reg["control_id"] else None),
-            "order_digests": out["digests"], "effect": ev["effect"], "effect_vs": ev["effect_vs"],
-            "splits": ev["splits"], "verdict": ev["verdict"], "seeds": ev["seeds"], "interval": ev["interval"],
-            "history": out["history"], "epoch_seconds": out["epoch_seconds"], "explain": ranking,
+                 f"{seeds} seed(s) × {' + '.join(whos)} ({dev})", force=True)
+        out = _runs(data["model"], method, knobs, cfg, int(seeds), whos, data, progress)
+        say(0.8, "measuring parent and every seed's models on val, test and test_shifted", force=True)
+        ev = _evidence(measure(data["model"], data["heldout"]), out, seed_list, method, int(seed))
+        say(0.82, "saving checkpoints", force=True)  # the last point where a cancel is honoured before saving
+        reg = _save(parent, method, out, cfg, pair, data, ev, dev, name, user_id, job_id)
+    ranking = _rank(reg, pair.get("run"), device, user_id, job_id, progress) if explain else None
+    child_id = reg["seed_models"][0]["child_id"]
+    g = ev[0]
+    say(1.0, f"model #{child_id} (child of #{model_id}, retrain #{reg['retrain_id']}): {g['verdict']}", force=True)
+    return {"model_id": child_id, "retrain_id": reg["retrain_id"], "seed_models": reg["seed_models"],
+            "parent_id": int(model_id), "name": reg["name"], "method": method, "settings": out["settings"],
+            "pair": {k: pair[k] for k in ("good", "bad")}, "pair_source": pair["source"],
+            "random_pairs": [_pair_info(r) for r in data["random"]], "feedback_ids": reg["feedback_ids"],
+            "metrics": reg["metrics"]["child"][0], "parent_metrics": parent["metrics"],
+            "control": _model_ref(reg, "control"), "random_control": _model_ref(reg, "random_control"),
+            "order_digests": out["digests"], **{k: g[k] for k in (
+                "effect", "effect_recipe", "effect_choice", "effect_parent", "effect_vs", "splits", "roles",
+                "verdict", "seeds", "interval", "describes")},
+            "history": out["histories"]["child"][0], "control_history": (out["histories"].get("control") or [None])[0],
+            "epoch_seconds": out["epoch_seconds"], "explain": ranking,
             "seconds": round(time.monotonic() - t0, 2), "device": str(dev)}
+
 
 def exbl_job(ctx) -> dict:
     """`exbl` job. params: model_id, method, good, bad, auto, epochs, lr, lam, margin, freeze_blocks, train_last,
-    batch_size,
-    seed, seeds, control, settings, explain, name, device, threads, feedback_ids (the pinned picks expected, from the UI)."""
+    batch_size, seed, seeds, control, random_control, settings, explain, name, device, threads, feedback_ids (the
+    pinned picks expected, from the UI)."""
     p: dict[str, Any] = dict(ctx.params)
     if "model_id" not in p:
         raise ValueError("exbl needs model_id")
     return retrain(
         int(p["model_id"]), p.get("method") or None, good=p.get("good"), bad=p.get("bad"),
         auto=bool(p.get("auto")), epochs=p.get("epochs"), lr=p.get("lr"), lam=p.get("lam"), margin=p.get("margin"),
-        freeze_blocks=int(p.get("freeze_blocks") or 0), train_last=int(p.get("train_last") or 0), batch_size=int(p.get("batch_size") or 64),
-        seed=int(p.get("seed") or 0), seeds=int(p.get("seeds") or 1), control=bool(p.get("control", True)),
-        settings=p.get("settings"), explain=bool(p.get("explain", True)),
-        name=p.get("name"), device=p.get("device"), threads=p.get("threads"), user_id=ctx.user_id,
-        expect_feedback=p.get("feedback_ids"), job_id=ctx.job_id, progress=ctx.progress)
+        freeze_blocks=int(p.get("freeze_blocks") or 0), train_last=int(p.get("train_last") or 0),
+        batch_size=int(p.get("batch_size") or 64), seed=int(p.get("seed") or 0),
+        seeds=int(p.get("seeds") or DEFAULT_SEEDS), control=bool(p.get("control", True)),
+        random_control=bool(p.get("random_control", True)), settings=p.get("settings"),
+        explain=bool(p.get("explain", True)), name=p.get("name"), device=p.get("device"), threads=p.get("threads"),
+        user_id=ctx.user_id, expect_feedback=p.get("feedback_ids"), job_id=ctx.job_id, progress=ctx.progress)

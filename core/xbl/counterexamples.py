@@ -1,7 +1,8 @@
 """CAIPI-style counterexamples from two clicks (Teso & Kersting 2019, adapted to exemplars).
 
 G = dilate(E_good ≥ τ): the good exemplar's hot region (where the right reason lies). Each training image x_i
-gets a counterexample x̃_i = G ⊙ x_i + (1 − G) ⊙ x_j, with x_j another random training image, labelled y_i:
+gets a counterexample x̃_i = G ⊙ x_i + (1 − G) ⊙ x_j, with x_j another random training image (drawn by the
+run's seed: finetune() sets it, so K seeds draw K sets of partners), labelled y_i:
 what lies outside the right region (the marker corner, whatever its class) now comes from a random image and
 stops predicting the class. L = CE(x, y) + λ · CE(x̃, y), both halves in one forward pass.
 Diagnostics: `active` here is still the reference triplet's; `cf_wrong` is the share of counterexamples the
@@ -17,7 +18,7 @@ from core.xbl import XBLMethod, cam as _cam, dilate, exemplar_map
 
 class Counterexamples(XBLMethod):
     name = "counterexamples"
-    defaults = {"lam": 1.0, "tau": 0.5, "dilate_px": 2, "seed": 0}
+    defaults = {"lam": 1.0, "tau": 0.5, "dilate_px": 2}
 
     def prepare(self, model, good, bad, train):
         super().prepare(model, good, bad, train)
@@ -25,7 +26,7 @@ class Counterexamples(XBLMethod):
         if float(self.region.sum()) == 0:
             raise ValueError("the good exemplar's map is empty: no region to keep")
         self.train = train
-        self.gen = torch.Generator().manual_seed(int(self.seed))
+        self.gen = torch.Generator().manual_seed(int(self.run_seed))  # each seed its own draw
 
     def counterexamples(self, x: torch.Tensor) -> torch.Tensor:
         j = torch.randint(0, len(self.train), (x.shape[0],), generator=self.gen).to(self.train.x.device)

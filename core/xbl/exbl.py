@@ -59,7 +59,7 @@ class ExblCounterexamples(Counterexamples):
     shortcut stop paying (a map loss alone lets the network route the marker's signal into cells on the lungs)."""
 
     name = "exbl_cf"
-    defaults = {"lam": 0.3, "margin": 0.1, "times_image": True, "mu": 1.0, "tau": 0.5, "dilate_px": 2, "seed": 0}
+    defaults = {"lam": 0.3, "margin": 0.1, "times_image": True, "mu": 1.0, "tau": 0.5, "dilate_px": 2}
 
     def prepare(self, model, good, bad, train):
         super().prepare(model, good, bad, train)

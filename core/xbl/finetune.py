@@ -7,7 +7,8 @@ test_shifted are evaluated once, after the run, by the caller (DESIGN.md §4b), 
 
 The last epoch's weights are kept: val shares the training confounder, so picking the best val epoch would
 favour the shortcut, and test_shifted is what is reported, so it must not choose either.
-The batch order depends on cfg.seed alone (its own generator), so a control run with the same config sees the
+The batch order depends on cfg.seed alone (its own generator), and cfg.seed seeds the method's own draws
+(method.run_seed: the counterexamples' partners), so a control run with the same config sees the
 same batches; FinetuneResult.order_digest fingerprints that order so a report can show it was matched.
 progress(fraction, message, metrics=None) may raise to stop the run (a job's cancel).
 """
@@ -128,6 +129,7 @@ def finetune(model: nn.Module, method: XBLMethod, train: TrainSet, good: Exempla
     good = Exemplar(good.image.to(device), good.target, good.label, good.image_id)
     bad = Exemplar(bad.image.to(device), bad.target, bad.label, bad.image_id)
     model.eval()
+    method.run_seed = int(cfg.seed)
     method.prepare(model, good, bad, train)
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:

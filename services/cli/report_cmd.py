@@ -1,5 +1,8 @@
-"""`exemplar report`: the before / after evidence of a retrain on held-out splits (val, test, test_shifted):
-parent | control | child per split with 95 % intervals, the effect child − control, and the verdict."""
+"""`exemplar report`: the before / after evidence of a retrain on held-out splits (val as selection, test and
+test_shifted as evidence): parent | plain control | random-pair control | child per split with 95 % intervals,
+the effects (child − control, the recipe, your choice) and the verdict. `--parent P --child C` describes child C
+alone (its own seed and controls); `--retrain R` the retrain's group over every seed. The JSON's `report` says
+which ('child' | 'retrain')."""
 from __future__ import annotations
 
 import typer
@@ -8,32 +11,47 @@ from services.cli.common import emit, fail
 
 
 def _human(j: dict) -> str:
-    lines = [f"report #{j['parent']} → #{j['child']}" + (f" (control #{j['control']})" if j.get("control") else "")]
+    from core.data.roles import heading
+    from services.report import WHO, WHO_NAMES
+
+    head = (f"report of retrain #{j['retrain']} ({j['seeds']} seeds) of #{j['parent']}" if j["report"] == "retrain"
+            else f"report #{j['parent']} → #{j['child']} (this child alone)")
+    lines = [head + (f" · plain control #{j['control']}" if j.get("control") else "")
+             + (f" · random-pair control #{j['random_control']}" if j.get("random_control") else "")]
     for s, row in j["splits"].items():
         cells = []
-        for who in ("parent", "control", "child"):
+        for who in WHO:
             c = row.get(who)
             v = c.get("accuracy") if c else None
-            cells.append(f"{who} {v:.3f}" if isinstance(v, float) else f"{who} n/a")
-        lines.append(f"  {s}: accuracy " + " · ".join(cells))
+            if c is not None:
+                cells.append(f"{WHO_NAMES[who]} {v:.3f}" if isinstance(v, float) else f"{WHO_NAMES[who]} n/a")
+        lines.append(f"  {heading(s)}: accuracy " + " · ".join(cells))
     lines.append(j["verdict"])
     return "\n".join(lines)
 
 
 def register(app: typer.Typer) -> None:
     @app.command("report")
-    def report(parent: int = typer.Option(..., help="the model before (the parent)"),
-               child: int = typer.Option(..., help="the retrained model after (the child)"),
+    def report(parent: int = typer.Option(None, help="the model before (the parent)"),
+               child: int = typer.Option(None, help="the retrained model after (the child): described alone"),
+               retrain: int = typer.Option(None, help="a retrain id (from `exemplar exbl`): its seeds as a group"),
                html: str = typer.Option(None, "--html", help="also write the self-contained HTML report here"),
                device: str = typer.Option(None, help="cpu | cuda | auto (default EXEMPLAR_DEVICE)"),
                json_: bool = typer.Option(False, "--json")):
-        """Held-out before / after report: accuracy, AR, AP, WR per split for parent, control and child."""
-        from services.report import evidence_report, export_report
+        """Held-out before / after report: accuracy, AR, AP, WR per split for parent, controls and child."""
+        from services.report import evidence_report, export_report, retrain_report
 
+        if retrain is None and (parent is None or child is None):
+            fail("give --parent and --child, or --retrain")
+        if retrain is not None and (parent is not None or child is not None):
+            fail("--retrain and --parent/--child exclude each other")
         try:
-            j = evidence_report(parent, child, device=device)
+            if retrain is not None:
+                j = retrain_report(retrain)
+            else:
+                j = evidence_report(parent, child, device=device)
             if html:
-                j["html"] = str(export_report(parent, child, out=html))
+                j["html"] = str(export_report(j["parent"], j["child"], out=html))
         except (ValueError, KeyError, FileNotFoundError) as exc:
             fail(str(exc))
         emit(j, json_, _human(j))
