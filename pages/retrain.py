@@ -1,12 +1,15 @@
-"""eXBL retraining: the pinned good / bad pair with both maps (a pick from test / test_shifted is refused), the
-method and its settings, a matched plain-CE control (on by default) and "repeat with K seeds", Start (a worker
-job), and live charts of the per-epoch train / val diagnostics (CE, explanation term, active triplets, d+ / d−,
-val accuracy, val AR / AP; the control dashed) while it runs. Test and test_shifted appear once, at the end:
-parent | control | child accuracy per held-out split, the verdict, and a link to the report."""
+"""eXBL retraining: the pinned good / bad pair with both maps (a pick from any split but train is refused), the
+method and its settings, a matched plain-CE control and a random-pair control (both on by default) and "repeat
+with K seeds" (3 by default), Start (a worker job), and live charts of the per-epoch train / val diagnostics (CE,
+explanation term, active triplets, d+ / d−, val accuracy, val AR / AP; the control dashed) while it runs. Test
+and test_shifted appear once, at the end: parent | plain control | random-pair control | child accuracy per
+held-out split (val headed "selection (not evidence)"), the recipe's and the choice's effects, the verdict, and a
+link to the report."""
 from __future__ import annotations
 
 import streamlit as st
 
+from core.data.roles import heading
 from pages.parts.plain import md_escape
 
 from pages.common import current_user, selected_dataset, selected_model
@@ -15,6 +18,8 @@ from pages.parts.job_progress import live_job
 from services import explaining as ex
 from services import feedback as fb
 from services.jobs import active_duplicate, get_job, submit
+from services.report import WHO, WHO_NAMES
+from services.retraining import DEFAULT_SEEDS
 
 @st.cache_data(show_spinner=False)
 def _methods() -> tuple[dict, str]:
@@ -25,15 +30,20 @@ def _methods() -> tuple[dict, str]:
 
 def refusals(pair: dict) -> list[str]:
     """One-line reasons the pinned pair cannot be used (an exemplar from a held-out split)."""
-    from services.retraining import split_refusal
+    from services.retrain_pairs import split_refusal
 
     return [why for k in ("good", "bad") if pair.get(k) and (why := split_refusal(k, pair[k]))]
 
 
 PAIR_NA = ("n/a: the map of this exemplar is not stored any more (its explanation run was replaced), or the image "
            "has no mask to score it against")
-RESULT_NA = {"control": "n/a: no matched control was trained",
-             "effect": "n/a: the effect (child − control, or child − parent without a control) was not computed"}
+RESULT_NA = {"plain control": "n/a: no matched control was trained",
+             "random-pair control": "n/a: no random-pair control was trained",
+             "child − control": "n/a: the effect (child − control, or child − parent without a control) was not "
+                                "computed",
+             "recipe": "random-pair control − plain control: what the method does with any two train images",
+             "your choice": "child − random-pair control: what your two exemplars add to the method"}
+RESULT_EFFECTS = {"child − control": "effect", "recipe": "effect_recipe", "your choice": "effect_choice"}
 
 
 def _fmt(v, nd: int = 3) -> str:
@@ -69,16 +79,12 @@ def _charts(job: dict) -> None:
         st.plotly_chart(history_figure(hist), key=f"rt_hist_{job['id']}_{len(hist)}", width="stretch")
     if job["status"] == "succeeded" and job.get("result"):
         r = job["result"]
-        ctl = r.get("control") or {}
-        st.success(f"New model #{r['model_id']} ({md_escape(r['name'])}), child of #{r['parent_id']}"
-                   + (f"; matched control #{ctl['model_id']}." if ctl.get("model_id") else "."))
-        if r.get("verdict"):
-            st.text(r["verdict"])
+        _result_head(r)
         rows = []
         for s_, row in (r.get("splits") or {}).items():
-            cell = {w: _fmt((row.get(w) or {}).get("accuracy")) for w in ("parent", "control", "child")}
-            rows.append({"held-out split": s_, **cell,
-                         "effect": _fmt(((row.get("effect") or {}).get("accuracy") or {}).get("mean"))})
+            cell = {WHO_NAMES[w]: _fmt((row.get(w) or {}).get("accuracy")) for w in WHO}
+            rows.append({"held-out split": heading(s_), **cell,
+                         **{c: _effect_text((row.get(k) or {}).get("accuracy")) for c, k in RESULT_EFFECTS.items()}})
         if rows:
             st.dataframe(rows, hide_index=True, key=f"rt_result_{job['id']}", column_config={
                 c: st.column_config.Column(c, help=why) for c, why in RESULT_NA.items()})
@@ -90,10 +96,32 @@ def _charts(job: dict) -> None:
                 st.info("Open **Report** in the sidebar: the pair is selected.")
 
 
+def _effect_text(e: dict | None) -> str:
+    if not e or e.get("mean") is None:
+        return "n/a"
+    ci = f" [{e['low']:+.3f}, {e['high']:+.3f}]" if e.get("low") is not None else ""
+    return f"{e['mean']:+.3f}{ci}"
+
+
+def _result_head(r: dict) -> None:
+    """Which models the retrain made (every seed's), and the verdict as plain text."""
+    sm = r.get("seed_models") or []
+    st.success(f"Retrain #{r.get('retrain_id')}: new model #{r['model_id']} ({md_escape(r['name'])}), child of "
+               f"#{r['parent_id']}; {len(sm)} seed(s), each a child, a plain control and a random-pair control.")
+    if sm:
+        st.caption(" · ".join(f"seed {m['seed']}: child #{m['child_id']}, control #{m.get('control_id') or '—'}, "
+                              f"random pair #{m.get('random_control_id') or '—'}" for m in sm))
+    if r.get("verdict"):
+        st.text(r["verdict"])
+    if r.get("interval"):
+        st.caption(f"Cells are means over every seed's models; 95 % intervals: {r['interval']}. The verdict reads "
+                   "test and test_shifted only.")
+
+
 def main() -> None:
     st.title("eXBL retraining")
     st.caption("Two clicks become a better model: the good map shows where the evidence should be, the bad one "
-               "where it should not. Exemplars come from train or val. The result is judged once, at the end, on "
+               "where it should not. Exemplars come from train. The result is judged once, at the end, on "
                "val / test / test_shifted against a matched plain fine-tune (the control).")
     model, dataset, user = selected_model(), selected_dataset(), current_user()
     if model is None or dataset is None:
@@ -124,14 +152,18 @@ def main() -> None:
                                    disabled=not methods[method]["triplet"])
         lr = c[4].number_input("Learning rate", 1e-6, 1.0, 1e-3, key="rt_lr", format="%.1e")
         freeze = c[5].number_input("Frozen blocks", 0, 10, 0, key="rt_freeze")
-        c2 = st.columns([2, 1, 1, 2])
+        c2 = st.columns([2, 2, 1, 1])
         control = c2[0].checkbox("Matched plain-CE control", value=True, key="rt_control",
                                  help="Fine-tune a copy of the parent with plain cross-entropy and the same epochs, "
                                       "learning rate, seed, batch order and frozen blocks: the effect of the "
                                       "feedback is child − control.")
-        seeds = c2[1].number_input("Repeat with K seeds", 1, 10, 1, key="rt_seeds",
-                                   help="K children (and K controls); intervals across seeds for K ≥ 3")
-        last = c2[2].number_input("Train only the last K stages", 0, 50, 0, key="rt_train_last",
+        rnd = c2[1].checkbox("Random-pair control", value=True, key="rt_random_control",
+                             help="Also run the same method with a pair drawn at random from train (per seed): "
+                                  "the recipe = random pair − plain control, your choice = child − random pair.")
+        seeds = c2[2].number_input("Repeat with K seeds", 1, 10, DEFAULT_SEEDS, key="rt_seeds",
+                                   help="K seeds, each a child and its controls; intervals resample seeds, then "
+                                        "images (with 1 seed they cover the test images only)")
+        last = c2[3].number_input("Train only the last K stages", 0, 50, 0, key="rt_train_last",
                                   help="0 = every stage; the head is the last stage (any network, imported ones "
                                        "included)")
         start = st.form_submit_button("Start retraining", type="primary", disabled=not both or bool(refused),
@@ -146,7 +178,7 @@ def main() -> None:
     if start and both and not refused:
         params = {"model_id": model["id"], "method": method, "epochs": int(epochs), "lr": float(lr),
                   "freeze_blocks": int(freeze), "train_last": int(last), "control": bool(control),
-                  "seeds": int(seeds),
+                  "random_control": bool(rnd), "seeds": int(seeds),
                   "feedback_ids": [pair["good"]["id"], pair["bad"]["id"]]}
         if "lam" in d:
             params["lam"] = float(lam)

@@ -1,10 +1,11 @@
-"""AppTest: the Retrain page starts an `exbl` job (default method, matched control, K seeds) from the pinned pair
+"""AppTest: the Retrain page starts an `exbl` job (default method, both controls, 3 seeds) from the pinned pair
 and shows its progress, per-epoch charts and verdict; a test_shifted pick is refused on the page; the report page
 renders for a parent / child pair (verdict, parent | control | child per held-out split, histograms, confusion
 matrices, changed images, HTML download); the exported HTML is self-contained and held-out only."""
 from __future__ import annotations
 
 import re
+from html import escape as html_escape
 
 import pytest
 
@@ -45,7 +46,9 @@ def test_retrain_page_starts_a_job_from_the_pinned_pair_and_shows_progress(pinne
     from core.xbl import DEFAULT_METHOD
 
     assert at.selectbox(key="rt_method").value == DEFAULT_METHOD
-    assert at.checkbox(key="rt_control").value is True
+    assert at.checkbox(key="rt_control").value is True and at.checkbox(key="rt_random_control").value is True
+    assert at.number_input(key="rt_seeds").value == 3
+    at.number_input(key="rt_seeds").set_value(2)
     at.number_input(key="rt_epochs").set_value(2)
     at.button(key="rt_start").click().run()
     assert not at.exception, [e.value for e in at.exception]
@@ -54,7 +57,8 @@ def test_retrain_page_starts_a_job_from_the_pinned_pair_and_shows_progress(pinne
     assert job["kind"] == "exbl" and job["status"] == "queued" and job["created_by"] == uid
     assert job["params"]["model_id"] == mid and job["params"]["feedback_ids"] == [g["id"], b["id"]]
     assert job["params"]["epochs"] == 2 and job["params"]["method"] == DEFAULT_METHOD
-    assert job["params"]["control"] is True and job["params"]["seeds"] == 1
+    assert job["params"]["control"] is True and job["params"]["seeds"] == 2
+    assert job["params"]["random_control"] is True
     # submitting the same form again (Enter, then the button) does not queue the same work twice
     at.button(key="rt_start").click().run()
     assert at.session_state["rt_job"] == jid and [j["kind"] for j in jobs.list_jobs()].count("exbl") == 1
@@ -66,10 +70,17 @@ def test_retrain_page_starts_a_job_from_the_pinned_pair_and_shows_progress(pinne
     assert not at.exception, [e.value for e in at.exception]
     assert any("succeeded" in (p.proto.text or "") for p in at.get("progress"))
     assert len(at.get("plotly_chart")) >= 1
-    assert any(f"New model #{done['result']['model_id']}" in s.value for s in at.success)
-    assert any(done["result"]["verdict"] == t.value for t in at.text)
-    ctl = done["result"]["control"]["model_id"]
-    assert any(f"matched control #{ctl}" in s.value for s in at.success)
+    r = done["result"]
+    assert any(f"new model #{r['model_id']}" in s.value and f"Retrain #{r['retrain_id']}" in s.value
+               for s in at.success)
+    assert any(r["verdict"] == t.value for t in at.text)
+    seeds = " ".join(c.value for c in at.caption)
+    for m in r["seed_models"]:  # every seed's models, by id
+        assert f"seed {m['seed']}: child #{m['child_id']}, control #{m['control_id']}, random pair " \
+               f"#{m['random_control_id']}" in seeds
+    table = at.dataframe[0].value
+    assert {"plain control", "random-pair control", "recipe", "your choice"} <= set(table.columns)
+    assert "val · selection (not evidence)" in list(table["held-out split"])
 
 
 def test_retrain_page_refuses_a_test_shifted_pick(pinned):
@@ -94,19 +105,22 @@ def test_retrain_page_without_a_pair_explains_what_to_do(pinned):
 
 def test_report_page_renders_for_a_parent_child_pair(pinned):
     mid, uid, g, b = pinned
-    res = retrain(mid, "exbl", epochs=1, user_id=uid)
+    res = retrain(mid, "exbl", epochs=1, user_id=uid, seeds=1)
     ctl = res["control"]["model_id"]
+    rnd = res["random_control"]["model_id"]
     at = open_page(app_test(user={"id": uid, "name": "tester"},
                             report_pair={"parent": mid, "child": res["model_id"]}), "report")
     assert not at.exception, [e.value for e in at.exception]
     assert at.selectbox(key="rp_child").value == res["model_id"]
     assert ctl not in at.selectbox(key="rp_child").options  # a control is not offered as a retrained child
+    assert rnd not in at.selectbox(key="rp_child").options
     assert at.selectbox(key="rp_parent").value == mid
     assert any(t.value == res["verdict"] for t in at.text)
     assert len(at.dataframe) >= 3  # one table per held-out split (val, test, test_shifted) first; the probe panel follows
     table = at.dataframe[2].value
     assert list(table["measure"]) == ["accuracy", "mean AR", "mean AP", "mean wrong reason (WR)"]
-    assert {"parent", "control", "child", "effect"} <= set(table.columns)
+    assert {"parent", "plain control", "random-pair control", "child", "child − plain control",
+            "your choice (child − random pair)"} <= set(table.columns)
     assert len(at.get("plotly_chart")) >= 6  # accuracy, 3 histograms, ≥1 confusion matrix, history
     assert _n_images(at) == 16  # the 8 images whose AR changed most, before | after
     assert len(at.get("download_button")) == 1
@@ -116,7 +130,7 @@ def test_report_html_is_self_contained(pinned):
     from services.report import compare, export_report
 
     mid, uid, g, b = pinned
-    res = retrain(mid, "ce", epochs=1, user_id=uid)
+    res = retrain(mid, "ce", epochs=1, user_id=uid, seeds=1, random_control=False)
     data = compare(mid, res["model_id"])
     heldout = sum(1 for r in explaining.run_rows(explaining.latest_run(mid, "gradcam")["id"])
                   if r["split"] != "train")
@@ -130,4 +144,5 @@ def test_report_html_is_self_contained(pinned):
     assert html.count("<img src='data:image/png;base64,") == 16  # 8 images × before / after
     assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js inline
     assert not re.search(r"<script[^>]+src=['\"]https?://", html)  # nothing fetched from the network
-    assert data["evidence"]["verdict"] in html and "<th>control</th>" in html
+    assert html_escape(data["evidence"]["verdict"]) in html and "<th>plain control</th>" in html
+    assert "val · selection (not evidence)" in html

@@ -1,7 +1,8 @@
 """eXBL retraining as a use case and a job: a child model with parent link, feedback ids, metrics and a new
-ranking; the matched control (lineage, same batch order) and the held-out evidence; the suggested pair (train
-only); explicit image refs; a test_shifted exemplar refused; the CLI's JSON; no registry row left by a cancel;
-the report's figures never read train images."""
+ranking; every seed's child, plain control and random-pair control registered under one retrain id (lineage, same
+batch order) with the held-out evidence of the group and of each child alone; the suggested pair (train only);
+explicit image refs; val and test_shifted exemplars refused; the CLI's JSON; no registry row left by a cancel;
+the report's figures never read train images, and a changed dataset or model is measured again."""
 from __future__ import annotations
 
 import json
@@ -14,7 +15,7 @@ from pathlib import Path
 import pytest
 from sqlalchemy import func, select
 
-from db.models import Model
+from db.models import Model, Retrain
 from services import explaining, feedback, jobs
 from services.database import session
 from services.datasets import synth_dataset
@@ -58,7 +59,7 @@ def test_retrain_from_the_pinned_pair_makes_a_child_with_lineage_and_ranking(par
     uid = get_or_create_user("tester")
     run = explaining.run_explain(mid, "gradcam")
     g, b = _pin(mid, run["run_id"], uid)
-    res = retrain(mid, "exbl", epochs=2, user_id=uid, control=False)
+    res = retrain(mid, "exbl", epochs=2, user_id=uid, control=False, random_control=False, seeds=1)
     child = get_model(res["model_id"])
     assert res["control"] is None and res["effect_vs"] == "parent"
     assert res["parent_id"] == mid and child["parent_id"] == mid and res["model_id"] != mid
@@ -83,7 +84,8 @@ def test_auto_uses_the_suggested_pair_and_runs_gradcam_when_there_is_none(parent
     mid, _ = parent
     uid = get_or_create_user("tester")
     assert explaining.latest_run(mid, "gradcam") is None
-    res = retrain(mid, "counterexamples", auto=True, epochs=1, user_id=uid, control=False)
+    res = retrain(mid, "counterexamples", auto=True, epochs=1, user_id=uid, control=False, random_control=False,
+                  seeds=1)
     prun = explaining.latest_run(mid, "gradcam")
     assert prun is not None
     sug = feedback.suggest_pair(prun["id"], "train")
@@ -101,7 +103,8 @@ def test_explicit_refs_by_id_and_path_and_clear_errors(parent):
     from services.datasets import list_images
 
     ims = list_images(ds, split="train")
-    res = retrain(mid, "ce", good=str(ims[0]["id"]), bad=ims[1]["path"], epochs=1, explain=False, control=False)
+    res = retrain(mid, "ce", good=str(ims[0]["id"]), bad=ims[1]["path"], epochs=1, explain=False, control=False,
+                  random_control=False, seeds=1)
     assert res["pair"]["good"]["image_id"] == ims[0]["id"] and res["pair"]["bad"]["image_id"] == ims[1]["id"]
     assert res["feedback_ids"] == []  # no user: nothing recorded
     with pytest.raises(ValueError, match="both"):
@@ -116,6 +119,9 @@ def test_explicit_refs_by_id_and_path_and_clear_errors(parent):
     before = _rows()
     with pytest.raises(ValueError, match="from the test_shifted split"):
         retrain(mid, "exbl", good=shifted["path"], bad=ims[1]["id"], epochs=1)
+    val = list_images(ds, split="val")[0]
+    with pytest.raises(ValueError, match="from the val split: pick exemplars from train"):
+        retrain(mid, "exbl", good=ims[0]["id"], bad=val["id"], epochs=1)
     assert _rows() == before
     with pytest.raises(ValueError, match="no setting"):
         retrain(mid, "exbl", auto=True, settings={"nope": 1})
@@ -151,9 +157,11 @@ def test_cancel_during_the_new_ranking_removes_the_child_again(parent, monkeypat
         raise JobCancelled("cancelled by user")
 
     monkeypatch.setattr(explaining, "run_explain", cancelled)
-    with pytest.raises(JobCancelled):
-        retrain(mid, "exbl", good=ims[0]["id"], bad=ims[1]["id"], epochs=1)  # child and control both go
+    with pytest.raises(JobCancelled):  # 2 seeds × child, control and random-pair control: all six go
+        retrain(mid, "exbl", good=ims[0]["id"], bad=ims[1]["id"], epochs=1, seeds=2)
     assert _rows() == before_rows and _folders() == before_dirs
+    with session() as s:
+        assert s.scalar(select(func.count()).select_from(Retrain)) == 0
 
 
 def test_cli_exbl_prints_one_json_object(parent, exemplar_home):
@@ -165,7 +173,7 @@ def test_cli_exbl_prints_one_json_object(parent, exemplar_home):
     exe = Path(sys.executable).with_name("exemplar")
     out = subprocess.run([str(exe), "exbl", "--model", str(mid), "--good", str(ims[0]["id"]), "--bad",
                           ims[1]["path"], "--method", "exbl", "--epochs", "1", "--lam", "2", "--margin", "0.7",
-                          "--no-control", "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
+                          "--no-control", "--no-random-control", "--seeds", "1", "--json"], env=env, cwd=ROOT, capture_output=True, text=True, timeout=600)
     assert out.returncode == 0, out.stderr
     j = json.loads(out.stdout)
     assert j["parent_id"] == mid and j["model_id"] != mid
@@ -181,6 +189,12 @@ def test_cli_exbl_prints_one_json_object(parent, exemplar_home):
     r = json.loads(rep.stdout)
     assert set(r["splits"]) == {"val", "test", "test_shifted"} and r["verdict"] == j["verdict"]
     assert r["splits"]["test"]["control"] is None and r["splits"]["test"]["child"]["accuracy"] is not None
+    assert r["report"] == "child" and r["roles"] == {"val": "selection", "test": "evidence",
+                                                       "test_shifted": "evidence"}
+    helptext = subprocess.run([str(exe), "exbl", "--help"], env={**env, "COLUMNS": "200"}, cwd=ROOT,
+                              capture_output=True, text=True, timeout=300).stdout
+    from core.xbl import DEFAULT_METHOD
+    assert f"default {DEFAULT_METHOD}" in " ".join(helptext.split())
     bad = subprocess.run([str(exe), "exbl", "--model", str(mid), "--auto", "--good", "1", "--json"], env=env,
                          cwd=ROOT, capture_output=True, text=True, timeout=300)
     assert bad.returncode != 0 and bad.stdout == "" and "exclude" in bad.stderr
@@ -191,57 +205,111 @@ def test_cli_exbl_prints_one_json_object(parent, exemplar_home):
     assert "test_shifted split" in ref.stderr
 
 
-def test_control_is_registered_with_lineage_same_batch_order_and_evidence(parent):
+def test_every_seed_registers_child_control_and_random_pair_control_under_one_retrain(parent):
     mid, ds = parent
     from services.datasets import list_images
-    from services.report import evidence_report
+    from services.report import evidence_report, retrain_report
 
-    ims = list_images(ds, split="val")
-    res = retrain(mid, "exbl", good=ims[0]["id"], bad=ims[1]["id"], epochs=1, explain=False, batch_size=16)
-    child, ctl = get_model(res["model_id"]), get_model(res["control"]["model_id"])
-    assert ctl["parent_id"] == mid and ctl["config"]["lineage"] == f"control of #{child['id']}"
-    assert ctl["config"]["control_of"] == child["id"] and child["config"]["control_id"] == ctl["id"]
-    assert ctl["config"]["xbl"]["method"] == "ce"
-    fc, fk = child["config"]["xbl"]["finetune"], ctl["config"]["xbl"]["finetune"]
-    assert fc == fk  # same epochs, lr, seed, batch size, frozen blocks
-    assert ctl["config"]["xbl"]["order_digest"] == child["config"]["xbl"]["order_digest"]
-    assert res["pair"]["good"]["split"] == "val"
-    assert set(res["effect"]) == {"val", "test", "test_shifted"} and res["verdict"]
-    for s in res["effect"]:
-        assert set(res["effect"][s]) == {"accuracy", "ar_mean", "ap_mean", "wr_mean"}
-    e = res["effect"]["test"]["accuracy"]
+    ims = list_images(ds, split="train")
+    res = retrain(mid, "exbl_cf", good=ims[0]["id"], bad=ims[1]["id"], epochs=1, explain=False, batch_size=16,
+                  seeds=2)
+    assert res["seeds"] == 2 and len(res["seed_models"]) == 2 and isinstance(res["retrain_id"], int)
+    for sm in res["seed_models"]:
+        child, ctl, rnd = (get_model(sm[k]) for k in ("child_id", "control_id", "random_control_id"))
+        for m in (ctl, rnd):
+            assert m["parent_id"] == mid and m["config"]["control_of"] == child["id"]
+            assert m["config"]["retrain_id"] == child["config"]["retrain_id"] == res["retrain_id"]
+            assert m["config"]["seed"] == child["config"]["seed"] == sm["seed"]
+            # same epochs, lr, seed, batch size, frozen blocks and the same batch order
+            assert m["config"]["xbl"]["finetune"] == child["config"]["xbl"]["finetune"]
+            assert m["config"]["xbl"]["order_digest"] == child["config"]["xbl"]["order_digest"]
+        assert ctl["config"]["lineage"] == f"control of #{child['id']}" and ctl["config"]["xbl"]["method"] == "ce"
+        assert rnd["config"]["lineage"] == f"random-pair control of #{child['id']}"
+        assert rnd["config"]["xbl"]["method"] == "exbl_cf" and rnd["config"]["xbl"]["pair_source"] == "random"
+        rp = rnd["config"]["xbl"]["pair"]
+        assert rp["good"]["split"] == rp["bad"]["split"] == "train"
+        assert rp["good"]["label"] == res["pair"]["good"]["label"] and rp["bad"]["label"] == res["pair"]["bad"]["label"]
+        assert {rp["good"]["image_id"], rp["bad"]["image_id"]}.isdisjoint({ims[0]["id"], ims[1]["id"]})
+        assert child["config"]["control_id"] == ctl["id"] and child["config"]["random_control_id"] == rnd["id"]
+        # report --child C describes C alone: its own figures, not the group's mean
+        rep = evidence_report(mid, child["id"])
+        assert rep["report"] == "child" and rep["seeds"] == 1 and rep["source"] == "stored with the retrain"
+        assert rep["splits"]["test"]["child"]["accuracy"] == pytest.approx(child["metrics"]["test"]["accuracy"])
+        assert rep["random_control"] == rnd["id"]
+    # each seed draws its own random pair and its own counterexample partners
+    pairs = [get_model(sm["random_control_id"])["config"]["xbl"]["pair"] for sm in res["seed_models"]]
+    assert pairs[0] != pairs[1] or len(ims) < 4
+    group = retrain_report(res["retrain_id"])
+    assert group["report"] == "retrain" and group["seeds"] == 2 and group["verdict"] == res["verdict"]
+    accs = [get_model(sm["child_id"])["metrics"]["test"]["accuracy"] for sm in res["seed_models"]]
+    assert group["splits"]["test"]["child"]["accuracy"] == pytest.approx(sum(accs) / 2)
+    assert set(group["splits"]["test"]) >= {"parent", "control", "random_control", "child", "effect",
+                                            "effect_recipe", "effect_choice"}
+    e = res["effect_choice"]["test"]["accuracy"]
     cells = res["splits"]["test"]
-    assert e["mean"] == pytest.approx(cells["child"]["accuracy"] - cells["control"]["accuracy"])
-    assert cells["child"]["accuracy"] == pytest.approx(res["metrics"]["test"]["accuracy"])
-    rep = evidence_report(mid, child["id"])
-    assert rep["control"] == ctl["id"] and rep["verdict"] == res["verdict"]
+    assert e["mean"] == pytest.approx(cells["child"]["accuracy"] - cells["random_control"]["accuracy"])
+    assert group["roles"]["val"] == "selection" and "train" not in group["splits"]
+
+
+def _forget_evidence(model_id: int) -> None:
+    with session() as s:  # forget the stored evidence: the report measures now
+        row = s.get(Model, model_id)
+        row.config = {k: v for k, v in row.config.items() if k != "evidence"}
+
+
+def _clear_cache() -> None:
+    from services.settings import get_settings
+
+    for f in get_settings().path("cache", "evidence").glob("*.json"):
+        f.unlink()
 
 
 def test_report_figures_exclude_train_images(parent, monkeypatch):
-    """Measured from checkpoints (a child without stored evidence): blanking every train image and flipping its
-    label changes nothing in the report, so no train image enters a figure."""
-    import numpy as np
-
-    from db.models import Model
+    """Measured from checkpoints (a child without stored evidence, no cache): blanking every train image and
+    flipping its label changes nothing in the report, so no train image enters a figure."""
     from services import datasets
     from services.report import evidence_report
 
     mid, ds = parent
-    res = retrain(mid, "ce", auto=True, epochs=1, explain=False)
-    with session() as s:  # forget the stored evidence: the report measures now
-        row = s.get(Model, res["model_id"])
-        row.config = {k: v for k, v in row.config.items() if k != "evidence"}
+    res = retrain(mid, "ce", auto=True, epochs=1, explain=False, seeds=1)
+    _forget_evidence(res["model_id"])
     first = evidence_report(mid, res["model_id"])
     assert first["source"] == "measured now" and set(first["splits"]) == {"val", "test", "test_shifted"}
     real = datasets.load_arrays
+    calls = []
 
-    def poisoned(dataset_id):
+    def poisoned(dataset_id, **kw):
         a = real(dataset_id)
         tr = a.split_index("train")
         a.images[tr] = 0
         a.labels[tr] = (a.labels[tr] + 1) % 4
+        calls.append(dataset_id)
         return a
 
     monkeypatch.setattr(datasets, "load_arrays", poisoned)
+    _clear_cache()
     again = evidence_report(mid, res["model_id"])
+    assert calls and again["source"] == "measured now"  # the poisoned loader ran
     assert again["splits"] == first["splits"] and again["verdict"] == first["verdict"]
+
+
+def test_a_changed_dataset_or_model_invalidates_the_evidence_cache(parent):
+    import os
+    import time
+
+    from services.datasets import cache_path
+    from services.report import evidence_report
+
+    mid, ds = parent
+    res = retrain(mid, "ce", auto=True, epochs=1, explain=False, seeds=1, random_control=False)
+    _forget_evidence(res["model_id"])
+    assert evidence_report(mid, res["model_id"])["source"] == "measured now"
+    assert evidence_report(mid, res["model_id"])["source"] == "measured earlier (cached)"
+    later = time.time() + 5
+    p = cache_path(ds)
+    os.utime(p, (later, later))  # the dataset's array cache was rebuilt
+    assert evidence_report(mid, res["model_id"])["source"] == "measured now"
+    ck = Path(get_model(res["model_id"])["checkpoint"])
+    os.utime(ck, (later + 5, later + 5))  # the child's checkpoint was replaced
+    assert evidence_report(mid, res["model_id"])["source"] == "measured now"
+    assert evidence_report(mid, res["model_id"])["source"] == "measured earlier (cached)"

@@ -1,6 +1,7 @@
-"""Evidence of a retrain (core.xbl.evidence): the verdict sentence from hand-made intervals (improved / no
-evidence / worse), paired bootstrap and across-seed intervals, held-out splits only; and eXBL's training and
-reference anchors agree for a model with dropout (one forward mode for the CAM)."""
+"""Evidence of a retrain (core.xbl.evidence, core.xbl.verdict): the verdict sentence from hand-made intervals (a
+table over every lead, the four recipe ± / choice ± cases, zero-width intervals), the cells and effects of
+summarise() over seeds, held-out splits only; and eXBL's training and reference anchors agree for a model with
+dropout (one forward mode for the CAM)."""
 from __future__ import annotations
 
 import numpy as np
@@ -11,47 +12,73 @@ import torch.nn as nn
 from core.models.base import Classifier
 from core.xbl import Exemplar, reference_anchor, training_anchors
 from core.xbl import cam as C
-from core.xbl.evidence import boot_interval, direction, seed_interval, summarise, verdict
+from core.xbl.evidence import summarise
+from core.xbl.verdict import direction, verdict
+
+def _e(mean, low, high, **kw):
+    return {"mean": mean, "low": low, "high": high, **kw}
 
 
-def _e(mean, low, high):
-    return {"mean": mean, "low": low, "high": high}
+UP, DOWN, FLAT = _e(0.1, 0.05, 0.15), _e(-0.1, -0.15, -0.05), _e(0.01, -0.02, 0.04)
 
 
-def test_verdict_improved_names_the_interval_and_the_iid_split():
-    eff = {"test_shifted": {"accuracy": _e(0.14, 0.09, 0.19)}, "test": {"accuracy": _e(-0.004, -0.01, 0.006)}}
-    v = verdict(eff)
-    assert v.startswith("The feedback reduced the shortcut: test_shifted accuracy +0.140 over the control")
-    assert "95 % CI +0.090 to +0.190" in v and "iid test accuracy unchanged (−0.004" in v
+def _rows(effect=FLAT, recipe=None, choice=None, parent=FLAT, control_parent=FLAT, iid=FLAT) -> dict:
+    sh = {"effect": {"accuracy": effect}, "effect_parent": {"accuracy": parent},
+          "control_parent": {"accuracy": control_parent}}
+    if recipe is not None:
+        sh.update(effect_recipe={"accuracy": recipe}, effect_choice={"accuracy": choice})
+    return {"test_shifted": sh, "test": {"effect": {"accuracy": iid}}}
 
 
-def test_verdict_no_evidence_and_worse():
-    flat = {"test_shifted": {"accuracy": _e(0.01, -0.02, 0.04)}, "test": {"accuracy": _e(0.0, -0.01, 0.01)}}
-    assert verdict(flat).startswith("No evidence that the feedback changed the model beyond fine-tuning")
-    worse = {"test_shifted": {"accuracy": _e(-0.1, -0.15, -0.05)}, "test": {"accuracy": _e(-0.05, -0.08, -0.02)}}
-    v = verdict(worse)
-    assert v.startswith("The feedback made the model worse") and "iid test accuracy lower" in v
-    # maps that moved while accuracy did not are named
-    flat["test"]["wr_mean"] = _e(-0.04, -0.06, -0.02)
-    assert "WR −0.040" in verdict(flat)
-    # without a control the sentence says so
-    assert "without a control" in verdict({"test_shifted": {"accuracy": _e(0.2, 0.1, 0.3)}}, vs="parent")
+@pytest.mark.parametrize("kw, lead", [
+    (dict(parent=DOWN, control_parent=DOWN, effect=UP), "The retrained model is worse than its parent on "
+                                                        "test_shifted, and so is plain fine-tuning"),
+    (dict(parent=DOWN), "The retrained model is worse than its parent on test_shifted:"),
+    (dict(effect=UP, recipe=UP, choice=FLAT), "The retrain reduced the shortcut"),
+    (dict(effect=DOWN, recipe=DOWN, choice=DOWN), "The retrain made the model worse than plain fine-tuning"),
+    (dict(iid=DOWN), "The retrain lowered iid test accuracy"),
+    (dict(iid=UP), "The retrain raised iid test accuracy"),
+    (dict(recipe=FLAT, choice=UP), "Your choice of exemplars did better than a random pair"),
+    (dict(recipe=FLAT, choice=DOWN), "A random pair did better than your choice of exemplars"),
+    (dict(recipe=UP, choice=FLAT), "The method with a random pair did better than plain fine-tuning"),
+    (dict(parent=UP), "Fine-tuning improved on the parent"),
+    (dict(recipe=FLAT, choice=FLAT), "No evidence that the feedback changed the model beyond fine-tuning"),
+])
+def test_the_lead_follows_every_interval_that_excludes_zero(kw, lead):
+    v = verdict(_rows(**kw))
+    assert v.startswith(lead), v
+    if not lead.startswith("No evidence"):
+        assert not v.startswith("No evidence")
+
+
+@pytest.mark.parametrize("recipe", [UP, DOWN])
+@pytest.mark.parametrize("choice", [UP, DOWN, FLAT])
+def test_recipe_and_choice_are_worded_by_their_signs(recipe, choice):
+    v = verdict(_rows(effect=UP, recipe=recipe, choice=choice))
+    assert v.startswith("The retrain reduced the shortcut: test_shifted accuracy +0.100 over plain fine-tuning")
+    assert f"a random pair gave {'+' if recipe is UP else '−'}0.100" in v
+    assert ("no evidence that your choice mattered" in v) == (choice is FLAT)
+    assert ("your choice of exemplars mattered" in v) == (choice is UP)
+    assert ("did better than your pair" in v) == (choice is DOWN)
+    assert ("the gain comes from the recipe" in v) == (recipe is UP and choice is FLAT)
+
+
+def test_zero_width_intervals_say_what_they_are():
+    agree = _e(0.0, 0.0, 0.0, agree=True, n=120)
+    v = verdict(_rows(effect=agree, recipe=agree, choice=agree, parent=agree, iid=agree))
+    assert "the models agree on all 120 images" in v and "+0.000 to +0.000" not in v
+    assert "no evidence that your choice mattered" in v
+    assert "every resample gives +0.050" in verdict(_rows(effect=_e(0.05, 0.05, 0.05)))
+
+
+def test_verdict_without_a_control_and_without_intervals():
+    assert "without a control" in verdict({"test_shifted": {"effect": {"accuracy": UP}}}, vs="parent")
     assert direction(_e(0.1, None, None)) == "unknown"
-
-
-def test_paired_bootstrap_and_seed_intervals():
-    rng = np.random.default_rng(0)
-    a = (rng.random(400) < 0.8).astype(float)
-    b = (rng.random(400) < 0.6).astype(float)
-    iv = boot_interval(a, b)
-    assert iv["low"] < iv["mean"] < iv["high"] and iv["low"] > 0
-    assert iv["mean"] == pytest.approx(a.mean() - b.mean())
-    same = boot_interval(a, a)
-    assert same["mean"] == same["low"] == same["high"] == 0.0  # paired: the same images both sides
-    nan = boot_interval(np.full(5, np.nan))
-    assert nan["mean"] is None
-    s = seed_interval([0.1, 0.12, 0.14])
-    assert s["mean"] == pytest.approx(0.12) and s["low"] == pytest.approx(0.12 - 4.303 * 0.02 / np.sqrt(3), abs=1e-6)
+    assert verdict({}) == "No held-out split to judge the retrain on."
+    # maps that moved while accuracy did not are named
+    rows = _rows()
+    rows["test"]["effect"]["wr_mean"] = _e(-0.04, -0.06, -0.02)
+    assert "WR −0.040" in verdict(rows)
 
 
 def _runs(acc: float, n: int, seed: int) -> dict:
@@ -60,24 +87,39 @@ def _runs(acc: float, n: int, seed: int) -> dict:
             "wr": np.full(n, np.nan)}
 
 
-def test_summarise_reads_held_out_splits_only_and_switches_to_seeds_at_three():
-    parent = {s: _runs(0.6, 200, 1) for s in ("val", "test", "test_shifted")}
+def test_summarise_reads_held_out_splits_only_and_pairs_groups_by_seed():
+    splits = ("val", "test", "test_shifted")
+    parent = {s: _runs(0.6, 200, 1) for s in splits}
     parent["train"] = _runs(0.0, 200, 9)  # a train split that would change every mean if it were read
-    child = [{**{s: _runs(0.9, 200, 10 + k) for s in ("val", "test", "test_shifted")},
-              "train": _runs(0.0, 200, 9)} for k in range(3)]
-    ctl = [{s: _runs(0.6, 200, 20 + k) for s in ("val", "test", "test_shifted")} for k in range(3)]
-    one = summarise(parent, child[:1], ctl[:1])
-    assert set(one.splits) == set(one.effect) == {"val", "test", "test_shifted"}
-    assert one.splits["test"]["parent"]["accuracy"] == pytest.approx(parent["test"]["correct"].mean())
-    assert one.splits["test"]["child"]["wr_mean"] is None  # undefined stays undefined
-    assert "bootstrap" in one.interval and one.effect_vs == "control"
-    assert one.verdict.startswith("The feedback reduced the shortcut")
-    three = summarise(parent, child, ctl)
-    assert "across 3 seeds" in three.interval
-    diffs = [child[k]["test"]["correct"].mean() - ctl[k]["test"]["correct"].mean() for k in range(3)]
-    assert three.effect["test"]["accuracy"]["mean"] == pytest.approx(np.mean(diffs))
+    child = [{**{s: _runs(0.9, 200, 10 + k) for s in splits}, "train": _runs(0.0, 200, 9)} for k in range(3)]
+    ctl = [{s: _runs(0.6, 200, 20 + k) for s in splits} for k in range(3)]
+    rnd = [{s: _runs(0.85, 200, 30 + k) for s in splits} for k in range(3)]
+    ev = summarise(parent, child, ctl, rnd)
+    assert set(ev.splits) == set(ev.effect) == set(ev.effect_choice) == set(splits)
+    assert ev.roles == {"val": "selection", "test": "evidence", "test_shifted": "evidence"}
+    assert ev.splits["test"]["parent"]["accuracy"] == pytest.approx(parent["test"]["correct"].mean())
+    assert ev.splits["test"]["child"]["wr_mean"] is None  # undefined stays undefined
+    diffs = [child[k]["test"]["correct"].mean() - rnd[k]["test"]["correct"].mean() for k in range(3)]
+    assert ev.effect_choice["test"]["accuracy"]["mean"] == pytest.approx(np.mean(diffs))
+    rec = ev.effect_recipe["test_shifted"]["accuracy"]
+    assert rec["low"] > 0 and rec["seeds"] == 3
+    assert "two-level bootstrap: 3 seeds" in ev.interval
+    assert ev.verdict.startswith("The retrain reduced the shortcut")
+    one = summarise(parent, child[:1], ctl[:1], None)
+    assert "covers the test images only" in one.interval and one.effect_choice == {}
+    assert one.splits["val"]["random_control"] is None
     none = summarise(parent, child[:1], None)
     assert none.splits["val"]["control"] is None and none.effect_vs == "parent"
+
+
+def test_the_verdict_never_reads_val():
+    """A val effect that excludes 0 while test and test_shifted hold it: the sentence says no evidence."""
+    splits = ("val", "test", "test_shifted")
+    same = {s: _runs(0.7, 300, 5) for s in splits}
+    child = [{**{s: same[s] for s in splits}, "val": _runs(1.0, 300, 6)}]
+    ev = summarise(same, child, [same])
+    assert ev.effect["val"]["accuracy"]["low"] > 0
+    assert ev.verdict.startswith("No evidence"), ev.verdict
 
 
 def _dropout_model() -> Classifier:
