@@ -104,7 +104,8 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
 
 
 def passes_text(row: dict) -> str:
-    """UNet passes (guided and all) and whether the sample was finished to t = 0."""
+    """UNet passes of the kept try (guided and all), whether the sample was finished to t = 0, and with several
+    tries the passes of every try and the share of tries that flipped."""
     m = row.get("metrics") or {}
     if row["method"] != "diffusion":
         return f"{row['unet_passes']} UNet passes"
@@ -112,7 +113,11 @@ def passes_text(row: dict) -> str:
     done = "sample finished to t = 0" if t == 0 else ("finished: unknown (older result)" if t is None
                                                      else f"one-step estimate at t = {t}")
     guided = m.get("guided_passes")
-    return f"{row['unet_passes']} UNet passes ({'n/a' if guided is None else guided} guided) · {done}"
+    tries = m.get("tries") or 1
+    every = (f" · {m['unet_passes_total']} over all {tries} tries, flip rate per try {m['flip_rate_per_try']:.2f}"
+             if tries > 1 and m.get("unet_passes_total") is not None and m.get("flip_rate_per_try") is not None
+             else "")
+    return f"{row['unet_passes']} UNet passes ({'n/a' if guided is None else guided} guided) · {done}{every}"
 
 
 def cross_text(cross: dict, classes: list[str]) -> str:

@@ -293,7 +293,7 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
             drop_cf = None if drops is None else float(drops[0])
             category = categorize(pred, orig, tgt, bpd_cf, scorer.eps, drop_cf, drop_eps)
             cross = cross_model_verdict(b_row, int(mid), x_u8, cf, tgt, dev)
-            diffusion_counts = _pass_counts(out, best)
+            diffusion_counts = _pass_counts(out, best, flips)
             extras = {}
             if method == "gan":  # attributes_changed, and the category by flip alone without a DDPM
                 from services.gan import result_extras
@@ -359,13 +359,17 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
     return {**results[0], "results": results, "image_id": int(img["id"]), "dataset_id": dataset_id}
 
 
-def _pass_counts(out, best: int) -> dict:
-    """t_final (0: a sample finished to t = 0; None: no diffusion), guided and total UNet passes of one result."""
+def _pass_counts(out, best: int, flips: np.ndarray) -> dict:
+    """The kept result's t_final (the last timestep its UNet ran at; None: no diffusion), guided and total UNet
+    passes; and the whole cost of the image over every try (seed): unet_passes_total, tries, flip_rate_per_try
+    (the share of tries that flipped; `flipped` is best-of-k)."""
     total = int(out.unet_passes[best])
     guided = int(out.guided_passes[best]) if out.guided_passes is not None else total
     t_final = int(out.t_final[best]) if out.t_final is not None else None
     stop = int(out.stopped_t[best]) if out.stopped_t is not None else None
-    return {"t_final": t_final, "guided_passes": guided, "unet_passes": total, "guidance_stopped_t": stop}
+    return {"t_final": t_final, "guided_passes": guided, "unet_passes": total, "guidance_stopped_t": stop,
+            "unet_passes_total": int(np.sum(out.unet_passes)), "tries": int(len(flips)),
+            "flip_rate_per_try": float(np.mean(flips))}
 
 
 def cross_model_verdict(b_row: dict | None, model_id: int, original: np.ndarray, cf: np.ndarray, target: int,

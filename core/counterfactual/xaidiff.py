@@ -10,7 +10,8 @@ Per denoising step t of an unconditional ε-prediction DDPM, classifier f (image
 Presets: "xaidiff" (Vaeth et al.'s published defaults: from pure noise, many steps, no early stop) and Exemplar's
 own "fast" variant (start from x_ref noised to t_start < T, strided steps, stop the *guidance* once the flip held
 for a few steps, then finish the reverse process from that timestep to t = 0 with a strided DDIM, guidance off
-or on: `finish`). Every returned image is a sample at t = 0 (`t_final`); a one-step estimate x0̂ only appears in
+or on: `finish`). `t_final` is measured: the last timestep the UNet ran at for each sample (0 when its grid reached
+t = 0, which every preset's grid does); a one-step estimate x0̂ only appears in
 the trajectory, labelled as such. Samples, seeds and targets are batched; a sample that stopped leaves the batch,
 so passes are counted per sample: `guided_passes` (forward + backward through UNet and classifier) and
 `unet_passes` (all UNet passes, guided and finishing). `affirmative` runs the same guidance from a counterfactual
@@ -170,11 +171,12 @@ def _x0_hat(acp: torch.Tensor, t: int, xt: torch.Tensor, eps: torch.Tensor) -> t
 
 
 def finish(unet, scheduler, classifier, x: torch.Tensor, t_from: int, cfg: GuidanceConfig, x_ref: torch.Tensor,
-           target: torch.Tensor, adam: "_Adam", idx: torch.Tensor) -> tuple[torch.Tensor, int, int]:
+           target: torch.Tensor, adam: "_Adam", idx: torch.Tensor, last_t: list | None = None
+           ) -> tuple[torch.Tensor, int, int]:
     """Finish samples x at timestep t_from to t = 0 with a strided DDIM (guidance off, or on for "ddim_guided").
 
     Returns (x0 in model space, UNet passes, guided passes) per sample. The grid's last step is t = 0, whose
-    DDIM update (ᾱ_prev = 1) is the sample itself.
+    DDIM update (ᾱ_prev = 1) is the sample itself. last_t (a list) receives the last timestep the UNet ran at.
     """
     if cfg.finish not in ("ddim", "ddim_guided"):
         raise ValueError(f"finish must be 'ddim' or 'ddim_guided', got {cfg.finish!r}")
@@ -190,6 +192,8 @@ def finish(unet, scheduler, classifier, x: torch.Tensor, t_from: int, cfg: Guida
             with torch.no_grad():
                 eps = unet(x, torch.full((x.shape[0],), t, device=x.device, dtype=torch.long)).sample
                 x = _ddim_prev(acp, t, prev_t, x, _x0_hat(acp, t, x, eps))
+    if last_t is not None and ts:
+        last_t.append(int(ts[-1]))
     return x.detach(), len(ts), len(ts) if guided else 0
 
 
@@ -228,6 +232,7 @@ def guided_diffusion(unet, scheduler: DDPMScheduler, classifier, x_ref: torch.Te
     finishing = np.zeros(B, dtype=int)
     guided_fin = np.zeros(B, dtype=int)
     stopped_t = np.zeros(B, dtype=int)
+    t_final = np.full(B, -1, dtype=int)  # measured: the last timestep the UNet ran at for each sample
     streak = torch.zeros(B, dtype=torch.long)
     result = torch.zeros_like(x_ref)
     active = torch.arange(B)
@@ -241,6 +246,7 @@ def guided_diffusion(unet, scheduler: DDPMScheduler, classifier, x_ref: torch.Te
                                                 scheduler.alphas_cumprod, prev_t, cfg.sampler)
             x[idx] = x_new
             guided[active.numpy()] += 1
+            t_final[active.numpy()] = t
             curve[active.numpy(), i] = probs.gather(1, target[idx][:, None])[:, 0].cpu().numpy()
             if i in frame_idx:
                 frames[active.numpy(), fi] = to_uint8(from_model(x0_hat))
@@ -254,8 +260,11 @@ def guided_diffusion(unet, scheduler: DDPMScheduler, classifier, x_ref: torch.Te
                 dd = done.to(device)
                 res = x_new[dd]
                 if not last:  # the guidance stopped at t: finish the reverse process from prev_t to t = 0
+                    ended: list = []
                     res, n_unet, n_guided = finish(unet, scheduler, classifier, res, prev_t, cfg, x_ref[fin.to(device)],
-                                                   target[fin.to(device)], adam, fin.to(device))
+                                                   target[fin.to(device)], adam, fin.to(device), ended)
+                    if ended:
+                        t_final[fin.numpy()] = ended[-1]
                     finishing[fin.numpy()] += n_unet
                     guided_fin[fin.numpy()] += n_guided
                     stopped_t[fin.numpy()] = t
@@ -276,7 +285,7 @@ def guided_diffusion(unet, scheduler: DDPMScheduler, classifier, x_ref: torch.Te
     return GuidanceOutput(images=images.cpu(), probs=final_probs, prob_curve=curve, curve_t=np.array(ts),
                           trajectory=frames, trajectory_t=np.array([ts[j] for j in frame_idx]),
                           unet_passes=guided + finishing, stopped_t=stopped_t, guided_passes=guided + guided_fin,
-                          t_final=np.zeros(B, dtype=int), seconds=time.monotonic() - t0, config=cfg.as_dict())
+                          t_final=t_final, seconds=time.monotonic() - t0, config=cfg.as_dict())
 
 
 def affirmative(unet, scheduler, classifier, counterfactual: torch.Tensor, original_class: torch.Tensor,

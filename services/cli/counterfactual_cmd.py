@@ -8,7 +8,8 @@ import typer
 from services.cli.common import emit, fail, run_job
 
 KEYS = ("counterfactual_id", "flipped", "target_prob", "l1", "bpd", "category", "unet_passes", "seconds",
-        "t_final", "guided_passes", "cross_model_flipped")
+        "t_final", "guided_passes", "cross_model_flipped", "unet_passes_total", "tries",
+        "flip_rate_per_try")
 
 
 def register(app: typer.Typer) -> None:
@@ -60,7 +61,9 @@ def register(app: typer.Typer) -> None:
                                             "gan_mode", "generator_passes", "category_basis") if k in res})
         human = (f"counterfactual #{out['counterfactual_id']}: {res.get('original_class')} → {res.get('target')} "
                  f"{'flipped' if out['flipped'] else 'not flipped'} (p={out['target_prob']:.3f}, L1={out['l1']:.4f}, "
-                 f"bpd={out['bpd']}, {out['category']}, {out['unet_passes']} UNet passes ({out['guided_passes']} guided), "
+                 f"bpd={out['bpd']}, {out['category']}, {out['unet_passes']} UNet passes ({out['guided_passes']} guided; "
+                 f"{out.get('unet_passes_total')} over {out.get('tries')} tries, flip rate per try "
+                 f"{out.get('flip_rate_per_try')}), "
                  f"t_final={out['t_final']}, independent model flipped: {out['cross_model_flipped']}, "
                  f"{out['seconds']:.1f}s)")
         emit(out, json_, human)
