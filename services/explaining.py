@@ -153,6 +153,16 @@ def _explain_batch(job: _Job, x, tgt):
     return att.raw.detach(), att.logits.detach()
 
 
+def _heldout_ar(ar: np.ndarray, splits: np.ndarray) -> dict:
+    """The parent AR a report compares with: the mean over held-out images (core.data.roles.HELDOUT), labelled,
+    with each split's own mean; ar_mean above covers every explained image, train included."""
+    from core.data.roles import HELDOUT
+
+    held = np.isin(splits, HELDOUT)
+    return {"ar_mean_heldout": _nanmean(ar[held]) if held.any() else None,
+            "ar_by_split": {str(sp): _nanmean(ar[splits == sp]) for sp in dict.fromkeys(splits.tolist())}}
+
+
 def _compute(job: _Job, method, target, tau, batch_size, maps_file: Path, say) -> dict:
     import torch
 
@@ -212,6 +222,7 @@ def _compute(job: _Job, method, target, tau, batch_size, maps_file: Path, say) -
         summary[f"{k}_undefined"] = int(np.isnan(cols[k]).sum())
     if not has_conf:
         summary["wr_mean"] = None
+    summary.update(_heldout_ar(cols["ar"], np.asarray(arrays.splits[idx])) if "ar" in cols else {})
     summary["compute_seconds"] = round(compute_s, 3)
     summary["images_per_s"] = round(n / max(compute_s, 1e-9), 1)
     return {"cols": cols, "preds": preds, "probs": probs, "targets": targets, "summary": summary,

@@ -125,8 +125,10 @@ def _runs(parent_model, method: str, knobs: dict, cfg, seeds: int, whos: tuple[s
         model = copy.deepcopy(parent_model)
         xbl = get_method(CONTROL_METHOD) if who == "control" else get_method(method, **knobs)
         good, bad = data["random"][i]["exemplars"] if who == "random_control" else (data["good"], data["bad"])
-        res = finetune(model, xbl, data["train"], good, bad, replace(cfg, seed=cfg.seed + i), val=data["val"],
-                       progress=say)
+        # per-epoch val diagnostics for the first seed's runs (the page's charts); later seeds are measured once,
+        # after training, like every model (their history rows hold the training terms, val as NaN)
+        res = finetune(model, xbl, data["train"], good, bad, replace(cfg, seed=cfg.seed + i),
+                       val=data["val"] if i == 0 else None, progress=say)
         out["runs"][who].append(measure(model, data["heldout"]))
         out["models"][who].append(model.cpu())
         out["digests"][who].append(res.order_digest)

@@ -46,8 +46,10 @@ def register(app: typer.Typer) -> None:
         out = {"run_id": res["run_id"], "model_id": res["model_id"], "dataset_id": res["dataset_id"],
                "method": res["method"], "target": res["target"], "splits": res["splits"], "tau": res["tau"],
                "maps_path": res["maps_path"], "summary": s}
-        emit(out, json_, f"run #{res['run_id']} ({res['method']}, {s['n']} images): "
-                         + ", ".join(f"{k.removesuffix('_mean').upper()} {_fmt(s.get(k))}" for k in SUMMARY_KEYS[1:]))
+        emit(out, json_, f"run #{res['run_id']} ({res['method']}, {s['n']} images, every split): "
+                         + ", ".join(f"{k.removesuffix('_mean').upper()} {_fmt(s.get(k))}" for k in SUMMARY_KEYS[1:])
+                         + f"; held-out AR (val, test, test_shifted: what a report compares) "
+                           f"{_fmt(s.get('ar_mean_heldout'))}")
 
     export_app = typer.Typer(help="Export results to files.", no_args_is_help=True)
     app.add_typer(export_app, name="export")
