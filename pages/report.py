@@ -28,6 +28,23 @@ def _evidence(parent: int, child: int) -> dict:
     return rp.evidence_report(parent, child)
 
 
+@st.cache_data(max_entries=16, show_spinner=False)
+def _group(retrain_id: int) -> dict:
+    return rp.retrain_report(retrain_id)
+
+
+def _scoped(child: dict, parent_id: int) -> dict:
+    """The evidence to show: this child alone, or (radio) its retrain's seeds as a group when it has one."""
+    rid = (child.get("config") or {}).get("retrain_id")
+    if rid is None or child.get("parent_id") != parent_id:
+        return _evidence(parent_id, child["id"])
+    scope = st.radio("Figures of", ["this child alone", f"retrain #{rid}: every seed"], horizontal=True,
+                     key="rp_scope", help="A retrain runs K seeds; each seed's child, plain control and random-pair "
+                                          "control are models you can open. 'Every seed' shows their means with "
+                                          "intervals over seeds and images.")
+    return _group(int(rid)) if scope.startswith("retrain") else _evidence(parent_id, child["id"])
+
+
 def _figs(data: dict) -> dict:
     if "_figs" not in data:
         data["_figs"] = rp.figures(data)
@@ -134,7 +151,7 @@ def main() -> None:
     parent_id = c[1].selectbox("Before (parent)", others, index=pi, key="rp_parent",
                                format_func=lambda i: _label(by_id[i]))
     try:
-        data = rp.compare(parent_id, child_id, evidence=_evidence(parent_id, child_id))
+        data = rp.compare(parent_id, child_id, evidence=_scoped(by_id[child_id], parent_id))
     except ValueError as exc:
         st.error(str(exc))
         return

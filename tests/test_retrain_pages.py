@@ -124,6 +124,10 @@ def test_report_page_renders_for_a_parent_child_pair(pinned):
     assert len(at.get("plotly_chart")) >= 6  # accuracy, 3 histograms, ≥1 confusion matrix, history
     assert _n_images(at) == 16  # the 8 images whose AR changed most, before | after
     assert len(at.get("download_button")) == 1
+    # the retrain's group: its figures over every seed (one seed here), described as such
+    at.radio(key="rp_scope").set_value(f"retrain #{res['retrain_id']}: every seed").run()
+    assert not at.exception, [e.value for e in at.exception]
+    assert any("seed(s): means over every seed's models" in c.value for c in at.caption)
 
 
 def test_report_html_is_self_contained(pinned):
