@@ -255,6 +255,14 @@ def product(a, dev) -> dict:
                             batch_size=BASELINE["batch_size"], seed=BASELINE["seed"], patience=BASELINE["patience"],
                             arch_kwargs=BASELINE["arch_kwargs"], name=BASELINE["name"], device=dev, threads=1)
     say = lambda f, msg="", **k: print(f"[{f:5.1%}] {msg}", flush=True) if msg and "batch" not in msg else None  # noqa: E731
+    if a.pair_rule == "f1":  # an experiment: good = the train map with the highest F1 on the lung mask, bad = min AR
+        from services import explaining
+
+        run = explaining.run_explain(base["model_id"], "gradcam", device=dev)["run_id"]
+        good = explaining.query_explanations(run, sort="f1", descending=True, splits=["train"], limit=1)[0][0]
+        bad = explaining.query_explanations(run, sort="ar", descending=False, splits=["train"], limit=1)[0][0]
+        return retrain(base["model_id"], a.method, good=good["image_id"], bad=bad["image_id"], epochs=a.epochs,
+                       seeds=a.seeds, explain=False, device=dev, threads=1, progress=say)
     return retrain(base["model_id"], a.method, auto=True, epochs=a.epochs, seeds=a.seeds, explain=False,
                    device=dev, threads=1, progress=say)
 
@@ -300,6 +308,8 @@ def main() -> None:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--epochs", type=int, default=5)
     ap.add_argument("--method", default=None, help="product mode: the method (default: core.xbl.DEFAULT_METHOD)")
+    ap.add_argument("--pair-rule", choices=("ar", "f1"), default="ar",
+                    help="product mode: the --auto pair (max / min AR), or an experiment: good = max F1, bad = min AR")
     ap.add_argument("--shortcut", choices=("marker", "bar"), default="marker",
                     help="product mode: the demo's corner glyph, or bench/bar_shortcut.py's top-edge band")
     ap.add_argument("--pair", choices=("story", "suggest"), default="suggest", help="sweep mode: the two clicks")

@@ -55,3 +55,12 @@ def test_a_split_is_drawn_the_same_way_for_every_comparison():
     one = interval(a[:1], n_boot=200, seed=5)
     again = interval(a[:1], a[:1] * 0, n_boot=200, seed=5)
     assert (one["low"], one["high"]) == pytest.approx((again["low"], again["high"]))
+
+
+def test_intervals_stay_within_the_measure_range():
+    """Three seeds near a ceiling: the widened seed level would pass 1.0; a share's interval stops there."""
+    a = np.ones((3, 60))
+    a[0, :12] = 0
+    iv = interval(a, bounds=(0.0, 1.0))
+    assert iv["high"] <= 1.0 and iv["low"] >= 0.0
+    assert interval(a)["high"] > 1.0  # what an unbounded interval would say

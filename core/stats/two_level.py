@@ -54,10 +54,13 @@ def _seed_level(m: np.ndarray, idx: np.ndarray) -> np.ndarray:
     return centre + math.sqrt(s / (s - 1)) * (drawn - centre)
 
 
-def interval(a, b=None, n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95) -> dict:
+def interval(a, b=None, n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95,
+             bounds: tuple[float, float] | None = None) -> dict:
     """{mean, low, high, n, seeds, agree}: mean(a) − mean(b) (or mean(a)) over seeds and images, with its two-level
     bootstrap interval. a, b: (S, N) or (N,); a group with one seed is compared with every seed of the other.
-    agree: True when a and b are equal on every image and seed (a zero-width interval that means exactly that)."""
+    agree: True when a and b are equal on every image and seed (a zero-width interval that means exactly that).
+    bounds: the statistic's range (a share: (0, 1); a difference of shares: (−1, 1)); the widened seed level can
+    reach past it, so the ends are clipped to it."""
     a = _as2d(a)
     b = None if b is None else _as2d(b)
     n = a.shape[1]
@@ -86,5 +89,7 @@ def interval(a, b=None, n_boot: int = N_BOOT, seed: int = 0, level: float = 0.95
         return out
     a_ = (1 - level) / 2
     lo, hi = np.quantile(v, [a_, 1 - a_])
+    if bounds is not None:
+        lo, hi = np.clip([lo, hi], *bounds)
     out.update(low=_num(lo), high=_num(hi))
     return out

@@ -93,7 +93,7 @@ def _cell(groups: dict, who: str, seed: int) -> dict | None:
         return None
     out: dict = {"ci": {}, "n": int(groups[who][0]["correct"].size)}
     for m, col in _COLS.items():
-        iv = interval(_stack(groups[who], col), seed=seed)
+        iv = interval(_stack(groups[who], col), seed=seed, bounds=(0.0, 1.0))  # every measure is a share
         out[m] = iv["mean"]
         out["ci"][m] = [iv["low"], iv["high"]]
     return out
@@ -102,7 +102,8 @@ def _cell(groups: dict, who: str, seed: int) -> dict | None:
 def _compare(groups: dict, a: str, b: str, seed: int) -> dict | None:
     if groups.get(a) is None or groups.get(b) is None:
         return None
-    return {m: interval(_stack(groups[a], col), _stack(groups[b], col), seed=seed) for m, col in _COLS.items()}
+    return {m: interval(_stack(groups[a], col), _stack(groups[b], col), seed=seed, bounds=(-1.0, 1.0))
+            for m, col in _COLS.items()}
 
 
 def summarise(parent: dict, children: list[dict], controls: list[dict] | None = None,
