@@ -19,6 +19,7 @@ XBL_METHODS: dict[str, str] = {
     "exbl_cf": "core.xbl.exbl:ExblCounterexamples",
     "penalty_mask": "core.xbl.penalty_mask:PenaltyMask",
     "counterexamples": "core.xbl.counterexamples:Counterexamples",
+    "bad_paste": "core.xbl.paste:PasteCounterexamples",
     "rrr": "core.xbl.rrr:RRR",
     "ce": "core.xbl.exbl:PlainCE",
 }
@@ -28,6 +29,7 @@ LABELS: dict[str, str] = {
     "exbl_cf": "eXBL triplet + counterexamples from the good region",
     "penalty_mask": "RRR penalty on the bad exemplar's region",
     "counterexamples": "CAIPI-style counterexamples from the good region",
+    "bad_paste": "counterexamples pasting the bad exemplar's region at random places",
     "rrr": "RRR with every image's lung mask (upper bound)",
     "ce": "plain cross-entropy fine-tune (control)",
 }
