@@ -83,10 +83,25 @@ def model_card(row: dict) -> dict:
         "held_out": {s: {k: m.get(k) for k in ("n", "accuracy", "auroc", "ece")}
                      for s, m in (row.get("metrics") or {}).items() if isinstance(m, dict) and "accuracy" in m},
         "verdict": ev.get("verdict"),
+        "retrain": _retrain_part(cfg),
         "dataset": {"id": row.get("dataset_id"), "name": cfg.get("dataset"),
                     "content_sha256": dataset_hash(row["dataset_id"]) if row.get("dataset_id") else None},
         "imported_from": cfg.get("imported"),
     }
+
+
+def _retrain_part(cfg: dict) -> dict | None:
+    """The model's place in its retrain (id, seed, role: child | control | random_control) and the group's verdict
+    over every seed, when it came from one."""
+    from services.retrain_models import get_retrain
+
+    rid = cfg.get("retrain_id")
+    if rid is None:
+        return None
+    r = get_retrain(int(rid))
+    return {"retrain_id": int(rid), "seed": cfg.get("seed"), "role": cfg.get("role"),
+            "lineage": cfg.get("lineage"), "seeds": r["seeds"] if r else None,
+            "group_verdict": (r["evidence"] or {}).get("verdict") if r else None}
 
 
 def card_readme(card: dict, weights: str) -> str:
@@ -108,7 +123,12 @@ def card_readme(card: dict, weights: str) -> str:
         lines.append(f"- {split}: accuracy {m['accuracy']}, macro AUROC {m.get('auroc')}, ECE {m.get('ece')} "
                      f"(n {m.get('n')})")
     if card["verdict"]:
-        lines.append(f"- Verdict: {card['verdict']}")
+        lines.append(f"- Verdict (this model's seed): {card['verdict']}")
+    rt = card.get("retrain")
+    if rt:
+        lines.append(f"- Retrain #{rt['retrain_id']}, seed {rt['seed']}, role {rt['role']}"
+                     + (f" ({rt['lineage']})" if rt.get("lineage") else "")
+                     + (f"; over its {rt['seeds']} seeds: {rt['group_verdict']}" if rt.get("group_verdict") else ""))
     lines.append(f"- Dataset {card['dataset']['name']}, content sha256 {card['dataset']['content_sha256']}")
     lines += ["", "Load the weights: `net.load_state_dict(safetensors.torch.load_file(PATH), strict=True)` into a",
               "fresh network of the same architecture; the .pt2 program: `torch.export.load(PATH).module()(images)`."]
