@@ -149,6 +149,10 @@ def test_finished_samples_cross_model_verdict_realism_and_artefact_probe():
         assert isinstance(r["cross_model_flipped"], bool) and r["cross_model_id"] == b["model_id"]
         row = get_counterfactual(r["counterfactual_id"])
         assert row["unet_passes"] == r["unet_passes"] and row["metrics"]["cross_model"]["model_id"] == b["model_id"]
+        # the whole cost: both tries' passes, and the flip rate per try beside the best-of-2 `flipped`
+        assert r["tries"] == 2 and r["unet_passes"] <= r["unet_passes_total"] <= 2 * (6 + 3)
+        assert row["metrics"]["unet_passes_total"] == r["unet_passes_total"]
+        assert r["flip_rate_per_try"] in (0.0, 0.5, 1.0) and (r["flip_rate_per_try"] > 0) == r["flipped"]
         rows.append(row)
     table, why = realism_table(rows)
     assert len(table) == 1 and table[0].n == 2 and table[0].feature_model_id == b["model_id"], why
