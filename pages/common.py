@@ -164,10 +164,21 @@ def _pickers() -> None:
     worker_banner()
 
 
+def _opens_first(m: dict) -> bool:
+    """Not B, not a control, and of a retrain's seeds only the first one's child (the one its result names)."""
+    cfg = m.get("config") or {}
+    if m["name"].endswith(INDEPENDENT_SUFFIX) or cfg.get("control_of"):
+        return False
+    first = ((cfg.get("xbl") or {}).get("finetune") or {}).get("seed")
+    return cfg.get("retrain_id") is None or cfg.get("seed") == first
+
+
 def default_model_index(models: list[dict]) -> int:
     """The newest classifier that is not an independent classifier B (the demo trains one last for the cross-model
-    check; it has no ranking, so opening on it would leave the first screen empty), else the newest."""
-    own = [i for i, m in enumerate(models) if not m["name"].endswith(INDEPENDENT_SUFFIX)]
+    check; it has no ranking, so opening on it would leave the first screen empty) nor a retrain's control (a
+    retrain registers its seeds' plain and random-pair controls after the child; of its seeds' children, the first
+    seed's, the one the retrain's result names), else the newest."""
+    own = [i for i, m in enumerate(models) if _opens_first(m)]
     return own[-1] if own else len(models) - 1
 
 
