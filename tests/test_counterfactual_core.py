@@ -52,8 +52,8 @@ def test_early_stop_ends_a_sample_once_the_flip_held():
     unet, sch = _tiny()
     clf = Brightness()
     x = torch.cat([torch.full((1, 1, 32, 32), 0.49), torch.full((1, 1, 32, 32), 0.2)])
-    out = guided_diffusion(unet, sch, clf, x, torch.ones(2, dtype=torch.long),
-                           preset("fast", steps=30, t_start=90, eta=4.0, early_stop=2, finish="ddim"), seeds=0)
+    cfg = preset("fast", steps=30, t_start=90, eta=4.0, early_stop=2, finish="ddim")
+    out = guided_diffusion(unet, sch, clf, x, torch.ones(2, dtype=torch.long), cfg, seeds=0)
     # a sample whose guidance stopped early has NaN in its curve after the stop and fewer guided passes; it was
     # still finished to t = 0 by the unguided DDIM, whose passes count in unet_passes
     stopped = out.guided_passes < 30
@@ -62,8 +62,8 @@ def test_early_stop_ends_a_sample_once_the_flip_held():
         assert np.isnan(out.prob_curve[b, out.guided_passes[b]:]).all()
         assert out.stopped_t[b] > 0
         resume = out.curve_t[out.guided_passes[b]]  # the timestep the finishing DDIM started from
-        assert out.unet_passes[b] == out.guided_passes[b] + len(finish_timesteps(resume, 10))
-    assert (out.t_final == 0).all()
+        assert out.unet_passes[b] == out.guided_passes[b] + len(finish_timesteps(resume, cfg.finish_steps))
+    assert (out.t_final == 0).all()  # measured: the last timestep the UNet ran at, for each sample
 
 
 def test_seeds_and_targets_in_one_batch_match_running_alone():

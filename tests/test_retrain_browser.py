@@ -55,8 +55,13 @@ def test_retrain_from_the_pinned_pair_then_open_the_report(page, live_app):
     made = [m for m in list_models() if m["parent_id"] == mid]
     children = [m for m in made if not (m["config"] or {}).get("control_of")]
     controls = [m for m in made if (m["config"] or {}).get("control_of")]
-    assert len(children) == 1 and len(get_model(children[0]["id"])["feedback_ids"]) == 2
-    assert len(controls) == 1 and controls[0]["config"]["lineage"] == f"control of #{children[0]['id']}"
+    # the page's default: 3 seeds, each a child, its plain control and its random-pair control
+    assert len(children) == 3 and all(len(get_model(c["id"])["feedback_ids"]) == 2 for c in children)
+    assert len(controls) == 6
+    first = min(children, key=lambda m: m["id"])  # seed 0's child: the one the result names
+    lineages = {c["config"]["lineage"] for c in controls if c["config"]["control_of"] == first["id"]}
+    assert lineages == {f"control of #{first['id']}", f"random-pair control of #{first['id']}"}
+    controls = [c for c in controls if c["config"]["lineage"] == f"control of #{first['id']}"]
     heading = page.get_by_role("heading", name="Before / after report")
     button = page.get_by_role("button", name="Open the before / after report").first
     for _ in range(3):  # a click that lands while the job panel's last redraw replaces the button is lost: again
