@@ -5,7 +5,7 @@ predicting a class wherever it appears.
 R = dilate(E_bad ≥ τ): the bad exemplar's hot region; its bounding box (at most max_area of the image: else the
 square of that area around the map's peak) is the patch P with mask M. Each training image x_i gets
 x̃_i = x_i with M ⊙ P (flipped at random, per image) pasted at a uniformly random position, labelled y_i.
-L = CE(x, y) + μ · CE(x̃, y), both halves in one forward pass. The draws follow the run's seed.
+L = CE(x, y) + λ · CE(x̃, y), both halves in one forward pass (core.xbl.counterexamples' loss). The draws follow the run's seed.
 The method reads the user's bad exemplar: a pair whose bad map lies on the lungs pastes lung, which teaches little
 (the random-pair control shows how much the choice of exemplar matters).
 """
@@ -14,9 +14,9 @@ from __future__ import annotations
 import math
 
 import torch
-import torch.nn.functional as F
 
-from core.xbl import XBLMethod, cam as _cam, dilate, exemplar_map
+from core.xbl import XBLMethod, dilate, exemplar_map
+from core.xbl.counterexamples import Counterexamples
 
 
 def _box(region: torch.Tensor, peak: tuple[int, int], max_area: float) -> tuple[int, int, int, int]:
@@ -32,12 +32,14 @@ def _box(region: torch.Tensor, peak: tuple[int, int], max_area: float) -> tuple[
     return y0, y0 + side, x0, x0 + side
 
 
-class PasteCounterexamples(XBLMethod):
+class PasteCounterexamples(Counterexamples):
+    """Counterexamples' loss (CE(x) + λ · CE(x̃)) with the bad exemplar's patch pasted instead of the good region kept."""
+
     name = "bad_paste"
-    defaults = {"mu": 1.0, "tau": 0.5, "dilate_px": 1, "max_area": 0.1}
+    defaults = {"lam": 1.0, "tau": 0.5, "dilate_px": 1, "max_area": 0.1}
 
     def prepare(self, model, good, bad, train):
-        super().prepare(model, good, bad, train)
+        XBLMethod.prepare(self, model, good, bad, train)  # the reference triplet only: no good region to keep
         emap = exemplar_map(model, bad)  # (H, W) in [0, 1]
         region = dilate(emap >= float(self.tau), int(self.dilate_px)) > 0
         if not bool(region.any()):
@@ -64,14 +66,3 @@ class PasteCounterexamples(XBLMethod):
             win = out[i, :, ty[i]:ty[i] + h, tx[i]:tx[i] + w]
             out[i, :, ty[i]:ty[i] + h, tx[i]:tx[i] + w] = mi * pi + (1 - mi) * win
         return out
-
-    def loss(self, model, x, y, idx):
-        xc = self.counterexamples(x)
-        n = x.shape[0]
-        feats, logits = _cam.features_logits(model, torch.cat([x, xc]))
-        ce = F.cross_entropy(logits[:n], y)
-        ce_cf = F.cross_entropy(logits[n:], y)
-        diag = self.diagnostics(model, feats, logits, x, y)
-        st = {"ce": ce.detach(), "expl": ce_cf.detach(),
-              "cf_wrong": (logits[n:].argmax(1) != y).float().mean().detach(), **diag}
-        return ce + float(self.mu) * ce_cf, st
