@@ -67,8 +67,9 @@ def evidence_panel(data: dict) -> None:
     st.text(ev["verdict"])  # plain text: never rendered as Markdown
     ctl = f"plain control #{ev['control']}" if ev.get("control") else "no control (effect vs the parent)"
     rnd = f"random-pair control #{ev['random_control']}" if ev.get("random_control") else "no random-pair control"
-    st.caption(f"{ev.get('describes') or ''} · held-out splits only · {ctl} · {rnd} · effect = child − "
-               f"{ev['effect_vs']} · {ev['seeds']} seed(s) · 95 % intervals: {ev['interval']} · {ev['source']} · "
+    st.caption(f"{md_escape(ev.get('describes') or '')} · held-out splits only · {ctl} · {rnd} · effect = child − "
+               f"{md_escape(ev['effect_vs'])} · {ev['seeds']} seed(s) · 95 % intervals: {md_escape(ev['interval'])} · "
+               f"{md_escape(ev['source'])} · "
                "the verdict reads test and test_shifted only (val selected the settings: not evidence)")
     cols = ("measure", *rp.WHO_NAMES.values(), *rp.EFFECTS.values())
     for s_, tab in zip(ev["splits"], st.tabs([heading(s) for s in ev["splits"]])):

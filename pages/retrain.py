@@ -114,7 +114,7 @@ def _result_head(r: dict) -> None:
     if r.get("verdict"):
         st.text(r["verdict"])
     if r.get("interval"):
-        st.caption(f"Cells are means over every seed's models; 95 % intervals: {r['interval']}. The verdict reads "
+        st.caption(f"Cells are means over every seed's models; 95 % intervals: {md_escape(r['interval'])}. The verdict reads "
                    "test and test_shifted only.")
 
 

@@ -32,6 +32,7 @@ def discard(model_id: int | None, ckpt: Path | None) -> None:
 
 def _new_retrain(parent: dict, method: str, seeds: int, config: dict, job_id, user_id) -> int:
     from db.models import Retrain
+    from services import audit
     from services.database import session
 
     with session() as s:
@@ -39,6 +40,8 @@ def _new_retrain(parent: dict, method: str, seeds: int, config: dict, job_id, us
                       job_id=job_id, created_by=user_id)
         s.add(row)
         s.flush()
+        audit.add(s, user_id, "retrain.register", f"retrain:{row.id}",
+                  after={"parent_id": int(parent["id"]), "method": method, "seeds": int(seeds), "job_id": job_id})
         return int(row.id)
 
 

@@ -47,7 +47,7 @@ def _auto_pair(run: dict) -> dict:
 
 
 def resolve_pair(model_id: int, dataset_id: int, *, good: int | str | None = None, bad: int | str | None = None,
-                 auto: bool = False, user_id: int | None = None, expect_feedback: list | None = None,
+                 auto: bool = False, user_id: int | None, expect_feedback: list | None = None,
                  progress: Progress | None = None) -> dict:
     """{'good': ex, 'bad': ex, 'source': 'refs'|'auto'|'pinned', 'run': run | None}; ex has image_id, index, label,
     path, target (class whose map was judged: None = the parent's prediction), run_id, feedback_id."""

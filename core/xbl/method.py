@@ -118,7 +118,8 @@ def reference_anchor(model: nn.Module, ex: Exemplar, times_image: bool = True) -
 
 
 def anchors(cam: torch.Tensor, x: torch.Tensor, times_image: bool = True) -> torch.Tensor:
-    """Training anchors: n(CAM ⊙ x↓) (DESIGN.md §4) or n(CAM) — graph kept."""
+    """Training anchors: n(CAM ⊙ x↓) (the eXBL anchor, docs/architecture.md "Retraining and its evidence") or
+    n(CAM) — graph kept."""
     return _cam.l2n(cam * _cam.image_at(x, cam.shape[-2:]) if times_image else cam)
 
 
