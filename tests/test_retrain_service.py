@@ -249,6 +249,11 @@ def test_every_seed_registers_child_control_and_random_pair_control_under_one_re
     cells = res["splits"]["test"]
     assert e["mean"] == pytest.approx(cells["child"]["accuracy"] - cells["random_control"]["accuracy"])
     assert group["roles"]["val"] == "selection" and "train" not in group["splits"]
+    from db.models import AuditRow
+
+    with session() as s:
+        rows = s.scalars(select(AuditRow).where(AuditRow.action == "retrain.register")).all()
+        assert [r.object for r in rows] == [f"retrain:{res['retrain_id']}"]
 
 
 def _forget_evidence(model_id: int) -> None:
