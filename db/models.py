@@ -122,15 +122,34 @@ class Job(Base):
     pid: Mapped[int | None] = mapped_column(Integer, nullable=True)  # the process running it now
     host: Mapped[str | None] = mapped_column(String(200), nullable=True)  # where that process runs
     history: Mapped[list | None] = mapped_column(JSON, default=list, nullable=True)  # one entry per finished attempt
+    # --- faults (issue 23, migration 0009_leases): when the row's message was last sent to the queue ---
+    queued_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class Worker(Base):
+    """A worker's lease: its jobs are alive while `lease_until` is in the future (renewed by its heartbeat)."""
     __tablename__ = "workers"
     id: Mapped[int] = mapped_column(primary_key=True)
     name: Mapped[str] = mapped_column(String(200), unique=True)
     device: Mapped[str] = mapped_column(String(40), default="")
     started_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
     heartbeat_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    lease_until: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)  # issue 23 (0009_leases)
+    stopped_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)  # a clean stop ends the lease
+
+
+class Token(Base):
+    """A personal API token (issue 23, migration 0008_tokens): stored as its SHA-256, shown once at creation."""
+    __tablename__ = "tokens"
+    id: Mapped[int] = mapped_column(primary_key=True)
+    user_id: Mapped[int] = mapped_column(ForeignKey("users.id", ondelete="CASCADE"), index=True)
+    digest: Mapped[str] = mapped_column(String(64), unique=True)  # sha256 hex of the token
+    prefix: Mapped[str] = mapped_column(String(12))  # the first characters, to tell tokens apart in a list
+    label: Mapped[str] = mapped_column(String(200), default="")
+    created_by: Mapped[int | None] = mapped_column(ForeignKey("users.id"), nullable=True)
+    created_at: Mapped[datetime] = mapped_column(DateTime, default=utcnow)
+    last_used_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    revoked_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
 
 
 class ExplanationRun(Base):
