@@ -1,8 +1,9 @@
-"""Roles and the one server-side check: `require(user_id, action)` returns the acting user or raises PermissionRefused."""
-from __future__ import annotations
+"""Roles and the one server-side check: `require(user_id, action)` returns the acting user or raises PermissionRefused.
 
-from contextlib import contextmanager
-from contextvars import ContextVar
+No code path acts as "system": a write with no acting user is the process's own identity (`services.users.
+process_user`: a token, the local user, or set-up mode on a shared database with no admin yet); migrations are
+the only system action (docs/architecture.md, Identity)."""
+from __future__ import annotations
 
 ROLES = ("reader", "researcher", "admin")
 RANK = {r: i for i, r in enumerate(ROLES)}
@@ -15,7 +16,7 @@ ACTIONS: dict[str, str] = {
     "evaluate": "researcher", "demo": "researcher", "export": "researcher", "study.create": "researcher",
     "study.adjudicate": "researcher", "study.read_results": "researcher", "model.register": "researcher",
     "model.import": "researcher", "model.export": "researcher", "model.import.code": "admin",
-    "users.role": "admin", "audit.read": "admin", "job.cancel.any": "admin",
+    "users.role": "admin", "users.token": "admin", "audit.read": "admin", "job.cancel.any": "admin",
 }
 
 WHAT = {  # words for the refusal message
@@ -26,25 +27,10 @@ WHAT = {  # words for the refusal message
     "study.adjudicate": "adjudicate a study", "study.read_results": "see a study's answers and agreement",
     "model.register": "register a model", "model.import": "import a classifier",
     "model.import.code": "import a classifier built by Python code on the server (python:…)",
-    "model.export": "export a classifier", "users.role": "assign roles", "audit.read": "read the audit log",
+    "model.export": "export a classifier", "users.role": "assign roles",
+    "users.token": "create, list or revoke personal tokens", "audit.read": "read the audit log",
     "job.cancel.any": "cancel another user's job",
 }
-
-
-# The demo build is a set-up step, not a person's write: it runs "as system" so it leaves no user behind
-# (no login name such as "root" in the user picker). Only code paths that enter as_system() get it.
-SYSTEM = {"id": None, "name": "system", "role": "admin"}
-_as_system: ContextVar[bool] = ContextVar("exemplar_as_system", default=False)
-
-
-@contextmanager
-def as_system():
-    """Within this block, a write with no acting user (user_id None) acts as the system (the demo build)."""
-    token = _as_system.set(True)
-    try:
-        yield SYSTEM
-    finally:
-        _as_system.reset(token)
 
 
 class PermissionRefused(PermissionError):
@@ -63,14 +49,15 @@ def allowed(role: str, action: str) -> bool:
 def require(user_id: int | None, action: str) -> dict:
     """The acting user ({'id', 'name', 'role'}) when their role allows `action`; else PermissionRefused.
 
-    user_id None means the process's own identity (EXEMPLAR_USER for the CLI and the worker's inline runs)."""
-    from services.users import cli_user_id, get_user
+    user_id None means the process's own identity (`services.users.process_user`: the CLI's token or local user,
+    set-up mode on a shared database with no admin yet; a refusal naming EXEMPLAR_TOKEN otherwise)."""
+    from services.users import get_user, process_user
 
-    if user_id is None and _as_system.get():
-        return dict(SYSTEM)
-    user = get_user(cli_user_id() if user_id is None else int(user_id))
+    user = process_user() if user_id is None else get_user(int(user_id))
     if user is None:
         raise ValueError(f"no user {user_id}: every write needs a known user")
+    if user["id"] is None and action.startswith("users."):  # set-up mode grants no roles and no tokens
+        raise PermissionRefused("this database has no admin yet: run `exemplar users bootstrap-admin NAME` first")
     if not allowed(user["role"], action):
         need = needed(action)
         who = "an admin" if need == "admin" else "a researcher or an admin"
@@ -80,13 +67,14 @@ def require(user_id: int | None, action: str) -> dict:
 
 
 def require_cancel(job_id: int, user_id: int | None) -> dict:
-    """Everyone may cancel their own jobs; cancelling another user's job needs an admin."""
+    """Everyone may cancel their own jobs; cancelling another user's job (or an ownerless one, from set-up mode)
+    needs an admin."""
     from db.models import Job
-    from services.database import session
-    from services.users import cli_user_id
+    from services.database import read_session
+    from services.users import process_user
 
-    uid = cli_user_id() if user_id is None else int(user_id)
-    with session() as s:
+    uid = process_user()["id"] if user_id is None else int(user_id)
+    with read_session() as s:
         job = s.get(Job, int(job_id))
-        owner = job.created_by if job is not None else None
-    return require(uid, "job.cancel.own" if owner in (None, uid) else "job.cancel.any")
+        own = job is None or job.created_by == uid
+    return require(uid, "job.cancel.own" if own else "job.cancel.any")

@@ -1,24 +1,39 @@
-"""Identity and roles: users with a role (reader, researcher, admin), the CLI's user, the sign-in mode switch.
+"""Identity and roles: users with a role (reader, researcher, admin), the process's acting user, the sign-in
+mode switch (docs/architecture.md, Identity).
 
-Admins are named by EXEMPLAR_ADMINS (names or e-mails, comma-separated) or are the first user. In local mode
-(no sign-in configured) a name the database does not know yet is created as an admin: everyone on the one
-machine is trusted. With sign-in configured, a new identity is a reader until an admin gives it a role.
+Local mode (a SQLite file, no sign-in): one person on one machine; the CLI acts as EXEMPLAR_USER (else the login
+name), created as an admin on first use, and EXEMPLAR_ADMINS names more admins. A shared database (any URL that
+is not SQLite): the CLI acts only through a personal token (EXEMPLAR_TOKEN); EXEMPLAR_USER and EXEMPLAR_ADMINS
+are ignored, the database's roles are the truth. Until the database has an admin it is in set-up mode: a call
+without a token acts as an unauthenticated set-up identity that creates no user row. With sign-in configured, a
+new identity is a reader until an admin gives it a role.
 """
 from __future__ import annotations
 
 import getpass
 import os
+import sys
 import tomllib
 from pathlib import Path
 
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 
 from db.models import User
-from services.database import session
+from services.database import read_session, session
+from services.roles import PermissionRefused
+from services.settings import get_settings
 
 ROOT = Path(__file__).resolve().parents[1]
 AUTH_KEYS = ("redirect_uri", "cookie_secret")
 PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
+# The identity of a CLI call (or an ownerless job) on a shared database that has no admin yet: no user row.
+SETUP = {"id": None, "name": "set-up", "role": "admin"}
+SETUP_NOTICE = ("this database has no admin yet: acting unauthenticated; "
+                "run `exemplar users bootstrap-admin NAME` to require tokens")
+NEED_TOKEN = ("this database has an admin: the CLI acts only through a personal token; set EXEMPLAR_TOKEN "
+              "(an admin creates one with `exemplar users token NAME`)")
+BAD_TOKEN = "EXEMPLAR_TOKEN is not a valid token (unknown or revoked): ask an admin for a new one"
+_said: set[str] = set()
 
 
 def secrets_paths() -> list[Path]:
@@ -46,7 +61,30 @@ def signin_configured() -> bool:
     return auth_config() is not None
 
 
+def shared_database() -> bool:
+    """A database that is not a local SQLite file (PostgreSQL …): identity by token only."""
+    return not get_settings().db_url.startswith("sqlite")
+
+
+def _say_once(line: str) -> None:
+    """One line on stderr, once per process (the CLI's notices about identity)."""
+    if line not in _said:
+        _said.add(line)
+        sys.stderr.write(line + "\n")
+
+
+def _note_ignored_env() -> None:
+    """On a shared database, say in one line that EXEMPLAR_USER / EXEMPLAR_ADMINS are set but ignored."""
+    names = [k for k in ("EXEMPLAR_USER", "EXEMPLAR_ADMINS") if os.environ.get(k)]
+    if names:
+        _say_once(f"{' and '.join(names)} ignored: on a shared database the CLI acts only through EXEMPLAR_TOKEN")
+
+
 def admin_names() -> set[str]:
+    """EXEMPLAR_ADMINS (local mode only: on a shared database the database's roles are the truth)."""
+    if shared_database():
+        _note_ignored_env()
+        return set()
     return {n.strip().lower() for n in os.environ.get("EXEMPLAR_ADMINS", "").split(",") if n.strip()}
 
 
@@ -70,17 +108,28 @@ def _check_name(name: str) -> str:
     return name
 
 
+def _new_role(s, name: str, email: str | None) -> str:
+    """A new user's role: on a shared database a reader (admins come from bootstrap-admin and admins);
+    locally an admin when first, named in EXEMPLAR_ADMINS or in local mode (no sign-in)."""
+    if shared_database():
+        return "reader"
+    first = (s.scalar(select(func.count(User.id))) or 0) == 0
+    return "admin" if first or _named_admin(name, email) or not signin_configured() else "reader"
+
+
 def get_or_create_user(name: str, email: str | None = None) -> int:
-    """The id of user `name`, created on first use (admin when first, named in EXEMPLAR_ADMINS or in local mode)."""
+    """The id of user `name`, created on first use (its role: `_new_role`); a known name takes no write lock."""
     from services import audit
 
     name = _check_name(name)
+    with read_session() as s:
+        known = s.scalar(select(User.id).where(User.name == name))
+    if known is not None:
+        return known
     with session() as s:
         u = s.scalars(select(User).where(User.name == name)).first()
         if u is None:
-            first = (s.scalar(select(func.count(User.id))) or 0) == 0
-            admin = first or _named_admin(name, email) or not signin_configured()
-            u = User(name=name, email=email, role="admin" if admin else "reader")
+            u = User(name=name, email=email, role=_new_role(s, name, email))
             s.add(u)
             s.flush()
             audit.add(s, {"id": u.id, "name": u.name, "role": u.role}, "user.create", f"user:{u.name}",
@@ -88,16 +137,24 @@ def get_or_create_user(name: str, email: str | None = None) -> int:
         return u.id
 
 
-def get_user(user_id: int) -> dict | None:
-    with session() as s:
+def get_user(user_id: int | None) -> dict | None:
+    if user_id is None:
+        return None
+    with read_session() as s:
         u = s.get(User, int(user_id))
         return _user_dict(u) if u else None
 
 
 def find_user(name: str) -> dict | None:
-    with session() as s:
+    with read_session() as s:
         u = s.scalars(select(User).where(User.name == name)).first()
         return _user_dict(u) if u else None
+
+
+def has_admin() -> bool:
+    """Whether any user has the admin role in the database (EXEMPLAR_ADMINS does not count)."""
+    with read_session() as s:
+        return s.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None
 
 
 def set_role(actor_id: int | None, name: str, role: str) -> dict:
@@ -121,17 +178,80 @@ def set_role(actor_id: int | None, name: str, role: str) -> dict:
         return _user_dict(u)
 
 
-def cli_user_id() -> int:
-    """The CLI's user: EXEMPLAR_USER, else the OS login name."""
+def _lock_users(s) -> None:
+    """Serialise bootstrap-admin: PostgreSQL locks the users table (SQLite's write session is already exclusive)."""
+    if s.get_bind().dialect.name == "postgresql":
+        s.execute(text("LOCK TABLE users IN SHARE ROW EXCLUSIVE MODE"))
+
+
+def bootstrap_admin(name: str, label: str = "bootstrap-admin") -> dict:
+    """The database's first admin (created or promoted) and a personal token for them, shown once; allowed only
+    while the database has no admin. Audited as the set-up identity."""
+    from services import audit, tokens
+
+    name = _check_name(name)
+    with session() as s:
+        _lock_users(s)
+        if s.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None:
+            raise PermissionRefused("this database has an admin already: bootstrap-admin only sets up a database "
+                                    "with none; an admin creates tokens with `exemplar users token NAME`")
+        u = s.scalars(select(User).where(User.name == name)).first()
+        before = {"role": u.role} if u else None
+        if u is None:
+            u = User(name=name, role="admin")
+            s.add(u)
+        u.role = "admin"
+        s.flush()
+        audit.add(s, SETUP, "user.bootstrap_admin", f"user:{name}", before=before, after={"role": "admin"})
+        row, plain = tokens.add_token(s, u.id, label, created_by=None, actor=SETUP)
+        return {"id": u.id, "name": name, "role": "admin", "token": plain, "token_id": row.id,
+                "prefix": row.prefix}
+
+
+def _login_name() -> str:
     try:
-        default = getpass.getuser()
+        return getpass.getuser()
     except Exception:  # no login name in some containers
-        default = "cli"
-    return get_or_create_user(os.environ.get("EXEMPLAR_USER") or default)
+        return "cli"
+
+
+def _token_user(token: str) -> dict:
+    from services import tokens
+
+    user = get_user(tokens.authenticate(token))
+    if user is None:
+        raise PermissionRefused(BAD_TOKEN)
+    return user
+
+
+def process_user() -> dict:
+    """The acting identity of this process ({'id', 'name', 'role'}): the CLI, and a job with no owner in the
+    worker. EXEMPLAR_TOKEN wins everywhere; on a shared database it is the only way in once an admin exists
+    (before that: SETUP, no user row); locally EXEMPLAR_USER, else the login name (docs/architecture.md, Identity)."""
+    token = os.environ.get("EXEMPLAR_TOKEN", "").strip()
+    if shared_database():
+        _note_ignored_env()
+    elif token and os.environ.get("EXEMPLAR_USER"):
+        _say_once("EXEMPLAR_USER ignored: EXEMPLAR_TOKEN is set and wins")
+    if token:
+        user = _token_user(token)
+    elif shared_database():
+        if has_admin():
+            raise PermissionRefused(NEED_TOKEN)
+        _say_once(SETUP_NOTICE)
+        return dict(SETUP)
+    else:
+        user = get_user(get_or_create_user(os.environ.get("EXEMPLAR_USER") or _login_name()))
+    return {"id": user["id"], "name": user["name"], "role": user["role"]}
+
+
+def cli_user_id() -> int | None:
+    """The id of the process's acting user (`process_user`); None in set-up mode (no user row)."""
+    return process_user()["id"]
 
 
 def list_users() -> list[dict]:
-    with session() as s:
+    with read_session() as s:
         return [_user_dict(u) for u in s.scalars(select(User).order_by(User.name))]
 
 

@@ -1,8 +1,12 @@
-"""CLI plumbing: one JSON object on stdout with --json, a one-line error on stderr and a non-zero exit otherwise."""
+"""CLI plumbing: one JSON object on stdout with --json, a one-line error on stderr and a non-zero exit otherwise.
+
+JSON output is strict: NaN and ±infinity (an undefined metric) are written as null, never as the non-JSON
+literals NaN / Infinity that other parsers refuse."""
 from __future__ import annotations
 
 import json
 import math
+import numbers
 import sys
 from typing import Any, NoReturn
 
@@ -10,8 +14,10 @@ import typer
 
 
 def _clean(o: Any) -> Any:
-    if isinstance(o, float) and (math.isnan(o) or math.isinf(o)):
-        return None if math.isinf(o) else float("nan")
+    """A JSON-safe copy: non-finite numbers (Python or NumPy floats) become None, containers are copied."""
+    if isinstance(o, numbers.Real) and not isinstance(o, numbers.Integral):
+        f = float(o)
+        return f if math.isfinite(f) else None
     if isinstance(o, dict):
         return {str(k): _clean(v) for k, v in o.items()}
     if isinstance(o, (list, tuple)):
@@ -20,10 +26,11 @@ def _clean(o: Any) -> Any:
 
 
 def emit(obj: dict, as_json: bool, human: str | None = None) -> None:
+    """Print `obj`: one line of strict JSON with --json, else `human` (or indented JSON with null for NaN)."""
     if as_json:
-        sys.stdout.write(json.dumps(_clean(obj), default=str) + "\n")
+        sys.stdout.write(json.dumps(_clean(obj), default=str, allow_nan=False) + "\n")
     else:
-        typer.echo(human if human is not None else json.dumps(_clean(obj), indent=2, default=str))
+        typer.echo(human if human is not None else json.dumps(_clean(obj), indent=2, default=str, allow_nan=False))
 
 
 def fail(msg: str, code: int = 1) -> NoReturn:
@@ -32,24 +39,19 @@ def fail(msg: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def run_job(kind: str, params: dict, as_json: bool, enqueue: bool = False, anonymous: bool = False) -> dict:
-    """Run a job inline (progress on stderr) or put it on the queue; exit non-zero on failure.
-    anonymous: record no user (the demo build must not leave a login name such as "root" in the user picker)."""
+def run_job(kind: str, params: dict, as_json: bool, enqueue: bool = False) -> dict:
+    """Run a job inline (progress on stderr) or put it on the queue, as the CLI's acting user (its role is
+    checked like any write: docs/architecture.md, Identity); exit non-zero on failure."""
     from services import jobs
     from services.users import cli_user_id
 
-    from contextlib import nullcontext
-
-    from services.roles import as_system
-
     try:
-        uid = None if anonymous else cli_user_id()
-        with as_system() if anonymous else nullcontext():
-            if enqueue:
-                jid = jobs.submit(kind, params, uid)
-                emit({"job_id": jid, "status": "queued"}, as_json)
-                raise typer.Exit(0)
-            row = jobs.run_inline(kind, params, uid, echo=True)
+        uid = cli_user_id()
+        if enqueue:
+            jid = jobs.submit(kind, params, uid)
+            emit({"job_id": jid, "status": "queued"}, as_json)
+            raise typer.Exit(0)
+        row = jobs.run_inline(kind, params, uid, echo=True)
     except (ValueError, FileNotFoundError, KeyError) as exc:
         fail(str(exc))
     if row["status"] != "succeeded":

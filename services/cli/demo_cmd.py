@@ -22,7 +22,7 @@ def register(app: typer.Typer) -> None:
              arch: str = typer.Option("simple_cnn", help="baseline architecture for a larger demo (mobilenet_v2 …)"),
              queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
              json_: bool = typer.Option(False, "--json")):
-        """Build the demo: what exists already is kept, so running it twice is quick."""
+        """Build the demo as you (a researcher or admin); what exists is kept, so running it twice is quick."""
         from services.cli.common import fail
 
         if not 32 <= size <= 512:
@@ -30,5 +30,5 @@ def register(app: typer.Typer) -> None:
         if arch not in ("simple_cnn", "mobilenet_v2", "resnet18"):
             fail(f"unknown architecture {arch!r}; choose one of simple_cnn, mobilenet_v2, resnet18")
         params = {} if (size, arch) == (64, "simple_cnn") else {"size": size, "arch": arch}
-        res = run_job("demo", params, json_, enqueue=queue, anonymous=True)
+        res = run_job("demo", params, json_, enqueue=queue)
         emit(res, json_, _human(res))
