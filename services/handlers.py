@@ -17,9 +17,13 @@ HANDLERS: dict[str, str] = {
     "study.metrics": "services.study_metrics:study_metrics_job",  # team: per-item POS/NEG/DEL/INS of a study
 }
 
+# Kinds whose handler is idempotent by itself (it keeps what an earlier attempt built); every other kind's retry
+# first removes the rows an earlier attempt wrote under its job id (services.job_outputs).
+IDEMPOTENT: dict[str, bool] = {"demo": True}
+
 DEFAULT_MAX_RETRIES = 1
-# Kinds whose re-run is not worth it or not safe are listed here (none so far: every handler writes its result
-# last, so a re-run after a lost attempt starts clean).
+# Kinds whose re-run is not worth it or not safe are listed here (none so far: a re-run after a lost attempt
+# starts clean, services.job_outputs).
 MAX_RETRIES: dict[str, int] = {}
 
 

@@ -6,6 +6,7 @@ write of an attempt that was declared lost changes nothing.
 """
 from __future__ import annotations
 
+import shutil
 import socket
 from dataclasses import dataclass
 from typing import Any
@@ -14,6 +15,7 @@ from sqlalchemy import update
 
 from db.models import Job, utcnow
 from services.database import session
+from services.settings import get_settings
 
 FINAL = ("succeeded", "failed", "cancelled", "lost")
 HOST = socket.gethostname()
@@ -28,6 +30,7 @@ class Claim:
     kind: str
     params: dict
     user_id: int | None
+    earlier: bool = False  # an earlier attempt of this job ended (lost / released): it may have left results
 
 
 def _entry(job: Job, status: str, error: str | None = None) -> list:
@@ -50,7 +53,8 @@ def claim(job_id: int, worker: str, pid: int, host: str = HOST) -> Claim | None:
         if res.rowcount != 1:
             return None
         job = s.get(Job, job_id)
-        return Claim(job_id, int(job.attempts), job.kind, dict(job.params or {}), job.created_by)
+        return Claim(job_id, int(job.attempts), job.kind, dict(job.params or {}), job.created_by,
+                     earlier=bool(job.history))
 
 
 def _mine(job_id: int, attempt: int):
@@ -101,6 +105,7 @@ def release(job_id: int, attempt: int, why: str = "the worker was stopped") -> b
             return res.rowcount == 1
         res = s.execute(update(Job).where(*_mine(job_id, attempt))
                         .values(status="queued", attempts=Job.attempts - 1, pid=None, message=f"requeued: {why}",
+                                queued_at=utcnow(),
                                 history=_entry(job, "released", why))
                         .execution_options(synchronize_session=False))
         return res.rowcount == 1
@@ -124,7 +129,7 @@ def retry(job_id: int, attempt: int) -> bool:
     with session() as s:
         res = s.execute(update(Job).where(Job.id == job_id, Job.status == "lost", Job.attempts == attempt,
                                           Job.attempts <= Job.max_retries, Job.cancel_requested.is_(False))
-                        .values(status="queued", finished_at=None,
+                        .values(status="queued", finished_at=None, queued_at=utcnow(),
                                 message=f"retrying: attempt {attempt} was lost")
                         .execution_options(synchronize_session=False))
         return res.rowcount == 1
@@ -155,3 +160,13 @@ def cancel(job_id: int) -> bool:
                   .values(status="cancelled", finished_at=utcnow(), message="cancelled before start")
                   .execution_options(synchronize_session=False))
         return True
+
+
+def state_path(job_id: int):
+    """$EXEMPLAR_HOME/jobs/<id>: the job's resume state, kept across attempts of a lost / released job only."""
+    return get_settings().home_dir / "jobs" / str(job_id)
+
+
+def drop_state(job_id: int) -> None:
+    """Remove the resume state of a job that has ended for good."""
+    shutil.rmtree(state_path(job_id), ignore_errors=True)

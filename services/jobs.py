@@ -7,25 +7,25 @@ from __future__ import annotations
 
 import importlib
 import os
-import shutil
 import sys
 import threading
 import time
 import traceback
 from typing import Any, Callable
 
-from sqlalchemy import select
+from sqlalchemy import select, update
 
-from db.models import Job
+from db.models import Job, utcnow
 from services import audit, job_state
 from services.database import read_session, session
 from services.errors import plain_error
-from services.handlers import HANDLERS, max_retries_for
+from services.handlers import HANDLERS, IDEMPOTENT, max_retries_for
+from services.job_outputs import clear_outputs
 from services.reaper import HEARTBEAT_S, STALE_AFTER_S, reap  # noqa: F401  (re-exported)
 from services.roles import require, require_cancel
-from services.settings import get_settings
 
 FINAL = job_state.FINAL
+state_path, drop_state = job_state.state_path, job_state.drop_state  # re-exported for handlers
 
 
 class JobCancelled(Exception):
@@ -103,6 +103,7 @@ def create_job(kind: str, params: dict, user_id: int | None = None, max_retries:
     actor = require(user_id, kind)  # team: role check (reader cannot train, import, ...)
     with session() as s:
         job = Job(kind=kind, params=params, created_by=actor["id"], status="queued", message="queued",
+                  queued_at=utcnow(),
                   max_retries=max_retries_for(kind) if max_retries is None else int(max_retries))
         s.add(job)
         s.flush()
@@ -110,12 +111,23 @@ def create_job(kind: str, params: dict, user_id: int | None = None, max_retries:
         return job.id
 
 
+QUEUE_DOWN = "queued; the queue was unreachable at submit: a running worker sends it when the queue is back"
+
+
 def submit(kind: str, params: dict, user_id: int | None = None) -> int:
-    """Create a jobs row and put it on the queue for a worker."""
+    """Create a jobs row and put it on the queue for a worker. The row is the truth: when the queue is down the
+    row stays `queued` (its message says so, and one line goes to stderr) and the reaper's sweeper
+    (services.reaper.resend_stranded) sends it a lease later, so a submission is never lost."""
     from services.queue import enqueue
 
     job_id = create_job(kind, params, user_id)
-    enqueue(job_id)
+    try:
+        enqueue(job_id)
+    except Exception as exc:  # redis / sqlite queue unreachable
+        with session() as s:
+            s.execute(update(Job).where(Job.id == job_id, Job.status == "queued").values(message=QUEUE_DOWN)
+                      .execution_options(synchronize_session=False))
+        print(f"job {job_id}: {QUEUE_DOWN} ({type(exc).__name__})", file=sys.stderr, flush=True)
     return job_id
 
 
@@ -145,12 +157,14 @@ def _heartbeat(ctx: JobContext, stop: threading.Event) -> None:
 def execute_job(job_id: int, echo: bool = False, worker: str | None = None) -> dict[str, Any]:
     """Claim one queued jobs row and run it to a final state; returns the row as a dict. A row that is not
     queued (taken by another worker, cancelled, finished) is returned untouched. Used by worker and CLI."""
-    c = job_state.claim(job_id, worker or f"{job_state.HOST}:{os.getpid()}", os.getpid())
+    c = job_state.claim(job_id, worker or f"inline:{job_state.HOST}:{os.getpid()}", os.getpid())
     if c is None:
         row = get_job(job_id)
         if row is None:
             raise ValueError(f"no job {job_id}")
         return row
+    if c.earlier and not IDEMPOTENT.get(c.kind, False):
+        clear_outputs(job_id)  # a crash after results, before finish: the retry starts clean (no duplicates)
     ctx = JobContext(job_id, c.params, c.user_id, echo=echo, attempt=c.attempt)
     stop = threading.Event()
     beat = threading.Thread(target=_heartbeat, args=(ctx, stop), daemon=True)
@@ -178,16 +192,6 @@ def execute_job(job_id: int, echo: bool = False, worker: str | None = None) -> d
     elif status != "lost" and job_state.finish(job_id, c.attempt, status, result, error, tb):
         drop_state(job_id)  # final: resume state (per-epoch checkpoints) is never read again
     return get_job(job_id)
-
-
-def state_path(job_id: int):
-    """$EXEMPLAR_HOME/jobs/<id>: the job's resume state, kept across attempts of a lost / released job only."""
-    return get_settings().home_dir / "jobs" / str(job_id)
-
-
-def drop_state(job_id: int) -> None:
-    """Remove the resume state of a job that has ended for good."""
-    shutil.rmtree(state_path(job_id), ignore_errors=True)
 
 
 def run_inline(kind: str, params: dict, user_id: int | None = None, echo: bool = True) -> dict:

@@ -55,3 +55,14 @@ def dequeue() -> int | None:
 
 def pending() -> int:
     return int(get_huey().pending_count())
+
+
+def pending_ids(limit: int = 100_000) -> set[int]:
+    """The job ids whose messages wait on the queue now (read without taking them)."""
+    out = set()
+    for task in get_huey().pending(limit):
+        try:
+            out.add(int(task.args[0]))
+        except (AttributeError, IndexError, TypeError, ValueError):
+            continue
+    return out

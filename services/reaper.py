@@ -1,93 +1,168 @@
-"""The reaper every worker runs continuously: a running job whose heartbeat is stale, or whose process on this
-host is gone, becomes `lost`; a lost job with retries left is queued again (whichever worker notices first)."""
+"""The reaper every worker runs continuously (docs/architecture.md, "Jobs"): liveness is a lease, never a PID.
+
+A running job is `lost` when the lease of the worker that claimed it has expired (the worker's row in `workers`
+is renewed by its heartbeat; a clean stop ends it), or, for a job run inline by a CLI process (no worker row),
+when the job's own heartbeat is older than a lease. No process is ever probed with kill(pid, 0): workers on one
+host may live in separate PID namespaces. A lost job with retries left is queued again; a `queued` row whose
+message is not on the queue a lease after it was sent (the queue was down at submit, a worker died between
+taking the message and claiming the row, the queue restarted empty) is sent again. Duplicate messages are
+harmless: a claim is one conditional update.
+"""
 from __future__ import annotations
 
-import os
 import sys
 from dataclasses import dataclass, field
 from datetime import timedelta
 
-from sqlalchemy import select
+from sqlalchemy import func, select, update
 
-from db.models import Job, utcnow
+from db.models import Job, Worker, utcnow
 from services import job_state
-from services.database import read_session
+from services.database import read_session, session
 
 HEARTBEAT_S = 3.0
-STALE_AFTER_S = 20.0  # heartbeat age that counts as dead (reaped within 30 s with REAP_EVERY_S)
-HUNG_AFTER_S = 600.0  # on this host, a live process counts as hung only after this long without a heartbeat
+LEASE_S = 20.0  # a worker's lease: renewed every HEARTBEAT_S; expired leases are reaped within LEASE_S + REAP_EVERY_S
+STALE_AFTER_S = LEASE_S  # an inline job's own heartbeat is its lease
+HUNG_AFTER_S = 600.0  # a job whose own heartbeat stopped this long counts as hung, even under a live worker
 REAP_EVERY_S = 5.0
 LOST_DEAD = "the process running this job died"
-LOST_STALE = "the worker stopped sending heartbeats while this job was running"
+LOST_STALE = "the worker running this job stopped renewing its lease"
 LOST_HUNG = "the process running this job stopped sending heartbeats for 10 minutes (hung)"
 
 
 @dataclass
 class Reaped:
+    """What one reaper pass changed."""
+
     lost: list[int] = field(default_factory=list)
     retried: list[int] = field(default_factory=list)
+    resent: list[int] = field(default_factory=list)
 
 
-def process_gone(host: str | None, pid: int | None) -> bool:
-    """True when pid ran on this host and no longer exists (or is an unreaped zombie)."""
-    if not pid or host != job_state.HOST:
-        return False
-    try:
-        os.kill(int(pid), 0)
-    except ProcessLookupError:
-        return True
-    except PermissionError:
-        return False
-    return _zombie(int(pid))
+def _expired_workers(names: set[str], now, stale_after_s: float) -> set[str]:
+    """Of these worker names, those with a row whose lease has expired (names without a row are not returned)."""
+    if not names:
+        return set()
+    cutoff = now - timedelta(seconds=stale_after_s)
+    with read_session() as s:
+        rows = s.execute(select(Worker.name, Worker.lease_until, Worker.heartbeat_at, Worker.stopped_at)
+                         .where(Worker.name.in_(list(names)))).all()
+    out = set()
+    for name, lease, hb, stopped in rows:
+        if stopped is not None or (lease < now if lease is not None else (hb is None or hb < cutoff)):
+            out.add(name)
+    return out
 
 
-def _zombie(pid: int) -> bool:
-    """A killed child nobody reaped yet still answers kill(pid, 0); /proc says it is a zombie."""
-    try:
-        stat = open(f"/proc/{pid}/stat").read()
-    except OSError:
-        return False
-    return stat.rpartition(")")[2].split()[:1] == ["Z"]
+def _known_workers(names: set[str]) -> set[str]:
+    if not names:
+        return set()
+    with read_session() as s:
+        return set(s.scalars(select(Worker.name).where(Worker.name.in_(list(names)))).all())
 
 
-def reap(stale_after_s: float = STALE_AFTER_S, retry: bool = True) -> Reaped:
-    """One pass over the running and lost jobs; returns what changed. Never raises (a worker must keep going)."""
+def _lost_reason(worker: str | None, hb, expired: set[str], known: set[str], cutoff, hung) -> str | None:
+    """Why a running job is lost now, or None while its lease holds."""
+    if hb is not None and hb < hung:
+        return LOST_HUNG
+    if worker in known:
+        return LOST_STALE if worker in expired else None
+    return LOST_STALE if (hb is None or hb < cutoff) else None  # inline run: its own heartbeat is the lease
+
+
+def reap(stale_after_s: float = STALE_AFTER_S, retry: bool = True, resend: bool = True) -> Reaped:
+    """One pass over running, lost and stranded queued jobs; returns what changed. Never raises (a worker must
+    keep going): a database or queue error is logged and the next pass tries again."""
     out = Reaped()
-    cutoff = utcnow() - timedelta(seconds=stale_after_s)
-    hung = utcnow() - timedelta(seconds=max(stale_after_s, HUNG_AFTER_S))
+    now = utcnow()
+    cutoff = now - timedelta(seconds=stale_after_s)
+    hung = now - timedelta(seconds=max(stale_after_s, HUNG_AFTER_S))
     try:
         with read_session() as s:
-            running = s.execute(select(Job.id, Job.attempts, Job.pid, Job.host, Job.heartbeat_at)
+            running = s.execute(select(Job.id, Job.attempts, Job.worker, Job.heartbeat_at)
                                 .where(Job.status == "running")).all()
-        for jid, attempt, pid, host, hb in running:
-            here = host == job_state.HOST and bool(pid)
-            if process_gone(host, pid):
-                reason = LOST_DEAD
-            elif here and hb is not None and hb < hung:
-                reason = LOST_HUNG
-            elif not here and (hb is None or hb < cutoff):
-                reason = LOST_STALE  # another host: the heartbeat is all we can see
-            else:
-                continue  # alive here (a long write may delay its beat), or fresh elsewhere
-            if job_state.mark_lost(jid, attempt, reason):
+        names = {w for _, _, w, _ in running if w}
+        known, expired = _known_workers(names), _expired_workers(names, now, stale_after_s)
+        for jid, attempt, worker, hb in running:
+            reason = _lost_reason(worker, hb, expired, known, cutoff, hung)
+            if reason and job_state.mark_lost(jid, attempt, reason):
                 out.lost.append(jid)
         if retry:
             out.retried = retry_lost()
+        drop_ended_state()
+        if resend:
+            out.resent = resend_stranded(stale_after_s)
     except Exception as exc:  # logged; the next pass tries again
         print(f"reaper: {type(exc).__name__}: {exc}", file=sys.stderr)
     return out
 
 
-def retry_lost() -> list[int]:
-    """Queue again every lost job with retries left; returns their ids."""
+def send(job_id: int) -> bool:
+    """Put a job id on the queue; False (logged) when the queue is unreachable: the sweeper sends it later."""
     from services.queue import enqueue
 
+    try:
+        enqueue(job_id)
+        return True
+    except Exception as exc:
+        print(f"queue unreachable, job {job_id} stays queued and is sent again later: {type(exc).__name__}: {exc}",
+              file=sys.stderr)
+        return False
+
+
+def retry_lost() -> list[int]:
+    """Queue again every lost job with retries left; returns their ids."""
     with read_session() as s:
         rows = s.execute(select(Job.id, Job.attempts).where(Job.status == "lost", Job.attempts <= Job.max_retries,
                                                             Job.cancel_requested.is_(False))).all()
     done = []
     for jid, attempt in rows:
         if job_state.retry(jid, attempt):
-            enqueue(jid)
+            send(jid)
             done.append(jid)
     return done
+
+
+def resend_stranded(older_than_s: float = LEASE_S) -> list[int]:
+    """Send again every `queued` row whose message was sent more than a lease ago and is not on the queue now.
+    Each row is taken by one conditional update of `queued_at`, so two workers never both resend it."""
+    from services.queue import pending_ids
+
+    now = utcnow()
+    sent = func.coalesce(Job.queued_at, Job.created_at)
+    with read_session() as s:
+        rows = s.execute(select(Job.id, Job.queued_at).where(
+            Job.status == "queued", Job.cancel_requested.is_(False),
+            sent < now - timedelta(seconds=older_than_s))).all()
+    if not rows:
+        return []
+    waiting = pending_ids()
+    done = []
+    for jid, was in rows:
+        if jid in waiting:
+            continue
+        with session() as s:
+            res = s.execute(update(Job).where(Job.id == jid, Job.status == "queued",
+                                              Job.queued_at.is_(None) if was is None else Job.queued_at == was)
+                            .values(queued_at=now).execution_options(synchronize_session=False))
+        if res.rowcount == 1 and send(jid):
+            done.append(jid)
+    return done
+
+
+def drop_ended_state() -> None:
+    """Remove the resume folders of jobs that have ended for good (lost with no retry left, or final)."""
+    from services.job_state import drop_state, state_path
+
+    root = state_path(0).parent
+    if not root.is_dir():
+        return
+    ids = [int(p.name) for p in root.iterdir() if p.name.isdigit()]
+    if not ids:
+        return
+    with read_session() as s:
+        live = set(s.scalars(select(Job.id).where(Job.id.in_(ids), (Job.status.in_(("queued", "running"))) | (
+            (Job.status == "lost") & (Job.attempts <= Job.max_retries) & Job.cancel_requested.is_(False)))).all())
+    for jid in ids:
+        if jid not in live:
+            drop_state(jid)

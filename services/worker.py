@@ -1,5 +1,9 @@
 """The worker: takes job ids off the queue and runs each job in a child process of its own, reaps dead jobs
-(every worker, continuously), beats its heartbeat in `workers`, and stops cleanly on SIGTERM / Ctrl-C.
+(every worker, continuously), renews its lease in `workers`, and stops cleanly on SIGTERM / Ctrl-C.
+
+Every worker process has a unique id (its name plus a random suffix) and a lease row; its jobs are alive while
+its lease is (services.reaper). It learns its own children's deaths from their exit codes, never by probing
+PIDs, so workers in separate PID namespaces on one host never reap each other's jobs.
 
 The parent never imports torch and never runs a job; a child runs exactly one job and dies with its parent
 (parent-death signal on Linux, a watchdog thread elsewhere). SIGTERM: children give their jobs back to the
@@ -10,6 +14,7 @@ from __future__ import annotations
 import ctypes
 import multiprocessing as mp
 import os
+import secrets
 import signal
 import sys
 import threading
@@ -23,7 +28,6 @@ from db.models import Worker, utcnow
 from services import job_state, reaper
 from services.database import read_session, session
 
-ALIVE_WITHIN_S = 15.0
 STOP_GRACE_S = 30.0
 CANCEL_POLL_S = 0.2    # how often the parent looks for cancel requests of its children's jobs
 CANCEL_GRACE_S = 0.3   # a child that has not stopped by itself this long after the request is stopped by force
@@ -31,20 +35,34 @@ PR_SET_PDEATHSIG = 1
 
 
 def _beat(name: str, device: str) -> None:
+    """Renew this worker's lease (create its row on the first beat)."""
+    now = utcnow()
+    lease = now + timedelta(seconds=reaper.LEASE_S)
     with session() as s:
         w = s.scalars(select(Worker).where(Worker.name == name)).first()
         if w is None:
-            s.add(Worker(name=name, device=device, started_at=utcnow(), heartbeat_at=utcnow()))
+            s.add(Worker(name=name, device=device, started_at=now, heartbeat_at=now, lease_until=lease))
         else:
-            w.heartbeat_at, w.device = utcnow(), device
+            w.heartbeat_at, w.device, w.lease_until, w.stopped_at = now, device, lease, None
 
 
-def alive_workers(within_s: float = ALIVE_WITHIN_S) -> list[dict]:
-    """Workers whose heartbeat is recent."""
-    cutoff = utcnow() - timedelta(seconds=within_s)
+def _end_lease(name: str) -> None:
+    """A clean stop: the lease ends now (its jobs were released before)."""
+    try:
+        with session() as s:
+            w = s.scalars(select(Worker).where(Worker.name == name)).first()
+            if w is not None:
+                w.stopped_at = w.lease_until = utcnow()
+    except Exception as exc:  # the lease then simply expires
+        print(f"worker {name}: could not end its lease: {type(exc).__name__}: {exc}", file=sys.stderr)
+
+
+def alive_workers() -> list[dict]:
+    """Workers whose lease holds now."""
     with read_session() as s:
-        rows = s.scalars(select(Worker).where(Worker.heartbeat_at >= cutoff)).all()
-        return [{"name": w.name, "device": w.device, "heartbeat_at": w.heartbeat_at.isoformat()} for w in rows]
+        rows = s.scalars(select(Worker).where(Worker.lease_until >= utcnow(), Worker.stopped_at.is_(None))).all()
+        return [{"name": w.name, "device": w.device, "heartbeat_at": w.heartbeat_at.isoformat(),
+                 "lease_until": w.lease_until.isoformat()} for w in rows]
 
 
 def _device_label() -> str:
@@ -53,8 +71,10 @@ def _device_label() -> str:
 
 
 def default_name() -> str:
-    """The worker's stable name: EXEMPLAR_WORKER_NAME, else host:pid of the worker parent."""
-    return os.environ.get("EXEMPLAR_WORKER_NAME") or f"{job_state.HOST}:{os.getpid()}"
+    """This worker process's unique id: EXEMPLAR_WORKER_NAME (else host:pid) plus a random suffix, so two
+    workers never share a lease, whatever their host names and PID namespaces."""
+    base = os.environ.get("EXEMPLAR_WORKER_NAME") or f"{job_state.HOST}:{os.getpid()}"
+    return f"{base}-{secrets.token_hex(3)}"
 
 
 def _die_with_parent(parent_pid: int) -> None:
@@ -136,11 +156,10 @@ def _enforce_cancel(children: dict[int, _Running]) -> None:
                 print(f"job {job_id}: cancelled (its process {pid} was stopped)", file=sys.stderr, flush=True)
 
 
-def _collect(children: dict[int, _Running]) -> None:
+def _collect(children: dict[int, _Running], name: str) -> None:
     """Forget finished children; a child that died leaves its job lost (and maybe retried), one that gave its
     job back (or died before claiming it) has it put on the queue again."""
     from services.jobs import get_job
-    from services.queue import enqueue
 
     for pid, ch in list(children.items()):
         code = ch.proc.exitcode
@@ -151,15 +170,15 @@ def _collect(children: dict[int, _Running]) -> None:
         row = get_job(ch.job_id)
         if row is None:
             continue
-        if row["status"] == "running" and row["pid"] == pid and row["host"] == job_state.HOST:
+        if row["status"] == "running" and row["pid"] == pid and row["worker"] == name:
             if job_state.mark_lost(ch.job_id, row["attempts"], reaper.LOST_DEAD, pid=pid):
                 print(f"job {ch.job_id}: its process {pid} died (exit {code}); marked lost", file=sys.stderr)
                 reaper.retry_lost()
         elif row["status"] == "queued":
-            enqueue(ch.job_id)
+            reaper.send(ch.job_id)
 
 
-def _stop_children(children: dict[int, _Running]) -> None:
+def _stop_children(children: dict[int, _Running], name: str) -> None:
     """Ask every child to give its job back; one that has not within STOP_GRACE_S (a job between progress
     checks: importing torch, one long batch) is killed and its job released here: the worker was stopped,
     the attempt does not count, whichever process ends it."""
@@ -169,8 +188,15 @@ def _stop_children(children: dict[int, _Running]) -> None:
         if ch.proc.exitcode is None:
             os.kill(ch.proc.pid, signal.SIGTERM)
     deadline = time.monotonic() + STOP_GRACE_S
+    last_beat = time.monotonic()
     while any(ch.proc.exitcode is None for ch in children.values()) and time.monotonic() < deadline:
         time.sleep(0.2)
+        if time.monotonic() - last_beat >= reaper.HEARTBEAT_S:  # the lease holds while the jobs wind down
+            try:
+                _beat(name, _device_label())
+            except Exception as exc:
+                print(f"worker {name}: lease renewal failed: {exc}", file=sys.stderr)
+            last_beat = time.monotonic()
     for ch in children.values():
         if ch.proc.exitcode is None:
             ch.proc.kill()
@@ -178,7 +204,7 @@ def _stop_children(children: dict[int, _Running]) -> None:
         row = get_job(ch.job_id)  # still ours and running: the child was killed, or died of the signal itself
         if row and row["status"] == "running" and row["pid"] == ch.proc.pid:
             job_state.release(ch.job_id, int(row["attempts"]), "the worker was stopped before its job did")
-    _collect(children)
+    _collect(children, name)
 
 
 def run_worker(workers: int = 1, name: str | None = None) -> None:
@@ -209,7 +235,7 @@ def run_worker(workers: int = 1, name: str | None = None) -> None:
             if now - last_cancel >= CANCEL_POLL_S:
                 _enforce_cancel(children)
                 last_cancel = now
-            _collect(children)
+            _collect(children, name)
             if len(children) >= workers:
                 stop.wait(0.2)
                 continue
@@ -225,4 +251,5 @@ def run_worker(workers: int = 1, name: str | None = None) -> None:
         proc.start()
         children[proc.pid] = _Running(job_id, proc)
     print(f"worker {name} stopping: releasing {len(children)} running job(s)", file=sys.stderr, flush=True)
-    _stop_children(children)
+    _stop_children(children, name)
+    _end_lease(name)

@@ -69,24 +69,8 @@ def test_lost_worker_recovery(exemplar_home):
     w2 = start_worker(exemplar_home, "worker2.log")
     try:  # the new worker's reaper marks the attempt lost and retries it once
         row = wait_for(long, lambda r: r["attempts"] == 2 and r["status"] in ("running", "succeeded"), timeout=90)
-        assert row["history"][0]["status"] == "lost" and "died" in row["history"][0]["error"]
+        assert row["history"][0]["status"] == "lost" and "lease" in row["history"][0]["error"]  # its worker died
         assert jobs.request_cancel(long)
         wait_for(long, lambda r: r["status"] in FINAL)
     finally:
         stop_worker(w2)
-
-
-def test_an_unreaped_dead_worker_counts_as_dead():
-    """A worker child killed with its parent may stay a zombie (PID 1 of a container may not reap it)."""
-    import socket
-
-    from services.reaper import process_gone
-
-    child = subprocess.Popen([sys.executable, "-c", "pass"])
-    for _ in range(600):  # it exits at once but stays unreaped until wait()
-        if process_gone(socket.gethostname(), child.pid):
-            break
-        time.sleep(0.05)
-    assert process_gone(socket.gethostname(), child.pid)
-    assert not process_gone(socket.gethostname(), os.getpid())
-    child.wait()

@@ -51,22 +51,47 @@ def test_a_final_write_never_overwrites_lost_or_cancelled():
     assert jobs.get_job(jid2)["status"] == "cancelled"
 
 
-def test_reaper_marks_a_job_whose_process_is_gone_and_retries_it_once(exemplar_home):
+def _lease(name: str, seconds: float) -> None:
+    """A worker row whose lease ends `seconds` from now (negative: expired)."""
+    from db.models import Worker
+
+    with session() as s:
+        s.add(Worker(name=name, device="cpu", started_at=utcnow(), heartbeat_at=utcnow(),
+                     lease_until=utcnow() + timedelta(seconds=seconds)))
+
+
+def test_reaper_marks_a_job_whose_worker_lease_expired_and_retries_it_once(exemplar_home):
     from services.queue import dequeue
 
     jid = jobs.create_job("data.synth", SYNTH)
     assert jobs.get_job(jid)["max_retries"] == 1
+    _lease("w1", -1)
     job_state.claim(jid, "w1", _dead_pid())
     out = reaper.reap()
     assert out.lost == [jid] and out.retried == [jid]
     row = jobs.get_job(jid)
     assert row["status"] == "queued" and row["attempts"] == 1 and row["history"][0]["status"] == "lost"
     assert dequeue() == jid  # the retry is on the queue
+    _lease("w2", -1)
     job_state.claim(jid, "w2", _dead_pid())
     out = reaper.reap()
     assert out.lost == [jid] and out.retried == []  # retried once only
     row = jobs.get_job(jid)
     assert row["status"] == "lost" and row["attempts"] == 2 and [h["status"] for h in row["history"]] == ["lost"] * 2
+
+
+def test_a_live_lease_keeps_a_job_whose_pid_this_process_cannot_see():
+    """Two workers on one host in separate PID namespaces: the job's pid means nothing here, and no reaper
+    probes it. The job lives exactly as long as its worker's lease."""
+    jid = jobs.create_job("data.synth", SYNTH)
+    _lease("other-namespace", 60)
+    job_state.claim(jid, "other-namespace", _dead_pid())  # a pid that does not exist in this namespace
+    assert reaper.reap(retry=False).lost == []
+    with session() as s:
+        from db.models import Worker
+
+        s.execute(update(Worker).where(Worker.name == "other-namespace").values(lease_until=utcnow()))
+    assert reaper.reap(retry=False).lost == [jid] and jobs.get_job(jid)["message"] == reaper.LOST_STALE
 
 
 def test_reaper_marks_a_stale_heartbeat_on_another_host():
@@ -144,12 +169,13 @@ def test_a_released_job_that_was_asked_to_cancel_ends_cancelled():
     assert row["status"] == "queued" and row["attempts"] == 0 and row["history"][-1]["status"] == "released"
 
 
-def test_a_live_process_on_this_host_is_not_reaped_for_a_late_heartbeat():
+def test_a_job_under_a_live_lease_is_not_reaped_for_a_late_heartbeat_until_it_hangs():
     jid = jobs.create_job("data.synth", SYNTH)
-    job_state.claim(jid, "here", os.getpid())  # this test process: alive
+    _lease("here", 60)
+    job_state.claim(jid, "here", os.getpid())
     with session() as s:
         s.execute(update(Job).where(Job.id == jid).values(heartbeat_at=utcnow() - timedelta(seconds=120)))
-    assert reaper.reap(retry=False).lost == []
+    assert reaper.reap(retry=False).lost == []  # a long write may delay its beat: the worker's lease holds
     with session() as s:
         s.execute(update(Job).where(Job.id == jid).values(heartbeat_at=utcnow() - timedelta(hours=1)))
     assert reaper.reap(retry=False).lost == [jid] and jobs.get_job(jid)["message"] == reaper.LOST_HUNG

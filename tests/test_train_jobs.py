@@ -102,7 +102,7 @@ def test_killed_run_leaves_no_row(tiny_dataset, exemplar_home):
         p.wait()
     assert _model_rows() == 0
     assert [f for f in _folders() if not f.startswith(".tmp-")] == []
-    assert jobs.mark_lost() == 1
+    assert jobs.mark_lost(stale_after_s=0.0) == 1  # the inline run's own heartbeat was its lease
 
 
 def test_cli_train_prints_one_json_object(tiny_dataset, exemplar_home):

@@ -69,7 +69,7 @@ def test_stopping_the_worker_releases_a_job_whose_child_would_not_stop(monkeypat
     time.sleep(0.3)  # let it install its SIG_IGN
     assert job_state.claim(jid, "w-test", proc.pid) is not None
     children = {proc.pid: worker._Running(jid, proc)}
-    worker._stop_children(children)
+    worker._stop_children(children, "w-test")
     assert not proc.is_alive() and not children
     row = jobs.get_job(jid)
     assert row["status"] == "queued" and row["attempts"] == 0, row
