@@ -21,13 +21,14 @@ from sqlalchemy.orm import Session, sessionmaker
 from db.jsonsafe import dumps
 
 READONLY = "exemplar_readonly"
+WRITE_WAIT_S = 30.0  # how long a writer waits for its turn before it gives up with DatabaseBusy
 
 
 def _sqlite_pragmas(dbapi_conn, _record) -> None:
     dbapi_conn.isolation_level = None  # SQLAlchemy emits BEGIN itself (see _begin)
     cur = dbapi_conn.cursor()
     cur.execute("PRAGMA journal_mode=WAL")
-    cur.execute("PRAGMA busy_timeout=30000")
+    cur.execute(f"PRAGMA busy_timeout={int(WRITE_WAIT_S * 1000)}")
     cur.execute("PRAGMA foreign_keys=ON")
     cur.execute("PRAGMA synchronous=NORMAL")
     cur.close()
@@ -68,9 +69,43 @@ def _sqlite_file(url: str) -> str | None:
     return None if not path or path.startswith(":memory:") else path
 
 
+class DatabaseBusy(RuntimeError):
+    """A writer waited WRITE_WAIT_S for the writers' lock: one line for the user, nothing was written."""
+
+
+def _take_turn(fd: int, wait_s: float) -> bool:
+    """Take the writers' lock on fd within wait_s. The wait itself is a blocking flock on a helper thread, so
+    waiting writers are woken by the kernel in turn (no polling); a helper that gets the lock after we gave up
+    releases it at once and closes fd (the caller must then not close it)."""
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        return True
+    except BlockingIOError:
+        pass
+    got, gave_up, mutex = threading.Event(), threading.Event(), threading.Lock()
+
+    def wait() -> None:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        with mutex:
+            if gave_up.is_set():
+                os.close(fd)  # releases the lock we no longer want
+            else:
+                got.set()
+
+    threading.Thread(target=wait, daemon=True, name="sqlite-writer-turn").start()
+    if got.wait(wait_s):
+        return True
+    with mutex:
+        if got.is_set():
+            return True
+        gave_up.set()
+    return False
+
+
 @contextmanager
-def write_turn(url: str) -> Iterator[None]:
-    """On a SQLite file: hold the writers' file lock (re-entrant per thread) for the whole write transaction."""
+def write_turn(url: str, wait_s: float | None = None) -> Iterator[None]:
+    """On a SQLite file: hold the writers' file lock (re-entrant per thread) for the whole write transaction;
+    DatabaseBusy after WRITE_WAIT_S of waiting."""
     path = _sqlite_file(url)
     if path is None or getattr(_turn, "depth", 0):
         _turn.depth = getattr(_turn, "depth", 0) + 1
@@ -80,8 +115,11 @@ def write_turn(url: str) -> Iterator[None]:
             _turn.depth -= 1
         return
     fd = os.open(f"{path}.writers", os.O_RDWR | os.O_CREAT, 0o644)
+    wait_s = WRITE_WAIT_S if wait_s is None else wait_s
+    if not _take_turn(fd, wait_s):
+        raise DatabaseBusy(f"the database is busy: another write held it for {wait_s:.0f} s; nothing was written, "
+                           "try again")
     try:
-        fcntl.flock(fd, fcntl.LOCK_EX)
         _turn.depth = 1
         yield
     finally:

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import select
 
 from db.models import AuditRow, User
-from services.database import session
+from services.database import read_session, session
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -59,7 +59,7 @@ def list_rows(actor_id: int | None = None, user: str | None = None, action: str 
     from services.roles import require
 
     require(actor_id, "audit.read")
-    with session() as s:
+    with read_session() as s:
         q = select(AuditRow).order_by(AuditRow.id)
         if user:
             q = q.where(AuditRow.user_name == user)

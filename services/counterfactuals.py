@@ -26,7 +26,7 @@ import numpy as np
 from sqlalchemy import select
 
 from db.models import Annotation, Counterfactual, Image, Model
-from services.database import session
+from services.database import read_session, session
 from services import audit
 from services.roles import require
 from services.settings import from_stored, get_settings, resolve_device, to_stored  # i17: relative paths
@@ -432,7 +432,7 @@ def _row_dict(c: Counterfactual) -> dict:
 
 
 def get_counterfactual(cid: int) -> dict | None:
-    with session() as s:
+    with read_session() as s:
         c = s.get(Counterfactual, int(cid))
         return _row_dict(c) if c else None
 
@@ -440,7 +440,7 @@ def get_counterfactual(cid: int) -> dict | None:
 def list_counterfactuals(model_id: int | None = None, image_id: int | None = None, method: str | None = None,
                          job_id: int | None = None, dataset_id: int | None = None, limit: int = 200) -> list[dict]:
     """Stored counterfactual rows, newest first, with the image's path and the model's name."""
-    with session() as s:
+    with read_session() as s:
         q = (select(Counterfactual, Image.path, Model.name).join(Image, Image.id == Counterfactual.image_id)
              .join(Model, Model.id == Counterfactual.model_id).order_by(Counterfactual.id.desc()).limit(limit))
         if model_id is not None:
@@ -497,7 +497,7 @@ def annotate(cid: int, user_id: int, rating: int | None = None, plausible: str |
 def list_annotations(cid: int | None = None) -> list[dict]:
     from db.models import User
 
-    with session() as s:
+    with read_session() as s:
         q = (select(Annotation, User.name).join(User, User.id == Annotation.user_id)
              .where(Annotation.subject == "counterfactual").order_by(Annotation.id))
         if cid is not None:

@@ -26,7 +26,7 @@ from sqlalchemy import and_, delete, exists, func, insert, select
 
 from db.models import Annotation, Dataset, Explanation, ExplanationRun, Image, Model
 from services.batching import adaptive_batches
-from services.database import session
+from services.database import read_session, session
 from services.settings import from_stored, get_settings, to_stored
 
 METRICS = ("ar", "ap", "f1", "soft_ar", "relevance_mass", "rra", "pointing", "wr")
@@ -341,7 +341,7 @@ def _run_dict(r: ExplanationRun, model: Model | None = None) -> dict:
 
 def load_run(run_id: int) -> dict:
     """A run's row (with summary and dataset id); ValueError when there is none."""
-    with session() as s:
+    with read_session() as s:
         r = s.get(ExplanationRun, int(run_id))
         if r is None:
             raise ValueError(f"no explanation run {run_id}")
@@ -350,7 +350,7 @@ def load_run(run_id: int) -> dict:
 
 def latest_run(model_id: int, method: str | None = None) -> dict | None:
     """The newest run of a model (and method), or None."""
-    with session() as s:
+    with read_session() as s:
         q = select(ExplanationRun).where(ExplanationRun.model_id == int(model_id)).order_by(ExplanationRun.id.desc())
         if method:
             q = q.where(ExplanationRun.method == method)
@@ -359,7 +359,7 @@ def latest_run(model_id: int, method: str | None = None) -> dict | None:
 
 
 def list_runs(model_id: int | None = None, limit: int = 100) -> list[dict]:
-    with session() as s:
+    with read_session() as s:
         q = select(ExplanationRun).order_by(ExplanationRun.id.desc()).limit(limit)
         if model_id is not None:
             q = q.where(ExplanationRun.model_id == int(model_id))
@@ -447,7 +447,7 @@ def query_explanations(run_id: int, sort: str = "ar", descending: bool = False,
     """
     if sort not in SORTABLE + ("index",):
         raise ValueError(f"cannot sort by {sort!r}; choose one of {', '.join(SORTABLE)}")
-    with session() as s:
+    with read_session() as s:
         run = s.get(ExplanationRun, int(run_id))
         if run is None:
             raise ValueError(f"no explanation run {run_id}")
@@ -485,7 +485,7 @@ def query_explanations(run_id: int, sort: str = "ar", descending: bool = False,
 
 def explanation_for(run_id: int, image_id: int) -> dict | None:
     """One image's row within a run (as query_explanations gives it), or None."""
-    with session() as s:
+    with read_session() as s:
         e = s.scalars(select(Explanation).where(Explanation.run_id == int(run_id),
                                                 Explanation.image_id == int(image_id))).first()
         if e is None:
@@ -500,13 +500,13 @@ def explanation_for(run_id: int, image_id: int) -> dict | None:
 
 def run_splits(run_id: int) -> list[str]:
     """The splits present among a run's images."""
-    with session() as s:
+    with read_session() as s:
         q = (select(Image.split).join(Explanation, Explanation.image_id == Image.id)
              .where(Explanation.run_id == int(run_id)).distinct())
         return sorted(s.scalars(q))
 
 
 def dataset_classes(dataset_id: int) -> list[str]:
-    with session() as s:
+    with read_session() as s:
         d = s.get(Dataset, int(dataset_id))
         return list(d.classes or []) if d else []

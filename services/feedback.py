@@ -10,7 +10,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from db.models import Annotation, Explanation, ExplanationRun, Feedback, Image, Model, User, utcnow
-from services.database import session
+from services.database import read_session, session
 from services import audit
 from services.roles import require
 
@@ -109,14 +109,14 @@ def _restore_superseded(s, f: Feedback) -> Feedback | None:
 
 def current_pair(model_id: int, user_id: int | None = None) -> dict:
     """{'good': pick | None, 'bad': pick | None}: the newest live picks (of the user, or of anyone when None)."""
-    with session() as s:
+    with read_session() as s:
         return {k: (_pick_dict(s, f) if (f := _current(s, model_id, user_id, k)) is not None else None)
                 for k in KINDS}
 
 
 def history(model_id: int | None = None, user_id: int | None = None, limit: int = 200) -> list[dict]:
     """Every pick, newest first, undone ones included (undone_at set)."""
-    with session() as s:
+    with read_session() as s:
         q = select(Feedback).order_by(Feedback.id.desc()).limit(limit)
         if model_id is not None:
             q = q.where(Feedback.model_id == int(model_id))
@@ -187,7 +187,7 @@ def list_annotations(model_id: int | None = None, run_id: int | None = None, use
                      image_ids: list[int] | None = None, quality: str | None = None, limit: int | None = 1000,
                      subject: str = "explanation") -> list[dict]:
     """Annotations, newest first, filtered by any of model, run, user, images and quality."""
-    with session() as s:
+    with read_session() as s:
         q = select(Annotation).where(Annotation.subject == subject).order_by(Annotation.id.desc())
         if model_id is not None:
             q = q.where(Annotation.model_id == int(model_id))

@@ -28,7 +28,7 @@ from typing import Callable
 from sqlalchemy import select
 
 from db.models import Image, Model
-from services.database import session
+from services.database import read_session, session
 from services.settings import from_stored, get_settings, resolve_device, to_stored  # noqa: F401  (i17: paths relative to EXEMPLAR_HOME)
 
 @dataclass(frozen=True)
@@ -60,7 +60,7 @@ def _now() -> str:
 
 def dataset_hash(dataset_id: int) -> str:
     """sha256 over the dataset's (path, content sha256, label, split) rows, sorted by path."""
-    with session() as s:
+    with read_session() as s:
         rows = s.execute(select(Image.path, Image.sha256, Image.label, Image.split)
                          .where(Image.dataset_id == int(dataset_id)).order_by(Image.path)).all()
     h = hashlib.sha256()
@@ -110,7 +110,7 @@ def register_generator(*, name: str, kind: str, arch: str, folder: str | Path, d
 
 def get_generator(dataset_id: int | None, kind: str = "ddpm", generator_id: int | None = None) -> dict | None:
     """A generator row: by id, else the newest of `kind` for the dataset (whose folder still exists), else None."""
-    with session() as s:
+    with read_session() as s:
         if generator_id is not None:
             m = s.get(Model, int(generator_id))
             if m is None or m.kind not in GEN_KINDS:
@@ -128,7 +128,7 @@ def get_generator(dataset_id: int | None, kind: str = "ddpm", generator_id: int 
 
 
 def list_generators(dataset_id: int | None = None, kind: str | None = None) -> list[dict]:
-    with session() as s:
+    with read_session() as s:
         q = select(Model).where(Model.kind.in_(list(GEN_KINDS))).order_by(Model.id)
         if kind:
             q = q.where(Model.kind == kind)
@@ -431,7 +431,7 @@ def demo_existing(state: dict) -> dict | None:
     """The demo's DDPM when already registered (or a note when this checkout ships none), else None."""
     if not (SHIPPED_DDPM / "provenance.json").is_file():
         return {"skipped": f"no shipped DDPM in {SHIPPED_DDPM}"}
-    with session() as s:
+    with read_session() as s:
         for m in s.scalars(select(Model).where(Model.kind == "ddpm",
                                                Model.dataset_id == int(state["dataset"]["dataset_id"]))):
             if Path(from_stored(m.checkpoint)).resolve() == SHIPPED_DDPM.resolve():

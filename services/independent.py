@@ -21,10 +21,10 @@ def find_independent(dataset_id: int, exclude: int | None = None) -> dict | None
     from sqlalchemy import select
 
     from db.models import Model
-    from services.database import session
+    from services.database import read_session
     from services.models import model_to_dict
 
-    with session() as s:
+    with read_session() as s:
         q = (select(Model).where(Model.kind == "classifier", Model.dataset_id == int(dataset_id),
                                  Model.name.like(f"%{INDEPENDENT_SUFFIX}")).order_by(Model.id.desc()))
         for m in s.scalars(q):

@@ -139,7 +139,7 @@ def find_explainer(model_id: int, masking: str | None = None) -> dict | None:
     from sqlalchemy import select
 
     from db.models import Model
-    from services.database import session
+    from services.database import read_session
     from services.models import get_model, model_to_dict
 
     row = get_model(int(model_id))
@@ -147,7 +147,7 @@ def find_explainer(model_id: int, masking: str | None = None) -> dict | None:
         return None
     if row["kind"] == "ltx":
         return row
-    with session() as s:
+    with read_session() as s:
         rows = s.scalars(select(Model).where(Model.kind == "ltx", Model.target_model_id == int(model_id))
                          .order_by(Model.id.desc())).all()
         found = (model_to_dict(m) for m in rows)

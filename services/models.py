@@ -16,7 +16,7 @@ from typing import Any
 from sqlalchemy import select
 
 from db.models import Model
-from services.database import session
+from services.database import read_session, session
 from services import audit
 from services.settings import from_stored, get_settings, to_stored
 
@@ -99,14 +99,14 @@ def model_to_dict(m: Model) -> dict:
 
 
 def get_model(model_id: int) -> dict | None:
-    with session() as s:
+    with read_session() as s:
         m = s.get(Model, int(model_id))
         return model_to_dict(m) if m else None
 
 
 def find_model(name: str, kind: str | None = "classifier", dataset_id: int | None = None) -> dict | None:
     """The newest model with this name (and kind / dataset when given), or None."""
-    with session() as s:
+    with read_session() as s:
         q = select(Model).where(Model.name == name).order_by(Model.id.desc())
         if kind:
             q = q.where(Model.kind == kind)
@@ -129,7 +129,7 @@ def lineage(model_id: int) -> list[int]:
     """Ancestor ids from the root to this model (parent_id chain; cycles cut)."""
     chain: list[int] = []
     cur: int | None = int(model_id)
-    with session() as s:
+    with read_session() as s:
         while cur is not None and cur not in chain:
             chain.append(cur)
             m = s.get(Model, cur)

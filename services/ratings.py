@@ -5,7 +5,7 @@ from __future__ import annotations
 from sqlalchemy import select
 
 from db.models import Annotation, Counterfactual, ExplanationRun, Image, User
-from services.database import session
+from services.database import read_session
 
 KINDS = ("explanation", "counterfactual")
 COLUMNS = ["id", "kind", "created_at", "user", "model_id", "method", "image_id", "path", "run_id",
@@ -18,7 +18,7 @@ def list_ratings(kind: str | None = None, user_id: int | None = None, model_id: 
     if kind is not None and kind not in KINDS:
         raise ValueError(f"kind must be one of {', '.join(KINDS)}, not {kind!r}")
     method_col = ExplanationRun.method if kind == "explanation" else Counterfactual.method
-    with session() as s:
+    with read_session() as s:
         q = (select(Annotation, User.name, Image.path, ExplanationRun.method, Counterfactual.method)
              .join(User, User.id == Annotation.user_id)
              .outerjoin(Image, Image.id == Annotation.image_id)
@@ -45,7 +45,7 @@ def list_ratings(kind: str | None = None, user_id: int | None = None, model_id: 
 
 def rating_methods() -> list[str]:
     """Methods that have at least one rating (explanation runs' and counterfactuals')."""
-    with session() as s:
+    with read_session() as s:
         a = s.scalars(select(ExplanationRun.method).join(Annotation, Annotation.run_id == ExplanationRun.id)
                       .distinct()).all()
         b = s.scalars(select(Counterfactual.method).join(Annotation, Annotation.counterfactual_id == Counterfactual.id)

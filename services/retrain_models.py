@@ -131,9 +131,9 @@ def undo_group(reg: dict) -> None:
 def get_retrain(retrain_id: int) -> dict | None:
     """{'id', 'parent_id', 'method', 'seeds', 'config', 'evidence', 'created_at'} or None."""
     from db.models import Retrain
-    from services.database import session
+    from services.database import read_session
 
-    with session() as s:
+    with read_session() as s:
         r = s.get(Retrain, int(retrain_id))
         if r is None:
             return None

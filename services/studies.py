@@ -13,7 +13,7 @@ from sqlalchemy import func, select
 
 from db.models import Explanation, ExplanationRun, Image, Study, StudyAnswer, StudyItem, StudyQuestion, StudyReader, User
 from services import audit
-from services.database import session
+from services.database import read_session, session
 from services.roles import PermissionRefused, require
 
 STRATA = ("ar", "class", "split", "random")
@@ -225,7 +225,7 @@ def _current(s, study_id: int, user_id: int | None = None, consensus: bool = Fal
 def my_studies(user_id: int | None) -> list[dict]:
     """The studies the user reads, with progress (answered units / all units); no study internals."""
     user = require(user_id, "study.answer")
-    with session() as s:
+    with read_session() as s:
         rows = s.execute(select(Study, StudyReader).join(StudyReader, StudyReader.study_id == Study.id)
                          .where(StudyReader.user_id == user["id"]).order_by(Study.id)).all()
         out = []
@@ -244,7 +244,7 @@ def _questions(s, study_id: int) -> list[StudyQuestion]:
 
 def questions(study_id: int) -> list[dict]:
     """The study's questions: id, text, scale, levels (the same for every reader)."""
-    with session() as s:
+    with read_session() as s:
         _study(s, study_id)
         return [{"id": q.id, "text": q.text, "scale": q.scale, "levels": list(q.levels)} for q in _questions(s, study_id)]
 
@@ -269,7 +269,7 @@ def _worklist(s, st_: Study, user: dict) -> list[ReaderItem]:
 def worklist(user_id: int | None, study_id: int) -> list[dict]:
     """The reader's items in their own order, with their own current answers (blinded)."""
     user = require(user_id, "study.answer")
-    with session() as s:
+    with read_session() as s:
         return [it.as_dict() for it in _worklist(s, _study(s, study_id), user)]
 
 
@@ -279,7 +279,7 @@ def item_pictures(user_id: int | None, study_id: int, item_id: int) -> dict:
     from services.datasets import load_arrays
 
     user = require(user_id, "study.answer")
-    with session() as s:
+    with read_session() as s:
         st_ = _study(s, study_id)
         rd = s.scalars(select(StudyReader).where(StudyReader.study_id == st_.id,
                                                  StudyReader.user_id == user["id"])).first()
@@ -358,7 +358,7 @@ def consensus_pair(user_id: int | None, study_id: int, question_id: int | None =
     """The retrain pair from consensus answers of a map study whose question has levels good and bad:
     {'model_id', 'run_id', 'good': image_id | None, 'bad': image_id | None} (first consensus of each, in order)."""
     require(user_id, "study.read_results")
-    with session() as s:
+    with read_session() as s:
         st_ = _study(s, study_id)
         if st_.kind != "map":
             raise ValueError(f"study {study_id} is not over maps: no retrain pair")
@@ -379,7 +379,7 @@ def consensus_pair(user_id: int | None, study_id: int, question_id: int | None =
 def list_studies(user_id: int | None) -> list[dict]:
     """Every study with its questions, readers and item count (researchers and admins)."""
     require(user_id, "study.read_results")
-    with session() as s:
+    with read_session() as s:
         out = []
         for st_ in s.scalars(select(Study).order_by(Study.id.desc())):
             readers = [u.name for u in s.scalars(select(User).join(StudyReader, StudyReader.user_id == User.id)

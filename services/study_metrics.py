@@ -6,7 +6,7 @@ import numpy as np
 from sqlalchemy import select
 
 from db.models import Explanation, ExplanationRun, Image, Study, StudyItem
-from services.database import session
+from services.database import read_session, session
 
 FAITHFULNESS = ("pos", "neg", "del", "ins")
 
@@ -20,7 +20,7 @@ def study_faithfulness(study_id: int, device: str | None = None, progress=None) 
     from services.explaining import load_maps
     from services.models import load_classifier
 
-    with session() as s:
+    with read_session() as s:
         st_ = s.get(Study, int(study_id))
         if st_ is None or st_.kind != "map" or st_.run_id is None:
             raise ValueError(f"study {study_id} is not a study over the maps of a run")

@@ -13,7 +13,7 @@ from sqlalchemy import select
 from core.stats import Estimate, bootstrap, cohen_kappa, disagreement, fleiss_kappa, krippendorff_alpha, spearman
 from db.models import Counterfactual, Explanation, StudyItem, StudyReader, User
 from services.audit import to_csv
-from services.database import session
+from services.database import read_session
 from services.roles import require
 from services.studies import _current, _questions, _study
 
@@ -47,7 +47,7 @@ def answer_rows(user_id: int | None, study_id: int, history: bool = False) -> li
     from db.models import StudyAnswer
 
     require(user_id, "study.read_results")
-    with session() as s:
+    with read_session() as s:
         st_ = _study(s, study_id)
         names = {u.id: u.name for u in s.scalars(select(User))}
         qtext = {q.id: q.text for q in _questions(s, st_.id)}
@@ -117,7 +117,7 @@ def agreement(user_id: int | None, study_id: int, question_id: int | None = None
     """Agreement for one question (default the first): krippendorff_alpha, fleiss_kappa, cohen_kappa per pair,
     spearman per metric (each {value|rho, low, high}), and the items with most disagreement."""
     require(user_id, "study.read_results")
-    with session() as s:
+    with read_session() as s:
         st_ = _study(s, study_id)
         q = _question(s, st_, question_id)
         units, readers = _units(s, st_), _readers(s, st_.id)
