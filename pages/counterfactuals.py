@@ -225,7 +225,7 @@ def pick_image(ds: dict) -> dict | None:
             im = resolve_image(ds["id"], qp)
             st.session_state["cf_image_id"] = im["id"]
         except ValueError as exc:
-            st.warning(f"The linked image does not belong to {ds['name']}: {exc}")
+            st.warning(md_escape(f"The linked image does not belong to {ds['name']}: {exc}"))  # URL text: plain
         st.session_state["cf_qp_used"] = qp
     c1, c2, c3 = st.columns([1, 1, 2])
     split = c1.selectbox("Split", ["test", "test_shifted", "val", "train"], key="cf_split")

@@ -1,6 +1,7 @@
 """`exemplar worker`, `exemplar serve`, `exemplar db upgrade`: processes and schema."""
 from __future__ import annotations
 
+import os
 import signal
 import subprocess
 import sys
@@ -32,7 +33,9 @@ def register(app: typer.Typer) -> None:
         """Start a worker and the Streamlit app together; Ctrl-C stops both."""
         from services.database import ensure_schema
         from services.streamlit_launch import streamlit_command
+        from services.serving import INSECURE_ENV
         from services.users import serve_refusal
+        from services.worker import STOP_GRACE_S
 
         if (why := serve_refusal(address, insecure_no_auth)):
             fail(why)
@@ -47,7 +50,8 @@ def register(app: typer.Typer) -> None:
 
         signal.signal(signal.SIGINT, signal.default_int_handler)
         signal.signal(signal.SIGTERM, _interrupt)
-        procs = [subprocess.Popen(wcmd), subprocess.Popen(scmd, cwd=ROOT)]
+        senv = {**os.environ, **({INSECURE_ENV: "1"} if insecure_no_auth else {})}  # app.py checks the bind too
+        procs = [subprocess.Popen(wcmd), subprocess.Popen(scmd, cwd=ROOT, env=senv)]
         typer.echo(f"Exemplar at http://{address}:{port} (worker pid {procs[0].pid}); Ctrl-C stops both", err=True)
         try:
             while all(p.poll() is None for p in procs):
@@ -61,9 +65,9 @@ def register(app: typer.Typer) -> None:
             for p in procs:
                 if p.poll() is None:
                     p.send_signal(signal.SIGTERM)
-            for p in procs:
+            for p, grace in zip(procs, (STOP_GRACE_S + 10, 15)):  # the worker gives its jobs STOP_GRACE_S to stop
                 try:
-                    p.wait(timeout=15)
+                    p.wait(timeout=grace)
                 except subprocess.TimeoutExpired:
                     p.kill()
 
