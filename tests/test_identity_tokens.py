@@ -197,3 +197,40 @@ def test_tokens_on_a_shared_database(shared_db):
                     ("token.revoke", "alice")]
     assert tok not in json.dumps(rows) and btok not in json.dumps(rows)
     assert users.get_user(users.get_or_create_user("newcomer"))["role"] == "reader"  # no self-made admins
+
+
+# ----------------------------------------------------------------------------------------------- reads never wait
+
+def test_identity_reads_do_not_wait_behind_a_writer():
+    """A write transaction held open in another thread (the SQLite writers' lock): every identity read answers."""
+    import threading
+    import time
+
+    from services import jobs, tokens
+    from services.database import session
+    from services.roles import require, require_cancel
+
+    boss = users.get_or_create_user("boss")
+    tok = tokens.create(boss, "boss")["token"]
+    assert tokens.authenticate(tok) == boss  # last_used_at written now: the next minute's lookups only read
+    jid = jobs.create_job("data.synth", {"name": "x", "n": 10}, boss)
+    holding, release = threading.Event(), threading.Event()
+
+    def writer():
+        with session():
+            holding.set()
+            release.wait(30)
+
+    t = threading.Thread(target=writer)
+    t.start()
+    try:
+        assert holding.wait(30)
+        t0 = time.monotonic()
+        assert users.get_user(boss)["name"] == "boss" and users.find_user("boss")["id"] == boss
+        assert [u["name"] for u in users.list_users()] == ["boss"] and users.get_or_create_user("boss") == boss
+        assert require(boss, "train")["id"] == boss and require_cancel(jid, boss)["id"] == boss
+        assert tokens.authenticate(tok) == boss and users.has_admin()
+        assert time.monotonic() - t0 < 5, "an identity read waited for the writer"
+    finally:
+        release.set()
+        t.join()
