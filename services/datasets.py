@@ -4,6 +4,8 @@ per-dataset array cache and lookups. Used by the `data.synth` / `data.import` jo
 An import decodes and checks every file once; without skip_bad one bad file refuses the whole import and the
 database is left unchanged. Re-importing the same tree is idempotent (content hashes). Images stay where they
 are; `$EXEMPLAR_HOME/cache/dataset_<id>.npz` holds them at the working resolution and is rebuilt when missing.
+A `data.import` job names its source by upload ids (services/uploads.py), never by path, and every layout streams
+its rows through one RowSpill writer (docs/architecture.md, Data import).
 """
 from __future__ import annotations
 
@@ -52,8 +54,10 @@ def _sub(progress: Progress | None, lo: float, hi: float) -> Progress | None:
     return lambda f, msg="", **kw: progress(lo + (hi - lo) * float(f), msg, **kw)
 
 
-def _say(progress: Progress | None, f: float, msg: str, committed: bool = False) -> None:
-    """Report progress; once the database is committed a cancel request can no longer undo the work."""
+def say(progress: Progress | None, f: float, msg: str, committed: bool = False) -> None:
+    """Report an import's progress (shared with services.dicom_import); once the database is committed a cancel
+    request can no longer undo the work, so it is swallowed. Messages never name a server path or a source file
+    (docs/architecture.md, Data import)."""
     if progress is None:
         return
     if not committed:
@@ -65,6 +69,42 @@ def _say(progress: Progress | None, f: float, msg: str, committed: bool = False)
         progress(f, msg)
     except JobCancelled:
         pass
+
+
+def readable_name(name: str) -> bool:
+    """Whether a path from the file system is valid UTF-8 (os.walk hands undecodable bytes over as surrogates,
+    which no database column can store)."""
+    try:
+        name.encode("utf-8")
+        return True
+    except UnicodeEncodeError:
+        return False
+
+
+def printable_name(name: str) -> str:
+    """A path as one line of valid UTF-8: bytes that are not UTF-8 are written as backslash escapes
+    (b"bad\\xff.png" → "bad\\xff.png"), so a report or a refusal can name the file."""
+    if readable_name(name):
+        return name
+    return os.fsencode(name).decode("utf-8", "backslashreplace")
+
+
+NOT_UTF8 = "file name is not valid UTF-8 (rename the file)"
+
+
+def split_unreadable(records: list[layouts.Record], bad: list[layouts.Bad]) -> list[layouts.Record]:
+    """The records whose paths (image and masks) are valid UTF-8; each other one goes to `bad`, named with its
+    bytes escaped (issue 23: one such name used to abort the whole import, --skip-bad included)."""
+    keep = []
+    for rec in records:
+        odd = [n for n in (rec.path, rec.mask, rec.lesion_mask, rec.marker_mask) if n and not readable_name(n)]
+        if not odd:
+            keep.append(rec)
+        elif odd[0] == rec.path:
+            bad.append(layouts.Bad(printable_name(rec.path), NOT_UTF8))
+        else:
+            bad.append(layouts.Bad(printable_name(rec.path), f"mask {printable_name(odd[0])}: {NOT_UTF8}"))
+    return keep
 
 
 def check_name(name: str) -> str:
@@ -161,7 +201,11 @@ def list_images(dataset_id: int, split: str | None = None, limit: int | None = N
 # ----------------------------------------------------------------------------------------------- decoding
 
 @dataclass
-class _Item:
+class Item:
+    """One decoded image of an import (the PNG / imagefolder path and services.dicom_import alike): its record,
+    content hash, native size, metadata and, until they go to the import's RowSpill, its pixels at the working
+    size. `rec.path` is what the images row stores (a DICOM import's generated name)."""
+
     rec: layouts.Record
     sha256: str
     width: int
@@ -199,7 +243,7 @@ def _read(root: Path, rel: str) -> bytes:
 
 
 def _decode(root: Path, rec: layouts.Record, size: int, max_pixels: int, deid=None,
-            data: bytes | None = None) -> _Item:
+            data: bytes | None = None) -> Item:
     """Decode and check one record (image and masks) → small arrays at the working size; raises BadFile."""
     if rec.kind == "dicom":
         from core.data.dicom import Deidentifier, read_dicom
@@ -209,7 +253,7 @@ def _decode(root: Path, rec: layouts.Record, size: int, max_pixels: int, deid=No
             raise BadFile("path leads outside the dataset root")
         di = read_dicom(p, deid if deid is not None else Deidentifier(), max_pixels, name=rec.path)
         h, w = di.pixels.shape
-        return _Item(rec, di.sha256, w, h, resize_image(di.pixels, size), None, None, None, di.meta)
+        return Item(rec, di.sha256, w, h, resize_image(di.pixels, size), None, None, None, di.meta)
     data = _read(root, rec.path) if data is None else data
     full = decode_gray(data, max_pixels)
     h, w = full.shape
@@ -221,7 +265,7 @@ def _decode(root: Path, rec: layouts.Record, size: int, max_pixels: int, deid=No
                 masks[kind] = resize_mask(decode_mask(_read(root, rel), (h, w), max_pixels), size)
             except BadFile as exc:
                 raise BadFile(f"{kind.replace('_', ' ')} {rel}: {str(exc).removeprefix('mask: ')}") from None
-    return _Item(rec, sha256_bytes(data), w, h, resize_image(full, size), masks.get("mask"),
+    return Item(rec, sha256_bytes(data), w, h, resize_image(full, size), masks.get("mask"),
                  masks.get("lesion_mask"), masks.get("marker_mask"), {})
 
 
@@ -250,7 +294,7 @@ def native_size(root: Path, records: list[layouts.Record]) -> int:
     return 64
 
 
-def _arrays(items: list[_Item], labels: list[int], splits: list[str], ids: list[int], classes: list[str],
+def _arrays(items: list[Item], labels: list[int], splits: list[str], ids: list[int], classes: list[str],
             size: int) -> DatasetArrays:
     n = len(items)
     z = lambda: np.zeros((n, size, size), np.uint8)  # noqa: E731
@@ -284,9 +328,11 @@ def _concat(a: DatasetArrays, b: DatasetArrays) -> DatasetArrays:
 
 # ----------------------------------------------------------------------------------------------- array cache
 
-def build_arrays(dataset_id: int, progress: Progress | None = None) -> DatasetArrays:
-    """Decode every image of the dataset from its root again and write the cache (the rebuild path)."""
+def build_arrays(dataset_id: int, progress: Progress | None = None, mmap: bool = False) -> DatasetArrays:
+    """Decode every image of the dataset from its root again and write the cache (the rebuild path), streamed
+    through a RowSpill like an import: one decoded image in memory at a time."""
     from core.data.dicom import Deidentifier
+    from core.data.spill import RowSpill, save_npz
 
     with session() as s:
         d = s.get(Dataset, int(dataset_id))
@@ -296,18 +342,23 @@ def build_arrays(dataset_id: int, progress: Progress | None = None) -> DatasetAr
         rows = [(im.id, im.path, im.label, im.split, im.mask_path, im.lesion_mask_path, im.marker_mask_path)
                 for im in s.scalars(select(Image).where(Image.dataset_id == d.id).order_by(Image.index))]
     items, deid = [], Deidentifier()
-    for k, (iid, path, label, split, m, lm, mm) in enumerate(rows):
-        kind = "dicom" if path.lower().endswith((".dcm", ".dicom")) else "image"
-        rec = layouts.Record(path=path, label=str(label), mask=m, lesion_mask=lm, marker_mask=mm, kind=kind)
-        try:
-            items.append(_decode(root, rec, size, MAX_PIXELS, deid))
-        except BadFile as exc:
-            raise ValueError(f"cannot rebuild the cache of dataset {dataset_id}: {path}: {exc}") from None
-        if progress and k % 200 == 0:
-            progress(k / max(1, len(rows)), f"decoding {k}/{len(rows)}")
-    arr = _arrays(items, [r[2] for r in rows], [r[3] for r in rows], [r[0] for r in rows], classes, size)
-    arr.save(cache_path(dataset_id))
-    return arr
+    with RowSpill(get_settings().path("cache"), size) as spill:
+        for k, (iid, path, label, split, m, lm, mm) in enumerate(rows):
+            kind = "dicom" if path.lower().endswith((".dcm", ".dicom")) else "image"
+            rec = layouts.Record(path=path, label=str(label), mask=m, lesion_mask=lm, marker_mask=mm, split=split,
+                                 kind=kind)
+            try:
+                it = _decode(root, rec, size, MAX_PIXELS, deid)
+            except BadFile as exc:
+                raise ValueError(f"cannot rebuild the cache of dataset {dataset_id}: {path}: {exc}") from None
+            spill.put(k, {"images": it.image, "lung": it.lung, "lesion": it.lesion, "marker": it.marker})
+            it.drop_pixels()
+            items.append(it)
+            if progress and k % 200 == 0:
+                progress(k / max(1, len(rows)), f"decoding {k}/{len(rows)}")
+        small = _small_members(items, [r[0] for r in rows], classes, labels=[r[2] for r in rows])
+        save_npz(cache_path(dataset_id), small, spill, len(items))
+    return DatasetArrays.load(cache_path(dataset_id), mmap=mmap)
 
 
 def load_arrays(dataset_id: int, mmap: bool = False) -> DatasetArrays:
@@ -325,7 +376,7 @@ def load_arrays(dataset_id: int, mmap: bool = False) -> DatasetArrays:
                 return arr
         except Exception:  # a damaged cache file is rebuilt, not trusted
             pass
-    return build_arrays(dataset_id)
+    return build_arrays(dataset_id, mmap=mmap)
 
 
 # ----------------------------------------------------------------------------------------------- import
@@ -419,7 +470,7 @@ def import_dataset(path: str | Path, layout: str, name: str, skip_bad: bool = Fa
 
 
 @dataclass
-class _Scan:
+class ImportScan:
     """What the decode pass found: new items (pixels in `spill`, row = position), changed items (pixels in memory),
     counts of unchanged files and same-content duplicates."""
     new: list
@@ -436,7 +487,7 @@ def _existing(name: str, root: Path, layout: str, size: int | None) -> tuple[int
         if existing is None:
             return None, [], {}, size
         if Path(from_stored(existing.root)) != root or existing.layout != layout:
-            raise ValueError(f"dataset {name!r} already exists (root {from_stored(existing.root)}, layout "
+            raise ValueError(f"dataset {name!r} already exists (another source folder, layout "
                              f"{existing.layout}); pick another --name")
         size = int(existing.image_size) if size is None else size
         if int(existing.image_size) != size:
@@ -446,12 +497,12 @@ def _existing(name: str, root: Path, layout: str, size: int | None) -> tuple[int
         return existing.id, list(existing.classes or []), rows, size
 
 
-def _scan_items(root, records, classes, size, max_pixels, deid, attrs, ex_rows, bad, spill, progress) -> _Scan:
+def _scan_items(root, records, classes, size, max_pixels, deid, attrs, ex_rows, bad, spill, progress) -> ImportScan:
     """Decode and check every record once; a new item's pixels go straight to the spill file (the import holds
     one image at a time), a changed one keeps them in memory for an in-place cache update."""
     known_sha = {v[1]: p for p, v in ex_rows.items()}
     seen_sha: dict[str, str] = {}
-    out = _Scan([], [], 0, [])
+    out = ImportScan([], [], 0, [])
     n = len(records)
     for k, rec in enumerate(records):
         if progress and k % 100 == 0:
@@ -493,10 +544,15 @@ def _scan_items(root, records, classes, size, max_pixels, deid, attrs, ex_rows, 
     return out
 
 
-def _import_report(src, root, layout, size, native, skip_bad, started, n, scan: _Scan, bad, sc, classes) -> dict:
+def _source_kind(src: Path) -> str:
+    """What the import read, in words: the report names no server path (docs/architecture.md, Data import)."""
+    return "a .zip" if src.suffix.lower() == ".zip" else "a folder"
+
+
+def _import_report(src, root, layout, size, native, skip_bad, started, n, scan: ImportScan, bad, sc, classes) -> dict:
     new = scan.new
     return {
-        "layout": layout, "source": str(src), "root": str(root), "size": size, "native_size": native,
+        "layout": layout, "source": _source_kind(src), "size": size, "native_size": native,
         "resized": sum((it.width, it.height) != (size, size) for it in new), "skip_bad": bool(skip_bad),
         "started_at": started.isoformat(), "finished_at": utcnow().isoformat(),
         "scanned": n, "imported": len(new), "updated": len(scan.changed), "unchanged": scan.unchanged,
@@ -522,9 +578,12 @@ def _import(src, root, layout, name, skip_bad, labels, size, seed, user_id, prog
     from core.data.spill import RowSpill
 
     ex_id, ex_classes, ex_rows, size = _existing(name, root, layout, size)
-    _say(progress, 0.02, f"scanning {root} ({layout})")
+    say(progress, 0.02, f"scanning the source folder ({layout})")
     sc = layouts.scan(root, layout, labels_csv=labels)
-    bad.extend(sc.bad)
+    bad.extend(layouts.Bad(printable_name(b.path), b.reason) for b in sc.bad)
+    scanned = len(sc.records)
+    sc.records = split_unreadable(sc.records, bad)
+    sc.ignored = [printable_name(x) for x in sc.ignored]
     native = size is None
     if native:
         size = native_size(root, sc.records)
@@ -533,31 +592,32 @@ def _import(src, root, layout, name, skip_bad, labels, size, seed, user_id, prog
     deid = Deidentifier() if layout == "dicom" else None
     with RowSpill(get_settings().path("cache"), size) as spill:  # deleted on every way out: nothing half-written stays
         scan = _scan_items(root, sc.records, classes, size, max_pixels, deid, attrs, ex_rows, bad, spill, progress)
-        report = _import_report(src, root, layout, size, native, skip_bad, started, len(sc.records), scan, bad, sc,
-                                classes)
+        report = _import_report(src, root, layout, size, native, skip_bad, started, scanned, scan, bad, sc, classes)
         if deid is not None:
             report["deidentification"] = deid.report()
         if bad and not skip_bad:
             raise ImportRefused(report)
         if ex_id is None and not scan.new:
-            raise ValueError(f"no importable images found in {root} with layout {layout}"
+            raise ValueError(f"no importable images found in the source folder with layout {layout}"
                              + (f" ({len(bad)} bad)" if bad else ""))
         _assign_splits(scan.new, classes, seed, report)
-        _say(progress, 0.88, f"registering {len(scan.new)} new, {len(scan.changed)} changed image(s)")
+        say(progress, 0.88, f"registering {len(scan.new)} new, {len(scan.changed)} changed image(s)")
         old = load_arrays(ex_id) if ex_id is not None and (scan.new or scan.changed) else None
-        dataset_id, counts, ids = _register(ex_id, name, root, layout, classes, size, meta, user_id, scan, report)
+        dataset_id, counts, ids = register_rows(ex_id, name, root, layout, classes, size, meta, user_id, scan, report)
         if ex_id is None or scan.new or scan.changed:  # an unchanged re-import keeps its cache as it is
-            _say(progress, 0.95, "writing the array cache", committed=True)
-            _write_cache(dataset_id, scan, ids, classes, size, old, spill)
-    _say(progress, 1.0, f"dataset {name}: {len(scan.new)} imported, {scan.unchanged} unchanged, {len(bad)} bad",
+            say(progress, 0.95, "writing the array cache", committed=True)
+            write_cache(dataset_id, scan, ids, classes, size, old, spill)
+    say(progress, 1.0, f"dataset {name}: {len(scan.new)} imported, {scan.unchanged} unchanged, {len(bad)} bad",
          committed=True)
     return {"dataset_id": dataset_id, "name": name, "root": str(root), "counts": counts, "report": report,
             "created": ex_id is None}
 
 
-def _register(ex_id, name, root, layout, classes, size, meta, user_id, scan: _Scan, report) -> tuple[int, dict, list]:
+def register_rows(ex_id, name, root, layout, classes, size, meta, user_id, scan: ImportScan,
+                  report) -> tuple[int, dict, list]:
     """The dataset row (new or existing), one Image row per new item, updated rows for changed ones, the counts
-    and the report; returns (dataset id, counts, new image ids in item order)."""
+    and the report, in one transaction (shared by every layout, DICOM included); returns (dataset id, counts, new
+    image ids in item order)."""
     with session() as s:
         if ex_id is None:
             d = Dataset(name=name, root=to_stored(root), layout=layout, classes=classes, image_size=size,
@@ -587,9 +647,12 @@ def _register(ex_id, name, root, layout, classes, size, meta, user_id, scan: _Sc
         return d.id, d.counts, [im.id for im in rows]
 
 
-def _small_members(items: list, ids: list[int], classes: list[str]) -> dict[str, np.ndarray]:
-    """The cache's per-row and per-dataset arrays of new items (everything but the pixel members)."""
-    return {"labels": np.asarray([classes.index(it.rec.label) for it in items], np.int64),
+def _small_members(items: list, ids: list[int], classes: list[str],
+                   labels: list[int] | None = None) -> dict[str, np.ndarray]:
+    """The cache's per-row and per-dataset arrays of new items (everything but the pixel members); labels are
+    the class indices (by default the index of each item's class name)."""
+    labels = [classes.index(it.rec.label) for it in items] if labels is None else labels
+    return {"labels": np.asarray(labels, np.int64),
             "splits": np.asarray([it.rec.split for it in items], dtype=str),
             "classes": np.asarray(classes, dtype=str), "image_ids": np.asarray(ids, np.int64),
             "has_lung": np.asarray([it.has("lung") for it in items], bool),
@@ -597,10 +660,11 @@ def _small_members(items: list, ids: list[int], classes: list[str]) -> dict[str,
             "paths": np.asarray([it.rec.path for it in items], dtype=str)}
 
 
-def _write_cache(dataset_id: int, scan: _Scan, ids: list[int], classes: list[str], size: int,
+def write_cache(dataset_id: int, scan: ImportScan, ids: list[int], classes: list[str], size: int,
                  old: DatasetArrays | None, spill) -> None:
-    """A new dataset's cache is streamed from the spill (never whole in memory); a re-import appends the new rows
-    to the old cache and replaces the changed rows in place (in memory: an update is the small case)."""
+    """The array cache after register_rows (every layout, DICOM included: one copy of the array writing). A new
+    dataset's cache is streamed from the spill (never whole in memory); a re-import appends the new rows to the
+    old cache and replaces the changed rows in place (in memory: an update is the small case)."""
     from core.data.spill import save_npz
 
     try:
@@ -648,7 +712,7 @@ def synth_dataset(name: str, n: int = 2400, size: int = 64, confounder: float = 
     if root.exists() and any(root.iterdir()):
         if not on_disk.exists() or json.loads(on_disk.read_text()) != man:
             raise ValueError(f"folder {root} exists and holds something else; remove it or pick another --name")
-        _say(progress, 0.6, f"reusing the SynthCXR tree at {root}")
+        say(progress, 0.6, f"reusing the SynthCXR tree at {root}")
     else:
         tmp = root.with_name(f".{name}.tmp-{uuid.uuid4().hex[:8]}")
         try:
@@ -672,11 +736,114 @@ def synth_job(ctx) -> dict:
                          int(p.get("seed", 0)), user_id=ctx.user_id, progress=ctx.progress)
 
 
+UPLOAD_KEYS = {"upload": "[the source folder]", "labels_upload": "[the labels CSV]",
+               "map_upload": "[the pseudonym map]"}  # upload id param → what a job's messages say instead of its path
+
+
+def import_job_params(path: str | Path, layout: str, name: str, labels: str | Path | None = None,
+                      pseudonym_map: str | Path | None = None, owned: bool = False, **options) -> dict:
+    """The `data.import` job's params, for the CLI and the Datasets page: the source (and the labels CSV and the
+    pseudonym map's target) registered under generated upload ids (services/uploads.py), so that no server path
+    or file name reaches the jobs row, its audit row or the Jobs page (docs/architecture.md, Data import).
+    options: skip_bad, size, seed, allow_burned_in. owned: the source is a zip Exemplar stored (a browser upload).
+    Undo with discard_import_params when the job could not be made."""
+    from services import uploads
+
+    params = {"upload": uploads.register(path, owned=owned), "layout": layout, "name": name, **options}
+    if labels:
+        params["labels_upload"] = uploads.register(labels)
+    if pseudonym_map:
+        params["map_upload"] = uploads.register(pseudonym_map)
+    return params
+
+
+def discard_import_params(params: dict) -> None:
+    """Remove the uploads named by an import's params (the job ended for good, or was never made)."""
+    from services import uploads
+
+    for key in UPLOAD_KEYS:
+        uploads.discard(params.get(key))
+
+
+def _chain(exc: BaseException):
+    """exc and the exceptions it was raised from or during (what a stored traceback shows)."""
+    seen = []
+    while exc is not None and exc not in seen:
+        seen.append(exc)
+        exc = exc.__cause__ or (None if exc.__suppress_context__ else exc.__context__)
+    return seen
+
+
+def _without_paths(exc: BaseException, paths: dict[str, str], dicom: bool) -> BaseException:
+    """exc with every registered path in its message replaced by what it is ("[the source folder]", …), and no
+    chained exception that names one: a job's error and traceback are stored on its row. A dicom message that
+    still names a file inside the source is replaced as a whole (file names there may identify a patient).
+    Returns exc itself when nothing in its chain names a path."""
+    if not any(p in str(e) for e in _chain(exc) for p in paths):
+        return exc
+    clean = str(exc.args[0]) if len(exc.args) == 1 and isinstance(exc.args[0], str) else str(exc)
+    for p, what in sorted(paths.items(), key=lambda kv: len(kv[0]), reverse=True):
+        clean = clean.replace(p + os.sep, what + "/").replace(p, what)
+    if dicom and any(f"{what}/" in clean for what in paths.values()):
+        clean = (f"{type(exc).__name__} about a file in the DICOM source (its name is not shown: it may identify "
+                 "a patient)")
+    if isinstance(exc, ImportRefused):
+        exc.args = (clean,)
+        exc.__cause__, exc.__suppress_context__ = None, True
+        return exc
+    try:
+        return type(exc)(clean)
+    except Exception:  # an exception class that wants other arguments
+        return RuntimeError(clean)
+
+
+def _resolved_uploads(p: dict) -> tuple[dict, dict[str, str]]:
+    """{param key: server path} of the job's uploads and {path text: what it is} for scrubbing messages."""
+    from services import uploads
+
+    if p.get("path") or p.get("labels") or p.get("pseudonym_map"):
+        raise ValueError("this import job names a server path in its parameters (queued by an older version): "
+                         "start the import again")
+    got, names = {}, {}
+    for key, what in UPLOAD_KEYS.items():
+        if p.get(key):
+            got[key] = uploads.resolve(p[key])
+            for form in (got[key], got[key].expanduser().resolve()):
+                names[str(form)] = what
+    if "upload" not in got:
+        raise ValueError("the import job names no upload: start the import again")
+    return got, names
+
+
 def import_job(ctx) -> dict:
-    """`data.import` job: params path, layout, name, skip_bad, labels, size, seed, uploaded."""
+    """`data.import` job: params upload (an upload id, services/uploads.py), layout, name, skip_bad,
+    labels_upload, size, seed, and for dicom allow_burned_in and map_upload. Its uploads are removed once the
+    import has ended for good (succeeded, failed, refused, cancelled) and kept for a retry of a lost or released
+    attempt. The result names the dataset, never the source folder."""
+    from services.jobs import JobLost, JobReleased
+
     p = ctx.params
-    return import_dataset(p["path"], p.get("layout", "covid-radiography"), p["name"],
-                          skip_bad=bool(p.get("skip_bad", False)), labels=p.get("labels"),
-                          size=int(p["size"]) if p.get("size") else None, seed=int(p.get("seed", 0)), user_id=ctx.user_id,
-                          progress=ctx.progress, uploaded=bool(p.get("uploaded", False)),
-                          dicom={k: p[k] for k in ("allow_burned_in", "pseudonym_map") if k in p})
+    final = True
+    try:
+        got, names = _resolved_uploads(p)
+        dicom = {"allow_burned_in": bool(p.get("allow_burned_in", False)), "pseudonym_map": got.get("map_upload")}
+        try:
+            res = import_dataset(got["upload"], p.get("layout", "covid-radiography"), p["name"],
+                                 skip_bad=bool(p.get("skip_bad", False)), labels=got.get("labels_upload"),
+                                 size=int(p["size"]) if p.get("size") else None, seed=int(p.get("seed", 0)),
+                                 user_id=ctx.user_id, progress=ctx.progress,
+                                 dicom=dicom if p.get("layout") == "dicom" else None)
+        except (JobLost, JobReleased):
+            raise
+        except Exception as exc:
+            clean = _without_paths(exc, names, p.get("layout") == "dicom")
+            if clean is exc:
+                raise
+            raise clean from None
+        return {k: v for k, v in res.items() if k != "root"}
+    except (JobLost, JobReleased):
+        final = False
+        raise
+    finally:
+        if final:
+            discard_import_params(p)

@@ -5,6 +5,10 @@ are never stored, reported, cached or exported (bad files are named by their num
 Pseudonyms and replacement UIDs are keyed hashes (a per-installation key in $EXEMPLAR_HOME/secrets), so a
 re-import maps the same patient to the same pseudonym. The map back to the originals is written only when asked,
 to a file outside EXEMPLAR_HOME. Images flagged BurnedInAnnotation = YES are refused unless allowed.
+
+Each image is decoded, written as a PNG to a staging folder and as a working-size row to the RowSpill, then
+dropped: memory stays flat, and the rows and the array cache go through the writers every layout uses
+(services.datasets.register_rows / write_cache; docs/architecture.md, Data import).
 """
 from __future__ import annotations
 
@@ -16,34 +20,24 @@ import secrets
 import shutil
 import tempfile
 import uuid
-from dataclasses import dataclass
+from collections import Counter
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import select
 
 from core.data import layouts
 from core.data.checks import MAX_PIXELS, BadFile, resize_image
 from core.data.grouping import grouped_splits
 from db.models import Dataset, Image, utcnow
 from services.database import session
-from services.settings import get_settings, to_stored
+from services.datasets import (NOT_UTF8, ImportRefused, ImportScan, Item, check_name, load_arrays, native_size,
+                               printable_name, readable_name, register_rows, say, write_cache)
+from services.settings import get_settings
 
 BURNED_IN = ("burned-in annotation (BurnedInAnnotation = YES): the pixels may show identifiers; "
              "use --allow-burned-in to import such images, or --skip-bad to import the rest")
-
-
-@dataclass
-class _Dicom:
-    number: int  # 1-based, in sorted path order
-    original: str  # relative original path: kept in memory (and in the pseudonym map on request) only
-    label: str
-    split: str | None
-    pixels: np.ndarray
-    meta: dict
-    sha256: str
-    patient_id: str | None
-    stored: str = ""
 
 
 def pseudonym_key() -> bytes:
@@ -79,88 +73,147 @@ def _check_map_target(pseudonym_map: str | Path | None) -> Path | None:
         raise ValueError("the pseudonym map must be written outside EXEMPLAR_HOME (it links pseudonyms to "
                          "patients and must never travel with exports)")
     if not target.parent.is_dir():
-        raise FileNotFoundError(f"folder for the pseudonym map {target.parent} not found")
+        raise FileNotFoundError("the folder for the pseudonym map does not exist: create it, or give another path")
     return target
 
 
-def _scan(root: Path, labels, progress, deid, allow_burned_in: bool, max_pixels: int, classes: list[str]):
-    """Decode every DICOM; returns (items, bad, counts) with bad files named by number only."""
-    from core.data.dicom import read_dicom
-
-    sc = layouts.scan(root, "dicom", labels_csv=labels)
-    numbers = {p: i + 1 for i, p in enumerate(sorted({r.path for r in sc.records} | {b.path for b in sc.bad}))}
-    bad = [{"path": f"file #{numbers[b.path]}", "reason": scrub(b.reason, b.path, root)} for b in sc.bad]
-    items: list[_Dicom] = []
-    burned = {"found": 0, "refused": 0, "imported": 0}
-    classes = classes or sc.classes
-    for k, rec in enumerate(sc.records):
-        if progress and k % 50 == 0:
-            progress(0.05 + 0.75 * k / max(1, len(sc.records)), f"reading DICOM {k}/{len(sc.records)}")
-        no = numbers[rec.path]
-        if rec.label not in classes:
-            bad.append({"path": f"file #{no}", "reason": f"class {rec.label!r} is not one of {', '.join(classes)}"})
-            continue
-        try:
-            di = read_dicom(root / rec.path, deid, max_pixels)
-        except BadFile as exc:
-            bad.append({"path": f"file #{no}", "reason": scrub(str(exc), rec.path, root)})
-            continue
-        if di.burned_in:
-            burned["found"] += 1
-            if not allow_burned_in:
-                burned["refused"] += 1
-                bad.append({"path": f"file #{no}", "reason": BURNED_IN})
-                continue
-            burned["imported"] += 1
-        pid = next((o for o, p in deid.patient_map.items() if p == di.meta.get("patient")), None)
-        items.append(_Dicom(no, rec.path, rec.label, rec.split, di.pixels, di.meta, di.sha256, pid))
-    return items, bad, burned, classes, len(sc.records), len(sc.ignored)
 
 
-def _assign_names(items: list[_Dicom], root: Path) -> None:
-    """<pseudonym>/<study>/<n>.png, n counting on from what the folder already holds."""
-    nxt: dict[str, int] = {}
-    for it in items:
-        study = "S" + hashlib.sha256(str(it.meta.get("StudyInstanceUID", "none")).encode()).hexdigest()[:8]
-        folder = f"{it.meta.get('patient') or 'unknown'}/{study}"
-        if folder not in nxt:
-            have = [int(m.group(1)) for f in (root / folder).glob("*.png") if (m := re.fullmatch(r"(\d+)\.png", f.name))]
-            nxt[folder] = max(have, default=0) + 1
-        it.stored, nxt[folder] = f"{folder}/{nxt[folder]}.png", nxt[folder] + 1
+@dataclass
+class _Run:
+    """One import's streaming state: the items so far (metadata only: each image's pixels went to the spill and
+    its PNG to the staging folder as soon as it was decoded), the bad files, the counts and, for the pseudonym
+    map only, the original relative paths (in memory, never stored)."""
+
+    root_in: Path
+    staging: Path
+    final_root: Path
+    size: int
+    classes: list[str]
+    known: set[str]
+    items: list[Item] = field(default_factory=list)
+    bad: list[dict] = field(default_factory=list)
+    originals: list[str] = field(default_factory=list)
+    burned: dict = field(default_factory=lambda: {"found": 0, "refused": 0, "imported": 0})
+    duplicates: int = 0
+    next_no: dict = field(default_factory=dict)
 
 
-def _write_pngs(items: list[_Dicom], root: Path) -> list[Path]:
+def _stored_name(run: _Run, meta: dict) -> str:
+    """<pseudonym>/<study>/<n>.png, n counting on from what the dataset's folder already holds."""
+    study = "S" + hashlib.sha256(str(meta.get("StudyInstanceUID", "none")).encode()).hexdigest()[:8]
+    folder = f"{meta.get('patient') or 'unknown'}/{study}"
+    if folder not in run.next_no:
+        have = [int(m.group(1)) for f in (run.final_root / folder).glob("*.png")
+                if (m := re.fullmatch(r"(\d+)\.png", f.name))]
+        run.next_no[folder] = max(have, default=0) + 1
+    n = run.next_no[folder]
+    run.next_no[folder] = n + 1
+    return f"{folder}/{n}.png"
+
+
+def _write_png(path: Path, pixels: np.ndarray) -> None:
     from PIL import Image as PILImage
 
-    written = []
-    for it in items:
-        p = root / it.stored
-        p.parent.mkdir(parents=True, exist_ok=True)
-        tmp = p.with_name(f".{p.name}.tmp")
-        PILImage.fromarray(it.pixels).save(tmp, format="PNG")
-        os.replace(tmp, p)
-        written.append(p)
-    return written
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    PILImage.fromarray(pixels).save(tmp, format="PNG")
+    os.replace(tmp, path)
 
 
-def _write_map(target: Path, items: list[_Dicom]) -> None:
+def _take(run: _Run, rec: layouts.Record, di, spill, keep_original: bool) -> None:
+    """One decoded, de-identified image: its PNG to the staging folder, its working-size row to the import's
+    RowSpill (the writer the PNG path uses), only its metadata kept; a repeat of known content is counted."""
+    if di.sha256 in run.known:
+        run.duplicates += 1
+        return
+    run.known.add(di.sha256)
+    stored = _stored_name(run, di.meta)
+    _write_png(run.staging / stored, di.pixels)
+    h, w = di.pixels.shape
+    spill.put(len(run.items), {"images": resize_image(di.pixels, run.size)})
+    item = Item(layouts.Record(path=stored, label=rec.label, split=rec.split), di.sha256, int(w), int(h),
+                None, None, None, None, di.meta, masks=(False, False, False))
+    run.items.append(item)
+    if keep_original:
+        run.originals.append(printable_name(rec.path))
+
+
+def _stream(run: _Run, sc, deid, allow_burned_in: bool, max_pixels: int, spill, progress, keep_original) -> int:
+    """Decode every DICOM of the scan once, one at a time; bad files are named by their number in sorted path
+    order only. Returns how many records were read."""
+    from core.data.dicom import read_dicom
+
+    numbers = {p: i + 1 for i, p in enumerate(sorted({r.path for r in sc.records} | {b.path for b in sc.bad}))}
+    run.bad = [{"path": f"file #{numbers[b.path]}",
+                "reason": NOT_UTF8 if not readable_name(b.path) else scrub(b.reason, b.path, run.root_in)}
+               for b in sc.bad]
+    n = len(sc.records)
+    for k, rec in enumerate(sc.records):
+        if progress and k % 50 == 0:
+            progress(0.05 + 0.85 * k / max(1, n), f"reading DICOM {k}/{n}")
+        no = numbers[rec.path]
+        if rec.label not in run.classes:
+            run.bad.append({"path": f"file #{no}",
+                            "reason": f"class {rec.label!r} is not one of {', '.join(run.classes)}"})
+            continue
+        try:
+            di = read_dicom(run.root_in / rec.path, deid, max_pixels)
+        except BadFile as exc:
+            run.bad.append({"path": f"file #{no}", "reason": scrub(str(exc), rec.path, run.root_in)})
+            continue
+        if di.burned_in:
+            run.burned["found"] += 1
+            if not allow_burned_in:
+                run.burned["refused"] += 1
+                run.bad.append({"path": f"file #{no}", "reason": BURNED_IN})
+                continue
+            run.burned["imported"] += 1
+        _take(run, rec, di, spill, keep_original)
+        del di  # the decoded pixels go now: the import holds one image at a time
+    return n
+
+
+def _write_map(target: Path, run: _Run, deid) -> None:
+    """pseudonym, patient id, original path, stored path: written only on request, outside EXEMPLAR_HOME."""
+    patient_of = {p: o for o, p in deid.patient_map.items()}
     fd = os.open(target, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", newline="") as fh:
         w = csv.writer(fh)
         w.writerow(["pseudonym", "patient_id", "original_path", "stored_path"])
-        for it in items:
-            w.writerow([it.meta.get("patient") or "", it.patient_id or "", it.original, it.stored])
+        for it, original in zip(run.items, run.originals):
+            pseudo = it.meta.get("patient") or ""
+            w.writerow([pseudo, patient_of.get(pseudo, ""), original, it.rec.path])
 
 
-def _splits(items: list[_Dicom], classes: list[str], seed: int) -> str:
-    missing = [i for i, it in enumerate(items) if not it.split]
+def _spread(auto: np.ndarray, keys: list[str], seed: int) -> np.ndarray:
+    """With 3 or more patients, val and test get at least one patient each: grouped_splits cuts each label's
+    patients at image shares, so a handful of patients (5, say) can all land in train (issue 23). A patient
+    moves whole, from the split that holds the most patients, in a seeded draw."""
+    split_of = {k: str(auto[i]) for i, k in enumerate(keys)}
+    if len(split_of) < 3:
+        return auto
+    rng = np.random.default_rng([seed, 0x5E7])
+    for need in ("test", "val"):
+        held = Counter(split_of.values())
+        if held[need]:
+            continue
+        donor = max(held, key=lambda s: (held[s], s == "train"))
+        pool = sorted(k for k, s in split_of.items() if s == donor)
+        split_of[pool[int(rng.integers(len(pool)))]] = need
+    return np.asarray([split_of[k] for k in keys])
+
+
+def _splits(items: list[Item], classes: list[str], seed: int) -> str:
+    """Splits from the labels CSV, else grouped by patient pseudonym (no patient in two splits), seeded."""
+    missing = [i for i, it in enumerate(items) if not it.rec.split]
     if not missing:
         return "from the labels CSV"
-    lab = np.array([classes.index(items[i].label) for i in missing], np.int64)
+    lab = np.array([classes.index(items[i].rec.label) for i in missing], np.int64)
     groups = [items[i].meta.get("patient") for i in missing]
-    auto = grouped_splits(lab, groups, seed)
+    auto = _spread(grouped_splits(lab, groups, seed), [g or f"\0image{j}" for j, g in enumerate(groups)], seed)
     for j, i in enumerate(missing):
-        items[i].split = str(auto[j])
+        items[i].rec.split = str(auto[j])
     n_pat = len({g for g in groups if g})
     return f"grouped by patient pseudonym ({n_pat} patient(s)), stratified and seeded (seed {seed})"
 
@@ -177,58 +230,68 @@ def _source_root(src: Path, cleanup: list[Path]) -> Path:
     return src.resolve()
 
 
+def _existing(name: str, size: int | None) -> tuple[int | None, list[str], set[str], int | None]:
+    """(id, classes, content hashes, size) of the DICOM dataset being added to; (None, [], set(), size) for a new
+    name. Refuses a name taken by another layout or a different working size."""
+    with session() as s:
+        ex = s.scalars(select(Dataset).where(Dataset.name == name)).first()
+        if ex is None:
+            return None, [], set(), size
+        if ex.layout != "dicom":
+            raise ValueError(f"dataset {name!r} already exists with layout {ex.layout}; pick another --name")
+        size = int(ex.image_size) if size is None else int(size)  # native size: the existing dataset's side
+        if int(ex.image_size) != size:
+            raise ValueError(f"dataset {name!r} exists at working size {ex.image_size}, not {size}")
+        return ex.id, list(ex.classes or []), set(s.scalars(select(Image.sha256).where(Image.dataset_id == ex.id))), size
+
+
+def _report(run: _Run, deid, scanned: int, ignored: int, skip_bad, allow_burned_in, started, target_map) -> dict:
+    return {"layout": "dicom", "source": "not recorded (DICOM)", "size": int(run.size),
+            "skip_bad": bool(skip_bad), "allow_burned_in": bool(allow_burned_in),
+            "started_at": started.isoformat(), "scanned": scanned, "imported": len(run.items),
+            "unchanged": run.duplicates, "duplicates": run.duplicates, "bad": run.bad, "bad_count": len(run.bad),
+            "ignored_count": ignored, "classes": run.classes, "burned_in": run.burned,
+            "patients": len({it.meta.get("patient") for it in run.items if it.meta.get("patient")}),
+            "deidentification": deid.report(),
+            "pseudonym_map": "written outside EXEMPLAR_HOME on request" if target_map else "not kept"}
+
+
 def import_dicom(path: str | Path, name: str, labels: str | Path | None, skip_bad: bool = False,
                  allow_burned_in: bool = False, pseudonym_map: str | Path | None = None, size: int | None = None,
                  seed: int = 0, user_id: int | None = None, progress=None, max_pixels: int = MAX_PIXELS,
                  meta: dict | None = None, uploaded: bool = False) -> dict:
     """Import (or add to) a DICOM dataset; returns {dataset_id, name, root, counts, report, created, imported}.
-    Raises ImportRefused (nothing written) on bad files — burned-in ones included — without skip_bad."""
+    Raises ImportRefused (nothing written) on bad files — burned-in ones included — without skip_bad.
+    Streams: each image is decoded, written as a PNG to a staging folder and as a row to the RowSpill, then
+    dropped; peak memory does not grow with the number of images (bench/dicom_import.py)."""
     from core.data.dicom import Deidentifier
-    from services.datasets import ImportRefused, _say, check_name
+    from core.data.spill import RowSpill
 
     name, started, cleanup = check_name(name), utcnow(), []
     target_map = _check_map_target(pseudonym_map)
     try:
         root_in = _source_root(Path(path).expanduser(), cleanup)
-        with session() as s:
-            ex = s.scalars(select(Dataset).where(Dataset.name == name)).first()
-            if ex is not None and ex.layout != "dicom":
-                raise ValueError(f"dataset {name!r} already exists with layout {ex.layout}; pick another --name")
-            if size is None:  # native size (issue 17): the existing dataset's side, else the first image's
-                size = int(ex.image_size) if ex is not None else None
-            if ex is not None and int(ex.image_size) != int(size):
-                raise ValueError(f"dataset {name!r} exists at working size {ex.image_size}, not {size}")
-            ex_id, ex_classes = (ex.id, list(ex.classes or [])) if ex else (None, [])
-            known = set(s.scalars(select(Image.sha256).where(Image.dataset_id == ex_id))) if ex else set()
-        _say(progress, 0.02, "scanning the DICOM folder")
+        ex_id, ex_classes, known, size = _existing(name, size)
+        say(progress, 0.02, "scanning the DICOM folder")
+        sc = layouts.scan(root_in, "dicom", labels_csv=labels)
+        size = int(size) if size is not None else native_size(root_in, sc.records)
+        datasets_dir = get_settings().path("datasets")
+        staging = Path(tempfile.mkdtemp(prefix=f".{name}.staging-", dir=datasets_dir))
+        cleanup.append(staging)
+        run = _Run(root_in, staging, datasets_dir / name, size, ex_classes or sc.classes, known)
         deid = Deidentifier(secret=pseudonym_key())
-        items, bad, burned, classes, scanned, ignored = _scan(root_in, labels, progress, deid, allow_burned_in,
-                                                              max_pixels, ex_classes)
-        if size is None:
-            from services.datasets import MAX_IMPORT_SIZE, MIN_IMPORT_SIZE
-            side = max(items[0].pixels.shape[:2]) if items else 64
-            size = int(min(MAX_IMPORT_SIZE, max(MIN_IMPORT_SIZE, side)))
-        fresh, seen, dup = [], set(known), 0
-        for it in items:
-            if it.sha256 in seen:
-                dup += 1
-                continue
-            seen.add(it.sha256)
-            fresh.append(it)
-        report = {"layout": "dicom", "source": "not recorded (DICOM)", "size": int(size),
-                  "skip_bad": bool(skip_bad), "allow_burned_in": bool(allow_burned_in),
-                  "started_at": started.isoformat(), "scanned": scanned, "imported": len(fresh),
-                  "unchanged": dup, "duplicates": dup, "bad": bad, "bad_count": len(bad),
-                  "ignored_count": ignored, "classes": classes, "burned_in": burned,
-                  "patients": len({it.meta.get("patient") for it in fresh if it.meta.get("patient")}),
-                  "deidentification": deid.report(),
-                  "pseudonym_map": "written outside EXEMPLAR_HOME on request" if target_map else "not kept"}
-        if bad and not skip_bad:
-            raise ImportRefused(report)
-        if ex_id is None and not fresh:
-            raise ValueError(f"no importable DICOM images ({len(bad)} bad)")
-        report["splits"] = _splits(fresh, classes, seed)
-        return _store(name, fresh, classes, int(size), ex_id, report, user_id, meta, target_map, progress)
+        with RowSpill(get_settings().path("cache"), size) as spill:  # deleted on every way out
+            scanned = _stream(run, sc, deid, allow_burned_in, max_pixels, spill, progress, target_map is not None)
+            report = _report(run, deid, scanned, len(sc.ignored), skip_bad, allow_burned_in, started, target_map)
+            if run.bad and not skip_bad:
+                raise ImportRefused(report)
+            if ex_id is None and not run.items:
+                raise ValueError(f"no importable DICOM images ({len(run.bad)} bad)")
+            report["splits"] = _splits(run.items, run.classes, seed)
+            res = _store(name, run, ex_id, report, user_id, meta, spill, progress)
+        if target_map is not None:
+            _write_map(target_map, run, deid)
+        return res
     finally:
         for p in cleanup:
             shutil.rmtree(p, ignore_errors=True)
@@ -236,52 +299,34 @@ def import_dicom(path: str | Path, name: str, labels: str | Path | None, skip_ba
             Path(path).unlink(missing_ok=True)
 
 
-def _store(name, fresh, classes, size, ex_id, report, user_id, meta, target_map, progress) -> dict:
-    """PNGs under generated names, then the rows, then the array cache; the PNGs go again if the rows fail."""
-    from services.datasets import _Item, _arrays, _concat, _counts, _say, cache_path, load_arrays
+def _publish(run: _Run) -> list[Path]:
+    """Move the staged PNGs into the dataset's folder; returns what was moved (removed again if the rows fail)."""
+    moved = []
+    for it in run.items:
+        dest = run.final_root / it.rec.path
+        dest.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(run.staging / it.rec.path, dest)
+        moved.append(dest)
+    return moved
 
-    root = get_settings().path("datasets", name)
-    _assign_names(fresh, root)
-    _say(progress, 0.85, f"writing {len(fresh)} de-identified image(s)")
-    written = _write_pngs(fresh, root)
+
+def _store(name, run: _Run, ex_id, report, user_id, meta, spill, progress) -> dict:
+    """The PNGs into place, then the rows and the array cache through the writers every layout uses
+    (services.datasets.register_rows / write_cache); the PNGs go again if the rows fail."""
+    say(progress, 0.92, f"registering {len(run.items)} de-identified image(s)")
+    old = load_arrays(ex_id) if ex_id is not None and run.items else None
+    scan = ImportScan(new=run.items, changed=[], unchanged=run.duplicates, duplicates=[])
+    moved = _publish(run)
     try:
-        old = load_arrays(ex_id) if ex_id is not None and fresh else None
-        with session() as s:
-            if ex_id is None:
-                d = Dataset(name=name, root=to_stored(root), layout="dicom", classes=classes, image_size=size,
-                            counts={}, report={}, meta=dict(meta or {}), created_by=user_id)
-                s.add(d)
-                s.flush()
-                start = 0
-            else:
-                d = s.get(Dataset, ex_id)
-                start = int(s.scalar(select(func.max(Image.index)).where(Image.dataset_id == d.id)) or -1) + 1
-            rows = [Image(dataset_id=d.id, path=it.stored, label=classes.index(it.label), split=it.split,
-                          sha256=it.sha256, width=int(it.pixels.shape[1]), height=int(it.pixels.shape[0]),
-                          meta=it.meta, index=start + i) for i, it in enumerate(fresh)]
-            s.add_all(rows)
-            s.flush()
-            all_rows = s.execute(select(Image.label, Image.split).where(Image.dataset_id == d.id)).all()
-            d.counts = _counts([r[0] for r in all_rows], [r[1] for r in all_rows], classes)
-            report["finished_at"] = utcnow().isoformat()
-            d.report = report
-            dataset_id, counts, ids = d.id, d.counts, [im.id for im in rows]
+        dataset_id, counts, ids = register_rows(ex_id, name, run.final_root, "dicom", run.classes, run.size, meta,
+                                                user_id, scan, report)
     except BaseException:
-        for p in written:
+        for p in moved:
             p.unlink(missing_ok=True)
         raise
-    recs = [layouts.Record(path=it.stored, label=it.label, split=it.split) for it in fresh]
-    its = [_Item(r, it.sha256, int(it.pixels.shape[1]), int(it.pixels.shape[0]), resize_image(it.pixels, size),
-                 None, None, None, it.meta) for r, it in zip(recs, fresh)]
-    new = _arrays(its, [classes.index(it.label) for it in fresh], [it.split for it in fresh], ids, classes, size)
-    _say(progress, 0.95, "writing the array cache", committed=True)
-    try:
-        (_concat(old, new) if old is not None else new).save(cache_path(dataset_id))
-    except OSError:
-        cache_path(dataset_id).unlink(missing_ok=True)  # rebuilt from the PNGs on the next load
-    if target_map is not None:
-        _write_map(target_map, fresh)
-    _say(progress, 1.0, f"dataset {name}: {len(fresh)} DICOM image(s) imported, {len(report['bad'])} bad",
-         committed=True)
-    return {"dataset_id": dataset_id, "name": name, "root": str(root), "counts": counts, "report": report,
-            "created": ex_id is None, "imported": len(fresh)}
+    say(progress, 0.95, "writing the array cache", committed=True)
+    write_cache(dataset_id, scan, ids, run.classes, run.size, old, spill)
+    say(progress, 1.0, f"dataset {name}: {len(run.items)} DICOM image(s) imported, {len(report['bad'])} bad",
+        committed=True)
+    return {"dataset_id": dataset_id, "name": name, "root": str(run.final_root), "counts": counts,
+            "report": report, "created": ex_id is None, "imported": len(run.items)}

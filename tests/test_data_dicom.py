@@ -180,3 +180,129 @@ def test_removal_list_is_made_of_real_dicom_keywords():
     for kw in ("PatientName", "PatientID", "PatientBirthDate", "InstitutionName", "AccessionNumber",
                "OtherPatientIDsSequence", "ReferringPhysicianName", "StudyComments", "IconImageSequence"):
         assert kw in REMOVE
+
+
+def _patients_tree(tmp_path, n_patients: int, per: int = 2, folder: str = "dcm"):
+    """n_patients patients of `per` images each (labels alternate by patient), and the labels CSV."""
+    root = tmp_path / folder
+    rows = ["path,label"]
+    for i in range(n_patients * per):
+        p = i // per
+        make_dicom(root / f"p{p}" / f"{i}.dcm", _noise(i), sop_uid=f"1.2.826.0.1.3680043.99.6.{i}",
+                   phi={"PatientID": f"MRN-12345{p}"})
+        rows.append(f"p{p}/{i}.dcm,{'COVID' if p % 2 else 'Normal'}")
+    labels = root / "labels_Doe_John.csv"
+    labels.write_text("\n".join(rows) + "\n")
+    return root, labels
+
+
+def test_five_patients_give_val_and_test_a_patient_each(tmp_path):
+    root, labels = _patients_tree(tmp_path, 5)
+    res = D.import_dataset(root, "dicom", "d5", labels=labels, size=32)
+    split_of: dict[str, set] = {}
+    for im in D.list_images(res["dataset_id"]):
+        split_of.setdefault(im["meta"]["patient"], set()).add(im["split"])
+    assert len(split_of) == 5 and all(len(v) == 1 for v in split_of.values())  # a patient stays in one split
+    held = [next(iter(v)) for v in split_of.values()]
+    assert held.count("train") >= 1 and held.count("val") >= 1 and held.count("test") >= 1
+
+
+def test_spread_moves_whole_patients_only_when_there_are_three():
+    from services.dicom_import import _spread
+
+    keys = ["a", "a", "b", "c", "c"]
+    out = list(_spread(np.array(["train"] * 5), keys, seed=0))
+    assert out[0] == out[1] and out[3] == out[4] and {"train", "val", "test"} == set(out)
+    assert list(_spread(np.array(["train"] * 3), ["a", "b", "b"], seed=0)) == ["train"] * 3
+
+
+def test_dicom_job_stores_no_folder_label_or_patient_id(tmp_path, exemplar_home):
+    """Faults check § 4: a DICOM root folder named after a patient leaves no trace in any table (jobs.params,
+    the audit row job.start, messages, results, the dataset report), and the uploads are gone afterwards."""
+    from typer.testing import CliRunner
+
+    from services.cli import app
+
+    root, labels = _patients_tree(tmp_path, 4, folder="Doe_John_MRN-123456_export")
+    r = CliRunner().invoke(app, ["data", "import", str(root), "--layout", "dicom", "--labels", str(labels),
+                                 "--name", "dcm", "--json"])
+    assert r.exit_code == 0, r.output
+    stored = db_text()
+    for secret in ("Doe_John", "MRN-12345", str(root), "labels_Doe_John", "p0/0.dcm"):
+        assert secret not in stored, secret
+    assert not [p for p in (exemplar_home / "uploads").iterdir() if p.name.startswith("up-")]
+    r = CliRunner().invoke(app, ["jobs", "list", "--json"])
+    assert "Doe_John" not in r.output and "MRN-12345" not in r.output and '"upload": "up-' in r.output
+
+
+def test_a_failed_dicom_job_names_no_path_in_its_error(tmp_path, exemplar_home):
+    from services.jobs import run_inline
+    from services.users import get_or_create_user
+
+    root, labels = _patients_tree(tmp_path, 1, folder="Doe_John_MRN-123456_export")
+    labels.write_text("file,class\nx,y\n")  # no path,label columns: the scan's refusal names the CSV
+    row = run_inline("data.import", D.import_job_params(root, "dicom", "dcm", labels=labels),
+                     get_or_create_user("tester"), echo=False)
+    assert row["status"] == "failed" and "[the labels CSV]" in row["error"], row["error"]
+    assert "Doe_John" not in db_text()
+    assert not [p for p in (exemplar_home / "uploads").iterdir() if p.name.startswith("up-")]
+
+
+def test_dicom_import_streams_each_image_through_the_shared_spill(tmp_path, monkeypatch):
+    """Behaviour, not wall-clock: when a row goes to the RowSpill, at most the image being written is alive (the
+    importer keeps no list of decoded images), and the cache is written by core.data.spill.save_npz, the writer
+    the PNG path uses."""
+    import weakref
+
+    import core.data.dicom as cd
+    import core.data.spill as sp
+
+    live: list = []
+    peaks: list[int] = []
+    saved: list[int] = []
+    real_read, real_put, real_save = cd.read_dicom, sp.RowSpill.put, sp.save_npz
+
+    def read(*a, **kw):
+        di = real_read(*a, **kw)
+        live.append(weakref.ref(di.pixels))
+        return di
+
+    def put(self, row, pixels):
+        peaks.append(sum(r() is not None for r in live))
+        return real_put(self, row, pixels)
+
+    def save(path, small, spill, count):
+        saved.append(count)
+        return real_save(path, small, spill, count)
+
+    monkeypatch.setattr(cd, "read_dicom", read)
+    monkeypatch.setattr(sp.RowSpill, "put", put)
+    monkeypatch.setattr(sp, "save_npz", save)
+    root, labels = _patients_tree(tmp_path, 6, per=3)
+    res = D.import_dataset(root, "dicom", "s", labels=labels, size=32)
+    assert res["report"]["imported"] == 18 and len(peaks) == 18 and max(peaks) == 1
+    assert saved == [18] and len(D.load_arrays(res["dataset_id"])) == 18
+
+
+def test_dicom_import_uses_only_public_names_of_services_datasets():
+    import ast
+    from pathlib import Path
+
+    tree = ast.parse(Path(D.__file__).with_name("dicom_import.py").read_text())
+    private = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "services.datasets"
+               for a in n.names if a.name.startswith("_")]
+    assert private == []
+
+
+def test_non_utf8_dicom_name_is_numbered_and_skipped(tmp_path):
+    import os
+
+    root, labels = _patients_tree(tmp_path, 3)
+    odd = os.path.join(os.fsencode(root), b"p0", b"Doe\xff.dcm")
+    with open(odd, "wb") as fh:
+        fh.write((root / "p0" / "0.dcm").read_bytes())
+    with pytest.raises(D.ImportRefused, match="not valid UTF-8"):
+        D.import_dataset(root, "dicom", "u", labels=labels, size=32)
+    res = D.import_dataset(root, "dicom", "u", labels=labels, size=32, skip_bad=True)
+    assert res["report"]["bad_count"] == 1 and res["report"]["bad"][0]["path"].startswith("file #")
+    assert "Doe" not in str(res["report"]) and res["report"]["imported"] == 6

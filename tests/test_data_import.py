@@ -173,8 +173,15 @@ def _splits_escape(tree):
     return "../../etc/passwd", "outside the dataset root"
 
 
+def _not_utf8(tree):
+    name = os.path.join(os.fsencode(tree), b"COVID", b"images", b"bad\xff\xfe.png")
+    with open(name, "wb") as fh:
+        fh.write((tree / "COVID" / "images" / "COVID-3.png").read_bytes())
+    return "COVID/images/bad\\xff\\xfe.png", "not valid UTF-8"
+
+
 BAD_CASES = [_truncate, _text_png, _bomb, _empty, _mask_shape, _unknown_class, _symlink_out, _symlink_dir_out,
-             _splits_escape]
+             _splits_escape, _not_utf8]
 
 
 @pytest.mark.parametrize("make_bad", BAD_CASES, ids=[f.__name__.strip("_") for f in BAD_CASES])
@@ -265,3 +272,47 @@ def test_cli_synth_list_import(tree):
     r = CliRunner().invoke(app, ["data", "import", str(tree), "--name", "x", "--size", "32", "--skip-bad", "--json"])
     assert r.exit_code == 0, r.output
     assert json.loads(r.stdout.strip().splitlines()[-1])["report"]["bad_count"] == 1
+
+
+def _imagefolder_with_a_non_utf8_name(root):
+    """Two classes of six PNGs and one more whose name is the bytes b"bad\\xff\\xfe.png" (faults check § 5)."""
+    for ci, c in enumerate("ab"):
+        for k in range(6):
+            px = np.random.default_rng(100 * ci + k).integers(0, 255, (32, 32), dtype=np.uint8)
+            write_png(root / c / f"img{k}.png", px)
+    Image.fromarray(np.zeros((32, 32), np.uint8)).save(os.path.join(os.fsencode(root), b"a", b"bad\xff\xfe.png"))
+
+
+def test_non_utf8_file_name_is_named_and_skipped_or_refused_alone(tmp_path):
+    root = tmp_path / "nu"
+    _imagefolder_with_a_non_utf8_name(root)
+    before = db_snapshot()
+    with pytest.raises(D.ImportRefused) as exc:
+        D.import_dataset(root, "imagefolder", "nu")
+    msg = str(exc.value)
+    assert "\n" not in msg and "a/bad\\xff\\xfe.png" in msg and "not valid UTF-8" in msg
+    assert "1 bad file" in msg and db_snapshot() == before
+    res = D.import_dataset(root, "imagefolder", "nu", skip_bad=True)
+    rep = res["report"]
+    assert rep["bad_count"] == 1 and rep["bad"][0]["path"] == "a/bad\\xff\\xfe.png" and rep["scanned"] == 13
+    assert res["counts"]["a"]["train"] + res["counts"]["b"]["train"] >= 6 and rep["imported"] == 12
+    assert all("\\x" not in im["path"] for im in D.list_images(res["dataset_id"]))
+
+
+def test_cli_import_names_its_source_by_upload_id_and_removes_it(tmp_path, exemplar_home):
+    from services.cli import app
+    from services.jobs import list_jobs
+    from tests.helpers_data import db_text
+
+    root = tmp_path / "Doe_John_export"
+    _imagefolder_with_a_non_utf8_name(root)
+    r = CliRunner().invoke(app, ["data", "import", str(root), "--layout", "imagefolder", "--name", "nu",
+                                 "--skip-bad", "--json"])
+    assert r.exit_code == 0, r.output
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["report"]["bad_count"] == 1 and "root" not in out and "root" not in out["report"]
+    job = list_jobs()[0]
+    assert set(job["params"]) >= {"upload", "layout", "name"} and "path" not in job["params"]
+    stored = db_text().replace(D.get_dataset("nu")["root"], "")  # an imagefolder's images stay in its folder
+    assert "Doe_John" not in stored and job["status"] == "succeeded"
+    assert not [p for p in (exemplar_home / "uploads").iterdir() if p.name.startswith("up-")]
