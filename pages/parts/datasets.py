@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import uuid
+from pathlib import Path
 
 import numpy as np
 import pandas as pd
@@ -16,7 +17,8 @@ from core.palette import SPLIT_COLOURS
 from pages.common import require_user, selected_dataset
 from pages.parts.job_progress import live_job
 from services import jobs
-from services.datasets import check_import_source, check_name, get_dataset, list_datasets, load_arrays
+from services.datasets import (check_import_source, check_name, discard_import_params, get_dataset,
+                               import_job_params, list_datasets, load_arrays)
 from services.settings import get_settings
 
 SPLITS = ("train", "val", "test", "test_shifted")
@@ -158,8 +160,18 @@ def _start(kind: str, params: dict) -> None:
             check_import_source(params["path"], params["layout"], params.get("labels"))
     except ValueError as exc:
         st.error(str(exc))
+        if params.get("owned"):  # a zip the browser sent for an import that was refused
+            Path(params["path"]).unlink(missing_ok=True)
         return
-    st.session_state["ds_job"] = jobs.submit(kind, params, user["id"])
+    if kind == "data.import":  # the job names its source by upload ids, never by path (docs/architecture.md)
+        params = import_job_params(params.pop("path"), params.pop("layout"), params.pop("name"),
+                                   labels=params.pop("labels", None), owned=params.pop("owned", False), **params)
+    try:
+        st.session_state["ds_job"] = jobs.submit(kind, params, user["id"])
+    except Exception:
+        if kind == "data.import" and jobs.active_duplicate(kind, params) is None:
+            discard_import_params(params)  # no job names these uploads: they go again
+        raise
     st.session_state["ds_job_kind"] = kind
     st.session_state.pop("ds_job_seen", None)
 
@@ -214,7 +226,7 @@ def _forms() -> None:
                     return
                 dest = get_settings().path("uploads") / f"upload-{uuid.uuid4().hex}.zip"
                 dest.write_bytes(upload.getvalue())
-                params.update(path=str(dest), uploaded=True)
+                params.update(path=str(dest), owned=True)  # deleted with its upload once the import has ended
             elif not path.strip():
                 st.error("enter a folder or .zip path on the server")
                 return

@@ -14,6 +14,27 @@ def _counts_line(counts: dict) -> str:
     return ", ".join(f"{c}: {sum(v.values())}" for c, v in (counts or {}).items())
 
 
+def _run_import(path: Path, layout: str, name: str, labels: Path | None, pseudonym_map: Path | None, options: dict,
+                json_: bool, queue: bool) -> dict:
+    """Run (or queue) a `data.import` job whose params name the source by upload ids, never by path
+    (docs/architecture.md, Data import). The uploads go again unless a job row names them: an inline job removes
+    them itself when it ends, a queued one when it has run."""
+    from services.datasets import discard_import_params, import_job_params
+    from services.jobs import active_duplicate
+
+    params = import_job_params(path, layout, name, labels=labels, pseudonym_map=pseudonym_map, **options)
+    try:
+        return run_job("data.import", params, json_, enqueue=queue)
+    except typer.Exit as exc:
+        if not (queue and exc.exit_code == 0) and active_duplicate("data.import", params) is None:
+            discard_import_params(params)
+        raise
+    except BaseException:
+        if active_duplicate("data.import", params) is None:
+            discard_import_params(params)
+        raise
+
+
 def register(app: typer.Typer) -> None:
     data_app = typer.Typer(help="Datasets: synthesise SynthCXR, import real data, list.", no_args_is_help=True)
     app.add_typer(data_app, name="data")
@@ -50,16 +71,17 @@ def register(app: typer.Typer) -> None:
         if layout not in LAYOUTS:
             fail(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
         from services.datasets import check_import_source
-        try:  # a wrong path is refused before any job row is made
+
+        try:  # a wrong path is refused before any job row is made (this line is printed, never stored)
             check_import_source(path, layout, labels)
         except ValueError as exc:
             fail(str(exc))
-        params = {"path": str(path.expanduser().resolve()), "layout": layout, "name": name, "skip_bad": skip_bad,
-                  "labels": str(labels.expanduser().resolve()) if labels else None, "size": size, "seed": seed}
+        options = {"skip_bad": skip_bad, "size": size, "seed": seed}
         if layout == "dicom":
-            params.update(allow_burned_in=allow_burned_in,
-                          pseudonym_map=str(pseudonym_map.expanduser().resolve()) if pseudonym_map else None)
-        res = run_job("data.import", params, json_, enqueue=queue)
+            options["allow_burned_in"] = allow_burned_in
+        res = _run_import(path.expanduser().resolve(), layout, name, labels.expanduser().resolve() if labels else None,
+                          pseudonym_map.expanduser().resolve() if pseudonym_map and layout == "dicom" else None,
+                          options, json_, queue)
         rep = res.get("report", {})
         emit(res, json_, f"dataset {res['name']} (id {res['dataset_id']}): {rep.get('imported', 0)} imported, "
                          f"{rep.get('unchanged', 0)} unchanged, {rep.get('bad_count', 0)} bad; "
