@@ -15,7 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn as nn
 
-FORMATS = ("safetensors", "pt2", "onnx")
+from core.model_io_names import FORMATS  # the names, written once (re-exported)
 
 
 class Portable(nn.Module):

@@ -20,6 +20,7 @@ import torch
 import torch.nn as nn
 
 from core.models.base import resize_input
+from core.model_io_names import SOURCE_NAMES
 from core.models.target import TargetSpec
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -96,11 +97,7 @@ def build_python(name: str, num_classes: int, channels: int, input_size: int | N
     return Built(net, {**args, **kw})
 
 
-SOURCES: dict[str, Callable[..., Built]] = {
-    "torchvision": build_torchvision,
-    "timm": build_timm,
-    "python": build_python,
-}
+SOURCES: dict[str, Callable[..., Built]] = dict(zip(SOURCE_NAMES, (build_torchvision, build_timm, build_python)))
 
 
 def parse_arch(arch: str) -> tuple[str, str]:

@@ -17,8 +17,7 @@ def _metrics_line(metrics: dict) -> str:
 
 
 def register(app: typer.Typer) -> None:
-    from core.models.export import FORMATS
-    from core.models.imported import SOURCES
+    from core.model_io_names import FORMATS, SOURCE_NAMES as SOURCES  # torch-free: `exemplar --help` stays light
 
     models_app = typer.Typer(help="Bring your own classifier in, list its target layers, export it.",
                              no_args_is_help=True)
