@@ -144,10 +144,10 @@ def _session(url: str, readonly: bool) -> Iterator[Session]:
     s: Session = _factory(url, readonly)()
     try:
         yield s
-        if readonly:
-            s.rollback()
-        else:
+        if not readonly:
             s.commit()
+        # a read ends at close(): its transaction is rolled back without expiring what it loaded, so rows read in
+        # it stay usable after the block (a rollback() here would expire them: DetachedInstanceError later)
     except BaseException:
         s.rollback()
         raise

@@ -88,20 +88,6 @@ def test_the_demo_builds_the_ranking_right_after_the_baseline():
     assert _ranking_params({"baseline": {"model_id": 7}})["model_id"] == 7
 
 
-def test_the_demo_records_no_user(monkeypatch):
-    """`exemplar demo` runs as nobody: no login name such as "root" appears in the user picker."""
-    from typer.testing import CliRunner
-
-    import services.demo as demo
-    from services.cli import app
-    from services.users import list_users
-
-    monkeypatch.setattr(demo, "DEMO_STEPS", [])  # the plumbing only; the steps are tested elsewhere
-    res = CliRunner().invoke(app, ["demo", "--json"])
-    assert res.exit_code == 0, res.output
-    assert list_users() == []
-
-
 # ----------------------------------------------------------------------------------------------- palette
 
 def test_one_distinct_colour_per_method_by_name_and_label():
