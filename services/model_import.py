@@ -42,7 +42,8 @@ class ImportResult:
 def acting(user_id: int | None) -> int:
     """The acting user's id; None is refused (identity fails closed: no process identity stands in)."""
     if user_id is None:
-        raise ValueError("importing or exporting a classifier needs an acting user (sign in, or set EXEMPLAR_USER)")
+        raise ValueError("importing or exporting a classifier needs an acting user (sign in; on the CLI "
+                         "EXEMPLAR_TOKEN, or EXEMPLAR_USER on a local SQLite database)")
     return int(user_id)
 
 

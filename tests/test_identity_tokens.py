@@ -5,6 +5,7 @@ every token write audited); `emit --json` writes null for NaN."""
 from __future__ import annotations
 
 import json
+import os
 import math
 import uuid
 
@@ -165,6 +166,12 @@ def _after_bootstrap(setup_job: int):
     refused(["demo"], "EXEMPLAR_TOKEN")
     refused(["users", "add", "eve"], "not a valid token", EXEMPLAR_TOKEN="not-a-token")
     assert users.find_user("eve") is None and users.find_user("mallory") is None
+    from services.cli import check_identity
+
+    with pytest.raises(PermissionRefused, match="EXEMPLAR_TOKEN"):
+        check_identity(["jobs", "list", "--json"])  # reads too, once an admin exists
+    for exempt in (["db", "upgrade"], ["worker"], ["serve"], ["jobs", "list", "--help"]):
+        check_identity(exempt)
 
 
 @pytest.mark.postgres
@@ -177,6 +184,13 @@ def test_tokens_on_a_shared_database(shared_db):
     assert ba["role"] == "admin" and tok.startswith("exm_") and len(tok) > 40
     refused(["users", "bootstrap-admin", "mallory"], "has an admin already")
     _after_bootstrap(setup_job)
+    os.environ["EXEMPLAR_TOKEN"] = ba["token"]
+    try:
+        from services.cli import check_identity
+
+        check_identity(["jobs", "list"])  # a token lets every command through
+    finally:
+        del os.environ["EXEMPLAR_TOKEN"]
     assert ok(["users", "add", "bob", "--role", "reader"], EXEMPLAR_TOKEN=tok)["role"] == "reader"
     made = ok(["users", "token", "bob", "--label", "bob's laptop"], EXEMPLAR_TOKEN=tok, EXEMPLAR_USER="alice")
     btok = made["token"]

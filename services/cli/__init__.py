@@ -23,6 +23,22 @@ for _name in AREAS:
     _mod.register(app)
 
 
+# Commands that act as no person: the schema (the one system action), the processes, and the bootstrap itself.
+NO_IDENTITY = {("db",), ("worker",), ("serve",), ("users", "bootstrap-admin")}
+
+
+def check_identity(argv: list[str]) -> None:
+    """On a shared database every command, reads included, runs only for a known identity (a token, or set-up
+    mode before the first admin); PermissionRefused otherwise. Help and the NO_IDENTITY commands are exempt."""
+    from services.users import process_user, shared_database
+
+    words = [a for a in argv if not a.startswith("-")]
+    if not words or "--help" in argv or any(tuple(words[:len(k)]) == k for k in NO_IDENTITY):
+        return
+    if shared_database():
+        process_user()
+
+
 def main() -> None:
     """Run the CLI; any error is one line on stderr (EXEMPLAR_DEBUG=1 shows the traceback)."""
     import os
@@ -31,6 +47,7 @@ def main() -> None:
     from services.roles import PermissionRefused
 
     try:
+        check_identity(sys.argv[1:])
         app(standalone_mode=True)
     except SystemExit:
         raise

@@ -153,10 +153,10 @@ def register(app: typer.Typer) -> None:
     def list_(json_: bool = typer.Option(False, "--json")):
         """Studies (researchers and admins) or, for a reader, their own studies with progress."""
         from services.studies import list_studies, my_studies
-        from services.users import cli_user_id, get_user
+        from services.users import process_user
 
-        uid = cli_user_id()
-        rows = my_studies(uid) if get_user(uid)["role"] == "reader" else list_studies(uid)
+        me = process_user()  # set-up mode has no user row: it lists every study, as an admin would
+        rows = my_studies(me["id"]) if me["role"] == "reader" else list_studies(me["id"])
         emit({"studies": rows}, json_)
 
     @study_app.command("worklist")
