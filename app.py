@@ -7,19 +7,15 @@ from __future__ import annotations
 from pathlib import Path
 
 import streamlit as st
-from streamlit import runtime
 
-from pages.common import current_user, sidebar, signin_mode
+from pages.common import current_user, refuse_open_bind, sidebar, signin_mode
 from services.roles import PermissionRefused, allowed
-from services.serving import bind_refusal
 
 HERE = Path(__file__).resolve().parent
 
 st.set_page_config(page_title="Exemplar", page_icon="🩻", layout="wide")
 
-if runtime.exists() and (why := bind_refusal(st.get_option("server.address"))):
-    st.error(why)  # started as `streamlit run app.py --server.address 0.0.0.0` without sign-in: serve nothing
-    st.stop()
+refuse_open_bind()  # e.g. `streamlit run app.py --server.address 0.0.0.0` without sign-in: serve nothing
 
 if signin_mode() and current_user() is None:
     st.title("Exemplar")

@@ -9,11 +9,13 @@ import io
 import streamlit as st
 
 from core.palette import METHOD_LABELS
-from pages.common import current_user, selected_model
+from pages.common import refuse_open_bind, current_user, selected_model
 from services import feedback as fb
 from services.catalog import list_models
 from services.ratings import COLUMNS, list_ratings, rating_methods
 from services.users import list_users
+
+refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
 KIND_LABELS = {"all": "all ratings", "explanation": "explanation quality", "counterfactual": "counterfactual ratings"}
 

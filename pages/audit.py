@@ -5,10 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages.common import require_user
+from pages.common import refuse_open_bind, require_user
 from services import audit
 from services.roles import ROLES, PermissionRefused
 from services.users import list_users, set_role
+
+refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
 st.title("Audit log")
 me = require_user()

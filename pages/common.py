@@ -9,6 +9,7 @@ from pages.parts.plain import md_escape  # noqa: F401  (re-exported for pages wr
 from pages.parts import state
 from services.catalog import list_datasets, list_models
 from services.independent import INDEPENDENT_SUFFIX
+from services.serving import bind_refusal
 from services.users import get_or_create_user, get_user, list_users, signin_configured
 from services.worker import alive_workers
 
@@ -28,6 +29,20 @@ def signin_mode() -> bool:
     except Exception:  # unreadable secrets: fall back to the file check the CLI uses
         pass
     return signin_configured()
+
+
+def refuse_open_bind() -> None:
+    """Serve nothing but a one-line refusal on a non-loopback address without sign-in, whichever way Streamlit
+    was started (services/serving.py). app.py and every page call it: a deep link opened first after a plain
+    `streamlit run app.py` runs its page alone, before app.py has navigated once."""
+    from streamlit import runtime
+
+    if not runtime.exists() or signin_mode():
+        return
+    why = bind_refusal(st.get_option("server.address"))
+    if why:
+        st.error(why)
+        st.stop()
 
 
 def _signed_in_user() -> dict | None:

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from pages.common import current_user, selected_dataset, selected_model
+from pages.common import refuse_open_bind, current_user, selected_dataset, selected_model
 from pages.parts.captions import edits_sentence
 from pages.parts.cf_table import na, render_stored_table, uniform
 from pages.parts.cf_view import (badge, class_name, fmt, gray_png, masks_rgb, na_help, png, prediction_line, prob_bars,
@@ -23,6 +23,8 @@ from services.catalog import list_models
 from services.datasets import list_images, resolve_image
 from services.generators import get_generator
 from services.jobs import get_job, submit
+
+refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
 COLUMN_ORDER = ["diffusion", "affirmative", "adversarial", "gan"]
 

@@ -9,9 +9,11 @@ import plotly.express as px
 import streamlit as st
 
 from core.palette import HEATMAP_SCALE
-from pages.common import selected_model
+from pages.common import refuse_open_bind, selected_model
 from pages.parts.captions import compare_sentence
 from services.catalog import list_datasets, list_models
+
+refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
 SPLITS = ("val", "test", "test_shifted")
 NA_SPLIT = "n/a: this model was not evaluated on that split"

@@ -11,7 +11,7 @@ import math
 
 import streamlit as st
 
-from pages.common import current_user, selected_dataset, selected_model
+from pages.common import refuse_open_bind, current_user, selected_dataset, selected_model
 from pages.parts import overlays as ov
 from pages.parts import state as url
 from pages.parts.plain import md_escape
@@ -20,6 +20,8 @@ from pages.parts.gallery_actions import (CARD_ACTIONS, METHOD_LABELS, NA_HELP, S
 from services import explaining as ex
 from services import feedback as fb
 from services.jobs import submit
+
+refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
 PER_PAGE = (12, 24, 48, 96)
 VIEW_DEFAULTS = {"g_sort": "ar", "g_order": "ascending", "g_true": [], "g_pred": [], "g_correct": "all",

@@ -4,8 +4,11 @@ import json
 
 import streamlit as st
 
+from pages.common import refuse_open_bind
 from pages.parts.job_progress import render_job
 from services.jobs import list_jobs
+
+refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
 st.title("Jobs")
 status = st.segmented_control("Status", ["all", "queued", "running", "succeeded", "failed", "cancelled", "lost"],

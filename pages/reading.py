@@ -5,10 +5,12 @@ from __future__ import annotations
 import numpy as np
 import streamlit as st
 
-from pages.common import require_user
+from pages.common import refuse_open_bind, require_user
 from pages.parts.plain import md_escape
 from pages.parts.overlays import blend, gray_rgb, png
 from services import studies
+
+refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
 st.title("Reading")
 me = require_user()

@@ -12,7 +12,7 @@ import streamlit as st
 from core.data.roles import heading
 from pages.parts.plain import md_escape
 
-from pages.common import current_user, selected_dataset, selected_model
+from pages.common import refuse_open_bind, current_user, selected_dataset, selected_model
 from pages.parts import overlays as ov
 from pages.parts.job_progress import live_job
 from services import explaining as ex
@@ -20,6 +20,8 @@ from services import feedback as fb
 from services.jobs import active_duplicate, get_job, submit
 from services.report import WHO, WHO_NAMES
 from services.retraining import DEFAULT_SEEDS
+
+refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
 @st.cache_data(show_spinner=False)
 def _methods() -> tuple[dict, str]:

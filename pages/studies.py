@@ -5,10 +5,12 @@ from __future__ import annotations
 import pandas as pd
 import streamlit as st
 
-from pages.common import require_user, selected_model
+from pages.common import refuse_open_bind, require_user, selected_model
 from services import feedback, studies, study_results
 from services.roles import PermissionRefused
 from services.users import list_users
+
+refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
 st.title("Studies")
 me = require_user()

@@ -64,3 +64,14 @@ def test_studio_runs_a_tiny_job_and_shows_the_side_by_side_row():
     # the stored-results tab lists both and reopens one
     table = at.dataframe[0].value
     assert set(table["id"]) == {r["id"] for r in rows}
+
+
+def test_a_linked_image_value_is_shown_as_plain_text():
+    """A ?image= value that is not an image of the dataset is named in the warning as typed, never as Markdown."""
+    w = make_world("qp")
+    at = app_test(user={"id": w["user_id"], "name": "tester"})
+    at.query_params["image"] = "**bold** [link](http://example.com)"
+    at = open_page(at, "counterfactuals")
+    assert not at.exception, at.exception
+    warnings = [x.value for x in at.warning]
+    assert any("\\*\\*bold\\*\\*" in v and "\\[link\\]\\(http" in v for v in warnings), warnings
