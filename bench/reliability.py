@@ -24,8 +24,8 @@ Findings (defaults; 2-core CPU VM, nothing else running; bench/results/reliabili
 - 8-writer p99 on SQLite 0.128 s: goal ≤ 0.100 s missed on this machine. It is CPU, not the lock: one writer alone
   takes p50 6.8 ms / p99 9.5 ms, 6.6 ms of CPU a pick (SQLAlchemy ORM work); 8 writer processes and the training
   job share 2 cores, so a pick waits for CPU about 8 × 6.6 / 2 ms. Moving the pick's checks and its answer out of
-  the write transaction (lock held only for the insert) did not change p99 (0.136 → 0.159 s, noise). Was 1.254 s
-  before reads stopped taking the writers' lock (every role check read the user in a write session).
+  the write transaction (lock held only for the insert) did not change p99 (0.136 → 0.159 s in 8 × 200 runs, noise),
+  so it was not kept. (The previous table, 1.254 s, was measured at load average 9–18: not comparable.)
 - Fault suite: 0 stranded, 0 run twice, 0 duplicated results; every job final within 26 s of a worker and the
   queue being available (goal 60 s: met), on SQLite and on PostgreSQL + Redis.
 """
