@@ -211,15 +211,11 @@ def _start_services(engine: str, env: dict, stack: ExitStack):
     """PostgreSQL and a restartable Redis for the postgres engine; None (SQLite file queue) otherwise."""
     if engine != "postgres":
         return None
-    import socket
-
-    from bench.reliability_faults import RedisProc
     from tests.helpers_pg import pg_server
+    from tests.helpers_redis import RedisProc
 
     env["EXEMPLAR_DATABASE_URL"] = stack.enter_context(pg_server())
-    with socket.socket() as so:
-        so.bind(("127.0.0.1", 0))
-        redis = RedisProc(so.getsockname()[1])
+    redis = RedisProc()
     redis.start()
     stack.callback(redis.stop)
     env["EXEMPLAR_QUEUE_URL"] = redis.url

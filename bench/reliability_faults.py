@@ -87,22 +87,22 @@ def parent_died_after_dequeue() -> dict:
     return _row("parent killed after dequeue", ids, time.monotonic())
 
 
-def queue_down_at_submit(redis: "RedisProc") -> dict:
+def queue_down_at_submit(redis) -> dict:
     from services import jobs
 
-    redis.stop()
+    redis.stop(kill=True)
     ids = [jobs.submit("data.synth", _synth("down")) for _ in range(2)]
     time.sleep(5)
     redis.start()
     return _row("queue down at submit, back after 5 s", ids, time.monotonic())
 
 
-def queue_restarted_mid_run(redis: "RedisProc") -> dict:
+def queue_restarted_mid_run(redis) -> dict:
     from services import jobs
 
     ids = [jobs.submit("data.synth", _synth("mid", n=1500, size=32)) for _ in range(4)]
     time.sleep(3)  # one running, the rest waiting on the queue
-    redis.stop()
+    redis.stop(kill=True)
     redis.start()  # no persistence: the waiting messages are gone
     return _row("queue restarted mid-run", ids, time.monotonic())
 
@@ -145,35 +145,6 @@ def pid_namespaces(start_ns_worker) -> dict | None:
                 break
             except (ProcessLookupError, subprocess.TimeoutExpired):
                 continue
-
-
-class RedisProc:
-    """A redis-server on a fixed loopback port that can be stopped and started again (no persistence)."""
-
-    def __init__(self, port: int):
-        self.port, self.proc = port, None
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}/0"
-
-    def start(self) -> None:
-        self.proc = subprocess.Popen(["redis-server", "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
-                                      "--appendonly", "no"], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        import redis
-
-        r = redis.Redis(host="127.0.0.1", port=self.port)
-        for _ in range(100):
-            try:
-                r.ping()
-                return
-            except redis.ConnectionError:
-                time.sleep(0.1)
-
-    def stop(self) -> None:
-        if self.proc and self.proc.poll() is None:
-            self.proc.kill()
-            self.proc.wait(10)
 
 
 def print_table(rows: list[dict]) -> None:

@@ -72,3 +72,17 @@ def pg_server():
     finally:
         subprocess.run(_as_postgres([f"{bindir}/pg_ctl", "-D", data, "-m", "immediate", "stop"]), capture_output=True)
         shutil.rmtree(base, ignore_errors=True)
+
+
+def fresh_database(server_url: str) -> str:
+    """A new empty database on the throwaway server; returns its URL."""
+    import uuid
+
+    from sqlalchemy import create_engine, text
+
+    name = f"t{uuid.uuid4().hex[:10]}"
+    eng = create_engine(server_url, isolation_level="AUTOCOMMIT")
+    with eng.connect() as c:
+        c.execute(text(f"CREATE DATABASE {name}"))
+    eng.dispose()
+    return server_url.rsplit("/", 1)[0] + f"/{name}"

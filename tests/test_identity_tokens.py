@@ -7,16 +7,14 @@ from __future__ import annotations
 import json
 import os
 import math
-import uuid
 
 import numpy as np
 import pytest
-from sqlalchemy import create_engine, text
 from typer.testing import CliRunner
 
 import services.users as users
 from services.cli import app
-from tests.helpers_pg import postgres_url  # noqa: F401
+from tests.helpers_pg import fresh_database, postgres_url  # noqa: F401
 
 ENV_OFF = {"EXEMPLAR_USER": None, "EXEMPLAR_ADMINS": None, "EXEMPLAR_TOKEN": None}
 
@@ -116,18 +114,9 @@ def test_a_token_wins_over_exemplar_user_on_sqlite():
 
 # ----------------------------------------------------------------------------------------------- PostgreSQL
 
-def _fresh_database(server_url: str) -> str:
-    name = f"t{uuid.uuid4().hex[:10]}"
-    eng = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(text(f"CREATE DATABASE {name}"))
-    eng.dispose()
-    return server_url.rsplit("/", 1)[0] + f"/{name}"
-
-
 @pytest.fixture
 def shared_db(postgres_url, monkeypatch):  # noqa: F811
-    monkeypatch.setenv("EXEMPLAR_DATABASE_URL", _fresh_database(postgres_url))
+    monkeypatch.setenv("EXEMPLAR_DATABASE_URL", fresh_database(postgres_url))
     for k in ENV_OFF:
         monkeypatch.delenv(k, raising=False)
     users._said.clear()

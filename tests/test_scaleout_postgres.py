@@ -8,31 +8,20 @@ import os
 import signal
 import subprocess
 import sys
-import uuid
 from pathlib import Path
 
 import pytest
-from sqlalchemy import create_engine, text
 
 from db.engine import session_scope
 from db.migrate import upgrade
 from db.models import Model
 from services import jobs
-from tests.helpers_pg import postgres_url  # noqa: F401
+from tests.helpers_pg import fresh_database, postgres_url  # noqa: F401
 from tests.helpers_redis import redis_url  # noqa: F401
 from tests.helpers_worker import start_worker, stop_worker, wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
 FINAL = ("succeeded", "failed", "cancelled", "lost")
-
-
-def _fresh_database(server_url: str) -> str:
-    name = f"t{uuid.uuid4().hex[:10]}"
-    eng = create_engine(server_url, isolation_level="AUTOCOMMIT")
-    with eng.connect() as c:
-        c.execute(text(f"CREATE DATABASE {name}"))
-    eng.dispose()
-    return server_url.rsplit("/", 1)[0] + f"/{name}"
 
 
 def _nan_round_trip(url: str) -> None:
@@ -51,7 +40,7 @@ def test_nan_metrics_register_on_sqlite(tmp_path):
 
 @pytest.mark.postgres
 def test_nan_metrics_register_on_postgres(postgres_url):  # noqa: F811
-    _nan_round_trip(_fresh_database(postgres_url))
+    _nan_round_trip(fresh_database(postgres_url))
 
 
 def _upgrade_three_at_once(env: dict) -> None:
@@ -65,7 +54,7 @@ def _upgrade_three_at_once(env: dict) -> None:
 @pytest.mark.postgres
 @pytest.mark.slow
 def test_two_workers_on_postgres_and_redis(postgres_url, redis_url, exemplar_home, monkeypatch):  # noqa: F811
-    url = _fresh_database(postgres_url)
+    url = fresh_database(postgres_url)
     monkeypatch.setenv("EXEMPLAR_DATABASE_URL", url)
     monkeypatch.setenv("EXEMPLAR_QUEUE_URL", redis_url)
     _upgrade_three_at_once(dict(os.environ))
