@@ -87,6 +87,7 @@ def reap(stale_after_s: float = STALE_AFTER_S, retry: bool = True, resend: bool 
             reason = _lost_reason(worker, hb, expired, known, cutoff, hung)
             if reason and job_state.mark_lost(jid, attempt, reason):
                 out.lost.append(jid)
+                release_uploads_if_final(jid)
         if retry:
             out.retried = retry_lost()
         drop_ended_state()
@@ -148,6 +149,18 @@ def resend_stranded(older_than_s: float = LEASE_S) -> list[int]:
         if res.rowcount == 1 and send(jid):
             done.append(jid)
     return done
+
+
+def release_uploads_if_final(job_id: int) -> None:
+    """A lost import with no retry left will never read its upload pointers again: remove them now."""
+    with read_session() as s:
+        job = s.get(Job, job_id)
+        if job is None or job.kind != "data.import" or (job.attempts <= job.max_retries and not job.cancel_requested):
+            return
+        params = dict(job.params or {})
+    from services.datasets import discard_import_params  # numpy / PIL: only for this rare case
+
+    discard_import_params(params)
 
 
 def drop_ended_state() -> None:

@@ -173,6 +173,7 @@ def _collect(children: dict[int, _Running], name: str) -> None:
         if row["status"] == "running" and row["pid"] == pid and row["worker"] == name:
             if job_state.mark_lost(ch.job_id, row["attempts"], reaper.LOST_DEAD, pid=pid):
                 print(f"job {ch.job_id}: its process {pid} died (exit {code}); marked lost", file=sys.stderr)
+                reaper.release_uploads_if_final(ch.job_id)
                 reaper.retry_lost()
         elif row["status"] == "queued":
             reaper.send(ch.job_id)

@@ -99,6 +99,21 @@ def test_resume_folders_of_jobs_that_ended_for_good_are_removed():
     assert job_state.state_path(keep).is_dir() and not job_state.state_path(gone).exists()
 
 
+def test_a_lost_import_with_no_retry_left_forgets_its_upload_pointer(tmp_path):
+    from services import uploads
+    from db.models import Worker
+
+    up = uploads.register(tmp_path)
+    jid = jobs.create_job("data.import", {"upload": up, "layout": "imagefolder", "name": "x"}, max_retries=0)
+    with session() as s:
+        s.add(Worker(name="gone", device="cpu", lease_until=utcnow() - timedelta(seconds=1)))
+    c = job_state.claim(jid, "gone", os.getpid())
+    assert uploads.resolve(up).resolve() == tmp_path.resolve()
+    assert reaper.reap(retry=False).lost == [jid] and c.attempt == 1
+    with pytest.raises(ValueError, match="start the import again"):
+        uploads.resolve(up)
+
+
 def test_the_writers_lock_gives_up_with_one_line_and_is_free_afterwards():
     url = ensure_schema()
     held, release = threading.Event(), threading.Event()
