@@ -229,19 +229,23 @@ def process_user() -> dict:
     worker. EXEMPLAR_TOKEN wins everywhere; on a shared database it is the only way in once an admin exists
     (before that: SETUP, no user row); locally EXEMPLAR_USER, else the login name (docs/architecture.md, Identity)."""
     token = os.environ.get("EXEMPLAR_TOKEN", "").strip()
-    if shared_database():
-        _note_ignored_env()
-    elif token and os.environ.get("EXEMPLAR_USER"):
+    shared = shared_database()
+    if not shared and token and os.environ.get("EXEMPLAR_USER"):
         _say_once("EXEMPLAR_USER ignored: EXEMPLAR_TOKEN is set and wins")
+    # on a shared database the notes come after the database answered: an unreachable one is one error line
     if token:
         user = _token_user(token)
-    elif shared_database():
-        if has_admin():
+    elif shared:
+        admin = has_admin()
+        _note_ignored_env()
+        if admin:
             raise PermissionRefused(NEED_TOKEN)
         _say_once(SETUP_NOTICE)
         return dict(SETUP)
     else:
         user = get_user(get_or_create_user(os.environ.get("EXEMPLAR_USER") or _login_name()))
+    if shared:
+        _note_ignored_env()
     return {"id": user["id"], "name": user["name"], "role": user["role"]}
 
 
