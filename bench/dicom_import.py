@@ -6,8 +6,8 @@ without the CLI's start-up) and prints one table row:
   images, size, seconds, peak RSS MB of the child (resource.getrusage(RUSAGE_CHILDREN).ru_maxrss), goal, met/missed
 
 Goal: peak RSS ≤ 500 MB at 2,000 images of 1024² (the importer streams each image through the array cache's
-RowSpill; it used to hold every image until the end). --cli runs `exemplar data import` instead (its start-up
-loads every area of the CLI, torch included, so its baseline alone is several hundred MB).
+RowSpill; it used to hold every image until the end). --cli runs `exemplar data import` instead (the CLI starts
+without torch: about 45 MB before the import).
 Usage: python bench/dicom_import.py [--n 2000] [--size 1024] [--patients 100] [--cli] [--keep DIR]
 """
 from __future__ import annotations
