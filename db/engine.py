@@ -69,6 +69,29 @@ def _sqlite_file(url: str) -> str | None:
     return None if not path or path.startswith(":memory:") else path
 
 
+_lock_fds: set[int] = set()  # fds on the writers' lock file this process holds or waits on (incl. given-up waits)
+
+
+def _forget_inherited_locks() -> None:
+    """In a forked child: close the copies of the parent's lock fds. flock belongs to the open file, so a child
+    keeping a copy would keep the parent's lock (or a given-up wait's late lock) held for the child's life."""
+    for fd in list(_lock_fds):
+        try:
+            os.close(fd)
+        except OSError:
+            pass
+    _lock_fds.clear()
+    _turn.depth = 0  # the forking thread's turn (if any) is the parent's, not ours
+
+
+os.register_at_fork(after_in_child=_forget_inherited_locks)
+
+
+def _close_lock(fd: int) -> None:
+    _lock_fds.discard(fd)
+    os.close(fd)  # releases the lock
+
+
 class DatabaseBusy(RuntimeError):
     """A writer waited WRITE_WAIT_S for the writers' lock: one line for the user, nothing was written."""
 
@@ -88,7 +111,7 @@ def _take_turn(fd: int, wait_s: float) -> bool:
         fcntl.flock(fd, fcntl.LOCK_EX)
         with mutex:
             if gave_up.is_set():
-                os.close(fd)  # releases the lock we no longer want
+                _close_lock(fd)  # releases the lock we no longer want
             else:
                 got.set()
 
@@ -114,7 +137,8 @@ def write_turn(url: str, wait_s: float | None = None) -> Iterator[None]:
         finally:
             _turn.depth -= 1
         return
-    fd = os.open(f"{path}.writers", os.O_RDWR | os.O_CREAT, 0o644)
+    fd = os.open(f"{path}.writers", os.O_RDWR | os.O_CREAT | os.O_CLOEXEC, 0o644)
+    _lock_fds.add(fd)
     wait_s = WRITE_WAIT_S if wait_s is None else wait_s
     if not _take_turn(fd, wait_s):
         raise DatabaseBusy(f"the database is busy: another write held it for {wait_s:.0f} s; nothing was written, "
@@ -124,7 +148,7 @@ def write_turn(url: str, wait_s: float | None = None) -> Iterator[None]:
         yield
     finally:
         _turn.depth = 0
-        os.close(fd)  # releases the lock
+        _close_lock(fd)
 
 
 @contextmanager

@@ -206,13 +206,25 @@ def request_cancel(job_id: int, user_id: int | None = None) -> bool:
     if not job_state.cancel(job_id):
         return False
     with session() as s:
-        audit.add(s, actor, "job.cancel", f"job:{job_id}", after={"status": s.get(Job, job_id).status})
+        status = s.get(Job, job_id).status
+        audit.add(s, actor, "job.cancel", f"job:{job_id}", after={"status": status})
+    if status == "cancelled":  # cancelled before it started: its resume state is never read
+        drop_state(job_id)
     return True
 
 
 def mark_lost(stale_after_s: float = STALE_AFTER_S) -> int:
-    """One reaper pass (dead process on this host, or stale heartbeat); returns how many jobs became lost."""
-    return len(reap(stale_after_s).lost)
+    """One reaper pass, at once (no confirming pass): jobs whose worker's lease expired, inline runs whose own
+    heartbeat is older than stale_after_s, hung jobs; returns how many became lost."""
+    return len(reap(stale_after_s, confirm_s=0).lost)
+
+
+def reap_for_readers() -> None:
+    """Before a CLI read of the jobs table: one reaper pass that loses only leases a further lease past their end
+    (no worker may be running to reap them, e.g. an inline run killed in local mode), so the list tells the truth."""
+    from services.reaper import LEASE_S
+
+    reap(retry=True, resend=False, confirm_s=0, grace_s=LEASE_S)
 
 
 def _iso(t) -> str | None:

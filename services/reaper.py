@@ -11,6 +11,7 @@ harmless: a claim is one conditional update.
 from __future__ import annotations
 
 import sys
+import time
 from dataclasses import dataclass, field
 from datetime import timedelta
 
@@ -25,9 +26,22 @@ LEASE_S = 20.0  # a worker's lease: renewed every HEARTBEAT_S; expired leases ar
 STALE_AFTER_S = LEASE_S  # an inline job's own heartbeat is its lease
 HUNG_AFTER_S = 600.0  # a job whose own heartbeat stopped this long counts as hung, even under a live worker
 REAP_EVERY_S = 5.0
+CONFIRM_S = 2 * HEARTBEAT_S  # an expired lease is confirmed by a later pass before its jobs are lost: after a
+# long write held every writer up, each worker gets this long to renew before another one reaps it
 LOST_DEAD = "the process running this job died"
 LOST_STALE = "the worker running this job stopped renewing its lease"
 LOST_HUNG = "the process running this job stopped sending heartbeats for 10 minutes (hung)"
+
+
+_suspects: dict[str, float] = {}  # worker name or "job:ID" → monotonic time this process first saw it expired
+
+
+def _confirmed(key: str, confirm_s: float) -> bool:
+    """Whether `key` has looked expired for confirm_s (first sighting: start the clock)."""
+    if confirm_s <= 0:
+        return True
+    first = _suspects.setdefault(key, time.monotonic())
+    return time.monotonic() - first >= confirm_s
 
 
 @dataclass
@@ -40,18 +54,16 @@ class Reaped:
 
 
 def _expired_workers(names: set[str], now, stale_after_s: float) -> set[str]:
-    """Of these worker names, those with a row whose lease has expired (names without a row are not returned)."""
+    """Of these worker names, those with a row whose lease ended before `now` (names without a row are not
+    returned: an inline run's own heartbeat decides)."""
     if not names:
         return set()
     cutoff = now - timedelta(seconds=stale_after_s)
     with read_session() as s:
         rows = s.execute(select(Worker.name, Worker.lease_until, Worker.heartbeat_at, Worker.stopped_at)
                          .where(Worker.name.in_(list(names)))).all()
-    out = set()
-    for name, lease, hb, stopped in rows:
-        if stopped is not None or (lease < now if lease is not None else (hb is None or hb < cutoff)):
-            out.add(name)
-    return out
+    return {name for name, lease, hb, stopped in rows
+            if stopped is not None or (lease < now if lease is not None else (hb is None or hb < cutoff))}
 
 
 def _known_workers(names: set[str]) -> set[str]:
@@ -70,11 +82,13 @@ def _lost_reason(worker: str | None, hb, expired: set[str], known: set[str], cut
     return LOST_STALE if (hb is None or hb < cutoff) else None  # inline run: its own heartbeat is the lease
 
 
-def reap(stale_after_s: float = STALE_AFTER_S, retry: bool = True, resend: bool = True) -> Reaped:
+def reap(stale_after_s: float = STALE_AFTER_S, retry: bool = True, resend: bool = True,
+         confirm_s: float = CONFIRM_S, grace_s: float = 0.0) -> Reaped:
     """One pass over running, lost and stranded queued jobs; returns what changed. Never raises (a worker must
-    keep going): a database or queue error is logged and the next pass tries again."""
+    keep going): a database or queue error is logged and the next pass tries again. A lease must look expired
+    for confirm_s (a later pass of this process) and for grace_s past its end before its jobs are lost."""
     out = Reaped()
-    now = utcnow()
+    now = utcnow() - timedelta(seconds=grace_s)
     cutoff = now - timedelta(seconds=stale_after_s)
     hung = now - timedelta(seconds=max(stale_after_s, HUNG_AFTER_S))
     try:
@@ -83,11 +97,18 @@ def reap(stale_after_s: float = STALE_AFTER_S, retry: bool = True, resend: bool 
                                 .where(Job.status == "running")).all()
         names = {w for _, _, w, _ in running if w}
         known, expired = _known_workers(names), _expired_workers(names, now, stale_after_s)
+        seen = set()
         for jid, attempt, worker, hb in running:
             reason = _lost_reason(worker, hb, expired, known, cutoff, hung)
-            if reason and job_state.mark_lost(jid, attempt, reason):
+            if reason is None:
+                continue
+            key = worker if worker in known and reason == LOST_STALE else f"job:{jid}"
+            seen.add(key)
+            if _confirmed(key, confirm_s) and job_state.mark_lost(jid, attempt, reason):
                 out.lost.append(jid)
                 release_uploads_if_final(jid)
+        for key in set(_suspects) - seen:
+            _suspects.pop(key, None)
         if retry:
             out.retried = retry_lost()
         drop_ended_state()

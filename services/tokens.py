@@ -10,7 +10,7 @@ import hashlib
 import secrets
 from datetime import timedelta
 
-from sqlalchemy import select, update
+from sqlalchemy import func, select, update
 
 from db.models import Token, User, utcnow
 from services.database import read_session, session
@@ -87,10 +87,18 @@ def list_tokens(actor_id: int | None) -> list[dict]:
                  "last_used_at": _iso(r.last_used_at), "revoked_at": _iso(r.revoked_at)} for r in rows]
 
 
+def _live_admin_tokens(s) -> int:
+    """How many unrevoked tokens admins hold (on a shared database, the only way an admin gets in)."""
+    return int(s.scalar(select(func.count()).select_from(Token).join(User, User.id == Token.user_id)
+                        .where(User.role == "admin", Token.revoked_at.is_(None))) or 0)
+
+
 def revoke(actor_id: int | None, token_id: int) -> dict:
     """Revoke a token (admins only): it stops authenticating at once; the row stays, audited."""
     from services import audit
     from services.roles import require
+
+    from services.users import shared_database
 
     actor = require(actor_id, "users.token")
     with session() as s:
@@ -99,8 +107,11 @@ def revoke(actor_id: int | None, token_id: int) -> dict:
             raise ValueError(f"no token {token_id}")
         if row.revoked_at is not None:
             raise ValueError(f"token {token_id} is already revoked (at {row.revoked_at.isoformat()})")
-        row.revoked_at = utcnow()
         owner = s.get(User, row.user_id)
+        if shared_database() and owner is not None and owner.role == "admin" and _live_admin_tokens(s) <= 1:
+            raise ValueError(f"token {token_id} is the last live token of any admin: revoking it would lock every "
+                             "admin out (make another admin token first with `exemplar users token NAME`)")
+        row.revoked_at = utcnow()
         audit.add(s, actor, "token.revoke", f"token:{row.id}", before={"revoked_at": None},
                   after={"revoked_at": row.revoked_at, "user": owner.name if owner else None, "prefix": row.prefix})
         return {"token_id": row.id, "user": owner.name if owner else None, "prefix": row.prefix,

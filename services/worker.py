@@ -157,8 +157,9 @@ def _enforce_cancel(children: dict[int, _Running]) -> None:
 
 
 def _collect(children: dict[int, _Running], name: str) -> None:
-    """Forget finished children; a child that died leaves its job lost (and maybe retried), one that gave its
-    job back (or died before claiming it) has it put on the queue again."""
+    """Forget finished children: a child that died running its job leaves it lost (and maybe retried); one that
+    gave its job back has it put on the queue again at once; one that died before claiming leaves it to the
+    sweep."""
     from services.jobs import get_job
 
     for pid, ch in list(children.items()):
@@ -175,8 +176,10 @@ def _collect(children: dict[int, _Running], name: str) -> None:
                 print(f"job {ch.job_id}: its process {pid} died (exit {code}); marked lost", file=sys.stderr)
                 reaper.release_uploads_if_final(ch.job_id)
                 reaper.retry_lost()
-        elif row["status"] == "queued":
+        elif row["status"] == "queued" and code == 3:  # released (stopped): back on the queue now
             reaper.send(ch.job_id)
+        # a child that died before it claimed its row (it never ran the job): the sweep re-sends it a lease
+        # later (services.reaper.resend_stranded), so a child that keeps crashing is no fork loop
 
 
 def _stop_children(children: dict[int, _Running], name: str) -> None:

@@ -88,6 +88,49 @@ def test_a_retried_train_job_registers_one_model():
     assert len(ckpts) == 1
 
 
+def _worker_row(name: str, lease_s: float) -> None:
+    from db.models import Worker
+
+    with session() as s:
+        w = s.scalars(select(Worker).where(Worker.name == name)).first()
+        if w is None:
+            s.add(Worker(name=name, device="cpu", lease_until=utcnow() + timedelta(seconds=lease_s)))
+        else:
+            w.lease_until = utcnow() + timedelta(seconds=lease_s)
+
+
+def test_an_expired_lease_is_confirmed_by_a_later_pass_before_its_jobs_are_lost():
+    """After a long write held every writer up, all leases look expired at once: each worker gets a little time
+    to renew before another one reaps it."""
+    import time
+
+    jid = jobs.create_job("data.synth", SYNTH)
+    _worker_row("slow", -1)
+    job_state.claim(jid, "slow", os.getpid())
+    assert reaper.reap(retry=False, confirm_s=0.3).lost == []  # first sighting only
+    _worker_row("slow", 60)  # it renewed meanwhile
+    time.sleep(0.4)
+    assert reaper.reap(retry=False, confirm_s=0.3).lost == []
+    _worker_row("slow", -1)
+    assert reaper.reap(retry=False, confirm_s=0.3).lost == []  # a new sighting starts the clock again
+    time.sleep(0.4)
+    assert reaper.reap(retry=False, confirm_s=0.3).lost == [jid]
+
+
+def test_a_cli_read_reaps_an_inline_run_whose_process_died_long_ago():
+    """No worker may be running (local mode, an inline CLI run killed with -9): `jobs list` tells the truth."""
+    jid = jobs.create_job("data.synth", SYNTH, max_retries=0)
+    job_state.claim(jid, f"inline:{job_state.HOST}:1", 1)
+    with session() as s:
+        s.execute(update(Job).where(Job.id == jid).values(heartbeat_at=utcnow() - timedelta(seconds=30)))
+    jobs.reap_for_readers()
+    assert jobs.get_job(jid)["status"] == "running"  # within a lease and a grace: maybe only slow
+    with session() as s:
+        s.execute(update(Job).where(Job.id == jid).values(heartbeat_at=utcnow() - timedelta(seconds=90)))
+    jobs.reap_for_readers()
+    assert jobs.get_job(jid)["status"] == "lost"
+
+
 def test_resume_folders_of_jobs_that_ended_for_good_are_removed():
     keep = jobs.create_job("data.synth", SYNTH)
     gone = jobs.create_job("data.synth", SYNTH, max_retries=0)
@@ -109,7 +152,7 @@ def test_a_lost_import_with_no_retry_left_forgets_its_upload_pointer(tmp_path):
         s.add(Worker(name="gone", device="cpu", lease_until=utcnow() - timedelta(seconds=1)))
     c = job_state.claim(jid, "gone", os.getpid())
     assert uploads.resolve(up).resolve() == tmp_path.resolve()
-    assert reaper.reap(retry=False).lost == [jid] and c.attempt == 1
+    assert reaper.reap(retry=False, confirm_s=0).lost == [jid] and c.attempt == 1
     with pytest.raises(ValueError, match="start the import again"):
         uploads.resolve(up)
 
@@ -133,6 +176,24 @@ def test_the_writers_lock_gives_up_with_one_line_and_is_free_afterwards():
     release.set()
     t.join()
     jobs.create_job("data.synth", SYNTH)  # the abandoned wait released the lock when it finally got it
+
+
+def test_a_forked_child_does_not_keep_the_writers_lock():
+    """flock belongs to the open file: a worker child forked while its parent held (or waited on) the writers'
+    lock must not keep it for the child's life."""
+    import time
+
+    url = ensure_schema()
+    with write_turn(url):
+        pid = os.fork()
+        if pid == 0:  # the child outlives the parent's turn
+            time.sleep(3)
+            os._exit(0)
+    try:
+        with write_turn(url, wait_s=1.0):  # DatabaseBusy if the child still held the lock
+            pass
+    finally:
+        os.waitpid(pid, 0)
 
 
 def test_the_app_serves_loopback_only_without_sign_in(monkeypatch):

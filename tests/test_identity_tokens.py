@@ -194,6 +194,9 @@ def test_tokens_on_a_shared_database(shared_db):
     refused(["demo"], "not a valid token", EXEMPLAR_TOKEN=btok)
     refused(["users", "revoke", str(made["token_id"])], "already revoked", EXEMPLAR_TOKEN=tok)
     assert tokens.authenticate(btok) is None and tokens.authenticate(tok) == alice
+    alice_token = next(t["id"] for t in listed if t["user"] == "alice")
+    refused(["users", "revoke", str(alice_token)], "last live token of any admin", EXEMPLAR_TOKEN=tok)
+    assert tokens.authenticate(tok) == alice  # nobody was locked out
     rows = audit.list_rows(alice)
     acts = [(r["action"], r["user"]) for r in rows if r["action"].startswith(("token.", "user.bootstrap"))]
     assert acts == [("user.bootstrap_admin", "set-up"), ("token.create", "set-up"), ("token.create", "alice"),

@@ -67,14 +67,14 @@ def test_reaper_marks_a_job_whose_worker_lease_expired_and_retries_it_once(exemp
     assert jobs.get_job(jid)["max_retries"] == 1
     _lease("w1", -1)
     job_state.claim(jid, "w1", _dead_pid())
-    out = reaper.reap()
+    out = reaper.reap(confirm_s=0)
     assert out.lost == [jid] and out.retried == [jid]
     row = jobs.get_job(jid)
     assert row["status"] == "queued" and row["attempts"] == 1 and row["history"][0]["status"] == "lost"
     assert dequeue() == jid  # the retry is on the queue
     _lease("w2", -1)
     job_state.claim(jid, "w2", _dead_pid())
-    out = reaper.reap()
+    out = reaper.reap(confirm_s=0)
     assert out.lost == [jid] and out.retried == []  # retried once only
     row = jobs.get_job(jid)
     assert row["status"] == "lost" and row["attempts"] == 2 and [h["status"] for h in row["history"]] == ["lost"] * 2
@@ -86,21 +86,22 @@ def test_a_live_lease_keeps_a_job_whose_pid_this_process_cannot_see():
     jid = jobs.create_job("data.synth", SYNTH)
     _lease("other-namespace", 60)
     job_state.claim(jid, "other-namespace", _dead_pid())  # a pid that does not exist in this namespace
-    assert reaper.reap(retry=False).lost == []
+    assert reaper.reap(retry=False, confirm_s=0).lost == []
     with session() as s:
         from db.models import Worker
 
         s.execute(update(Worker).where(Worker.name == "other-namespace").values(lease_until=utcnow()))
-    assert reaper.reap(retry=False).lost == [jid] and jobs.get_job(jid)["message"] == reaper.LOST_STALE
+    assert reaper.reap(retry=False, confirm_s=0).lost == [jid]
+    assert jobs.get_job(jid)["message"] == reaper.LOST_STALE
 
 
 def test_reaper_marks_a_stale_heartbeat_on_another_host():
     jid = jobs.create_job("data.synth", SYNTH)
     c = job_state.claim(jid, "far", 12345, host="another-host")
-    assert reaper.reap(retry=False).lost == []  # fresh heartbeat: alive as far as we can tell
+    assert reaper.reap(retry=False, confirm_s=0).lost == []  # fresh heartbeat: alive as far as we can tell
     with session() as s:
         s.execute(update(Job).where(Job.id == jid).values(heartbeat_at=utcnow() - timedelta(seconds=120)))
-    assert reaper.reap(retry=False).lost == [jid]
+    assert reaper.reap(retry=False, confirm_s=0).lost == [jid]
     assert jobs.get_job(jid)["message"] == reaper.LOST_STALE and c.attempt == 1
 
 
@@ -175,7 +176,7 @@ def test_a_job_under_a_live_lease_is_not_reaped_for_a_late_heartbeat_until_it_ha
     job_state.claim(jid, "here", os.getpid())
     with session() as s:
         s.execute(update(Job).where(Job.id == jid).values(heartbeat_at=utcnow() - timedelta(seconds=120)))
-    assert reaper.reap(retry=False).lost == []  # a long write may delay its beat: the worker's lease holds
+    assert reaper.reap(retry=False, confirm_s=0).lost == []  # a long write may delay its beat: the lease holds
     with session() as s:
         s.execute(update(Job).where(Job.id == jid).values(heartbeat_at=utcnow() - timedelta(hours=1)))
-    assert reaper.reap(retry=False).lost == [jid] and jobs.get_job(jid)["message"] == reaper.LOST_HUNG
+    assert reaper.reap(retry=False, confirm_s=0).lost == [jid] and jobs.get_job(jid)["message"] == reaper.LOST_HUNG

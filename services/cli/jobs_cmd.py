@@ -14,8 +14,9 @@ def register(app: typer.Typer) -> None:
     def list_(status: str = typer.Option(None, help="only jobs in this status"),
               limit: int = typer.Option(100), json_: bool = typer.Option(False, "--json")):
         """List the most recent jobs."""
-        from services.jobs import list_jobs
+        from services.jobs import list_jobs, reap_for_readers
 
+        reap_for_readers()
         rows = list_jobs(limit=limit, status=status)
         human = "\n".join(f"{r['id']:>5} {r['kind']:<14} {r['status']:<10} {r['progress']:>5.0%} {r['message']}"
                           for r in rows) or "no jobs"
@@ -24,8 +25,9 @@ def register(app: typer.Typer) -> None:
     @jobs_app.command("show")
     def show(job_id: int, json_: bool = typer.Option(False, "--json")):
         """Show one job with its metrics, result and error."""
-        from services.jobs import get_job
+        from services.jobs import get_job, reap_for_readers
 
+        reap_for_readers()
         row = get_job(job_id)
         if row is None:
             fail(f"no job {job_id}")
