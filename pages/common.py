@@ -57,8 +57,8 @@ def _signed_in_user() -> dict | None:
     cached = st.session_state.get("user")
     if cached and cached.get("name") == name:
         return cached
-    uid = get_or_create_user(name, email=email)
-    st.session_state["user"] = {"id": uid, "name": name}
+    uid = get_or_create_user(name, email=email, signed_in=True)  # a new identity is a reader, however the
+    st.session_state["user"] = {"id": uid, "name": name}        # secrets were given (--secrets.files too)
     return st.session_state["user"]
 
 

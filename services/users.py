@@ -108,17 +108,21 @@ def _check_name(name: str) -> str:
     return name
 
 
-def _new_role(s, name: str, email: str | None) -> str:
-    """A new user's role: on a shared database a reader (admins come from bootstrap-admin and admins);
-    locally an admin when first, named in EXEMPLAR_ADMINS or in local mode (no sign-in)."""
+def _new_role(s, name: str, email: str | None, signed_in: bool = False) -> str:
+    """A new user's role: on a shared database a reader (admins come from bootstrap-admin and admins); an
+    identity from the sign-in provider a reader unless named in EXEMPLAR_ADMINS (whatever way Streamlit found its
+    [auth] secrets); locally an admin when first, named in EXEMPLAR_ADMINS or in local mode (no sign-in)."""
     if shared_database():
         return "reader"
+    if signed_in:
+        return "admin" if _named_admin(name, email) else "reader"
     first = (s.scalar(select(func.count(User.id))) or 0) == 0
     return "admin" if first or _named_admin(name, email) or not signin_configured() else "reader"
 
 
-def get_or_create_user(name: str, email: str | None = None) -> int:
-    """The id of user `name`, created on first use (its role: `_new_role`); a known name takes no write lock."""
+def get_or_create_user(name: str, email: str | None = None, signed_in: bool = False) -> int:
+    """The id of user `name`, created on first use (its role: `_new_role`; signed_in: the identity came from the
+    app's sign-in provider); a known name takes no write lock."""
     from services import audit
 
     name = _check_name(name)
@@ -129,7 +133,7 @@ def get_or_create_user(name: str, email: str | None = None) -> int:
     with session() as s:
         u = s.scalars(select(User).where(User.name == name)).first()
         if u is None:
-            u = User(name=name, email=email, role=_new_role(s, name, email))
+            u = User(name=name, email=email, role=_new_role(s, name, email, signed_in))
             s.add(u)
             s.flush()
             audit.add(s, {"id": u.id, "name": u.name, "role": u.role}, "user.create", f"user:{u.name}",

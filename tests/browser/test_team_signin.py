@@ -33,7 +33,7 @@ def seeded(exemplar_home):
 
 @pytest.fixture
 def signin_app(exemplar_home, seeded):
-    with oidc_mock.run_server_in_thread(user_claims=[oidc_mock.User(sub=s) for s in ("r1", "r2", "res")]) as srv:
+    with oidc_mock.run_server_in_thread(user_claims=[oidc_mock.User(sub=s) for s in ("r1", "r2", "res", "newbie")]) as srv:
         port = free_port()
         secrets = exemplar_home / "secrets.toml"
         secrets.write_text(
@@ -114,5 +114,23 @@ def test_two_readers_sign_in_answer_blinded_and_agreement_matches(signin_app, se
             p3.get_by_text(f"Krippendorff's α = {a['value']:.3f} (95 % interval").wait_for(timeout=60_000)
             body = p3.inner_text("body")
             assert f"Fleiss' κ = {k['value']:.3f}" in body  # the figures the library computes for these answers
+        finally:
+            browser.close()
+
+
+def test_a_new_identity_signed_in_through_secrets_files_is_a_reader(signin_app):
+    """The app is started with --secrets.files (not .streamlit/secrets.toml): a brand-new identity signs in as a
+    reader, never as an admin, and sees no admin page."""
+    from playwright.sync_api import sync_playwright
+
+    from services.users import find_user
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
+        try:
+            pg = _sign_in(browser.new_context(viewport={"width": 1400, "height": 1000}), signin_app, "newbie")
+            assert find_user("newbie")["role"] == "reader"
+            assert pg.get_by_role("link", name="Audit log").count() == 0
+            assert pg.get_by_role("link", name="Retrain").count() == 0
         finally:
             browser.close()
