@@ -22,7 +22,8 @@ from pathlib import Path
 from services.settings import from_stored, get_settings, to_stored
 
 ID_RE = re.compile(r"up-[0-9a-f]{32}")
-MAX_AGE_S = 14 * 24 * 3600  # a pointer no job removed (its job was lost for good) goes after two weeks
+MAX_AGE_S = 14 * 24 * 3600  # a pointer no job removed goes after two weeks (a lost import with no retry left
+# releases its pointers at once: services.reaper.release_uploads_if_final)
 
 
 def _dir() -> Path:

@@ -99,22 +99,24 @@ def _worker_row(name: str, lease_s: float) -> None:
             w.lease_until = utcnow() + timedelta(seconds=lease_s)
 
 
-def test_an_expired_lease_is_confirmed_by_a_later_pass_before_its_jobs_are_lost():
+def test_an_expired_lease_is_confirmed_by_a_later_pass_before_its_jobs_are_lost(monkeypatch):
     """After a long write held every writer up, all leases look expired at once: each worker gets a little time
-    to renew before another one reaps it."""
-    import time
-
+    to renew before another one reaps it. The reaper's clock is a fake one here, moved by the test."""
+    clock = [1000.0]
+    monkeypatch.setattr(reaper.time, "monotonic", lambda: clock[0])
     jid = jobs.create_job("data.synth", SYNTH)
     _worker_row("slow", -1)
     job_state.claim(jid, "slow", os.getpid())
-    assert reaper.reap(retry=False, confirm_s=0.3).lost == []  # first sighting only
+    assert reaper.reap(retry=False, confirm_s=6).lost == []  # first sighting only
     _worker_row("slow", 60)  # it renewed meanwhile
-    time.sleep(0.4)
-    assert reaper.reap(retry=False, confirm_s=0.3).lost == []
+    clock[0] += 7
+    assert reaper.reap(retry=False, confirm_s=6).lost == []
     _worker_row("slow", -1)
-    assert reaper.reap(retry=False, confirm_s=0.3).lost == []  # a new sighting starts the clock again
-    time.sleep(0.4)
-    assert reaper.reap(retry=False, confirm_s=0.3).lost == [jid]
+    assert reaper.reap(retry=False, confirm_s=6).lost == []  # a new sighting starts the clock again
+    clock[0] += 5
+    assert reaper.reap(retry=False, confirm_s=6).lost == []  # not yet confirmed
+    clock[0] += 2
+    assert reaper.reap(retry=False, confirm_s=6).lost == [jid]
 
 
 def test_a_cli_read_reaps_an_inline_run_whose_process_died_long_ago():
@@ -181,18 +183,21 @@ def test_the_writers_lock_gives_up_with_one_line_and_is_free_afterwards():
 def test_a_forked_child_does_not_keep_the_writers_lock():
     """flock belongs to the open file: a worker child forked while its parent held (or waited on) the writers'
     lock must not keep it for the child's life."""
-    import time
-
     url = ensure_schema()
+    r, w = os.pipe()
     with write_turn(url):
         pid = os.fork()
-        if pid == 0:  # the child outlives the parent's turn
-            time.sleep(3)
+        if pid == 0:  # the child lives until the parent has tried the lock again
+            os.close(w)
+            os.read(r, 1)
             os._exit(0)
+    os.close(r)
     try:
         with write_turn(url, wait_s=1.0):  # DatabaseBusy if the child still held the lock
             pass
     finally:
+        os.write(w, b"x")
+        os.close(w)
         os.waitpid(pid, 0)
 
 
