@@ -9,7 +9,7 @@ from pathlib import Path
 import streamlit as st
 
 from pages.common import current_user, refuse_open_bind, sidebar, signin_mode
-from services.roles import PermissionRefused, allowed
+from services.team.roles import PermissionRefused, allowed
 
 HERE = Path(__file__).resolve().parent
 

@@ -134,8 +134,8 @@ def throughput(args, dev) -> list[dict]:
 
 def rss_prepare(home: str, n: int, size: int) -> int:
     """A SynthCXR dataset of n images at `size` px and an imported random-weight densenet121; returns its id."""
-    from services.datasets import synth_dataset
-    from services.model_import import import_model
+    from services.data.datasets import synth_dataset
+    from services.models.model_import import import_model
 
     os.environ["EXEMPLAR_HOME"] = home
     synth_dataset("big", n=n, size=size, confounder=0.9, seed=0)
@@ -160,7 +160,7 @@ def _peak_rss_mb() -> float:
 
 def rss_explain(home: str, model_id: int, batch: int) -> dict:
     """Run the explain use case on every image; report this process's peak RSS."""
-    from services.explaining import run_explain
+    from services.explanations.explaining import run_explain
 
     os.environ["EXEMPLAR_HOME"] = home
     t = time.perf_counter()

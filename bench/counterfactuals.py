@@ -20,7 +20,7 @@ UNet passes per try and the whole cost per image (passes summed over its K tries
 THE RULE for the presets' settings (what `--split val`, the default, is for): on val images only, never test, the
 default preset is the setting with the fewest UNet passes per try whose flip rate per try is ≥ 0.95, counting
 every try; a setting that needs more than 60 passes per try is out. Test is for reporting once (--split test).
-Rows are (label, method, options, how many images); the GAN rows (known attributes, latent) come from services.gan.
+Rows are (label, method, options, how many images); the GAN rows (known attributes, latent) come from services.counterfactuals.gan.
 
 Settings chosen on val (2026-12-07; demo, 20 val images × 3 tries, target = second class, baseline #1, CPU;
 `--rows "fast preset" --n 20 --tries 3 --no-probe`, tables in bench/results/counterfactuals_val_cpu.txt):
@@ -63,11 +63,11 @@ ROWS: list[Row] = [
     Row("fast, unguided finish", "diffusion", {"preset": "fast", "finish": "ddim"}),
     Row("adversarial", "adversarial", {}, unit="classifier"),
 ]
-# issue 8: GAN (GCI) rows, known-attribute and latent modes; their generator and attributes come from services.gan.
-from services.gan import BENCH_ROWS as _GAN_ROWS  # noqa: E402
+# issue 8: GAN (GCI) rows, known-attribute and latent modes; their generator and attributes come from services.counterfactuals.gan.
+from services.counterfactuals.gan import BENCH_ROWS as _GAN_ROWS  # noqa: E402
 
 ROWS += [Row(label, "gan", opts, unit="gan") for label, opts in _GAN_ROWS]
-GAN: dict = {}  # set in main(): {"bundle", "attrs" per benchmarked image, "generator_id"} (services.gan.bench_context)
+GAN: dict = {}  # set in main(): {"bundle", "attrs" per benchmarked image, "generator_id"} (services.counterfactuals.gan.bench_context)
 
 
 def pick_targets(probs: np.ndarray, classes: list[str], rule: str) -> np.ndarray:
@@ -105,7 +105,7 @@ def run_row(row: Row, clf, gen, scorer, x_all: torch.Tensor, tgt_all: np.ndarray
     from core.counterfactual import generate
     from core.counterfactual.taxonomy import categorize, shares
     from core.generative.ddpm import to_uint8
-    from services.counterfactuals import delta_shares
+    from services.counterfactuals.runs import delta_shares
 
     unet = gen[0] if gen is not None else None
     n = len(x_all)
@@ -139,7 +139,7 @@ def run_row(row: Row, clf, gen, scorer, x_all: torch.Tensor, tgt_all: np.ndarray
     flips = preds == tgt_all
     l1 = np.abs(imgs.astype(float) - x_u8.astype(float)).reshape(n, -1).mean(1) / 255
     sh = [delta_shares(x_u8[i], imgs[i], lung[i], marker[i]) for i in range(n)]
-    from services.counterfactuals import marker_box
+    from services.counterfactuals.runs import marker_box
 
     boxes = [marker_box(marker[i]) for i in range(n)]
     box_area = float(np.mean([b.mean() for b in boxes if b is not None])) if any(b is not None for b in boxes) else None
@@ -225,8 +225,8 @@ def adversarial_statistic(results: list[dict], x_u8: np.ndarray, gen, clf, devic
 def probe_rows(models: list[dict], base_id: int, run_fast, device: str) -> list[dict]:
     """Artefact injection and change mass for the baseline and its newest retrained child (when there is one)."""
     from core.probe.change_mass import mean_ratio
-    from services.counterfactuals import marker_box
-    from services.probe import probe_artefact
+    from services.counterfactuals.runs import marker_box
+    from services.counterfactuals.probe import probe_artefact
 
     children = [m for m in models if m.get("parent_id") == base_id]
     out = []
@@ -265,11 +265,11 @@ def main() -> None:
     ap.add_argument("--device", default=None)
     a = ap.parse_args()
 
-    from services.catalog import list_models
-    from services.datasets import get_dataset, load_arrays
-    from services.generators import bpd_settings, ensure_bpd_threshold, get_generator, load_ddpm_generator
-    from services.models import load_classifier
-    from services.settings import get_settings, resolve_device
+    from services.models.catalog import list_models
+    from services.data.datasets import get_dataset, load_arrays
+    from services.counterfactuals.generators import bpd_settings, ensure_bpd_threshold, get_generator, load_ddpm_generator
+    from services.models.registry import load_classifier
+    from services.platform.settings import get_settings, resolve_device
     from core.generative.bpd import bits_per_dim
 
     device = resolve_device(a.device)
@@ -313,7 +313,7 @@ def main() -> None:
             print(f"skipping {row.label}: no DDPM for {ds['name']}")
             continue
         if row.method == "gan" and not GAN:
-            from services.gan import bench_context
+            from services.counterfactuals.gan import bench_context
 
             GAN.update(bench_context(ds["id"], idx, device, a.gan) or {"missing": True})
         if row.method == "gan" and "bundle" not in GAN:
@@ -330,7 +330,7 @@ def main() -> None:
         results.append(res)
         print(f"  {row.label}: done in {res['wall_seconds']:.0f}s", flush=True)
 
-    from services.independent import load_independent
+    from services.models.independent import load_independent
 
     B, brow = load_independent(ds["id"], device, exclude=base_id)
     real_pool = real_pool_for(arr, tgt[:a.n], idx, a.split, 3, a.seed)
@@ -339,7 +339,7 @@ def main() -> None:
         r.update(realism_extras(r, B, tgt[:k], real_pool, device))
     drop_eps = None
     if gen is not None:
-        from services.generators import ensure_purify_threshold
+        from services.counterfactuals.generators import ensure_purify_threshold
 
         drop_eps = ensure_purify_threshold(grow, ds["id"], base_id, clf, device)["eps"]
     adv_stat = adversarial_statistic(results, arr.images[idx], gen, clf, device, drop_eps,

@@ -1,8 +1,8 @@
 """eXBL effect on the demo, by the product's own path: does retraining from two clicks beat plain fine-tuning?
 
-Default (product) mode: in a fresh EXEMPLAR_HOME it builds the demo's SynthCXR (services.demo.DEMO_SYNTH) and
-trains the demo baseline (services.demo.BASELINE) through the services, then runs `exemplar exbl --auto` as a
-user would: services.retraining.retrain(auto=True) with the default method and settings, 3 seeds, each with its
+Default (product) mode: in a fresh EXEMPLAR_HOME it builds the demo's SynthCXR (services.demo.build.DEMO_SYNTH) and
+trains the demo baseline (services.demo.build.BASELINE) through the services, then runs `exemplar exbl --auto` as a
+user would: services.retraining.retrain.retrain(auto=True) with the default method and settings, 3 seeds, each with its
 matched plain-CE control and random-pair control (same epochs, lr, seed, batch order, frozen blocks). It prints
 one table per held-out split (val as selection, test and test_shifted as evidence): parent | plain control |
 random-pair control | child and the effects (child − control, the recipe, your choice), each the mean with its 95 %
@@ -95,7 +95,7 @@ def _t(a, dev):
 
 
 def build(seed: int, dev: str):
-    from services.demo import BASELINE, DEMO_SYNTH
+    from services.demo.build import BASELINE, DEMO_SYNTH
 
     d = synthcxr.generate(DEMO_SYNTH["n"], DEMO_SYNTH["size"], DEMO_SYNTH["confounder"], DEMO_SYNTH["seed"])
     sets = {}
@@ -132,7 +132,7 @@ def pick_pair(model, tr: EvalSet, how: str) -> tuple[int, int]:
     m = train_maps(model, tr)
     ar, ap, wr = (m[k].double() for k in ("ar", "ap", "wr"))
     nan = torch.isnan
-    if how == "suggest":  # services.feedback.suggest_pair: max AR / min AR, ties by map order
+    if how == "suggest":  # services.explanations.feedback.suggest_pair: max AR / min AR, ties by map order
         g = int(torch.argmax(torch.where(nan(ar), -1.0, ar)))
         b = int(torch.argmin(torch.where(nan(ar), 2.0, ar)))
         return g, b
@@ -150,7 +150,7 @@ def measure(model, sets) -> dict:
 
 
 def run_method(parent_state, arch_kwargs, name, settings, sets, good, bad, epochs, seed, dev):
-    from services.demo import BASELINE
+    from services.demo.build import BASELINE
 
     model = create_model(BASELINE["arch"], num_classes=4, in_chans=1, **arch_kwargs).to(dev)
     model.load_state_dict(parent_state)
@@ -179,7 +179,7 @@ def choose(table: dict, methods: dict) -> dict:
 
 
 def sweep(a, dev) -> None:
-    from services.demo import BASELINE
+    from services.demo.build import BASELINE
 
     methods = {"ce": ("ce", {})}
     for name in a.sweep.split(","):
@@ -226,8 +226,8 @@ def _bar_dataset(dev) -> str:
     """The second shortcut (bench/bar_shortcut.py) imported as a user's folder; returns its name."""
     import sys
 
-    from services.datasets import import_dataset
-    from services.settings import get_settings
+    from services.data.datasets import import_dataset
+    from services.platform.settings import get_settings
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
     from bar_shortcut import write_bar_tree
@@ -244,10 +244,10 @@ DEMO_N = 2400
 def product(a, dev) -> dict:
     """The product path in a fresh home: the dataset (demo, or --shortcut bar) and the demo's baseline recipe,
     then `exbl --auto` with K seeds, each with its plain and random-pair controls."""
-    from services.demo import BASELINE, DEMO_SYNTH
-    from services.retraining import retrain
-    from services.datasets import synth_dataset
-    from services.training import train_classifier
+    from services.demo.build import BASELINE, DEMO_SYNTH
+    from services.retraining.retrain import retrain
+    from services.data.datasets import synth_dataset
+    from services.models.training import train_classifier
 
     if a.shortcut == "bar":
         name = _bar_dataset(dev)
@@ -260,7 +260,7 @@ def product(a, dev) -> dict:
                             arch_kwargs=BASELINE["arch_kwargs"], name=BASELINE["name"], device=dev, threads=1)
     say = lambda f, msg="", **k: print(f"[{f:5.1%}] {msg}", flush=True) if msg and "batch" not in msg else None  # noqa: E731
     if a.pair_rule == "f1":  # an experiment: good = the train map with the highest F1 on the lung mask, bad = min AR
-        from services import explaining
+        from services.explanations import explaining
 
         run = explaining.run_explain(base["model_id"], "gradcam", device=dev)["run_id"]
         good = explaining.query_explanations(run, sort="f1", descending=True, splits=["train"], limit=1)[0][0]
@@ -278,7 +278,7 @@ def _iv(e: dict | None) -> str:
 
 def print_product(res: dict, a, dev) -> None:
     from core.data.roles import heading
-    from services.report import EFFECTS, WHO_NAMES, effect_rows
+    from services.retraining.report import EFFECTS, WHO_NAMES, effect_rows
 
     print(f"\neXBL effect · {'demo SynthCXR' if a.shortcut == 'marker' else 'top-edge band shortcut'} · method {res['method']} {res['settings']} · --auto pair "
           f"(good {res['pair']['good']['path']} / bad {res['pair']['bad']['path']}, both {res['pair']['good']['split']}"

@@ -42,10 +42,10 @@ def build(n: int) -> tuple[int, int, int]:
     from core.data.arrays import DatasetArrays
     from core.models import create_model
     from db.models import Dataset, Image
-    from services.database import session
-    from services.datasets import cache_path
-    from services.explaining import run_explain
-    from services.models import register_model, save_checkpoint_dir
+    from services.platform.database import session
+    from services.data.datasets import cache_path
+    from services.explanations.explaining import run_explain
+    from services.models.registry import register_model, save_checkpoint_dir
 
     d = synthcxr.generate(n, 64, 0.9, 0)
     paths = synthcxr.relpaths(d.labels)
@@ -91,7 +91,7 @@ def main() -> None:
     import torch
 
     torch.set_num_threads(2)
-    from services.explaining import list_runs
+    from services.explanations.explaining import list_runs
 
     if not list_runs():
         build(args.n)
@@ -160,7 +160,7 @@ def harness_floor(n: int = 3) -> float:
 def time_gallery(repeats: int = 3) -> dict[str, list[tuple[float, float]]]:
     """Server-side render times of the gallery in the current EXEMPLAR_HOME (one AppTest session per repeat):
     {step: [(script run s, AppTest wall s), …]}."""
-    from services.users import get_or_create_user
+    from services.team.users import get_or_create_user
     from tests.helpers_app import app_test
 
     uid = get_or_create_user("bench")

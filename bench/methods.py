@@ -3,11 +3,11 @@
 Prints, per model and method: AR, AP (the map ≥ τ 0.5 against the lung mask), POS, NEG, DEL, INS (AUC × 100 over
 0–90 % of pixels blanked to the image's background, DESIGN.md §4; POS/DEL lower is better, NEG/INS higher, max
 90) and the seconds per image the method needs to make its maps, all for the predicted class on the first
---limit images of the iid test split. It runs the same code as `exemplar evaluate` (services.evaluation).
+--limit images of the iid test split. It runs the same code as `exemplar evaluate` (services.explanations.evaluation).
 
-Without --model it builds the demo's dataset and baseline (services.demo: SynthCXR 2400 × 64 px, simple_cnn) in a
+Without --model it builds the demo's dataset and baseline (services.demo.build: SynthCXR 2400 × 64 px, simple_cnn) in a
 throwaway EXEMPLAR_HOME; with --model ID it uses the current EXEMPLAR_HOME. The LTX explainer is pretrained on the
-model's train split (--ltx-epochs, default services.ltx.DEFAULTS) unless the model already has one. An eXBL row
+model's train split (--ltx-epochs, default services.explanations.ltx.DEFAULTS) unless the model already has one. An eXBL row
 set is added for every classifier retrained from the model (parent_id = model) that exists, or for one trained
 here with --exbl METHOD (auto pair: max-AR / min-AR image of a GradCAM run; needs its own LTX explainer, trained
 here too).
@@ -37,7 +37,7 @@ finetune steps, CPU one thread; `--sweep-alpha 0.5,1,2,4 --sweep-masking soft,sa
   0.13 at α 2) and its ranking carries little; at small α it keeps almost everything (mask 0.88, AR 1.0 because
   the map covers the lungs too). Its best val score (49.4 at α 0.25) is far below the sampled variant's (125.7).
 - So `ltx` stays the paper's method under its name (soft, α 0.25) and `ltx_sampled` (α 2) is listed beside it
-  in the default evaluation (services.evaluation.DEFAULT_METHODS); `exemplar ltx train` trains the soft explainer
+  in the default evaluation (services.explanations.evaluation.DEFAULT_METHODS); `exemplar ltx train` trains the soft explainer
   by default, `--masking sample` the variant. The older findings below were read with the sampled masking.
 
 Findings (demo, seed 0, first 40 iid test images, CPU, one thread; LTX: sampled masks, 5 pretraining epochs, 25
@@ -83,7 +83,7 @@ from pathlib import Path
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
 METHODS = ["gradcam", "integrated_gradients", "ltx_pretrained", "ltx", "ltx_sampled"]
-SWEEP_METHOD = {"soft": "ltx", "sample": "ltx_sampled"}  # the evaluation name of each masking (services.ltx)
+SWEEP_METHOD = {"soft": "ltx", "sample": "ltx_sampled"}  # the evaluation name of each masking (services.explanations.ltx)
 
 
 class _Ctx:
@@ -106,7 +106,7 @@ def _say(f, msg="", **_):
 
 
 def build_demo_baseline() -> int:
-    from services.demo import DEMO_STEPS, run_demo
+    from services.demo.build import DEMO_STEPS, run_demo
 
     t0 = time.monotonic()
     res = run_demo(_Ctx(), steps=DEMO_STEPS[:2])  # dataset + baseline only (not the generators)
@@ -118,7 +118,7 @@ def build_demo_baseline() -> int:
 
 def ensure_explainer(model_id: int, epochs: int | None, device: str | None, alpha: float | None = None,
                      masking: str | None = None, force: bool = False) -> dict:
-    from services.ltx import find_explainer, train_explainer
+    from services.explanations.ltx import find_explainer, train_explainer
 
     row = find_explainer(model_id, masking or "soft")
     if row is not None and not force:
@@ -135,7 +135,7 @@ def ensure_explainer(model_id: int, epochs: int | None, device: str | None, alph
 
 
 def exbl_child(model_id: int, method: str, device: str | None) -> int:
-    from services import jobs
+    from services.jobs import lifecycle as jobs
 
     r = jobs.run_inline("explain", {"model_id": model_id, "method": "gradcam", "device": device}, echo=False)
     if r["status"] != "succeeded":
@@ -149,7 +149,7 @@ def exbl_child(model_id: int, method: str, device: str | None) -> int:
 
 def sweep_alpha(model_id: int, alphas: list[float], args) -> dict:
     """(masking, α) grid scored on the VAL split; the winner by max (NEG + INS) − (POS + DEL)."""
-    from services.evaluation import evaluate_methods
+    from services.explanations.evaluation import evaluate_methods
 
     maskings = (args.sweep_masking or args.masking or "soft").split(",")
     print(f"masking × α sweep on the val split (first {args.limit} images), finetuned LTX:", file=sys.stderr)
@@ -176,7 +176,7 @@ def main() -> None:
     ap.add_argument("--model", type=int, help="classifier id in the current EXEMPLAR_HOME (default: build the demo)")
     ap.add_argument("--limit", type=int, default=40, help="first N test images")
     ap.add_argument("--finetune-steps", type=int, default=None, help="LTX per-instance steps (default 25)")
-    ap.add_argument("--ltx-epochs", type=int, default=None, help="LTX pretraining epochs (default services.ltx)")
+    ap.add_argument("--ltx-epochs", type=int, default=None, help="LTX pretraining epochs (default services.explanations.ltx)")
     ap.add_argument("--exbl", default=None, help="also retrain the model with this eXBL method (auto pair)")
     ap.add_argument("--true", action="store_true", help="also print the metrics for the true class")
     ap.add_argument("--masking", default=None, help="with --sweep-alpha: one masking to sweep, soft (default, the "
@@ -193,8 +193,8 @@ def main() -> None:
     os.environ.setdefault("EXEMPLAR_DEVICE", "cpu")
     print(f"EXEMPLAR_HOME={os.environ.get('EXEMPLAR_HOME')}", file=sys.stderr)
 
-    from services.catalog import list_models
-    from services.evaluation import evaluate_methods
+    from services.models.catalog import list_models
+    from services.explanations.evaluation import evaluate_methods
 
     base = args.model if args.model is not None else build_demo_baseline()
     if args.sweep_alpha:

@@ -56,8 +56,8 @@ def _pct(xs: list[float], q: float) -> float:
 
 def _writer(env: dict, user: str, model_id: int, image_ids: list[int], n: int, q) -> None:
     os.environ.update(env)
-    from services.feedback import pick
-    from services.users import get_or_create_user
+    from services.explanations.feedback import pick
+    from services.team.users import get_or_create_user
 
     uid = get_or_create_user(user)
     lat, errors = [], 0
@@ -77,8 +77,8 @@ def _setup(env: dict) -> tuple[int, list[int]]:
     """A tiny SynthCXR dataset and a registry row to pick against."""
     os.environ.update(env)
     from db.models import Model
-    from services.database import session
-    from services.datasets import list_images, synth_dataset
+    from services.platform.database import session
+    from services.data.datasets import list_images, synth_dataset
 
     ds = synth_dataset("bench", n=200, size=32, seed=0)
     with session() as s:
@@ -106,7 +106,7 @@ def _stop(p: subprocess.Popen) -> None:
 
 
 def _wait(job_id: int, pred, timeout: float = 600.0) -> tuple[dict, float]:
-    from services.jobs import get_job
+    from services.jobs.lifecycle import get_job
 
     t0 = time.monotonic()
     while time.monotonic() - t0 < timeout:
@@ -121,8 +121,8 @@ def bench_writes(env: dict, users: int, writes: int, model_id: int, images: list
     from sqlalchemy import func, select
 
     from db.models import Feedback
-    from services import jobs
-    from services.database import read_session
+    from services.jobs import lifecycle as jobs
+    from services.platform.database import read_session
 
     train = jobs.submit("train", {"dataset": "bench", "arch": "simple_cnn", "epochs": 200, "patience": 200,
                                   "batch_size": 32, "seed": 0, "threads": 1})
@@ -148,8 +148,8 @@ def bench_read_behind_write(hold_s: float = 5.0, reads: int = 20) -> dict:
     from sqlalchemy import update
 
     from db.models import Job
-    from services import jobs
-    from services.database import session
+    from services.jobs import lifecycle as jobs
+    from services.platform.database import session
 
     jid = jobs.create_job("data.synth", {"name": "held"})
     held, done = threading.Event(), threading.Event()
@@ -175,7 +175,7 @@ def bench_read_behind_write(hold_s: float = 5.0, reads: int = 20) -> dict:
 
 
 def bench_kill() -> dict:
-    from services import jobs
+    from services.jobs import lifecycle as jobs
 
     jid = jobs.submit("data.synth", {"name": f"big{uuid.uuid4().hex[:6]}", "n": 30000, "size": 128, "seed": 3})
     row, _ = _wait(jid, lambda r: r["status"] == "running" and r["pid"])
@@ -191,7 +191,7 @@ def bench_kill() -> dict:
 
 
 def bench_twice(env: dict, n: int) -> dict:
-    from services import jobs
+    from services.jobs import lifecycle as jobs
 
     ids = [jobs.submit("data.synth", {"name": f"s{i}", "n": 40, "size": 32, "seed": i}) for i in range(n)]
     t0 = time.perf_counter()

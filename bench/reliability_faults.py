@@ -31,7 +31,7 @@ def _synth(tag: str, **kw) -> dict:
 
 def _until_final(ids: list[int], t0: float, limit: float = 240.0) -> dict:
     """Wait for every job to be final; the slowest seconds since t0, and the rows."""
-    from services import jobs
+    from services.jobs import lifecycle as jobs
 
     rows: dict[int, dict] = {}
     ends: dict[int, float] = {}
@@ -51,7 +51,7 @@ def _until_final(ids: list[int], t0: float, limit: float = 240.0) -> dict:
 
 def _count(rows: dict[int, dict]) -> dict:
     from db.models import Dataset, Model
-    from services.database import read_session
+    from services.platform.database import read_session
 
     twice = sum(1 for r in rows.values() if r["attempts"] > 1
                 or sum(h.get("status") == "succeeded" for h in r.get("history") or []) > 1)
@@ -78,8 +78,9 @@ def parent_died_after_dequeue() -> dict:
     from sqlalchemy import update
 
     from db.models import Job, utcnow
-    from services import jobs, reaper
-    from services.database import session
+    from services.jobs import lifecycle as jobs
+    from services.jobs import reaper
+    from services.platform.database import session
 
     ids = [jobs.create_job("data.synth", _synth("dq")) for _ in range(3)]
     with session() as s:
@@ -88,7 +89,7 @@ def parent_died_after_dequeue() -> dict:
 
 
 def queue_down_at_submit(redis) -> dict:
-    from services import jobs
+    from services.jobs import lifecycle as jobs
 
     redis.stop(kill=True)
     ids = [jobs.submit("data.synth", _synth("down")) for _ in range(2)]
@@ -98,7 +99,7 @@ def queue_down_at_submit(redis) -> dict:
 
 
 def queue_restarted_mid_run(redis) -> dict:
-    from services import jobs
+    from services.jobs import lifecycle as jobs
 
     ids = [jobs.submit("data.synth", _synth("mid", n=1500, size=32)) for _ in range(4)]
     time.sleep(3)  # one running, the rest waiting on the queue
@@ -109,7 +110,9 @@ def queue_restarted_mid_run(redis) -> dict:
 
 def crash_after_results() -> dict:
     """A handler wrote its dataset, then its process died before finish; the retry runs in a worker."""
-    from services import job_state, jobs, reaper
+    from services.jobs import state as job_state
+    from services.jobs import lifecycle as jobs
+    from services.jobs import reaper
 
     ids = []
     for _ in range(2):
@@ -128,7 +131,7 @@ def crash_after_results() -> dict:
 def pid_namespaces(start_ns_worker) -> dict | None:
     """A second worker in its own PID namespace on this host, beside the first; jobs long enough to overlap
     several reaper passes. None when unshare or root is missing."""
-    from services import jobs
+    from services.jobs import lifecycle as jobs
 
     if shutil.which("unshare") is None or os.geteuid() != 0:
         return None

@@ -41,8 +41,8 @@ GOALS = {"cold first page": 1.0, "warm first page": 0.3, "sort change": 0.3, "fi
 def build_dataset(a) -> dict:
     """Write the SynthCXR tree and import it at native size; returns timings and the cache size."""
     from core.data import synthcxr
-    from services.datasets import cache_path, import_dataset
-    from services.settings import get_settings
+    from services.data.datasets import cache_path, import_dataset
+    from services.platform.settings import get_settings
 
     root = get_settings().path("datasets") / "scale"
     t = time.perf_counter()
@@ -63,7 +63,7 @@ def register_models(dataset_id: int, a, arch: str = "mobilenet_v2", input_size: 
 
     from core.data.synthcxr import CLASSES
     from core.models import create_model
-    from services.models import register_model, save_checkpoint_dir
+    from services.models.registry import register_model, save_checkpoint_dir
 
     ids = []
     for k in range(2):
@@ -97,9 +97,9 @@ def _explain_main(model_id: int, a) -> None:
     import numpy as np
     import torch
 
-    from services.datasets import load_arrays
-    from services.explaining import run_explain
-    from services.models import get_model, load_classifier
+    from services.data.datasets import load_arrays
+    from services.explanations.explaining import run_explain
+    from services.models.registry import get_model, load_classifier
 
     torch.set_num_threads(a.threads)
     res = run_explain(model_id, "gradcam", batch_size=a.batch, limit=a.explain_n)
@@ -133,7 +133,7 @@ def _peak_rss_kb() -> int:
 
 
 def time_report(parent: int, child: int) -> dict:
-    from services.report import compare, report_html
+    from services.retraining.report import compare, report_html
 
     t = time.perf_counter()
     compare(parent, child)
@@ -174,7 +174,7 @@ def main() -> None:
     out["dataset"] = d = build_dataset(a)
     print(f"# SynthCXR {a.n} images at {a.size} px: synth {d['synth_s']} s, import {d['import_s']} s "
           f"({a.n / max(d['import_s'], 1e-9):.0f} images/s), array cache {d['cache_bytes'] / 2**20:.0f} MiB")
-    from services.explaining import latest_run
+    from services.explanations.explaining import latest_run
 
     parent, child = register_models(d["dataset_id"], a)
     out["explain"] = e = explain_child(parent, a, a.explain_n)

@@ -10,10 +10,10 @@ import streamlit as st
 
 from core.palette import METHOD_LABELS
 from pages.common import refuse_open_bind, current_user, selected_model
-from services import feedback as fb
-from services.catalog import list_models
-from services.ratings import COLUMNS, list_ratings, rating_methods
-from services.users import list_users
+from services.explanations import feedback as fb
+from services.models.catalog import list_models
+from services.explanations.ratings import COLUMNS, list_ratings, rating_methods
+from services.team.users import list_users
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 

@@ -6,9 +6,9 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import refuse_open_bind, require_user
-from services import audit
-from services.roles import ROLES, PermissionRefused
-from services.users import list_users, set_role
+from services.team import audit
+from services.team.roles import ROLES, PermissionRefused
+from services.team.users import list_users, set_role
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 

@@ -7,11 +7,11 @@ import streamlit as st
 from pages.parts.plain import md_escape  # noqa: F401  (re-exported for pages written before parts.plain)
 
 from pages.parts import state
-from services.catalog import list_datasets, list_models
-from services.independent import INDEPENDENT_SUFFIX
-from services.serving import bind_refusal
-from services.users import get_or_create_user, get_user, list_users, signin_configured
-from services.worker import alive_workers
+from services.models.catalog import list_datasets, list_models
+from services.models.independent import INDEPENDENT_SUFFIX
+from services.team.serving import bind_refusal
+from services.team.users import get_or_create_user, get_user, list_users, signin_configured
+from services.jobs.worker import alive_workers
 
 WORKER_CMD = ".venv/bin/exemplar worker"
 
@@ -33,7 +33,7 @@ def signin_mode() -> bool:
 
 def refuse_open_bind() -> None:
     """Serve nothing but a one-line refusal on a non-loopback address without sign-in, whichever way Streamlit
-    was started (services/serving.py). app.py and every page call it: a deep link opened first after a plain
+    was started (services/team/serving.py). app.py and every page call it: a deep link opened first after a plain
     `streamlit run app.py` runs its page alone, before app.py has navigated once."""
     from streamlit import runtime
 
@@ -74,7 +74,7 @@ def current_user() -> dict | None:
 
 def role_allows(action: str) -> bool:
     """For hiding what the role cannot do (the services check again: hiding is not the check)."""
-    from services.roles import allowed
+    from services.team.roles import allowed
 
     u = current_user()
     return u is not None and allowed(u["role"], action)

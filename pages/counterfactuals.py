@@ -18,11 +18,11 @@ from pages.parts.cf_view import (badge, class_name, fmt, gray_png, masks_rgb, na
 from pages.parts.gan_column import render_gan_result, render_gan_trajectory
 from pages.parts.job_progress import render_job
 from pages.parts.plain import md_escape
-from services import counterfactuals as cfs
-from services.catalog import list_models
-from services.datasets import list_images, resolve_image
-from services.generators import get_generator
-from services.jobs import get_job, submit
+from services.counterfactuals import runs as cfs
+from services.models.catalog import list_models
+from services.data.datasets import list_images, resolve_image
+from services.counterfactuals.generators import get_generator
+from services.jobs.lifecycle import get_job, submit
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
@@ -33,15 +33,15 @@ COLUMN_ORDER = ["diffusion", "affirmative", "adversarial", "gan"]
 
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _images(dataset_id: int, stamp: float, home: str) -> np.ndarray:
-    from services.datasets import load_arrays
+    from services.data.datasets import load_arrays
 
     return load_arrays(dataset_id).images
 
 
 def dataset_images(dataset_id: int) -> np.ndarray:
     """The dataset's images at working resolution (its array cache, loaded once per process and file version)."""
-    from services.datasets import cache_path
-    from services.settings import get_settings
+    from services.data.datasets import cache_path
+    from services.platform.settings import get_settings
 
     p = cache_path(dataset_id)
     return _images(int(dataset_id), p.stat().st_mtime if p.exists() else 0.0, str(get_settings().home_dir))
@@ -382,7 +382,7 @@ def tab_stored(ds: dict) -> None:
 
 def realism_panel(rows: list[dict]) -> None:
     """Realism of the stored results per (model, method, preset, target): FD / KID / sharpness vs real images."""
-    from services.realism import realism_table
+    from services.counterfactuals.realism import realism_table
 
     with st.expander("Realism of these results (FD / KID / sharpness vs real held-out images)"):
         if not st.toggle("Compute", key="cf_realism_on", help="features of the independent classifier"):

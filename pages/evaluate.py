@@ -11,7 +11,7 @@ import streamlit as st
 from core.palette import HEATMAP_SCALE
 from pages.common import refuse_open_bind, selected_model
 from pages.parts.captions import compare_sentence
-from services.catalog import list_datasets, list_models
+from services.models.catalog import list_datasets, list_models
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 

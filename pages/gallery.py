@@ -1,7 +1,7 @@
 """The explanation gallery: GradCAM maps of a whole dataset ranked by AR (AP beside it), good / bad exemplar
 picks for eXBL, explanation-quality annotations, and a detail view comparing methods.
 
-Rows are sorted, filtered and paginated in SQL (services.explaining.query_explanations); overlays for a page
+Rows are sorted, filtered and paginated in SQL (services.explanations.explaining.query_explanations); overlays for a page
 are rendered in one numpy/PIL batch and cached as encoded PNGs. The body (settings, pinned pair, detail view,
 grid) is one st.fragment: a click reruns only it, never the sidebar. Settings live in the URL (pages.parts.state).
 """
@@ -17,9 +17,9 @@ from pages.parts import state as url
 from pages.parts.plain import md_escape
 from pages.parts.gallery_actions import (CARD_ACTIONS, METHOD_LABELS, NA_HELP, SORT_LABELS, card_choice, cls_name,
                                          do_accept_suggestion, do_card, do_suggest, do_undo, fmt, show_flash)
-from services import explaining as ex
-from services import feedback as fb
-from services.jobs import submit
+from services.explanations import explaining as ex
+from services.explanations import feedback as fb
+from services.jobs.lifecycle import submit
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 

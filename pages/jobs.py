@@ -6,7 +6,7 @@ import streamlit as st
 
 from pages.common import refuse_open_bind
 from pages.parts.job_progress import render_job
-from services.jobs import list_jobs
+from services.jobs.lifecycle import list_jobs
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 

@@ -8,7 +8,7 @@ import streamlit as st
 from pages.common import refuse_open_bind, require_user
 from pages.parts.plain import md_escape
 from pages.parts.overlays import blend, gray_rgb, png
-from services import studies
+from services.reading import studies
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 

@@ -14,8 +14,8 @@ from core.data.roles import heading
 from pages.parts.plain import md_escape
 
 from pages.common import refuse_open_bind, selected_dataset
-from services import report as rp
-from services.catalog import list_models
+from services.retraining import report as rp
+from services.models.catalog import list_models
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 

@@ -37,7 +37,7 @@ def bomb_png(path: Path, side: int = 9000) -> Path:
 
 def db_snapshot() -> dict:
     """Every row of the dataset tables as JSON text: equal snapshots mean an unchanged database."""
-    from services.database import session
+    from services.platform.database import session
 
     out = {}
     with session() as s:
@@ -49,7 +49,7 @@ def db_snapshot() -> dict:
 
 def db_text() -> str:
     """Everything stored in every table, as one string (for PHI searches)."""
-    from services.database import session
+    from services.platform.database import session
 
     parts = []
     with session() as s:

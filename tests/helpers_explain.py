@@ -9,8 +9,8 @@ def dataset_and_model(n: int = 20, size: int = 32, seed: int = 0, name: str = "g
     import torch
 
     from core.models import create_model
-    from services.datasets import synth_dataset
-    from services.models import register_model, save_checkpoint_dir
+    from services.data.datasets import synth_dataset
+    from services.models.registry import register_model, save_checkpoint_dir
 
     ds = synth_dataset(name, n=n, size=size, confounder=0.9, seed=seed)
     torch.manual_seed(seed)
@@ -30,9 +30,9 @@ def fake_run(dataset_id: int, model_id: int, seed: int = 0) -> int:
     from sqlalchemy import insert
 
     from db.models import Explanation, ExplanationRun
-    from services.database import session
-    from services.datasets import load_arrays
-    from services.explaining import METRICS, run_dir
+    from services.platform.database import session
+    from services.data.datasets import load_arrays
+    from services.explanations.explaining import METRICS, run_dir
 
     arr = load_arrays(dataset_id)
     n, size = len(arr), arr.size

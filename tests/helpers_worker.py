@@ -8,7 +8,7 @@ import sys
 import time
 from pathlib import Path
 
-from services.jobs import get_job
+from services.jobs.lifecycle import get_job
 
 ROOT = Path(__file__).resolve().parents[1]
 

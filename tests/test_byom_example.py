@@ -14,7 +14,7 @@ def test_example_trains_without_exemplar_and_its_model_imports(tmp_path):
     from typer.testing import CliRunner
 
     from services.cli import app
-    from services.datasets import synth_dataset
+    from services.data.datasets import synth_dataset
 
     outside = synth_dataset("outside", n=40, size=32, seed=1)
     synth_dataset("t", n=48, size=32, seed=0)

@@ -17,14 +17,14 @@ SIZE = 32
 
 def _me() -> int:
     """The acting user of these tests (a write never runs without one)."""
-    from services.users import get_or_create_user
+    from services.team.users import get_or_create_user
 
     return get_or_create_user("tester")
 
 
 @pytest.fixture
 def ds():
-    from services.datasets import synth_dataset
+    from services.data.datasets import synth_dataset
 
     return synth_dataset("t", n=60, size=SIZE, confounder=0.9, seed=0)["dataset_id"]
 
@@ -37,20 +37,20 @@ def _resnet(path, classes=4, seed=0):
 
 
 def _rows():
-    from services.catalog import list_models
+    from services.models.catalog import list_models
 
     return list_models(kind=None)
 
 
 def _import(ds, weights, **kw):
-    from services.model_import import import_model
+    from services.models.model_import import import_model
 
     return import_model(kw.pop("arch", "torchvision:resnet18"), weights, ds, user_id=_me(), input_size=SIZE, **kw)
 
 
 def test_import_matches_the_network_run_outside(ds, tmp_path):
-    from services.datasets import load_arrays
-    from services.models import load_classifier
+    from services.data.datasets import load_arrays
+    from services.models.registry import load_classifier
 
     net = _resnet(tmp_path / "r.pt")
     res = _import(ds, tmp_path / "r.pt")
@@ -92,8 +92,8 @@ def test_head_mismatch_pickle_and_key_mismatch_are_refused_and_register_nothing(
 
 
 def test_class_order_maps_the_networks_outputs_to_the_dataset_classes(ds, tmp_path):
-    from services.datasets import get_dataset
-    from services.models import load_classifier
+    from services.data.datasets import get_dataset
+    from services.models.registry import load_classifier
 
     net = _resnet(tmp_path / "r.pt")
     classes = get_dataset(ds)["classes"]
@@ -110,7 +110,7 @@ def test_class_order_maps_the_networks_outputs_to_the_dataset_classes(ds, tmp_pa
 
 
 def test_wrong_preprocessing_shows_as_chance_and_says_so(ds, tmp_path):
-    from services.model_import import chance_warning
+    from services.models.model_import import chance_warning
 
     assert "within 0.05 of chance" in chance_warning({"val": {"accuracy": 0.27}}, 4)
     assert chance_warning({"val": {"accuracy": 0.6}}, 4) is None
@@ -122,7 +122,7 @@ def test_wrong_preprocessing_shows_as_chance_and_says_so(ds, tmp_path):
 def test_layers_list_candidates_and_the_chosen_one_for_a_vit(ds, tmp_path):
     import timm
 
-    from services.model_import import list_layers
+    from services.models.model_import import list_layers
 
     torch.manual_seed(0)
     vit = timm.create_model("vit_tiny_patch16_224", img_size=SIZE, num_classes=4)
@@ -139,8 +139,8 @@ def test_layers_list_candidates_and_the_chosen_one_for_a_vit(ds, tmp_path):
 
 
 def test_retrain_then_export_loads_strict_outside_with_a_model_card(ds, tmp_path):
-    from services.model_export import export_model
-    from services.retraining import retrain
+    from services.models.model_export import export_model
+    from services.retraining.retrain import retrain
 
     parent = _resnet(tmp_path / "r.pt")
     res = _import(ds, tmp_path / "r.pt")
@@ -187,10 +187,10 @@ def test_cli_import_layers_export(ds, tmp_path):
 
 
 def test_a_researcher_cannot_run_code_and_an_export_never_overwrites(ds, tmp_path):
-    from services.model_export import export_model
-    from services.model_import import import_model
-    from services.roles import PermissionRefused
-    from services.users import get_or_create_user, set_role
+    from services.models.model_export import export_model
+    from services.models.model_import import import_model
+    from services.team.roles import PermissionRefused
+    from services.team.users import get_or_create_user, set_role
 
     admin = get_or_create_user("tester")
     rex = set_role(admin, "rex", "researcher")["id"]
@@ -208,9 +208,9 @@ def test_a_researcher_cannot_run_code_and_an_export_never_overwrites(ds, tmp_pat
 
 
 def test_a_reader_cannot_import(ds, tmp_path):
-    from services.model_import import import_model
-    from services.roles import PermissionRefused
-    from services.users import get_or_create_user, set_role
+    from services.models.model_import import import_model
+    from services.team.roles import PermissionRefused
+    from services.team.users import get_or_create_user, set_role
 
     _resnet(tmp_path / "r.pt")
     admin = get_or_create_user("tester")
@@ -223,9 +223,9 @@ def test_a_reader_cannot_import(ds, tmp_path):
 def test_models_page_import_and_export_forms(ds, tmp_path):
     """The import form asks for an upload (AppTest cannot upload: the upload is stored through the same service
     call the form makes), shows the job's figures; the export form writes under EXEMPLAR_HOME and offers the files."""
-    from services import jobs
-    from services.model_import import save_weights_upload
-    from services.users import get_or_create_user
+    from services.jobs import lifecycle as jobs
+    from services.models.model_import import save_weights_upload
+    from services.team.users import get_or_create_user
     from tests.helpers_app import app_test, open_page
 
     _resnet(tmp_path / "r.pt")
@@ -259,9 +259,9 @@ def test_models_page_import_and_export_forms(ds, tmp_path):
 
 def test_exemplars_own_classifier_exports_too(tmp_path):
     from core.models import create_model
-    from services.datasets import synth_dataset
-    from services.model_export import export_model
-    from services.models import register_model, save_checkpoint_dir
+    from services.data.datasets import synth_dataset
+    from services.models.model_export import export_model
+    from services.models.registry import register_model, save_checkpoint_dir
 
     ds = synth_dataset("t", n=48, size=SIZE, seed=0)["dataset_id"]
     torch.manual_seed(0)
@@ -282,9 +282,9 @@ def test_exemplars_own_classifier_exports_too(tmp_path):
 
 
 def test_import_and_export_need_an_acting_user_and_are_audited(ds, tmp_path):
-    from services.audit import list_rows
-    from services.model_export import export_model
-    from services.model_import import import_model
+    from services.team.audit import list_rows
+    from services.models.model_export import export_model
+    from services.models.model_import import import_model
 
     _resnet(tmp_path / "r.pt")
     with pytest.raises(ValueError, match="needs an acting user"):

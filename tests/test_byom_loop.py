@@ -14,7 +14,7 @@ SIZE = 32
 
 def _me() -> int:
     """The acting user of these tests (a write never runs without one)."""
-    from services.users import get_or_create_user
+    from services.team.users import get_or_create_user
 
     return get_or_create_user("tester")
 
@@ -24,8 +24,8 @@ def imported(tmp_path):
     import timm
     import torchvision
 
-    from services.datasets import synth_dataset
-    from services.model_import import import_model
+    from services.data.datasets import synth_dataset
+    from services.models.model_import import import_model
 
     synth_dataset("t", n=48, size=SIZE, confounder=0.9, seed=0)
     torch.manual_seed(0)
@@ -41,10 +41,10 @@ def imported(tmp_path):
 
 @pytest.mark.parametrize("which", ["vit", "resnet"])
 def test_explain_evaluate_probe_and_counterfactual_on_an_imported_network(imported, which):
-    from services.counterfactuals import run_counterfactuals
-    from services.evaluation import evaluate_methods
-    from services.explaining import run_explain
-    from services.probe import probe_artefact
+    from services.counterfactuals.runs import run_counterfactuals
+    from services.explanations.evaluation import evaluate_methods
+    from services.explanations.explaining import run_explain
+    from services.counterfactuals.probe import probe_artefact
 
     mid = imported[which]
     run = run_explain(mid, "gradcam", batch_size=16)

@@ -22,7 +22,7 @@ SIZE = 64
 
 def _me() -> int:
     """The acting user of these tests (a write never runs without one)."""
-    from services.users import get_or_create_user
+    from services.team.users import get_or_create_user
 
     return get_or_create_user("tester")
 # network → the layer the rule must choose (what pytorch-grad-cam's docs advise for that family)
@@ -76,7 +76,7 @@ def outside_network(arch: str) -> nn.Module:
 
 @pytest.fixture
 def synth():
-    from services.datasets import synth_dataset
+    from services.data.datasets import synth_dataset
 
     return synth_dataset("m", n=40, size=SIZE, confounder=0.9, seed=0)["dataset_id"]
 
@@ -150,9 +150,9 @@ def _exbl_step(model, x, y):
 @pytest.mark.parametrize("arch", list(MATRIX))
 def test_network_imports_explains_retrains_and_exports(arch, synth, tmp_path):
     from core.models.export import portable_input, reference_logits, reload_logits, write_pt2
-    from services.datasets import load_arrays
-    from services.model_import import import_model
-    from services.models import load_classifier
+    from services.data.datasets import load_arrays
+    from services.models.model_import import import_model
+    from services.models.registry import load_classifier
 
     weights = _save(outside_network(arch), tmp_path / "w", arch)
     res = import_model(arch, weights, synth, user_id=_me(), input_size=SIZE, channels=3, normalize="imagenet")
@@ -181,8 +181,8 @@ def test_network_imports_explains_retrains_and_exports(arch, synth, tmp_path):
 
 @pytest.mark.parametrize("arch", list(REFUSED))
 def test_network_the_rule_cannot_handle_is_refused_naming_target_layer(arch, synth, tmp_path):
-    from services.model_import import import_model
-    from services.models import find_model
+    from services.models.model_import import import_model
+    from services.models.registry import find_model
 
     weights = _save(outside_network(arch), tmp_path / "w", arch)
     with pytest.raises(TargetRefused, match="--target-layer"):

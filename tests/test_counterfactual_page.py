@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from services.jobs import execute_job
+from services.jobs.lifecycle import execute_job
 from tests.helpers_app import app_test, open_page
 from tests.test_counterfactual_service import make_world
 
@@ -47,7 +47,7 @@ def test_studio_runs_a_tiny_job_and_shows_the_side_by_side_row():
                for c in at.caption)
     assert any(c.value.startswith("independent classifier") for c in at.caption)
     # rate the diffusion result
-    rows = sorted(__import__("services.counterfactuals", fromlist=["x"]).list_counterfactuals(job_id=job_id),
+    rows = sorted(__import__("services.counterfactuals.runs", fromlist=["x"]).list_counterfactuals(job_id=job_id),
                   key=lambda r: r["id"])
     diff = next(r for r in rows if r["method"] == "diffusion")
     key = f"cf_gen_m{w['model_id']}_diffusion_{diff['id']}_rate"
@@ -56,7 +56,7 @@ def test_studio_runs_a_tiny_job_and_shows_the_side_by_side_row():
     at.text_area(key=f"{key}_comment").set_value("edits the right lung")
     at.button(key=f"FormSubmitter:{key}_form-Save rating").click().run()
     assert not at.exception, at.exception
-    from services.counterfactuals import list_annotations
+    from services.counterfactuals.runs import list_annotations
 
     anns = list_annotations(diff["id"])
     assert len(anns) == 1 and anns[0]["rating"] == 4 and anns[0]["plausible"] == "yes"

@@ -8,16 +8,16 @@ import zipfile
 import numpy as np
 import pytest
 
-from services import jobs
+from services.jobs import lifecycle as jobs
 
 
 def make_world(tmp_name: str = "cf") -> dict:
     """A 32 px SynthCXR with a classifier and a tiny DDPM (2 training steps), all registered."""
     import torch
 
-    from services.datasets import list_images, synth_dataset
-    from services.training import train_classifier
-    from services.users import get_or_create_user
+    from services.data.datasets import list_images, synth_dataset
+    from services.models.training import train_classifier
+    from services.team.users import get_or_create_user
 
     torch.set_num_threads(1)
     uid = get_or_create_user("tester")
@@ -37,9 +37,9 @@ TINY = {"diffusion": {"steps": 3, "t_start": 60}, "adversarial": {"max_steps": 5
 
 @pytest.mark.slow
 def test_counterfactual_job_stores_scores_rates_and_exports():
-    from services.counterfactuals import (annotate, export_zip, get_counterfactual, list_annotations,
+    from services.counterfactuals.runs import (annotate, export_zip, get_counterfactual, list_annotations,
                                           list_counterfactuals, load_arrays_of)
-    from services.generators import get_generator
+    from services.counterfactuals.generators import get_generator
 
     w = make_world()
     gen = get_generator(w["dataset_id"], "ddpm")
@@ -125,10 +125,10 @@ def test_counterfactual_job_refuses_bad_input_with_clear_errors():
 def test_finished_samples_cross_model_verdict_realism_and_artefact_probe():
     """A fast diffusion result is a sample at t = 0 whose passes add up, scored by the independent classifier B;
     stored results get FD / KID in B's feature space; the artefact probe and its CLI report per-corner changes."""
-    from services.counterfactuals import get_counterfactual
-    from services.probe import change_mass, probe_artefact
-    from services.realism import realism_table
-    from services.training import train_classifier
+    from services.counterfactuals.runs import get_counterfactual
+    from services.counterfactuals.probe import change_mass, probe_artefact
+    from services.counterfactuals.realism import realism_table
+    from services.models.training import train_classifier
 
     w = make_world("cfx")
     b = train_classifier(w["dataset_id"], "mobilenet_v2", epochs=1, arch_kwargs={"width_mult": 0.25}, batch_size=16,

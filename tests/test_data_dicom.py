@@ -7,7 +7,7 @@ import csv
 import numpy as np
 import pytest
 
-from services import datasets as D
+from services.data import datasets as D
 from tests.helpers_data import PHI, UIDS, db_text, make_dicom
 
 
@@ -208,7 +208,7 @@ def test_five_patients_give_val_and_test_a_patient_each(tmp_path):
 
 
 def test_spread_moves_whole_patients_only_when_there_are_three():
-    from services.dicom_import import _spread
+    from services.data.dicom_import import _spread
 
     keys = ["a", "a", "b", "c", "c"]
     out = list(_spread(np.array(["train"] * 5), keys, seed=0))
@@ -236,8 +236,8 @@ def test_dicom_job_stores_no_folder_label_or_patient_id(tmp_path, exemplar_home)
 
 
 def test_a_failed_dicom_job_names_no_path_in_its_error(tmp_path, exemplar_home):
-    from services.jobs import run_inline
-    from services.users import get_or_create_user
+    from services.jobs.lifecycle import run_inline
+    from services.team.users import get_or_create_user
 
     root, labels = _patients_tree(tmp_path, 1, folder="Doe_John_MRN-123456_export")
     labels.write_text("file,class\nx,y\n")  # no path,label columns: the scan's refusal names the CSV
@@ -289,7 +289,7 @@ def test_dicom_import_uses_only_public_names_of_services_datasets():
     from pathlib import Path
 
     tree = ast.parse(Path(D.__file__).with_name("dicom_import.py").read_text())
-    private = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "services.datasets"
+    private = [a.name for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module == "services.data.datasets"
                for a in n.names if a.name.startswith("_")]
     assert private == []
 

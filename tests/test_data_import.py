@@ -12,7 +12,7 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from core.data import synthcxr
-from services import datasets as D
+from services.data import datasets as D
 from tests.helpers_data import bomb_png, db_snapshot, small_tree, write_png
 
 
@@ -301,7 +301,7 @@ def test_non_utf8_file_name_is_named_and_skipped_or_refused_alone(tmp_path):
 
 def test_cli_import_names_its_source_by_upload_id_and_removes_it(tmp_path, exemplar_home):
     from services.cli import app
-    from services.jobs import list_jobs
+    from services.jobs.lifecycle import list_jobs
     from tests.helpers_data import db_text
 
     root = tmp_path / "Doe_John_export"

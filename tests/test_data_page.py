@@ -7,8 +7,8 @@ import numpy as np
 from streamlit.testing.v1 import AppTest
 
 from pages.parts.datasets import counts_frame, overlay
-from services import datasets as D
-from services.jobs import list_jobs
+from services.data import datasets as D
+from services.jobs.lifecycle import list_jobs
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "data_models.py")
 
@@ -20,7 +20,7 @@ def _app() -> AppTest:
 
 
 def test_empty_state_and_synth_form_submits_a_job():
-    from services.users import get_or_create_user
+    from services.team.users import get_or_create_user
 
     get_or_create_user("tester")
     at = _app().run()
@@ -37,7 +37,7 @@ def test_empty_state_and_synth_form_submits_a_job():
 
 
 def test_import_form_validates_name_and_path():
-    from services.users import get_or_create_user
+    from services.team.users import get_or_create_user
 
     get_or_create_user("tester")
     at = _app().run()

@@ -1,4 +1,4 @@
-"""services.uploads and the `data.import` handler's use of it: a job names its source by an upload id; the pointer
+"""services.platform.uploads and the `data.import` handler's use of it: a job names its source by an upload id; the pointer
 is removed once the import has ended for good and kept for a retry of a lost attempt."""
 from __future__ import annotations
 
@@ -8,8 +8,8 @@ from pathlib import Path
 
 import pytest
 
-from services import datasets as D
-from services import uploads
+from services.data import datasets as D
+from services.platform import uploads
 from tests.helpers_data import small_tree
 
 PAGE = str(Path(__file__).resolve().parents[1] / "pages" / "data_models.py")
@@ -66,7 +66,7 @@ def test_sweep_removes_old_pointers_only(tmp_path, exemplar_home):
 
 
 def test_import_job_removes_its_uploads_when_done_and_keeps_them_for_a_retry(tmp_path, exemplar_home):
-    from services.jobs import JobCancelled, JobLost
+    from services.jobs.lifecycle import JobCancelled, JobLost
 
     root = tmp_path / "tree"
     small_tree(root, n=16, size=32)
@@ -100,8 +100,8 @@ def test_import_job_error_names_no_path_and_old_params_are_refused(tmp_path, exe
 def test_import_page_submits_upload_ids(tmp_path, exemplar_home):
     from streamlit.testing.v1 import AppTest
 
-    from services.jobs import list_jobs
-    from services.users import get_or_create_user
+    from services.jobs.lifecycle import list_jobs
+    from services.team.users import get_or_create_user
 
     root = tmp_path / "Doe_John"
     small_tree(root, n=16, size=32)

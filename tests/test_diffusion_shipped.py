@@ -6,7 +6,7 @@ import json
 import numpy as np
 import pytest
 
-from services.generators import SHIPPED_DDPM
+from services.counterfactuals.generators import SHIPPED_DDPM
 
 
 def test_shipped_ddpm_is_small_complete_and_documented():
@@ -28,9 +28,10 @@ def test_shipped_ddpm_is_small_complete_and_documented():
 
 @pytest.mark.slow
 def test_demo_step_registers_the_shipped_ddpm_once(monkeypatch):
-    from services import demo, jobs
-    from services.generators import get_generator
-    from services.users import get_or_create_user
+    from services.demo import build as demo
+    from services.jobs import lifecycle as jobs
+    from services.counterfactuals.generators import get_generator
+    from services.team.users import get_or_create_user
 
     monkeypatch.setattr(demo, "DEMO_STEPS", [s for s in demo.DEMO_STEPS if s.name in ("dataset", "ddpm")])
     monkeypatch.setattr(demo, "DEMO_SYNTH", {**demo.DEMO_SYNTH, "n": 48})

@@ -7,10 +7,10 @@ import torch
 
 from core.metrics.classification import classification_report
 from core.models import create_model
-from services import jobs
-from services.datasets import synth_dataset
-from services.models import register_model, save_checkpoint_dir
-from services.users import get_or_create_user
+from services.jobs import lifecycle as jobs
+from services.data.datasets import synth_dataset
+from services.models.registry import register_model, save_checkpoint_dir
+from services.team.users import get_or_create_user
 from tests.helpers_app import app_test, open_page
 
 CLASSES = ["COVID", "Lung_Opacity", "Normal", "Viral Pneumonia"]

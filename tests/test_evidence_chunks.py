@@ -1,13 +1,13 @@
 """A report measured on a large dataset reads the held-out splits chunk by chunk from the memory-mapped cache
-(services.evidence.HeldOut): the per-image measures equal those of the whole split held in memory at once."""
+(services.retraining.evidence.HeldOut): the per-image measures equal those of the whole split held in memory at once."""
 from __future__ import annotations
 
 import numpy as np
 import torch
 
-from services import evidence
-from services.datasets import load_arrays
-from services.models import load_classifier
+from services.retraining import evidence
+from services.data.datasets import load_arrays
+from services.models.registry import load_classifier
 from tests.helpers_explain import dataset_and_model
 
 
@@ -32,7 +32,7 @@ def test_evidence_measured_now_is_kept_and_reused(monkeypatch):
     import torch as _t
 
     from core.models import create_model
-    from services.models import register_model, save_checkpoint_dir
+    from services.models.registry import register_model, save_checkpoint_dir
 
     ds_id, mid = dataset_and_model(n=60, size=32)
     _t.manual_seed(1)

@@ -12,10 +12,10 @@ import pytest
 from sqlalchemy import func, select
 
 from db.models import Explanation, ExplanationRun
-from services import jobs
-from services.database import session
-from services.explaining import METRICS, latest_run, load_maps, load_run, query_explanations
-from services.users import get_or_create_user
+from services.jobs import lifecycle as jobs
+from services.platform.database import session
+from services.explanations.explaining import METRICS, latest_run, load_maps, load_run, query_explanations
+from services.team.users import get_or_create_user
 from tests.helpers_explain import dataset_and_model
 
 
@@ -73,7 +73,7 @@ def test_bad_params_fail_cleanly():
 
 
 def test_export_npz_and_csv(tmp_path):
-    from services.export import export_explanations
+    from services.explanations.export import export_explanations
 
     _, mid = dataset_and_model(n=20, size=32)
     rid = jobs.run_inline("explain", {"model_id": mid}, echo=False)["result"]["run_id"]

@@ -12,9 +12,11 @@ from sqlalchemy import func, select, update
 
 from db.engine import DatabaseBusy, write_turn
 from db.models import Dataset, Job, Model, utcnow
-from services import job_state, jobs, reaper
-from services.database import ensure_schema, read_session, session
-from services.queue import dequeue, pending_ids
+from services.jobs import state as job_state
+from services.jobs import lifecycle as jobs
+from services.jobs import reaper
+from services.platform.database import ensure_schema, read_session, session
+from services.jobs.queue import dequeue, pending_ids
 from tests.helpers_redis import redis_server
 from tests.helpers_worker import start_worker, stop_worker, wait_for
 
@@ -145,7 +147,7 @@ def test_resume_folders_of_jobs_that_ended_for_good_are_removed():
 
 
 def test_a_lost_import_with_no_retry_left_forgets_its_upload_pointer(tmp_path):
-    from services import uploads
+    from services.platform import uploads
     from db.models import Worker
 
     up = uploads.register(tmp_path)
@@ -204,7 +206,7 @@ def test_a_forked_child_does_not_keep_the_writers_lock():
 def test_the_app_serves_loopback_only_without_sign_in(monkeypatch):
     from pathlib import Path
 
-    from services.serving import INSECURE_ENV, bind_refusal
+    from services.team.serving import INSECURE_ENV, bind_refusal
 
     cfg = (Path(__file__).resolve().parents[1] / ".streamlit" / "config.toml").read_text()
     assert 'address = "127.0.0.1"' in cfg

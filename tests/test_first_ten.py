@@ -13,8 +13,8 @@ from PIL import Image as PILImage
 from core.data.checks import BadFile, decode_gray
 from core.palette import METHOD_COLOURS, METHOD_LABELS, colour_map, method_colour
 from pages.parts.captions import edits_sentence
-from services.batching import adaptive_batches
-from services.errors import plain_error
+from services.platform.batching import adaptive_batches
+from services.platform.errors import plain_error
 
 REPR = re.compile(r"object at 0x|Error:|Exception:")
 
@@ -48,7 +48,7 @@ def test_plain_error_hides_class_names_and_reprs_of_refusals():
 
 
 def test_import_refusal_names_the_file_in_one_line(tmp_path):
-    from services.datasets import ImportRefused, import_dataset, synth_dataset
+    from services.data.datasets import ImportRefused, import_dataset, synth_dataset
 
     root = synth_dataset("t", n=16, size=32)["root"]
     import shutil
@@ -64,7 +64,7 @@ def test_import_refusal_names_the_file_in_one_line(tmp_path):
 
 
 def test_missing_path_is_refused_before_a_job(tmp_path):
-    from services.datasets import check_import_source
+    from services.data.datasets import check_import_source
 
     with pytest.raises(ValueError, match="does not exist on the server"):
         check_import_source(tmp_path / "nope", "covid-radiography")
@@ -79,7 +79,7 @@ def test_missing_path_is_refused_before_a_job(tmp_path):
 # ----------------------------------------------------------------------------------------------- demo
 
 def test_the_demo_builds_the_ranking_right_after_the_baseline():
-    from services.demo import DEMO_STEPS, RANKING, _ranking_params
+    from services.demo.build import DEMO_STEPS, RANKING, _ranking_params
 
     names = [s.name for s in DEMO_STEPS]
     assert names[:3] == ["dataset", "baseline", "ranking"]
@@ -164,7 +164,7 @@ def test_adaptive_batches_cover_everything_and_start_small():
 
 def test_an_explain_job_cancelled_mid_batch_stops(monkeypatch):
     """Occlusion is slow: the cancel flag is seen between small batches and the job ends cancelled, unfinished."""
-    from services import jobs
+    from services.jobs import lifecycle as jobs
     from tests.helpers_explain import dataset_and_model
 
     ds_id, mid = dataset_and_model(n=60, size=32)
@@ -194,12 +194,12 @@ def test_url_values_round_trip():
 
 def test_ratings_of_both_kinds_in_one_filterable_table():
     from db.models import Counterfactual
-    from services import counterfactuals as cfs
-    from services import feedback as fb
-    from services.database import session
-    from services.explaining import query_explanations
-    from services.ratings import list_ratings, rating_methods
-    from services.users import get_or_create_user
+    from services.counterfactuals import runs as cfs
+    from services.explanations import feedback as fb
+    from services.platform.database import session
+    from services.explanations.explaining import query_explanations
+    from services.explanations.ratings import list_ratings, rating_methods
+    from services.team.users import get_or_create_user
     from tests.helpers_explain import dataset_and_model, fake_run
 
     ds_id, mid = dataset_and_model(n=20, size=32)

@@ -8,7 +8,7 @@ import pytest
 from streamlit.testing.v1 import AppTest
 
 from db.models import utcnow
-from services.users import get_or_create_user, list_users
+from services.team.users import get_or_create_user, list_users
 from tests.helpers_app import ENTRY, app_test, card_ids
 from tests.helpers_explain import dataset_and_model, fake_run
 
@@ -32,9 +32,9 @@ def test_the_first_screen_is_the_ranked_gallery_with_a_start_here_strip(ranked):
 
 def test_the_first_screen_skips_the_independent_classifier_trained_after_the_baseline(ranked):
     """The demo trains its independent classifier B last; the first screen stays on the ranked baseline."""
-    from services.catalog import list_models
-    from services.independent import INDEPENDENT_SUFFIX
-    from services.models import register_model
+    from services.models.catalog import list_models
+    from services.models.independent import INDEPENDENT_SUFFIX
+    from services.models.registry import register_model
 
     ds_id, mid, _ = ranked
     a = list_models("classifier", ds_id)[0]

@@ -9,9 +9,9 @@ import types
 from sqlalchemy import func, select
 
 from db.models import Annotation, Job
-from services import jobs
-from services.database import session
-from services.users import get_or_create_user
+from services.jobs import lifecycle as jobs
+from services.platform.database import session
+from services.team.users import get_or_create_user
 
 
 def _writer(home: str, worker: int, n: int, q) -> None:
@@ -43,7 +43,7 @@ def test_four_writers_and_a_progressing_job(exemplar_home, monkeypatch):
     monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     home = str(exemplar_home)
     jid = jobs.create_job("data.synth", {"name": "x"})
-    from services import job_state
+    from services.jobs import state as job_state
 
     assert job_state.claim(jid, "test", os.getpid()) is not None  # progress is written by the attempt running it
     ctx = mp.get_context("spawn")

@@ -7,8 +7,8 @@ import subprocess
 import sys
 import time
 
-from services import jobs
-from services.worker import alive_workers
+from services.jobs import lifecycle as jobs
+from services.jobs.worker import alive_workers
 from tests.helpers_worker import start_worker, stop_worker, wait_for
 
 FINAL = ("succeeded", "failed", "cancelled", "lost")
@@ -27,7 +27,7 @@ def test_success_failure_and_cancel_in_a_real_worker(exemplar_home):
         assert row["status"] == "failed"
         assert "Traceback" in jobs.get_job(bad)["error"] or row["error"]
         from db.models import Job
-        from services.database import session
+        from services.platform.database import session
 
         with session() as s:
             assert "Traceback" in s.get(Job, bad).traceback
@@ -37,7 +37,7 @@ def test_success_failure_and_cancel_in_a_real_worker(exemplar_home):
         assert jobs.request_cancel(long)
         row = wait_for(long, lambda r: r["status"] in FINAL)
         assert row["status"] == "cancelled"
-        from services.catalog import list_datasets
+        from services.models.catalog import list_datasets
 
         assert "big" not in [d["name"] for d in list_datasets()], "a cancelled synth left a dataset row"
     finally:

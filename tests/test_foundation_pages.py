@@ -3,8 +3,8 @@ from __future__ import annotations
 
 import pytest
 
-from services import jobs
-from services.users import get_or_create_user
+from services.jobs import lifecycle as jobs
+from services.team.users import get_or_create_user
 from tests.helpers_app import app_test, open_page
 
 PAGES = ["gallery", "retrain", "report", "counterfactuals", "evaluate", "annotations", "data_models", "jobs"]

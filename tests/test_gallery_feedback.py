@@ -3,9 +3,9 @@ from __future__ import annotations
 
 import pytest
 
-from services import feedback as fb
-from services.explaining import query_explanations
-from services.users import get_or_create_user
+from services.explanations import feedback as fb
+from services.explanations.explaining import query_explanations
+from services.team.users import get_or_create_user
 from tests.helpers_explain import dataset_and_model, fake_run
 
 
@@ -60,7 +60,7 @@ def test_undo_of_a_flip_restores_the_pick_it_replaced(setup):
     from sqlalchemy import select
 
     from db.models import AuditRow
-    from services.database import session
+    from services.platform.database import session
 
     with session() as s:  # the audit row of the undo names the pick it brought back
         last = s.scalars(select(AuditRow).where(AuditRow.action == "pick.undo").order_by(AuditRow.id.desc())).first()

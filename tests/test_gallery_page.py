@@ -8,9 +8,9 @@ import pytest
 from sqlalchemy import select
 
 from db.models import Annotation, Feedback
-from services.database import session
-from services.explaining import query_explanations
-from services.users import get_or_create_user
+from services.platform.database import session
+from services.explanations.explaining import query_explanations
+from services.team.users import get_or_create_user
 from tests.helpers_app import app_test, card_action, card_ids, open_page
 from tests.helpers_explain import dataset_and_model, fake_run
 
@@ -94,7 +94,7 @@ def test_good_and_bad_clicks_write_feedback_with_the_current_user(gallery):
 
 
 def test_a_pick_without_a_user_says_so_and_writes_nothing():
-    from services import feedback as fb
+    from services.explanations import feedback as fb
 
     ds_id, mid = dataset_and_model(n=20, size=32)
     rid = fake_run(ds_id, mid)
@@ -182,7 +182,7 @@ def test_pages_say_what_to_do_without_runs():
 
 
 def test_annotations_page_lists_annotations_and_picks_as_text():
-    from services import feedback as fb
+    from services.explanations import feedback as fb
 
     ds_id, mid = dataset_and_model(n=20, size=32)
     rid = fake_run(ds_id, mid)

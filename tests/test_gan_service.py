@@ -9,7 +9,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from services import jobs
+from services.jobs import lifecycle as jobs
 
 KEYS = ("counterfactual_id", "flipped", "target_prob", "l1", "bpd", "category", "unet_passes", "seconds")
 
@@ -26,9 +26,9 @@ def gan_world(name: str, ddpm: bool = True) -> dict:
     """A 32 px SynthCXR with a classifier, a tiny GAN and (when ddpm) a tiny DDPM."""
     import torch
 
-    from services.datasets import list_images, synth_dataset
-    from services.training import train_classifier
-    from services.users import get_or_create_user
+    from services.data.datasets import list_images, synth_dataset
+    from services.models.training import train_classifier
+    from services.team.users import get_or_create_user
 
     if ddpm:
         from tests.test_counterfactual_service import make_world
@@ -47,8 +47,8 @@ def gan_world(name: str, ddpm: bool = True) -> dict:
 
 @pytest.mark.slow
 def test_gan_training_job_registers_a_complete_generator():
-    from services.gan import load_gan_generator
-    from services.generators import get_generator, list_generators
+    from services.counterfactuals.gan import load_gan_generator
+    from services.counterfactuals.generators import get_generator, list_generators
 
     w = gan_world("gtrain", ddpm=False)
     res = w["gan_job"]["result"]
@@ -74,7 +74,7 @@ def test_gan_training_job_registers_a_complete_generator():
 
 @pytest.mark.slow
 def test_gan_counterfactual_has_the_diffusion_fields_plus_attribute_changes():
-    from services.counterfactuals import get_counterfactual, load_arrays_of
+    from services.counterfactuals.runs import get_counterfactual, load_arrays_of
 
     w = gan_world("gcf")
     for mode in ("attributes", "latent"):
@@ -125,7 +125,7 @@ def test_the_gan_column_shows_metrics_and_attribute_changes():
     cid = job["result"]["counterfactual_id"]
     script = f"""
 from pages.parts.gan_column import render_gan_result, render_gan_trajectory
-from services.counterfactuals import get_counterfactual
+from services.counterfactuals.runs import get_counterfactual
 row = get_counterfactual({cid})
 render_gan_result(row)
 render_gan_trajectory(row)
@@ -149,7 +149,7 @@ render_gan_trajectory(row)
 @pytest.mark.slow
 def test_the_studio_page_shows_a_gan_column():
     from tests.helpers_app import app_test, open_page
-    from services.jobs import execute_job
+    from services.jobs.lifecycle import execute_job
 
     w = gan_world("gstudio", ddpm=False)
     at = app_test(user={"id": w["user_id"], "name": "tester"})

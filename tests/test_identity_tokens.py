@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 from typer.testing import CliRunner
 
-import services.users as users
+import services.team.users as users
 from services.cli import app
 from tests.helpers_pg import fresh_database, postgres_url  # noqa: F401
 
@@ -34,7 +34,7 @@ def ok(args: list[str], **env) -> dict:
 def refused(args: list[str], needle: str, **env):
     """The call fails with one error line containing `needle` (a role refusal reaches `services.cli.main` as
     PermissionRefused, which prints it as one line: its message is checked here)."""
-    from services.roles import PermissionRefused
+    from services.team.roles import PermissionRefused
 
     r = cli(args + ["--json"], **env)
     assert r.exit_code != 0 and r.stdout == "", (r.stdout, r.stderr)
@@ -69,8 +69,8 @@ def test_emit_writes_null_for_nan_and_infinity(capsys):
 # ----------------------------------------------------------------------------------------------- SQLite
 
 def test_a_reader_cannot_build_the_demo(monkeypatch):
-    import services.demo as demo
-    from services.jobs import list_jobs
+    import services.demo.build as demo
+    from services.jobs.lifecycle import list_jobs
 
     monkeypatch.setattr(demo, "DEMO_STEPS", [])  # refused before any step: the steps are tested elsewhere
     ok(["users", "add", "rdr", "--role", "reader"], EXEMPLAR_USER="boss")
@@ -81,8 +81,8 @@ def test_a_reader_cannot_build_the_demo(monkeypatch):
 
 
 def test_the_demo_is_built_as_the_caller(monkeypatch):
-    import services.demo as demo
-    from services.jobs import list_jobs
+    import services.demo.build as demo
+    from services.jobs.lifecycle import list_jobs
 
     monkeypatch.setattr(demo, "DEMO_STEPS", [])
     ok(["demo"], EXEMPLAR_USER="ada")  # local mode: an unknown name is created as an admin, as before
@@ -102,7 +102,7 @@ def test_local_sqlite_mode_is_unchanged(monkeypatch):
 
 
 def test_a_token_wins_over_exemplar_user_on_sqlite():
-    from services import tokens
+    from services.team import tokens
 
     boss = users.get_or_create_user("boss")
     users.set_role(boss, "r1", "reader")
@@ -124,7 +124,7 @@ def shared_db(postgres_url, monkeypatch):  # noqa: F811
 
 
 def _set_up_mode_acts_unauthenticated():
-    from services import jobs
+    from services.jobs import lifecycle as jobs
 
     r = cli(["jobs", "cancel", "999"], EXEMPLAR_USER="mallory")  # resolves the identity, then finds no job
     lines = r.stderr.strip().splitlines()
@@ -141,8 +141,8 @@ def _set_up_mode_acts_unauthenticated():
 
 
 def _after_bootstrap(setup_job: int):
-    from services import jobs
-    from services.roles import PermissionRefused, require
+    from services.jobs import lifecycle as jobs
+    from services.team.roles import PermissionRefused, require
 
     with pytest.raises(PermissionRefused, match="EXEMPLAR_TOKEN"):
         require(None, "data.synth")
@@ -165,7 +165,8 @@ def _after_bootstrap(setup_job: int):
 
 @pytest.mark.postgres
 def test_tokens_on_a_shared_database(shared_db):
-    from services import audit, tokens
+    from services.team import audit
+    from services.team import tokens
 
     setup_job = _set_up_mode_acts_unauthenticated()
     ba = ok(["users", "bootstrap-admin", "alice"])
@@ -212,9 +213,11 @@ def test_identity_reads_do_not_wait_behind_a_writer():
     import threading
     import time
 
-    from services import jobs, tokens
-    from services.database import session
-    from services.roles import require, require_cancel
+    from services.jobs import lifecycle as jobs
+
+    from services.team import tokens
+    from services.platform.database import session
+    from services.team.roles import require, require_cancel
 
     boss = users.get_or_create_user("boss")
     tok = tokens.create(boss, "boss")["token"]

@@ -2,9 +2,9 @@
 cancelled, succeeded) leaves none behind."""
 from __future__ import annotations
 
-from services import jobs
-from services.settings import get_settings
-from services.users import get_or_create_user
+from services.jobs import lifecycle as jobs
+from services.platform.settings import get_settings
+from services.team.users import get_or_create_user
 
 
 def _failing(ctx):

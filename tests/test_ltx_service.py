@@ -7,10 +7,10 @@ import math
 
 import pytest
 
-from services import jobs
-from services.ltx import find_explainer, method_kwargs
-from services.models import get_model
-from services.users import get_or_create_user
+from services.jobs import lifecycle as jobs
+from services.explanations.ltx import find_explainer, method_kwargs
+from services.models.registry import get_model
+from services.team.users import get_or_create_user
 from tests.helpers_explain import dataset_and_model
 
 
@@ -66,13 +66,13 @@ def test_ltx_train_then_evaluate_scores_and_stores_every_method():
     assert "true" not in stored["gradcam"]
 
     # LTX is a gallery method like any other: an explain run of its maps, ranked by AR
-    from services.explaining import explain_one, load_run, run_explain
-    from services.models import load_classifier
+    from services.explanations.explaining import explain_one, load_run, run_explain
+    from services.models.registry import load_classifier
 
     run = run_explain(mid, "ltx_pretrained", ["test"], limit=5, user_id=uid)
     assert load_run(run["run_id"])["method"] == "ltx_pretrained" and 1 <= run["summary"]["n"] <= 5
     model, _ = load_classifier(mid)
-    from services.datasets import load_arrays
+    from services.data.datasets import load_arrays
 
     m, p = explain_one(model, load_arrays(ds_id).images[0], "ltx", model_id=mid)
     assert m.shape == (32, 32) and 0 <= m.min() <= m.max() <= 1 and abs(p.sum() - 1) < 1e-5

@@ -5,10 +5,10 @@ from __future__ import annotations
 import json
 
 from core.palette import METHOD_COLOURS
-from services import jobs
-from services.evaluation import store_results
-from services.models import get_model, register_model
-from services.users import get_or_create_user
+from services.jobs import lifecycle as jobs
+from services.explanations.evaluation import store_results
+from services.models.registry import get_model, register_model
+from services.team.users import get_or_create_user
 from tests.helpers_app import app_test, open_page
 from tests.helpers_explain import dataset_and_model
 

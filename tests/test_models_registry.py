@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from core.models import create_model
-from services import models as reg
+from services.models import registry as reg
 
 
 def _tiny(seed=0):
@@ -45,7 +45,7 @@ def test_incomplete_checkpoint_is_not_registered(tmp_path):
         reg.register_model(name="t", arch="simple_cnn", checkpoint=ckpt)
     with pytest.raises(FileNotFoundError):
         reg.register_model(name="t", arch="simple_cnn", checkpoint=tmp_path / "nothing" / "model.safetensors")
-    from services.catalog import list_models
+    from services.models.catalog import list_models
 
     assert list_models(kind=None) == []
 

@@ -2,8 +2,8 @@
 from __future__ import annotations
 
 from pages.parts.plain import md_escape
-from services import jobs
-from services.users import get_or_create_user
+from services.jobs import lifecycle as jobs
+from services.team.users import get_or_create_user
 from tests.helpers_app import app_test, open_page
 
 EVIL = "![t](http://127.0.0.1:9/t)"

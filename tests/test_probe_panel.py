@@ -10,7 +10,7 @@ from tests.test_counterfactual_service import make_world
 def test_probe_panel_shows_rows_for_parent_and_child():
     from streamlit.testing.v1 import AppTest
 
-    from services.training import train_classifier
+    from services.models.training import train_classifier
 
     w = make_world("probepanel")
     child = train_classifier(w["dataset_id"], "simple_cnn", epochs=1, arch_kwargs={"width": 4}, batch_size=16,

@@ -12,7 +12,7 @@ import pytest
 
 def test_import_keeps_native_299(tmp_path):
     from core.data import synthcxr
-    from services.datasets import get_dataset, import_dataset, load_arrays
+    from services.data.datasets import get_dataset, import_dataset, load_arrays
 
     root = tmp_path / "cxr299"
     synthcxr.write_tree(root, n=16, size=299, confounder=0.9, seed=0)
@@ -35,7 +35,7 @@ def test_import_keeps_native_299(tmp_path):
 def test_native_size_of_mixed_sizes_is_the_first_images(tmp_path):
     from PIL import Image
 
-    from services.datasets import get_dataset, import_dataset, load_arrays
+    from services.data.datasets import get_dataset, import_dataset, load_arrays
 
     for c, side in (("COVID", 120), ("Normal", 80)):
         (tmp_path / "t" / c / "images").mkdir(parents=True)
@@ -49,8 +49,8 @@ def test_native_size_of_mixed_sizes_is_the_first_images(tmp_path):
 
 @pytest.fixture()
 def trained_48_on_96():
-    from services.datasets import synth_dataset
-    from services.training import train_classifier
+    from services.data.datasets import synth_dataset
+    from services.models.training import train_classifier
 
     ds = synth_dataset("t96", n=80, size=96, seed=0)
     res = train_classifier(ds["dataset_id"], "simple_cnn", epochs=1, input_size=48, batch_size=32, threads=1,
@@ -62,9 +62,9 @@ def test_model_at_48_explains_96_px_images_at_their_size(trained_48_on_96, monke
     import torch
 
     from core.explain import explain
-    from services.datasets import load_arrays
-    from services.explaining import explain_one, load_maps, load_run, run_explain
-    from services.models import get_model, load_classifier
+    from services.data.datasets import load_arrays
+    from services.explanations.explaining import explain_one, load_maps, load_run, run_explain
+    from services.models.registry import get_model, load_classifier
 
     ds, res = trained_48_on_96
     assert res["input_size"] == 48 and res["image_size"] == 96
@@ -97,8 +97,8 @@ def test_model_at_48_explains_96_px_images_at_their_size(trained_48_on_96, monke
     assert s["ar_mean"] is not None and np.isfinite(s["ar_mean"])
     assert s["image_size"] == 96 and s["input_size"] == 48
     # re-mapping the cache between batches (what keeps a 21k-image run's memory flat) changes nothing
-    from services import explaining
-    from services.explaining import run_rows
+    from services.explanations import explaining
+    from services.explanations.explaining import run_rows
 
     monkeypatch.setattr(explaining, "REMAP_EVERY", 16)
     again = run_explain(res["model_id"], "gradcam", batch_size=16)
@@ -111,10 +111,10 @@ def test_model_at_48_explains_96_px_images_at_their_size(trained_48_on_96, monke
 def test_stored_paths_are_relative_and_a_moved_home_still_opens(trained_48_on_96, exemplar_home, tmp_path,
                                                                  monkeypatch):
     from db.models import Dataset, ExplanationRun, Model
-    from services.database import session
-    from services.explaining import run_explain
-    from services.export import export_explanations
-    from services.models import load_classifier
+    from services.platform.database import session
+    from services.explanations.explaining import run_explain
+    from services.explanations.export import export_explanations
+    from services.models.registry import load_classifier
 
     ds, res = trained_48_on_96
     run = run_explain(res["model_id"], "gradcam", batch_size=32)
@@ -128,7 +128,7 @@ def test_stored_paths_are_relative_and_a_moved_home_still_opens(trained_48_on_96
     moved.parent.mkdir()
     shutil.move(str(exemplar_home), str(moved))
     monkeypatch.setenv("EXEMPLAR_HOME", str(moved))
-    from services.datasets import get_dataset
+    from services.data.datasets import get_dataset
 
     assert Path(get_dataset("t96")["root"]) == moved / "datasets" / "t96"
     load_classifier(res["model_id"])
@@ -141,7 +141,7 @@ def test_stored_paths_are_relative_and_a_moved_home_still_opens(trained_48_on_96
 
 
 def test_to_stored_keeps_outside_paths_absolute(exemplar_home, tmp_path):
-    from services.settings import from_stored, to_stored
+    from services.platform.settings import from_stored, to_stored
 
     assert to_stored(exemplar_home / "models" / "a" / "m.safetensors") == "models/a/m.safetensors"
     outside = tmp_path / "outside" / "data"
@@ -211,10 +211,12 @@ def test_gpu_smoke_explains_itself_without_cuda():
 
 
 def test_larger_demo_builds_at_its_size(monkeypatch):
-    from services import demo, demo_large, jobs
-    from services.datasets import get_dataset
-    from services.models import get_model
-    from services.users import get_or_create_user
+    from services.demo import build as demo
+    from services.demo import large as demo_large
+    from services.jobs import lifecycle as jobs
+    from services.data.datasets import get_dataset
+    from services.models.registry import get_model
+    from services.team.users import get_or_create_user
 
     monkeypatch.setattr(demo, "DEMO_SYNTH", {**demo.DEMO_SYNTH, "n": 64})
     monkeypatch.setitem(demo_large.ARCH_SETTINGS, "mobilenet_v2",

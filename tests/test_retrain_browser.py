@@ -7,12 +7,14 @@ import os
 
 import pytest
 
-from services import explaining, feedback
-from services.catalog import list_models
-from services.datasets import synth_dataset
-from services.models import get_model
-from services.training import train_classifier
-from services.users import get_or_create_user
+from services.explanations import explaining
+
+from services.explanations import feedback
+from services.models.catalog import list_models
+from services.data.datasets import synth_dataset
+from services.models.registry import get_model
+from services.models.training import train_classifier
+from services.team.users import get_or_create_user
 from tests.browser.harness import exceptions_on, live_app, page, pick_user, wait_idle  # noqa: F401
 
 pytestmark = pytest.mark.browser

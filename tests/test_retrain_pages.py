@@ -10,11 +10,13 @@ from html import escape as html_escape
 import pytest
 
 from pages.parts.plain import md_escape
-from services import explaining, feedback, jobs
-from services.datasets import synth_dataset
-from services.retraining import retrain
-from services.training import train_classifier
-from services.users import get_or_create_user
+from services.explanations import explaining
+from services.explanations import feedback
+from services.jobs import lifecycle as jobs
+from services.data.datasets import synth_dataset
+from services.retraining.retrain import retrain
+from services.models.training import train_classifier
+from services.team.users import get_or_create_user
 from tests.helpers_app import app_test, open_page
 
 
@@ -131,7 +133,7 @@ def test_report_page_renders_for_a_parent_child_pair(pinned):
 
 
 def test_report_html_is_self_contained(pinned):
-    from services.report import compare, export_report
+    from services.retraining.report import compare, export_report
 
     mid, uid, g, b = pinned
     res = retrain(mid, "ce", epochs=1, user_id=uid, seeds=1, random_control=False)

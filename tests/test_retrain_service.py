@@ -16,13 +16,15 @@ import pytest
 from sqlalchemy import func, select
 
 from db.models import Model, Retrain
-from services import explaining, feedback, jobs
-from services.database import session
-from services.datasets import synth_dataset
-from services.models import get_model, models_root
-from services.retraining import retrain
-from services.training import train_classifier
-from services.users import get_or_create_user
+from services.explanations import explaining
+from services.explanations import feedback
+from services.jobs import lifecycle as jobs
+from services.platform.database import session
+from services.data.datasets import synth_dataset
+from services.models.registry import get_model, models_root
+from services.retraining.retrain import retrain
+from services.models.training import train_classifier
+from services.team.users import get_or_create_user
 from tests.helpers_worker import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -100,7 +102,7 @@ def test_auto_uses_the_suggested_pair_and_runs_gradcam_when_there_is_none(parent
 
 def test_explicit_refs_by_id_and_path_and_clear_errors(parent):
     mid, ds = parent
-    from services.datasets import list_images
+    from services.data.datasets import list_images
 
     ims = list_images(ds, split="train")
     res = retrain(mid, "ce", good=str(ims[0]["id"]), bad=ims[1]["path"], epochs=1, explain=False, control=False,
@@ -130,7 +132,7 @@ def test_explicit_refs_by_id_and_path_and_clear_errors(parent):
 def test_cancel_while_fine_tuning_leaves_no_new_registry_row(parent):
     mid, ds = parent
     uid = get_or_create_user("tester")
-    from services.datasets import list_images
+    from services.data.datasets import list_images
 
     ims = list_images(ds, split="train")
     before_rows, before_dirs = _rows(), _folders()
@@ -147,8 +149,8 @@ def test_cancel_while_fine_tuning_leaves_no_new_registry_row(parent):
 
 def test_cancel_during_the_new_ranking_removes_the_child_again(parent, monkeypatch):
     mid, ds = parent
-    from services.datasets import list_images
-    from services.jobs import JobCancelled
+    from services.data.datasets import list_images
+    from services.jobs.lifecycle import JobCancelled
 
     ims = list_images(ds, split="train")
     before_rows, before_dirs = _rows(), _folders()
@@ -166,7 +168,7 @@ def test_cancel_during_the_new_ranking_removes_the_child_again(parent, monkeypat
 
 def test_cli_exbl_prints_one_json_object(parent, exemplar_home):
     mid, ds = parent
-    from services.datasets import list_images
+    from services.data.datasets import list_images
 
     ims = list_images(ds, split="train")
     env = {**os.environ, "EXEMPLAR_HOME": str(exemplar_home), "EXEMPLAR_DEVICE": "cpu"}
@@ -207,8 +209,8 @@ def test_cli_exbl_prints_one_json_object(parent, exemplar_home):
 
 def test_every_seed_registers_child_control_and_random_pair_control_under_one_retrain(parent):
     mid, ds = parent
-    from services.datasets import list_images
-    from services.report import evidence_report, retrain_report
+    from services.data.datasets import list_images
+    from services.retraining.report import evidence_report, retrain_report
 
     ims = list_images(ds, split="train")
     res = retrain(mid, "exbl_cf", good=ims[0]["id"], bad=ims[1]["id"], epochs=1, explain=False, batch_size=16,
@@ -263,7 +265,7 @@ def _forget_evidence(model_id: int) -> None:
 
 
 def _clear_cache() -> None:
-    from services.settings import get_settings
+    from services.platform.settings import get_settings
 
     for f in get_settings().path("cache", "evidence").glob("*.json"):
         f.unlink()
@@ -272,8 +274,8 @@ def _clear_cache() -> None:
 def test_report_figures_exclude_train_images(parent, monkeypatch):
     """Measured from checkpoints (a child without stored evidence, no cache): blanking every train image and
     flipping its label changes nothing in the report, so no train image enters a figure."""
-    from services import datasets
-    from services.report import evidence_report
+    from services.data import datasets
+    from services.retraining.report import evidence_report
 
     mid, ds = parent
     res = retrain(mid, "ce", auto=True, epochs=1, explain=False, seeds=1)
@@ -302,8 +304,8 @@ def test_a_changed_dataset_or_model_invalidates_the_evidence_cache(parent):
     import os
     import time
 
-    from services.datasets import cache_path
-    from services.report import evidence_report
+    from services.data.datasets import cache_path
+    from services.retraining.report import evidence_report
 
     mid, ds = parent
     res = retrain(mid, "ce", auto=True, epochs=1, explain=False, seeds=1, random_control=False)

@@ -13,8 +13,10 @@ from pathlib import Path
 from sqlalchemy import update
 
 from db.models import Job, utcnow
-from services import job_state, jobs, reaper
-from services.database import session
+from services.jobs import state as job_state
+from services.jobs import lifecycle as jobs
+from services.jobs import reaper
+from services.platform.database import session
 
 ROOT = Path(__file__).resolve().parents[1]
 SYNTH = {"name": "t", "n": 40, "size": 32, "confounder": 0.9, "seed": 1}
@@ -61,7 +63,7 @@ def _lease(name: str, seconds: float) -> None:
 
 
 def test_reaper_marks_a_job_whose_worker_lease_expired_and_retries_it_once(exemplar_home):
-    from services.queue import dequeue
+    from services.jobs.queue import dequeue
 
     jid = jobs.create_job("data.synth", SYNTH)
     assert jobs.get_job(jid)["max_retries"] == 1
@@ -139,7 +141,7 @@ def test_a_read_never_waits_behind_a_held_write():
 
 
 def test_the_jobs_queue_import_cycle_is_gone():
-    code = "import sys, services.queue; print('services.jobs' in sys.modules)"
+    code = "import sys, services.jobs.queue; print('services.jobs.lifecycle' in sys.modules)"
     out = subprocess.run([sys.executable, "-c", code], cwd=ROOT, capture_output=True, text=True,
                          env={**os.environ, "PYTHONPATH": str(ROOT)})
     assert out.returncode == 0 and out.stdout.strip() == "False", out.stderr

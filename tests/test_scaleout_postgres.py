@@ -15,7 +15,7 @@ import pytest
 from db.engine import session_scope
 from db.migrate import upgrade
 from db.models import Model
-from services import jobs
+from services.jobs import lifecycle as jobs
 from tests.helpers_pg import fresh_database, postgres_url  # noqa: F401
 from tests.helpers_redis import redis_url  # noqa: F401
 from tests.helpers_worker import start_worker, stop_worker, wait_for
@@ -58,7 +58,7 @@ def test_two_workers_on_postgres_and_redis(postgres_url, redis_url, exemplar_hom
     monkeypatch.setenv("EXEMPLAR_DATABASE_URL", url)
     monkeypatch.setenv("EXEMPLAR_QUEUE_URL", redis_url)
     _upgrade_three_at_once(dict(os.environ))
-    from services.queue import enqueue
+    from services.jobs.queue import enqueue
 
     never = jobs.create_job("data.synth", {"name": "never", "n": 40, "size": 32, "confounder": 0.9, "seed": 1})
     assert jobs.request_cancel(never)

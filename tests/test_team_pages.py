@@ -4,8 +4,14 @@ from __future__ import annotations
 
 import pytest
 
-from services import audit, jobs, studies, study_results
-from services.users import get_or_create_user, set_role
+from services.team import audit
+
+from services.jobs import lifecycle as jobs
+
+from services.reading import studies
+
+from services.reading import results as study_results
+from services.team.users import get_or_create_user, set_role
 from tests.helpers_app import app_test, open_page
 from tests.helpers_explain import dataset_and_model, fake_run
 

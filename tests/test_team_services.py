@@ -9,9 +9,15 @@ import json
 import numpy as np
 import pytest
 
-from services import audit, jobs, studies, study_results
-from services.roles import PermissionRefused
-from services.users import get_or_create_user, get_user, list_users, serve_refusal, set_role
+from services.team import audit
+
+from services.jobs import lifecycle as jobs
+
+from services.reading import studies
+
+from services.reading import results as study_results
+from services.team.roles import PermissionRefused
+from services.team.users import get_or_create_user, get_user, list_users, serve_refusal, set_role
 from tests.helpers_explain import dataset_and_model, fake_run
 
 
@@ -127,13 +133,14 @@ def test_ordinal_question_uses_weighted_kappa(team):
 
 
 def test_audit_row_for_every_kind_of_write(team, tmp_path):
-    from services import counterfactuals, feedback
-    from services.export import export_explanations
+    from services.counterfactuals import runs as counterfactuals
+    from services.explanations import feedback
+    from services.explanations.export import export_explanations
 
     res, run, mid = _study(team, n=3)
     studies.answer(team["r1"], res["study_id"], res["items"][0], "good")
     studies.adjudicate(team["res"], res["study_id"], res["items"][0], "good")
-    from services.explaining import run_rows
+    from services.explanations.explaining import run_rows
 
     img = run_rows(run)[0]["image_id"]
     p = feedback.pick(team["r1"], mid, img, "good", run_id=run)
@@ -187,9 +194,9 @@ def test_serve_refusal():
 
 def _pairs_fixture(team, n_images=8):
     from db.models import Counterfactual
-    from services.counterfactuals import results_root
-    from services.database import session
-    from services.datasets import list_images
+    from services.counterfactuals.runs import results_root
+    from services.platform.database import session
+    from services.data.datasets import list_images
 
     ds, mid = dataset_and_model(n=24)
     imgs = list_images(ds)[:n_images]

@@ -6,9 +6,9 @@ import os
 
 import pytest
 
-from services.catalog import list_models
-from services.datasets import synth_dataset
-from services.users import list_users
+from services.models.catalog import list_models
+from services.data.datasets import synth_dataset
+from services.team.users import list_users
 from tests.browser.harness import exceptions_on, live_app, page, pick_user, wait_idle  # noqa: F401
 
 pytestmark = pytest.mark.browser

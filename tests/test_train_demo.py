@@ -9,9 +9,11 @@ from pathlib import Path
 
 import pytest
 
-from services import demo, jobs
-from services.catalog import list_datasets, list_models
-from services.users import get_or_create_user
+from services.demo import build as demo
+
+from services.jobs import lifecycle as jobs
+from services.models.catalog import list_datasets, list_models
+from services.team.users import get_or_create_user
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -39,7 +41,7 @@ def test_demo_is_idempotent(monkeypatch):
 
 
 def test_demo_refuses_a_foreign_dataset_named_demo(monkeypatch):
-    from services.datasets import synth_dataset
+    from services.data.datasets import synth_dataset
 
     monkeypatch.setattr(demo, "DEMO_STEPS", [s for s in demo.DEMO_STEPS if s.name in ("dataset", "baseline")])
     synth_dataset("demo", n=80, size=32, seed=5)

@@ -14,12 +14,12 @@ import pytest
 from sqlalchemy import func, select
 
 from db.models import Model
-from services import jobs
-from services.database import session
-from services.datasets import synth_dataset
-from services.models import models_root
-from services.training import evaluate_splits, train_classifier
-from services.users import get_or_create_user
+from services.jobs import lifecycle as jobs
+from services.platform.database import session
+from services.data.datasets import synth_dataset
+from services.models.registry import models_root
+from services.models.training import evaluate_splits, train_classifier
+from services.team.users import get_or_create_user
 from tests.helpers_worker import wait_for
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -46,7 +46,7 @@ def test_train_registers_a_model_with_metrics_per_split(tiny_dataset):
     for m in res["metrics"].values():
         assert {"accuracy", "macro_f1", "per_class", "confusion"} <= set(m)
         assert sum(map(sum, m["confusion"])) == m["n"]
-    from services.models import get_model
+    from services.models.registry import get_model
 
     row = get_model(res["model_id"])
     assert row["dataset_id"] == tiny_dataset and row["arch"] == "simple_cnn"
@@ -69,7 +69,7 @@ def test_cancelled_run_leaves_no_row_and_no_checkpoint(tiny_dataset):
 
 
 def test_failure_while_registering_removes_the_checkpoint(tiny_dataset, monkeypatch):
-    import services.models as reg
+    import services.models.registry as reg
 
     def boom(**kw):
         raise RuntimeError("database went away")

@@ -5,8 +5,12 @@ from __future__ import annotations
 import multiprocessing as mp
 import time
 
-from services import job_state, jobs, worker
-from services.users import get_or_create_user
+from services.jobs import state as job_state
+
+from services.jobs import lifecycle as jobs
+
+from services.jobs import worker
+from services.team.users import get_or_create_user
 
 
 def _sleeper() -> None:  # a job still importing torch / loading data: no cancel check for a long time

@@ -6,7 +6,7 @@ import os
 import signal
 import time
 
-from services import jobs
+from services.jobs import lifecycle as jobs
 from tests.helpers_worker import start_worker, stop_worker, wait_for
 
 BIG = {"name": "big", "n": 30000, "size": 128, "confounder": 0.9, "seed": 3}

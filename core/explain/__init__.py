@@ -25,7 +25,7 @@ EXPLAINERS: dict[str, str] = {
     "saliency": "core.explain.saliency:saliency",
     "occlusion": "core.explain.occlusion:occlusion",
     "guided_gradcam": "core.explain.guided_gradcam:guided_gradcam",
-    "ltx": "core.explain.ltx:ltx",  # needs explainer=<trained LTXExplainer> (services.ltx.get_explainer)
+    "ltx": "core.explain.ltx:ltx",  # needs explainer=<trained LTXExplainer> (services.explanations.ltx.get_explainer)
 }
 
 LABELS: dict[str, str] = {

@@ -5,7 +5,7 @@ keep as little as possible. Losses are returned per image so that per-instance f
 image's step by its own loss.
 
 Masking (`masking`): "soft" (default) is the paper's m̃ = m (x ⊙ m): the method named `ltx`. "sample" is our
-variant, named `ltx_sampled` (services.ltx): the classifier sees a binary sample m̃ = 1[m > u], u ~ U(0, 1) per
+variant, named `ltx_sampled` (services.explanations.ltx): the classifier sees a binary sample m̃ = 1[m > u], u ~ U(0, 1) per
 pixel, with the straight-through gradient of m: E[m̃] = m, and every pixel is either kept or removed, as the
 POS/NEG/DEL/INS perturbations do. On SynthCXR soft masking can degenerate (a small CNN keeps its decision on a
 uniformly dimmed image, so m ≈ 0.05 everywhere ranks the pixels poorly); sampling removes that incentive. Which

@@ -11,7 +11,7 @@ import plotly.graph_objects as go
 import streamlit as st
 
 from core.palette import BEFORE_AFTER
-from services import counterfactuals as cfs
+from services.counterfactuals import runs as cfs
 
 SIDE = 192
 BADGE_COLOR = {"counterfactual": "green", "adversarial": "red", "affirmative": "blue", "none": "gray", "invalid": "orange"}

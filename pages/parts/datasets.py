@@ -16,10 +16,10 @@ from pages.parts.plain import md_escape
 from core.palette import SPLIT_COLOURS
 from pages.common import require_user, selected_dataset
 from pages.parts.job_progress import live_job
-from services import jobs
-from services.datasets import (check_import_source, check_name, discard_import_params, get_dataset,
+from services.jobs import lifecycle as jobs
+from services.data.datasets import (check_import_source, check_name, discard_import_params, get_dataset,
                                import_job_params, list_datasets, load_arrays)
-from services.settings import get_settings
+from services.platform.settings import get_settings
 
 SPLITS = ("train", "val", "test", "test_shifted")
 LAYOUTS = ("covid-radiography", "imagefolder", "dicom")

@@ -9,7 +9,7 @@ from pages.parts.plain import md_escape
 
 from core.palette import METHOD_LABELS as PALETTE_LABELS
 from pages.common import current_user
-from services import feedback as fb
+from services.explanations import feedback as fb
 
 SORT_LABELS = {"ar": "AR", "ap": "AP", "f1": "F1", "soft_ar": "soft AR", "relevance_mass": "relevance mass",
                "rra": "RRA", "pointing": "pointing game", "wr": "wrong reason (WR)", "prob": "probability"}

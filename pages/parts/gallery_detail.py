@@ -9,7 +9,7 @@ from pages.parts import overlays as ov
 from pages.parts.plain import md_escape
 from pages.parts.gallery_actions import (METHOD_LABELS, NA_HELP, SORT_LABELS, annotation_form, cls_name, do_detail,
                                          do_pick, fmt)
-from services import explaining as ex
+from services.explanations import explaining as ex
 
 SIDE = 220
 
@@ -18,7 +18,7 @@ SIDE = 220
 def detail_pngs(dataset_id: int, stamp: float, maps_path: str, map_index: int, image_index: int, opacity: float,
                 cmap: str) -> tuple[bytes, bytes, bytes | None, bytes | None]:
     """(original, overlay, lung mask, marker mask) as encoded PNGs; cached per image and style."""
-    from services.settings import get_settings
+    from services.platform.settings import get_settings
 
     home = str(get_settings().home_dir)
     gray = ov._array(dataset_id, stamp, home, "images")[image_index]
@@ -39,7 +39,7 @@ def _compare_png(key: tuple, method: str, dataset_id: int, stamp: float, image_i
     e = res.get(method)
     if e is None or isinstance(e, str):
         return None
-    from services.settings import get_settings
+    from services.platform.settings import get_settings
 
     gray = ov._array(dataset_id, stamp, str(get_settings().home_dir), "images")[image_index]
     return ov.png(ov.blend(gray[None], e[None], opacity, cmap)[0], SIDE)

@@ -13,7 +13,7 @@ from pages.parts.cf_view import (badge, class_name, gray_png, prediction_line, p
                                  trajectory_panel)
 from core.palette import attribute_words
 from pages.parts.plain import md_escape
-from services import counterfactuals as cfs
+from services.counterfactuals import runs as cfs
 
 
 def attribute_lines(cf_row: dict) -> list[str]:

@@ -10,7 +10,7 @@ import streamlit as st
 
 from core.palette import CANCELLED
 from pages.common import current_user
-from services.jobs import FINAL, get_job, request_cancel
+from services.jobs.lifecycle import FINAL, get_job, request_cancel
 
 # Job kinds in words (the exbl job of the counterfactual-guided variant is not "exbl").
 KIND_LABELS = {"data.synth": "SynthCXR synthesis", "data.import": "import", "train": "training", "explain": "explain",

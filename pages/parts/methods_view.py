@@ -10,10 +10,10 @@ import streamlit as st
 from core.palette import colour_map, version_colours
 from pages.common import require_user, selected_model
 from pages.parts.job_progress import live_job
-from services import jobs
-from services.catalog import list_models
-from services.evaluation import DEFAULT_METHODS, LABELS, known_methods
-from services.ltx import LTX_METHODS, find_explainer, masking_of
+from services.jobs import lifecycle as jobs
+from services.models.catalog import list_models
+from services.explanations.evaluation import DEFAULT_METHODS, LABELS, known_methods
+from services.explanations.ltx import LTX_METHODS, find_explainer, masking_of
 
 METRIC_LABELS = {"ar": "AR", "ap": "AP", "pos": "POS", "neg": "NEG", "del": "DEL", "ins": "INS",
                  "seconds_per_image": "s / image"}

@@ -13,9 +13,9 @@ import streamlit as st
 from pages.common import require_user, selected_dataset
 from pages.parts.job_progress import live_job
 from pages.parts.plain import md_escape
-from services import jobs
-from services.catalog import list_models
-from services.model_import import save_weights_upload
+from services.jobs import lifecycle as jobs
+from services.models.catalog import list_models
+from services.models.model_import import save_weights_upload
 
 SOURCES_HELP = ("torchvision:NAME (any torchvision classification network, e.g. torchvision:densenet121), "
                 "timm:NAME (e.g. timm:vit_tiny_patch16_224) or python:package.module:factory (your own code)")

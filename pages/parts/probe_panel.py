@@ -12,7 +12,7 @@ def _f(v, nd: int = 2) -> str:
 
 @st.cache_data(max_entries=8, show_spinner="Probing both models with the marker glyph…")
 def _rows(parent_id: int, child_id: int, home: str) -> list[dict]:
-    from services.probe import probe_rows
+    from services.counterfactuals.probe import probe_rows
 
     return probe_rows([parent_id, child_id])
 
@@ -20,7 +20,7 @@ def _rows(parent_id: int, child_id: int, home: str) -> list[dict]:
 def render_probe_panel(parent_id: int, child_id: int) -> None:
     """Rows for the parent and the child: share of held-out predictions changed with the marker glyph pasted at each
     corner (most toward which class), and the change-mass ratios of their stored counterfactuals."""
-    from services.settings import get_settings
+    from services.platform.settings import get_settings
 
     st.subheader("Shortcut probe")
     try:

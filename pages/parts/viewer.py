@@ -146,9 +146,9 @@ def _gray(a) -> np.ndarray:
 
 def report_pair_viewer(data: dict, key: str) -> go.Figure | None:
     """The report's entry: pick one of the images whose AR changed most, see both maps at native size."""
-    from services.datasets import load_arrays
-    from services.explaining import load_maps
-    from services.models import get_model
+    from services.data.datasets import load_arrays
+    from services.explanations.explaining import load_maps
+    from services.models.registry import get_model
 
     rows = data.get("changed") or []
     if not rows:

@@ -30,7 +30,7 @@ NO_IDENTITY = {("db",), ("worker",), ("serve",), ("users", "bootstrap-admin")}
 def check_identity(argv: list[str]) -> None:
     """On a shared database every command, reads included, runs only for a known identity (a token, or set-up
     mode before the first admin); PermissionRefused otherwise. Help and the NO_IDENTITY commands are exempt."""
-    from services.users import process_user, shared_database
+    from services.team.users import process_user, shared_database
 
     words = [a for a in argv if not a.startswith("-")]
     if not words or "--help" in argv or any(tuple(words[:len(k)]) == k for k in NO_IDENTITY):
@@ -44,7 +44,7 @@ def main() -> None:
     import os
     import sys
 
-    from services.roles import PermissionRefused
+    from services.team.roles import PermissionRefused
 
     try:
         check_identity(sys.argv[1:])

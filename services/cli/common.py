@@ -42,8 +42,8 @@ def fail(msg: str, code: int = 1) -> NoReturn:
 def run_job(kind: str, params: dict, as_json: bool, enqueue: bool = False) -> dict:
     """Run a job inline (progress on stderr) or put it on the queue, as the CLI's acting user (its role is
     checked like any write: docs/architecture.md, Identity); exit non-zero on failure."""
-    from services import jobs
-    from services.users import cli_user_id
+    from services.jobs import lifecycle as jobs
+    from services.team.users import cli_user_id
 
     try:
         uid = cli_user_id()

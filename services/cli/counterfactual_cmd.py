@@ -33,7 +33,7 @@ def register(app: typer.Typer) -> None:
         """Counterfactual of IMAGE towards TARGET; prints counterfactual_id, flipped, target_prob, l1, bpd,
         category, unet_passes (all), guided_passes, t_final (0: a finished sample), cross_model_flipped (the
         independent classifier's verdict), seconds."""
-        from services.counterfactuals import METHODS, PRESETS
+        from services.counterfactuals.runs import METHODS, PRESETS
 
         if method not in METHODS:
             fail(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")

@@ -19,8 +19,8 @@ def _run_import(path: Path, layout: str, name: str, labels: Path | None, pseudon
     """Run (or queue) a `data.import` job whose params name the source by upload ids, never by path
     (docs/architecture.md, Data import). The uploads go again unless a job row names them: an inline job removes
     them itself when it ends, a queued one when it has run."""
-    from services.datasets import discard_import_params, import_job_params
-    from services.jobs import active_duplicate
+    from services.data.datasets import discard_import_params, import_job_params
+    from services.jobs.lifecycle import active_duplicate
 
     params = import_job_params(path, layout, name, labels=labels, pseudonym_map=pseudonym_map, **options)
     try:
@@ -70,7 +70,7 @@ def register(app: typer.Typer) -> None:
         """Import a dataset tree (images stay where they are) after decoding and checking every file."""
         if layout not in LAYOUTS:
             fail(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-        from services.datasets import check_import_source
+        from services.data.datasets import check_import_source
 
         try:  # a wrong path is refused before any job row is made (this line is printed, never stored)
             check_import_source(path, layout, labels)
@@ -90,7 +90,7 @@ def register(app: typer.Typer) -> None:
     @data_app.command("list")
     def list_(json_: bool = typer.Option(False, "--json")):
         """List datasets with their counts per class and split."""
-        from services.datasets import list_datasets
+        from services.data.datasets import list_datasets
 
         rows = [{k: v for k, v in d.items() if k != "report"} for d in list_datasets()]
         human = "\n".join(f"{d['id']:>4} {d['name']:<24} {d['layout']:<18} {d['n_images']:>6} images  "
@@ -100,7 +100,7 @@ def register(app: typer.Typer) -> None:
     @data_app.command("show")
     def show(ref: str = typer.Argument(..., help="dataset id or name"), json_: bool = typer.Option(False, "--json")):
         """One dataset with its last import report."""
-        from services.datasets import get_dataset
+        from services.data.datasets import get_dataset
 
         try:
             emit(get_dataset(ref), json_)

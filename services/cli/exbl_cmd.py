@@ -21,8 +21,8 @@ def _summary(res: dict) -> str:
 
 def _precheck(model: int, good: str | None, bad: str | None) -> None:
     """Refuse an exemplar from test / test_shifted before the job starts (one line, nothing written)."""
-    from services.models import get_model
-    from services.retrain_pairs import check_refs
+    from services.models.registry import get_model
+    from services.retraining.retrain_pairs import check_refs
 
     m = get_model(model)
     if m is None:
@@ -58,7 +58,7 @@ def _method_help() -> str:
 
 
 def register(app: typer.Typer) -> None:
-    from services.retraining import DEFAULT_SEEDS
+    from services.retraining.retrain import DEFAULT_SEEDS
 
     @app.command("exbl")
     def exbl(model: int = typer.Option(..., help="parent classifier id"),

@@ -30,7 +30,7 @@ def register(app: typer.Typer) -> None:
         """Explain every image of the model's dataset; prints run_id and summary {n, ar_mean, ap_mean, f1_mean,
         wr_mean}."""
         from core.explain import EXPLAINERS
-        from services.ltx import LTX_METHODS
+        from services.explanations.ltx import LTX_METHODS
 
         known = [*EXPLAINERS, *LTX_METHODS]
         if method not in known:
@@ -60,7 +60,7 @@ def register(app: typer.Typer) -> None:
                             csv: Path = typer.Option(None, "--csv", help="also write the metrics table as CSV"),
                             json_: bool = typer.Option(False, "--json")):
         """Write image ids, paths, labels, predictions, probabilities, maps and every metric of a run to a .npz."""
-        from services.export import export_explanations as _export
+        from services.explanations.export import export_explanations as _export
 
         try:
             res = _export(run, out, csv)

@@ -1,4 +1,4 @@
-"""`exemplar gen train`: train a generator (ddpm, or any kind in services.generators.GEN_KINDS) as a job."""
+"""`exemplar gen train`: train a generator (ddpm, or any kind in services.counterfactuals.generators.GEN_KINDS) as a job."""
 from __future__ import annotations
 
 import typer
@@ -28,7 +28,7 @@ def register(app: typer.Typer) -> None:
               queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
               json_: bool = typer.Option(False, "--json")):
         """Train a generator on the dataset's training split and register it (kind ddpm or gan)."""
-        from services.generators import GEN_KINDS, command_line
+        from services.counterfactuals.generators import GEN_KINDS, command_line
 
         if kind not in GEN_KINDS:
             fail(f"unknown generator kind {kind!r}; choose one of {', '.join(sorted(GEN_KINDS))}")

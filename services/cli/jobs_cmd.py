@@ -14,7 +14,7 @@ def register(app: typer.Typer) -> None:
     def list_(status: str = typer.Option(None, help="only jobs in this status"),
               limit: int = typer.Option(100), json_: bool = typer.Option(False, "--json")):
         """List the most recent jobs."""
-        from services.jobs import list_jobs, reap_for_readers
+        from services.jobs.lifecycle import list_jobs, reap_for_readers
 
         reap_for_readers()
         rows = list_jobs(limit=limit, status=status)
@@ -25,7 +25,7 @@ def register(app: typer.Typer) -> None:
     @jobs_app.command("show")
     def show(job_id: int, json_: bool = typer.Option(False, "--json")):
         """Show one job with its metrics, result and error."""
-        from services.jobs import get_job, reap_for_readers
+        from services.jobs.lifecycle import get_job, reap_for_readers
 
         reap_for_readers()
         row = get_job(job_id)
@@ -36,7 +36,7 @@ def register(app: typer.Typer) -> None:
     @jobs_app.command("cancel")
     def cancel(job_id: int, json_: bool = typer.Option(False, "--json")):
         """Ask a job to stop (it stops at its next step)."""
-        from services.jobs import request_cancel
+        from services.jobs.lifecycle import request_cancel
 
         ok = request_cancel(job_id)
         if not ok:

@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
                  queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
                  json_: bool = typer.Option(False, "--json")):
         """AR, AP, POS, NEG, DEL, INS and seconds per image for each method; stored on the classifier's row."""
-        from services.evaluation import parse_methods
+        from services.explanations.evaluation import parse_methods
 
         try:
             names = parse_methods(methods)

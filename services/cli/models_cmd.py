@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
     @models_app.command("layers")
     def layers(model: int = typer.Option(..., help="classifier id"), json_: bool = typer.Option(False, "--json")):
         """Candidate GradCAM layers of a classifier with their output shapes, and the chosen one."""
-        from services.model_import import list_layers
+        from services.models.model_import import list_layers
 
         try:
             res = list_layers(model)

@@ -23,7 +23,7 @@ def artefact(model: int = typer.Option(..., help="classifier id"),
              device: str = typer.Option(None, help="cpu | cuda | auto"),
              json_: bool = typer.Option(False, "--json")):
     """Per position: share of held-out predictions that change and the mean Δp per class."""
-    from services.probe import probe_artefact
+    from services.counterfactuals.probe import probe_artefact
 
     bx = None
     if box:

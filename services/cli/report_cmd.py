@@ -12,7 +12,7 @@ from services.cli.common import emit, fail
 
 def _human(j: dict) -> str:
     from core.data.roles import heading
-    from services.report import WHO, WHO_NAMES
+    from services.retraining.report import WHO, WHO_NAMES
 
     head = (f"report of retrain #{j['retrain']} ({j['seeds']} seeds) of #{j['parent']}" if j["report"] == "retrain"
             else f"report #{j['parent']} → #{j['child']} (this child alone)")
@@ -39,7 +39,7 @@ def register(app: typer.Typer) -> None:
                device: str = typer.Option(None, help="cpu | cuda | auto (default EXEMPLAR_DEVICE)"),
                json_: bool = typer.Option(False, "--json")):
         """Held-out before / after report: accuracy, AR, AP, WR per split for parent, controls and child."""
-        from services.report import evidence_report, export_report, retrain_report
+        from services.retraining.report import evidence_report, export_report, retrain_report
 
         if retrain is None and (parent is None or child is None):
             fail("give --parent and --child, or --retrain")

@@ -21,7 +21,7 @@ def _register_tokens(users_app: typer.Typer) -> None:
     def bootstrap(name: str = typer.Argument(..., help="the first admin's user name"),
                   json_: bool = typer.Option(False, "--json")):
         """Make NAME the database's first admin and print a token for them (only while it has no admin)."""
-        from services.users import bootstrap_admin
+        from services.team.users import bootstrap_admin
 
         try:
             res = bootstrap_admin(name)
@@ -34,8 +34,8 @@ def _register_tokens(users_app: typer.Typer) -> None:
               label: str = typer.Option("", help="what the token is for (a host, a person's laptop …)"),
               json_: bool = typer.Option(False, "--json")):
         """Create a personal token for NAME (admins only); the token is printed once and stored hashed."""
-        from services import tokens
-        from services.users import cli_user_id
+        from services.team import tokens
+        from services.team.users import cli_user_id
 
         try:
             res = tokens.create(cli_user_id(), name, label)
@@ -46,8 +46,8 @@ def _register_tokens(users_app: typer.Typer) -> None:
     @users_app.command("tokens")
     def list_tokens(json_: bool = typer.Option(False, "--json")):
         """Every token without its value: prefix, label, user, created, last used, revoked (admins only)."""
-        from services import tokens
-        from services.users import cli_user_id
+        from services.team import tokens
+        from services.team.users import cli_user_id
 
         rows = tokens.list_tokens(cli_user_id())
         emit({"tokens": rows}, json_, _token_lines(rows))
@@ -56,8 +56,8 @@ def _register_tokens(users_app: typer.Typer) -> None:
     def revoke(token_id: int = typer.Argument(..., help="the token's id (`exemplar users tokens`)"),
                json_: bool = typer.Option(False, "--json")):
         """Revoke a token (admins only): it stops working at once."""
-        from services import tokens
-        from services.users import cli_user_id
+        from services.team import tokens
+        from services.team.users import cli_user_id
 
         try:
             res = tokens.revoke(cli_user_id(), token_id)
@@ -76,7 +76,7 @@ def register(app: typer.Typer) -> None:
             role: str = typer.Option("reader", help="reader | researcher | admin"),
             json_: bool = typer.Option(False, "--json")):
         """Create the user or set its role (as an admin: EXEMPLAR_TOKEN, or EXEMPLAR_USER in local mode)."""
-        from services.users import cli_user_id, set_role
+        from services.team.users import cli_user_id, set_role
 
         try:
             u = set_role(cli_user_id(), name, role)
@@ -87,7 +87,7 @@ def register(app: typer.Typer) -> None:
     @users_app.command("list")
     def list_(json_: bool = typer.Option(False, "--json")):
         """Every user with its role."""
-        from services.users import list_users
+        from services.team.users import list_users
 
         rows = list_users()
         emit({"users": rows}, json_, "\n".join(f"{u['name']}\t{u['role']}" for u in rows) or "no users")

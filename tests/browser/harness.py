@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from services.streamlit_launch import streamlit_command
+from services.platform.streamlit_launch import streamlit_command
 
 ROOT = Path(__file__).resolve().parents[2]
 CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"

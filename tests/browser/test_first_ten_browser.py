@@ -9,8 +9,8 @@ import shutil
 import pytest
 from playwright.sync_api import expect
 
-from services.datasets import synth_dataset
-from services.users import list_users
+from services.data.datasets import synth_dataset
+from services.team.users import list_users
 from tests.browser.harness import choose, exceptions_on, live_app, page, wait_idle  # noqa: F401
 from tests.helpers_explain import dataset_and_model, fake_run
 
@@ -89,8 +89,8 @@ def test_a_corrupt_png_is_named_in_one_plain_line(page, live_app, tmp_path):
 def test_cancel_from_the_gallery_stops_a_running_job_and_greys_its_bar(page, live_app):
     """Cancel on a running explain job: the worker stops it (by itself or its backstop) and the gallery's job panel
     reads "cancelled" with its bar where it stopped; the row says cancelled and no run was stored."""
-    from services.explaining import list_runs
-    from services.jobs import list_jobs
+    from services.explanations.explaining import list_runs
+    from services.jobs.lifecycle import list_jobs
 
     ds_id, mid = dataset_and_model(n=400, size=64)
     fake_run(ds_id, mid)

@@ -4,8 +4,8 @@ from playwright.sync_api import expect
 from sqlalchemy import select
 
 from db.models import Feedback, User
-from services.database import session
-from services.explaining import query_explanations
+from services.platform.database import session
+from services.explanations.explaining import query_explanations
 from tests.browser.harness import card_option, exceptions_on, live_app, page, pick_user, wait_idle  # noqa: F401
 from tests.helpers_explain import dataset_and_model, fake_run
 

@@ -18,8 +18,8 @@ oidc_mock = pytest.importorskip("oidc_provider_mock")
 
 @pytest.fixture
 def seeded(exemplar_home):
-    from services import studies
-    from services.users import get_or_create_user, set_role
+    from services.reading import studies
+    from services.team.users import get_or_create_user, set_role
     from tests.helpers_explain import dataset_and_model, fake_run
 
     admin = get_or_create_user("tester")
@@ -89,8 +89,8 @@ def _answer_all(pg, url: str, keys: list[str]) -> str:
 def test_two_readers_sign_in_answer_blinded_and_agreement_matches(signin_app, seeded):
     from playwright.sync_api import sync_playwright
 
-    from services import study_results
-    from services.users import find_user
+    from services.reading import results as study_results
+    from services.team.users import find_user
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
@@ -123,7 +123,7 @@ def test_a_new_identity_signed_in_through_secrets_files_is_a_reader(signin_app):
     reader, never as an admin, and sees no admin page."""
     from playwright.sync_api import sync_playwright
 
-    from services.users import find_user
+    from services.team.users import find_user
 
     with sync_playwright() as p:
         browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)

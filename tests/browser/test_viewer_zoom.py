@@ -3,7 +3,7 @@ figure's zoom-in control); the image is drawn at its native size and the axes' r
 import pytest
 from playwright.sync_api import expect
 
-from services.explaining import query_explanations
+from services.explanations.explaining import query_explanations
 from tests.browser.harness import card_option, exceptions_on, live_app, page, pick_user, wait_idle  # noqa: F401
 from tests.helpers_explain import dataset_and_model, fake_run
 

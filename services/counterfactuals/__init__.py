@@ -1,0 +1,1 @@
+"""Counterfactuals: diffusion and GAN counterfactuals, their realism and the shortcut probe."""

@@ -1,0 +1,1 @@
+"""Data: datasets (folders, zips, DICOM) and the SynthCXR generator's datasets."""

@@ -1,0 +1,1 @@
+"""The SynthCXR demo: the steps `exemplar demo` and `make run` build."""

@@ -1,0 +1,1 @@
+"""Explanations: explanation runs, method evaluation, LTX, feedback, ratings and their export."""

@@ -1,0 +1,1 @@
+"""The job platform: job kinds, the queue, a job's life (submit, claim, lease, reap) and the worker."""

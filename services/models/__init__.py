@@ -1,0 +1,1 @@
+"""Models: the registry, training, import / export of users' classifiers, the independent classifier."""

@@ -1,0 +1,1 @@
+"""Reading studies: blinded studies, answers, agreement and per-item metrics."""

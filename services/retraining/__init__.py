@@ -1,0 +1,1 @@
+"""Retraining: eXBL retrains with matched controls, their evidence and the before / after report."""
