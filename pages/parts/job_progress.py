@@ -11,13 +11,8 @@ import streamlit as st
 from core.palette import CANCELLED
 from pages.common import current_user
 from services.jobs.lifecycle import FINAL, get_job, request_cancel
+from services.platform.job_kinds import JOB_KINDS
 
-# Job kinds in words (the exbl job of the counterfactual-guided variant is not "exbl").
-KIND_LABELS = {"data.synth": "SynthCXR synthesis", "data.import": "import", "train": "training", "explain": "explain",
-               "exbl": "eXBL retraining", "exbl_cf": "eXBL with counterfactuals", "gen.train": "generator training",
-               "counterfactual": "counterfactual", "ltx.train": "LTX pretraining", "evaluate": "method evaluation",
-               "demo": "demo build", "model.import": "classifier import", "model.export": "classifier export",
-               "study.metrics": "study metrics"}
 STATUS_ICON = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "🛑", "lost": "👻"}
 
 
@@ -73,9 +68,9 @@ def render_job(job: dict, key: str, chart: bool = True) -> None:
     """One job: status, progress bar (grey when cancelled or lost), ETA from its measured rate, message; a metrics
     chart when it logged per-step metrics; cancel."""
     icon = STATUS_ICON.get(job["status"], "")
-    label = KIND_LABELS.get(job["kind"], job["kind"])
+    label = JOB_KINDS.label(job["kind"])
     method = (job.get("params") or {}).get("method")
-    if job["kind"] in ("exbl", "explain", "counterfactual") and method:  # e.g. "eXBL retraining · exbl_cf"
+    if method and job["kind"] in JOB_KINDS and JOB_KINDS.get(job["kind"]).shows_method:  # "eXBL retraining · exbl_cf"
         label = f"{label} · {method}"
     text = (f"{icon} job {job['id']} · {label} · {job['status']}"
             + (f" · {job['message']}" if job["message"] and job["message"] != job["status"] else ""))

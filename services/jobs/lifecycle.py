@@ -5,7 +5,6 @@ dead attempts into `lost` and queues the retries.
 """
 from __future__ import annotations
 
-import importlib
 import os
 import sys
 import threading
@@ -20,10 +19,10 @@ from services.team import audit
 from services.jobs import state as job_state
 from services.platform.database import read_session, session
 from services.platform.errors import plain_error
-from services.jobs.kinds import HANDLERS, IDEMPOTENT, max_retries_for
+from services.jobs import kinds
 from services.jobs.outputs import clear_outputs
 from services.jobs.reaper import HEARTBEAT_S, STALE_AFTER_S, reap  # noqa: F401  (re-exported)
-from services.team.roles import require, require_cancel
+from services.team.access import require, require_cancel
 
 FINAL = job_state.FINAL
 state_path, drop_state = job_state.state_path, job_state.drop_state  # re-exported for handlers
@@ -99,13 +98,12 @@ class JobContext:
 
 
 def create_job(kind: str, params: dict, user_id: int | None = None, max_retries: int | None = None) -> int:
-    if kind not in HANDLERS:
-        raise ValueError(f"unknown job kind {kind!r}; known: {', '.join(sorted(HANDLERS))}")
+    kinds.JOB_KINDS.get(kind)  # an unknown kind is refused in one line naming the kinds
     actor = require(user_id, kind)  # team: role check (reader cannot train, import, ...)
     with session() as s:
         job = Job(kind=kind, params=params, created_by=actor["id"], status="queued", message="queued",
                   queued_at=utcnow(),
-                  max_retries=max_retries_for(kind) if max_retries is None else int(max_retries))
+                  max_retries=kinds.max_retries_for(kind) if max_retries is None else int(max_retries))
         s.add(job)
         s.flush()
         audit.add(s, actor, "job.start", f"job:{job.id}", after={"kind": kind, "params": params})
@@ -141,8 +139,7 @@ def active_duplicate(kind: str, params: dict) -> int | None:
 
 
 def _resolve(kind: str) -> Callable[[JobContext], dict]:
-    mod, fn = HANDLERS[kind].split(":")
-    return getattr(importlib.import_module(mod), fn)
+    return kinds.handler(kind)
 
 
 def _heartbeat(ctx: JobContext, stop: threading.Event) -> None:
@@ -164,7 +161,7 @@ def execute_job(job_id: int, echo: bool = False, worker: str | None = None) -> d
         if row is None:
             raise ValueError(f"no job {job_id}")
         return row
-    if c.earlier and not IDEMPOTENT.get(c.kind, False):
+    if c.earlier and not kinds.idempotent(c.kind):
         clear_outputs(job_id)  # a crash after results, before finish: the retry starts clean (no duplicates)
     ctx = JobContext(job_id, c.params, c.user_id, echo=echo, attempt=c.attempt)
     stop = threading.Event()

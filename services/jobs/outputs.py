@@ -14,9 +14,10 @@ from sqlalchemy import delete, select
 
 from db.models import Counterfactual, Dataset, ExplanationRun, Job, Model, Retrain
 from services.platform.database import session
+from services.platform.job_kinds import JOB_KINDS
 from services.platform.settings import from_stored, get_settings
 
-DATASET_KINDS = ("data.synth", "data.import")
+DATASET_KINDS = tuple(JOB_KINDS.names(writes_dataset=True))
 
 
 def _first_start(job: Job) -> datetime | None:
