@@ -1,7 +1,9 @@
 """Explanation methods behind one call shape: explain(model, x, target, method, **kw) → maps (N, H, W) in [0, 1].
 
-Registry: EXPLAINERS maps a method name to 'module:function'. A new method is one module whose function has the
-shape `fn(model, x, target, **kw) -> Attribution(raw, logits)` and one line here. `raw` is a non-negative
+Registry: the specs of core.registries.EXPLANATION_METHODS (docs/architecture.md, Registries); EXPLAINERS maps the name
+of each method with a function of its own to that 'module:function' (the LTX variants run `ltx` with their own keyword
+arguments, services.explanations.ltx). A new method is one module whose function has the shape
+`fn(model, x, target, **kw) -> Attribution(raw, logits)` and one spec there. `raw` is a non-negative
 (N, h, w) relevance at the method's own resolution; explain() upsamples it bilinearly to `size` (default: the
 input size) and divides each map by its own max (0 where the max is 0), as DESIGN.md §4 defines E.
 
@@ -19,19 +21,11 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-EXPLAINERS: dict[str, str] = {
-    "gradcam": "core.explain.gradcam:gradcam",
-    "integrated_gradients": "core.explain.integrated_gradients:integrated_gradients",
-    "saliency": "core.explain.saliency:saliency",
-    "occlusion": "core.explain.occlusion:occlusion",
-    "guided_gradcam": "core.explain.guided_gradcam:guided_gradcam",
-    "ltx": "core.explain.ltx:ltx",  # needs explainer=<trained LTXExplainer> (services.explanations.ltx.get_explainer)
-}
+from core.registries import EXPLANATION_METHODS
+from core.registry import load
 
-LABELS: dict[str, str] = {
-    "gradcam": "GradCAM", "integrated_gradients": "Integrated Gradients", "saliency": "Saliency",
-    "occlusion": "Occlusion", "guided_gradcam": "Guided GradCAM",
-}
+# ltx needs explainer=<trained LTXExplainer> (services.explanations.ltx.method_kwargs)
+EXPLAINERS: dict[str, str] = {s.name: s.entry for s in EXPLANATION_METHODS if s.variant_of is None}
 
 Target = int | str | None | Sequence[int] | torch.Tensor
 
@@ -48,8 +42,7 @@ def list_methods() -> list[str]:
 def get_explainer(method: str):
     if method not in EXPLAINERS:
         raise ValueError(f"unknown explanation method {method!r}; choose one of {', '.join(EXPLAINERS)}")
-    mod, fn = EXPLAINERS[method].split(":")
-    return getattr(importlib.import_module(mod), fn)
+    return load(EXPLAINERS[method])
 
 
 def keeps_inplace(method: str, **kw) -> bool:

@@ -5,6 +5,7 @@ from pathlib import Path
 
 import typer
 
+from core.registries import EXPLANATION_METHODS
 from services.cli.common import emit, fail, run_job
 
 SUMMARY_KEYS = ("n", "ar_mean", "ap_mean", "f1_mean", "wr_mean")
@@ -17,8 +18,8 @@ def _fmt(v) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("explain")
     def explain(model: int = typer.Option(..., help="classifier id"),
-                method: str = typer.Option("gradcam", help="gradcam | integrated_gradients | saliency | occlusion | "
-                                                           "guided_gradcam | ltx | ltx_pretrained (after `ltx train`)"),
+                method: str = typer.Option("gradcam", help=EXPLANATION_METHODS.choices()
+                                                           + " (LTX methods after `exemplar ltx train`)"),
                 split: list[str] = typer.Option(None, help="split(s) to explain (repeatable; default all)"),
                 target: str = typer.Option("predicted", help="explain the predicted or the true class"),
                 tau: float = typer.Option(0.5, help="threshold of T(E) = E ≥ τ for AR / AP / F1 / WR"),
@@ -29,12 +30,8 @@ def register(app: typer.Typer) -> None:
                 json_: bool = typer.Option(False, "--json")):
         """Explain every image of the model's dataset; prints run_id and summary {n, ar_mean, ap_mean, f1_mean,
         wr_mean}."""
-        from core.explain import EXPLAINERS
-        from services.explanations.ltx import LTX_METHODS
-
-        known = [*EXPLAINERS, *LTX_METHODS]
-        if method not in known:
-            fail(f"unknown method {method!r}; choose one of {', '.join(known)}")
+        if method not in EXPLANATION_METHODS:
+            fail(f"unknown method {method!r}; choose one of {EXPLANATION_METHODS.choices(', ')}")
         if target not in ("predicted", "true"):
             fail("--target must be 'predicted' or 'true'")
         if not 0 < tau <= 1:

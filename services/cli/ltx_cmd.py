@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import typer
 
+from core.registries import EXPLANATION_METHODS
 from services.cli.common import emit, fail, run_job
 
 
@@ -63,9 +64,10 @@ def register(app: typer.Typer) -> None:
 
     @app.command("evaluate")
     def evaluate(model: int = typer.Option(..., help="classifier id"),
-                 methods: str = typer.Option(None, help="comma-separated: gradcam, ig, saliency, occlusion, "
-                                                        "guided_gradcam, ltx, ltx_pretrained, ltx_sampled (default: "
-                                                        "gradcam, ig and every LTX variant whose explainer exists)"),
+                 methods: str = typer.Option(None, help="comma-separated: " + EXPLANATION_METHODS.choices(", ")
+                                                        + " (ig for integrated_gradients; default: "
+                                                        + ", ".join(EXPLANATION_METHODS.names(evaluated_by_default=True))
+                                                        + ", the LTX ones when their explainer exists)"),
                  split: str = typer.Option("test", help="split to evaluate on"),
                  limit: int = typer.Option(None, help="only the first N images of the split"),
                  target: str = typer.Option("both", help="explained class: predicted, or both (predicted and true)"),

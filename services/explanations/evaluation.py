@@ -19,17 +19,17 @@ from typing import Callable, Sequence
 
 import numpy as np
 
-from core.palette import METHOD_LABELS
+from core.registries import EXPLANATION_METHODS, METRICS as METRIC_SPECS
 from services.platform.batching import adaptive_batches
 
 Progress = Callable[..., None]
-ALIASES = {"ig": "integrated_gradients", "grad_cam": "gradcam", "ltx_finetuned": "ltx"}
-LABELS = METHOD_LABELS  # the one registry of display names (core.palette)
-METRICS = ("ar", "ap", "pos", "neg", "del", "ins")
+ALIASES = {a: s.name for s in EXPLANATION_METHODS for a in s.aliases}
+LABELS = EXPLANATION_METHODS.labels()  # display names (core.registries)
+METRICS = tuple(METRIC_SPECS.names(groups="evaluation"))  # localisation first, then faithfulness
 TARGETS = ("predicted", "true")
 # ltx_sampled beside the paper's ltx: it won the val sweep (bench/methods.py); when the methods are not named, an
 # LTX variant whose explainer is not trained yet is skipped (named in the result's "skipped"), never an error
-DEFAULT_METHODS = ("gradcam", "integrated_gradients", "ltx_pretrained", "ltx", "ltx_sampled")
+DEFAULT_METHODS = tuple(EXPLANATION_METHODS.names(evaluated_by_default=True))
 
 
 def canonical(method: str) -> str:
@@ -38,10 +38,7 @@ def canonical(method: str) -> str:
 
 
 def known_methods() -> list[str]:
-    from core.explain import EXPLAINERS
-    from services.explanations.ltx import LTX_METHODS
-
-    return list(dict.fromkeys([*EXPLAINERS, *LTX_METHODS]))
+    return EXPLANATION_METHODS.names()
 
 
 def parse_methods(methods: str | Sequence[str] | None) -> list[str]:

@@ -24,12 +24,13 @@ from typing import Callable, Sequence
 import numpy as np
 from sqlalchemy import and_, delete, exists, func, insert, select
 
+from core.registries import EXPLANATION_METHODS, METRICS as METRIC_SPECS
 from db.models import Annotation, Dataset, Explanation, ExplanationRun, Image, Model
 from services.platform.batching import adaptive_batches
 from services.platform.database import read_session, session
 from services.platform.settings import from_stored, get_settings, to_stored
 
-METRICS = ("ar", "ap", "f1", "soft_ar", "relevance_mass", "rra", "pointing", "wr")
+METRICS = tuple(METRIC_SPECS.names(kind="localisation"))  # every map is scored against its image's masks
 SORTABLE = METRICS + ("prob",)
 TARGETS = ("predicted", "true")
 MAPS_FILE = "maps.npy"
@@ -74,12 +75,9 @@ def run_explain(model_id: int, method: str = "gradcam", splits: Sequence[str] | 
     summary}; summary holds n, accuracy, <metric>_mean for every metric (None where undefined for all images),
     seconds, images_per_s.
     """
-    from services.explanations.ltx import LTX_METHODS
-    from core.explain import EXPLAINERS
-
     say = progress or (lambda *a, **k: None)
-    if method not in EXPLAINERS and method not in LTX_METHODS:
-        raise ValueError(f"unknown method {method!r}; choose one of {', '.join([*EXPLAINERS, *LTX_METHODS])}")
+    if method not in EXPLANATION_METHODS:
+        raise ValueError(f"unknown method {method!r}; choose one of {EXPLANATION_METHODS.choices(', ')}")
     if target not in TARGETS:
         raise ValueError(f"target must be one of {', '.join(TARGETS)}, not {target!r}")
     tau = float(tau)

@@ -22,13 +22,14 @@ import time
 from functools import lru_cache
 from typing import Callable
 
+from core.registries import EXPLANATION_METHODS
 from services.platform.settings import resolve_device
 
 Progress = Callable[..., None]
 DEFAULTS = {"epochs": 5, "batch_size": 32, "lr": 1e-3, "width": 8, "depth": 3, "out_stride": 4, "seed": 0}
 # evaluation / explanation names → (registry method, extra keyword arguments, the masking its explainer was trained with)
-LTX_METHODS = {"ltx": ("ltx", {}, "soft"), "ltx_pretrained": ("ltx", {"finetune_steps": 0}, "soft"),
-               "ltx_sampled": ("ltx", {}, "sample")}
+LTX_METHODS = {s.name: (s.variant_of or s.name, dict(s.kwargs), s.masking)
+               for s in EXPLANATION_METHODS if "ltx_explainer" in s.needs}
 
 
 def masking_of(method: str) -> str:
