@@ -6,9 +6,10 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import refuse_open_bind, require_user
-from services.team import audit
+from services.team import audit, audit_log
 from services.team.roles import ROLES, PermissionRefused
-from services.team.users import list_users, set_role
+from services.team.users import list_users
+from services.team.access import set_role
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
@@ -40,7 +41,7 @@ def _log() -> None:
     action = c2.text_input("Action starts with", key="au_action", placeholder="study. / job. / pick")
     since = c3.date_input("From", value=None, key="au_since")
     until = c4.date_input("To", value=None, key="au_until")
-    rows = audit.list_rows(me["id"], user=who or None, action=action.strip() or None,
+    rows = audit_log.list_rows(me["id"], user=who or None, action=action.strip() or None,
                            since=since.isoformat() if since else None,
                            until=f"{until.isoformat()}T23:59:59.999999" if until else None)
     st.caption(f"{len(rows)} rows")
@@ -58,7 +59,7 @@ def _log() -> None:
 
 if me is not None:
     try:
-        audit.list_rows(me["id"], limit=1)
+        audit_log.list_rows(me["id"], limit=1)
     except PermissionRefused as exc:
         st.warning(str(exc))
     else:

@@ -190,7 +190,8 @@ def test_a_researcher_cannot_run_code_and_an_export_never_overwrites(ds, tmp_pat
     from services.models.model_export import export_model
     from services.models.model_import import import_model
     from services.team.roles import PermissionRefused
-    from services.team.users import get_or_create_user, set_role
+    from services.team.users import get_or_create_user
+    from services.team.access import set_role
 
     admin = get_or_create_user("tester")
     rex = set_role(admin, "rex", "researcher")["id"]
@@ -210,7 +211,8 @@ def test_a_researcher_cannot_run_code_and_an_export_never_overwrites(ds, tmp_pat
 def test_a_reader_cannot_import(ds, tmp_path):
     from services.models.model_import import import_model
     from services.team.roles import PermissionRefused
-    from services.team.users import get_or_create_user, set_role
+    from services.team.users import get_or_create_user
+    from services.team.access import set_role
 
     _resnet(tmp_path / "r.pt")
     admin = get_or_create_user("tester")
@@ -282,7 +284,7 @@ def test_exemplars_own_classifier_exports_too(tmp_path):
 
 
 def test_import_and_export_need_an_acting_user_and_are_audited(ds, tmp_path):
-    from services.team.audit import list_rows
+    from services.team.audit_log import list_rows
     from services.models.model_export import export_model
     from services.models.model_import import import_model
 

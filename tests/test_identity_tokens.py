@@ -102,10 +102,10 @@ def test_local_sqlite_mode_is_unchanged(monkeypatch):
 
 
 def test_a_token_wins_over_exemplar_user_on_sqlite():
-    from services.team import tokens
+    from services.team import access, audit_log, token_store, tokens
 
     boss = users.get_or_create_user("boss")
-    users.set_role(boss, "r1", "reader")
+    access.set_role(boss, "r1", "reader")
     tok = tokens.create(boss, "r1", "laptop")["token"]
     r = refused(["users", "add", "x"], "role reader", EXEMPLAR_USER="boss", EXEMPLAR_TOKEN=tok)
     assert "EXEMPLAR_USER ignored" in r.stderr
@@ -142,7 +142,8 @@ def _set_up_mode_acts_unauthenticated():
 
 def _after_bootstrap(setup_job: int):
     from services.jobs import lifecycle as jobs
-    from services.team.roles import PermissionRefused, require
+    from services.team.roles import PermissionRefused
+    from services.team.access import require
 
     with pytest.raises(PermissionRefused, match="EXEMPLAR_TOKEN"):
         require(None, "data.synth")
@@ -166,7 +167,7 @@ def _after_bootstrap(setup_job: int):
 @pytest.mark.postgres
 def test_tokens_on_a_shared_database(shared_db):
     from services.team import audit
-    from services.team import tokens
+    from services.team import access, audit_log, token_store, tokens
 
     setup_job = _set_up_mode_acts_unauthenticated()
     ba = ok(["users", "bootstrap-admin", "alice"])
@@ -194,11 +195,11 @@ def test_tokens_on_a_shared_database(shared_db):
     ok(["users", "revoke", str(made["token_id"])], EXEMPLAR_TOKEN=tok)
     refused(["demo"], "not a valid token", EXEMPLAR_TOKEN=btok)
     refused(["users", "revoke", str(made["token_id"])], "already revoked", EXEMPLAR_TOKEN=tok)
-    assert tokens.authenticate(btok) is None and tokens.authenticate(tok) == alice
+    assert token_store.authenticate(btok) is None and token_store.authenticate(tok) == alice
     alice_token = next(t["id"] for t in listed if t["user"] == "alice")
     refused(["users", "revoke", str(alice_token)], "last live token of any admin", EXEMPLAR_TOKEN=tok)
-    assert tokens.authenticate(tok) == alice  # nobody was locked out
-    rows = audit.list_rows(alice)
+    assert token_store.authenticate(tok) == alice  # nobody was locked out
+    rows = audit_log.list_rows(alice)
     acts = [(r["action"], r["user"]) for r in rows if r["action"].startswith(("token.", "user.bootstrap"))]
     assert acts == [("user.bootstrap_admin", "set-up"), ("token.create", "set-up"), ("token.create", "alice"),
                     ("token.revoke", "alice")]
@@ -215,13 +216,13 @@ def test_identity_reads_do_not_wait_behind_a_writer():
 
     from services.jobs import lifecycle as jobs
 
-    from services.team import tokens
+    from services.team import access, audit_log, token_store, tokens
     from services.platform.database import session
-    from services.team.roles import require, require_cancel
+    from services.team.access import require, require_cancel
 
     boss = users.get_or_create_user("boss")
     tok = tokens.create(boss, "boss")["token"]
-    assert tokens.authenticate(tok) == boss  # last_used_at written now: the next minute's lookups only read
+    assert token_store.authenticate(tok) == boss  # last_used_at written now: the next minute's lookups only read
     jid = jobs.create_job("data.synth", {"name": "x", "n": 10}, boss)
     holding, release = threading.Event(), threading.Event()
 
@@ -238,7 +239,7 @@ def test_identity_reads_do_not_wait_behind_a_writer():
         assert users.get_user(boss)["name"] == "boss" and users.find_user("boss")["id"] == boss
         assert [u["name"] for u in users.list_users()] == ["boss"] and users.get_or_create_user("boss") == boss
         assert require(boss, "train")["id"] == boss and require_cancel(jid, boss)["id"] == boss
-        assert tokens.authenticate(tok) == boss and users.has_admin()
+        assert token_store.authenticate(tok) == boss and users.has_admin()
         assert time.monotonic() - t0 < 5, "an identity read waited for the writer"
     finally:
         release.set()

@@ -4,14 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from services.team import audit
+from services.team import audit, audit_log
 
 from services.jobs import lifecycle as jobs
 
 from services.reading import studies
 
 from services.reading import results as study_results
-from services.team.users import get_or_create_user, set_role
+from services.team.users import get_or_create_user
+from services.team.access import set_role
 from tests.helpers_app import app_test, open_page
 from tests.helpers_explain import dataset_and_model, fake_run
 
@@ -88,7 +89,7 @@ def test_audit_page_for_admins_and_role_change(study):
     at.text_input(key="au_role_user").input("r2").run()
     at.selectbox(key="au_role_role").set_value("researcher").run()
     at.button(key="au_role_set").click().run()
-    rows = audit.list_rows(ids["admin"], action="user.role", user="tester")
+    rows = audit_log.list_rows(ids["admin"], action="user.role", user="tester")
     assert rows[-1]["object"] == "user:r2" and rows[-1]["before"] == {"role": "reader"}
     res_at = open_page(app_test(user={"id": ids["res"], "name": "res"}), "gallery")
     with pytest.raises(ValueError, match="Could not find a navigation page"):

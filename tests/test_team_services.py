@@ -9,7 +9,7 @@ import json
 import numpy as np
 import pytest
 
-from services.team import audit
+from services.team import audit, audit_log
 
 from services.jobs import lifecycle as jobs
 
@@ -17,7 +17,8 @@ from services.reading import studies
 
 from services.reading import results as study_results
 from services.team.roles import PermissionRefused
-from services.team.users import get_or_create_user, get_user, list_users, serve_refusal, set_role
+from services.team.users import get_or_create_user, get_user, list_users, serve_refusal
+from services.team.access import set_role
 from tests.helpers_explain import dataset_and_model, fake_run
 
 
@@ -55,7 +56,7 @@ def test_reader_refused_training_import_and_cancelling_others_jobs(team):
     with pytest.raises(PermissionRefused):
         study_results.agreement(team["r1"], 1)
     with pytest.raises(PermissionRefused, match="audit log"):
-        audit.list_rows(team["r1"])
+        audit_log.list_rows(team["r1"])
 
 
 def _study(team, n=8, scale="nominal:good,bad"):
@@ -153,7 +154,7 @@ def test_audit_row_for_every_kind_of_write(team, tmp_path):
         export_explanations(run, tmp_path / "f.npz", user_id=team["r1"])
     with pytest.raises(ValueError):
         counterfactuals.annotate(999, team["r1"], rating=3)
-    rows = audit.list_rows(team["admin"])
+    rows = audit_log.list_rows(team["admin"])
     kinds = {r["action"] for r in rows}
     assert {"user.create", "user.role", "model.register", "study.create", "study.answer", "study.consensus", "pick",
             "pick.undo", "annotate", "job.start", "job.cancel", "export"} <= kinds
@@ -161,8 +162,8 @@ def test_audit_row_for_every_kind_of_write(team, tmp_path):
     assert role["job.cancel"] == ("tester", "admin") and role["pick"] == ("r1", "reader")
     ch = next(r for r in rows if r["action"] == "user.role" and r["object"] == "user:r1")
     assert ch["after"] == {"role": "reader"} and all(r["at"] for r in rows)
-    assert audit.list_rows(team["admin"], user="r1", action="pick") and \
-        all(r["user"] == "r1" for r in audit.list_rows(team["admin"], user="r1"))
+    assert audit_log.list_rows(team["admin"], user="r1", action="pick") and \
+        all(r["user"] == "r1" for r in audit_log.list_rows(team["admin"], user="r1"))
 
 
 def test_csv_escapes_formula_cells():
@@ -182,7 +183,7 @@ def test_study_export_escapes_and_is_audited(team):
     assert row["reader"] == "'=evil" and row["question"] == "'-q" and row["value"] == "good"
     js = json.loads(study_results.export(team["res"], res["study_id"], "agreement", "json"))
     assert {r["statistic"] for r in js["rows"]} >= {"krippendorff_alpha", "fleiss_kappa"}
-    assert [r for r in audit.list_rows(team["admin"], action="export") if r["object"] == f"study:{res['study_id']}"]
+    assert [r for r in audit_log.list_rows(team["admin"], action="export") if r["object"] == f"study:{res['study_id']}"]
 
 
 def test_serve_refusal():

@@ -21,7 +21,8 @@ def register(app: typer.Typer) -> None:
               csv: Path = typer.Option(None, "--csv", help="also write the rows as CSV (cells escaped)"),
               json_: bool = typer.Option(False, "--json")):
         """Audit rows, oldest first: user, role, action, object, at, before, after."""
-        from services.team.audit import list_rows, to_csv
+        from services.team.audit import to_csv
+        from services.team.audit_log import list_rows
         from services.team.users import cli_user_id
 
         try:

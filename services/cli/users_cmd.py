@@ -76,7 +76,8 @@ def register(app: typer.Typer) -> None:
             role: str = typer.Option("reader", help="reader | researcher | admin"),
             json_: bool = typer.Option(False, "--json")):
         """Create the user or set its role (as an admin: EXEMPLAR_TOKEN, or EXEMPLAR_USER in local mode)."""
-        from services.team.users import cli_user_id, set_role
+        from services.team.users import cli_user_id
+        from services.team.access import set_role
 
         try:
             u = set_role(cli_user_id(), name, role)

@@ -21,7 +21,7 @@ import numpy as np
 
 from services.platform.settings import from_stored, resolve_device  # i17: paths relative to EXEMPLAR_HOME
 
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 SHIPPED_GAN = ASSETS / "gan_synthcxr64"
 CHECKPOINT = "model.safetensors"
 TRAIN_DEFAULTS = {"steps": 4000, "batch_size": 16, "lr": 2e-4, "width": 24, "skips": 1}
@@ -97,40 +97,95 @@ def train_gan_job(ctx, ds: dict) -> dict:
     import torch
 
     from core.generative.gan import (GANBundle, GANTrainConfig, build_gan, count_params, gan_config, reconstruct,
-                                     sample_grid, train_gan)
-    from core.models.checkpoint import save_checkpoint
+                                     sample_grid)
     from services.data.datasets import load_arrays
     from services.counterfactuals.generators import dataset_hash, generators_root, register_generator
 
     p = dict(ctx.params)
     t0 = time.monotonic()
+    o = _gan_settings(p)
+    steps, seed = o["steps"], o["seed"]
+    device = resolve_device(p.get("device"))
+    arr = load_arrays(ds["id"])
+    tr, held = _train_and_held(arr, ds)
+    spec, attrs, source = dataset_attributes(ds["id"], arr)
+    torch.manual_seed(seed)
+    G, D = build_gan(spec, size=arr.size, width=o["width"], skips=o["skips"])
+    nbytes = (count_params(G) + count_params(D)) * 4
+    cfg = GANTrainConfig(steps=steps, batch_size=o["batch_size"], lr=o["lr"], seed=seed,
+                         log_every=max(10, min(100, steps // 20)))
+    progress_dir = generators_root() / ".progress" / f"job-{ctx.job_id}"
+    progress_dir.mkdir(parents=True, exist_ok=True)
+    ctx.progress(0.0, f"training a GAN ({nbytes / 1e6:.1f} MB, attributes: {', '.join(g.name for g in spec.groups)}) "
+                      f"on {len(tr)} images, {steps} steps, {device}", force=True)
+    history, stopped_early, ran = _fit_gan(ctx, G, D, arr, (tr, held), attrs, spec, cfg, device, o, progress_dir)
+    ctx.progress(0.92, "reconstruction of held-out images and the sample grid", force=True)
+    rec = reconstruct(G, arr.images[held], attrs[held])
+    x = arr.images[held][:, None].astype(np.float32) / 255.0
+    rec_l1 = float(np.abs(rec - x).mean())
+    mean_l1 = float(np.abs(x - arr.images[tr].mean(0) / 255.0).mean())
+    grid, labels = sample_grid(G, arr.images[held[:GRID_ROWS]], attrs[held[:GRID_ROWS]], spec)
+    name = p.get("name") or f"{ds['name']}-gan"
+    bundle = GANBundle(G.cpu(), D.cpu(), spec, gan_config(G, spec, D))
+    provenance = {
+        "kind": "gan", "name": name, "command": p.get("command") or f"gen.train job {json.dumps(p, default=str)}",
+        "created_at": _now(), "seed": seed, "dataset": ds["name"], "dataset_id": ds["id"],
+        "dataset_hash": dataset_hash(ds["id"]), "train_split": "train", "train_images": int(len(tr)),
+        "image_size": arr.size, "attributes": spec.to_json(), "attributes_source": source,
+        "steps_requested": steps, "training_steps": ran, "stopped_early": stopped_early,
+        "batch_size": o["batch_size"], "lr": o["lr"], "width": o["width"], "skips": o["skips"],
+        "loss_weights": {"rec": cfg.lambda_rec, "cls_g": cfg.lambda_cls_g, "cls_d": cfg.lambda_cls_d,
+                         "adv": cfg.lambda_adv}, "losses": history[-1] if history else {}, "loss_curve": history,
+        "heldout_rec_l1": rec_l1, "heldout_mean_image_l1": mean_l1, "seconds": round(time.monotonic() - t0, 1),
+        "device": str(device), "torch": torch.__version__, "weights_bytes": nbytes,
+        "sample_grid": "samples.png", "sample_grid_columns": labels,
+    }
+    folder = _save_gan_folder(generators_root(), bundle, grid, provenance)
+    metrics = {"training_steps": ran, "heldout_rec_l1": rec_l1, "heldout_mean_image_l1": mean_l1,
+               "losses": history[-1] if history else {}}
+    gid = register_generator(name=name, kind="gan", arch="attgan", folder=folder, dataset_id=ds["id"],
+                             config=bundle.config, metrics=metrics, job_id=ctx.job_id, created_by=ctx.user_id)
+    shutil.rmtree(progress_dir, ignore_errors=True)
+    ctx.progress(1.0, f"GAN #{gid}: {ran} steps, held-out reconstruction L1 {rec_l1:.4f} "
+                      f"(mean image {mean_l1:.4f})", force=True)
+    return {"generator_id": gid, "kind": "gan", "name": name, "dataset_id": ds["id"], "folder": str(folder),
+            "training_steps": ran, "final_loss": (history[-1] if history else {}).get("rec_l1"),
+            "losses": history[-1] if history else {}, "heldout_rec_l1": rec_l1, "heldout_mean_image_l1": mean_l1,
+            "attributes": [g.name for g in spec.groups], "weights_bytes": nbytes,
+            "seconds": round(time.monotonic() - t0, 1), "device": str(device)}
+
+
+def _gan_settings(p: dict) -> dict:
+    """The training settings of a `gen.train` job's params, TRAIN_DEFAULTS filling the gaps."""
     steps = int(p.get("steps") or TRAIN_DEFAULTS["steps"])
     if steps < 1:
         raise ValueError("--steps must be at least 1")
-    seed = int(p.get("seed") or 0)
-    batch_size = int(p.get("batch_size") or TRAIN_DEFAULTS["batch_size"])
-    lr = float(p.get("lr") or TRAIN_DEFAULTS["lr"])
-    width = int(p.get("width") or TRAIN_DEFAULTS["width"])
-    skips = int(p.get("skips") if p.get("skips") is not None else TRAIN_DEFAULTS["skips"])
-    max_minutes = p.get("max_minutes")
-    sample_every = int(p.get("sample_every") or max(100, steps // 5))
-    device = resolve_device(p.get("device"))
-    arr = load_arrays(ds["id"])
+    return {"steps": steps, "seed": int(p.get("seed") or 0),
+            "batch_size": int(p.get("batch_size") or TRAIN_DEFAULTS["batch_size"]),
+            "lr": float(p.get("lr") or TRAIN_DEFAULTS["lr"]), "width": int(p.get("width") or TRAIN_DEFAULTS["width"]),
+            "skips": int(p.get("skips") if p.get("skips") is not None else TRAIN_DEFAULTS["skips"]),
+            "max_minutes": p.get("max_minutes"), "sample_every": int(p.get("sample_every") or max(100, steps // 5))}
+
+
+def _train_and_held(arr, ds: dict) -> tuple[np.ndarray, np.ndarray]:
+    """The train split's indices, and the held-out images (val, else test, else train) the GAN is judged on."""
     tr = arr.split_index("train")
     if len(tr) == 0:
         raise ValueError(f"dataset {ds['name']!r} has no train split")
     held = arr.split_index("val")
     held = held if len(held) else arr.split_index("test")
     held = held if len(held) else tr
-    spec, attrs, source = dataset_attributes(ds["id"], arr)
-    torch.manual_seed(seed)
-    G, D = build_gan(spec, size=arr.size, width=width, skips=skips)
-    nbytes = (count_params(G) + count_params(D)) * 4
-    cfg = GANTrainConfig(steps=steps, batch_size=batch_size, lr=lr, seed=seed, log_every=max(10, min(100, steps // 20)))
-    progress_dir = generators_root() / ".progress" / f"job-{ctx.job_id}"
-    progress_dir.mkdir(parents=True, exist_ok=True)
-    ctx.progress(0.0, f"training a GAN ({nbytes / 1e6:.1f} MB, attributes: {', '.join(g.name for g in spec.groups)}) "
-                      f"on {len(tr)} images, {steps} steps, {device}", force=True)
+    return tr, held
+
+
+def _fit_gan(ctx, G, D, arr, splits: tuple, attrs, spec, cfg, device, o: dict, progress_dir: Path
+             ) -> tuple[list[dict], bool, int]:
+    """Train G and D, reporting progress and a sample grid every `sample_every` steps, stopping at max_minutes;
+    returns (loss history, stopped early, steps run)."""
+    from core.generative.gan import sample_grid, train_gan
+
+    tr, held = splits
+    sample_every, max_minutes = o["sample_every"], o["max_minutes"]
     deadline = time.monotonic() + float(max_minutes) * 60 if max_minutes else None
     ran = [0]
 
@@ -150,36 +205,18 @@ def train_gan_job(ctx, ds: dict) -> dict:
         if deadline is not None and time.monotonic() > deadline:
             raise _Stop()
 
-    history: list[dict] = []
-    stopped_early = False
     try:
-        history = train_gan(G, D, arr.images[tr], attrs[tr], spec, cfg, device=device, progress=on_step)
+        return train_gan(G, D, arr.images[tr], attrs[tr], spec, cfg, device=device, progress=on_step), False, ran[0]
     except _Stop:
-        stopped_early = True
         G.eval()
         D.eval()
-    ctx.progress(0.92, "reconstruction of held-out images and the sample grid", force=True)
-    rec = reconstruct(G, arr.images[held], attrs[held])
-    x = arr.images[held][:, None].astype(np.float32) / 255.0
-    rec_l1 = float(np.abs(rec - x).mean())
-    mean_l1 = float(np.abs(x - arr.images[tr].mean(0) / 255.0).mean())
-    grid, labels = sample_grid(G, arr.images[held[:GRID_ROWS]], attrs[held[:GRID_ROWS]], spec)
-    name = p.get("name") or f"{ds['name']}-gan"
-    bundle = GANBundle(G.cpu(), D.cpu(), spec, gan_config(G, spec, D))
-    provenance = {
-        "kind": "gan", "name": name, "command": p.get("command") or f"gen.train job {json.dumps(p, default=str)}",
-        "created_at": _now(), "seed": seed, "dataset": ds["name"], "dataset_id": ds["id"],
-        "dataset_hash": dataset_hash(ds["id"]), "train_split": "train", "train_images": int(len(tr)),
-        "image_size": arr.size, "attributes": spec.to_json(), "attributes_source": source,
-        "steps_requested": steps, "training_steps": ran[0], "stopped_early": stopped_early,
-        "batch_size": batch_size, "lr": lr, "width": width, "skips": skips,
-        "loss_weights": {"rec": cfg.lambda_rec, "cls_g": cfg.lambda_cls_g, "cls_d": cfg.lambda_cls_d,
-                         "adv": cfg.lambda_adv}, "losses": history[-1] if history else {}, "loss_curve": history,
-        "heldout_rec_l1": rec_l1, "heldout_mean_image_l1": mean_l1, "seconds": round(time.monotonic() - t0, 1),
-        "device": str(device), "torch": torch.__version__, "weights_bytes": nbytes,
-        "sample_grid": "samples.png", "sample_grid_columns": labels,
-    }
-    root = generators_root()
+        return [], True, ran[0]
+
+
+def _save_gan_folder(root: Path, bundle, grid: np.ndarray, provenance: dict) -> Path:
+    """Write the checkpoint, the sample grid and the provenance into a new folder under `root`, all or nothing."""
+    from core.models.checkpoint import save_checkpoint
+
     tmp = root / f".tmp-{uuid.uuid4().hex}"
     folder = root / uuid.uuid4().hex
     tmp.mkdir(parents=True)
@@ -191,18 +228,7 @@ def train_gan_job(ctx, ds: dict) -> dict:
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
-    metrics = {"training_steps": ran[0], "heldout_rec_l1": rec_l1, "heldout_mean_image_l1": mean_l1,
-               "losses": history[-1] if history else {}}
-    gid = register_generator(name=name, kind="gan", arch="attgan", folder=folder, dataset_id=ds["id"],
-                             config=bundle.config, metrics=metrics, job_id=ctx.job_id, created_by=ctx.user_id)
-    shutil.rmtree(progress_dir, ignore_errors=True)
-    ctx.progress(1.0, f"GAN #{gid}: {ran[0]} steps, held-out reconstruction L1 {rec_l1:.4f} "
-                      f"(mean image {mean_l1:.4f})", force=True)
-    return {"generator_id": gid, "kind": "gan", "name": name, "dataset_id": ds["id"], "folder": str(folder),
-            "training_steps": ran[0], "final_loss": (history[-1] if history else {}).get("rec_l1"),
-            "losses": history[-1] if history else {}, "heldout_rec_l1": rec_l1, "heldout_mean_image_l1": mean_l1,
-            "attributes": [g.name for g in spec.groups], "weights_bytes": nbytes,
-            "seconds": round(time.monotonic() - t0, 1), "device": str(device)}
+    return folder
 
 
 def load_gan_generator(row: dict, device: str | None = None):

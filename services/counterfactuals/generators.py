@@ -41,7 +41,7 @@ GEN_KINDS: dict[str, GenKind] = {
     "ddpm": GenKind(train="services.counterfactuals.generators:train_ddpm_job", load="services.counterfactuals.generators:load_ddpm_generator"),
     "gan": GenKind(train="services.counterfactuals.gan:train_gan_job", load="services.counterfactuals.gan:load_gan_generator"),
 }
-ASSETS = Path(__file__).resolve().parents[1] / "assets"
+ASSETS = Path(__file__).resolve().parents[2] / "assets"
 SHIPPED_DDPM = ASSETS / "ddpm_synthcxr64"
 BPD_SPLIT = "val"          # held out from DDPM training (which uses `train`)
 BPD_QUANTILE = 95.0
@@ -300,18 +300,13 @@ def train_ddpm_job(ctx, ds: dict) -> dict:
 
     import diffusers
     from core.generative.ddpm import (MAX_WEIGHT_BYTES_64, build_ddpm, grid_image, sample, save_ddpm, to_uint8,
-                                      train_ddpm, weight_bytes)
+                                      weight_bytes)
     from services.data.datasets import load_arrays
 
     p = dict(ctx.params)
     t0 = time.monotonic()
-    steps = int(p.get("steps") or 2000)
-    seed = int(p.get("seed") or 0)
-    batch_size = int(p.get("batch_size") or 32)
-    lr = float(p.get("lr") or 3e-4)
-    preset = p.get("preset") or "small"
-    max_minutes = p.get("max_minutes")
-    sample_every = int(p.get("sample_every") or max(100, steps // 5))
+    o = _ddpm_settings(p)
+    steps, seed, batch_size, lr, preset = o["steps"], o["seed"], o["batch_size"], o["lr"], o["preset"]
     device = resolve_device(p.get("device"))
     if steps < 1:
         raise ValueError("--steps must be at least 1")
@@ -331,20 +326,7 @@ def train_ddpm_job(ctx, ds: dict) -> dict:
     ctx.progress(0.0, f"training a {preset} DDPM ({nbytes / 1e6:.1f} MB) on {len(tr)} images, {steps} steps, {device}",
                  force=True)
 
-    def on_step(step: int, loss: float) -> None:
-        ctx.progress(0.85 * step / steps, f"step {step}/{steps} loss {loss:.4f}",
-                     metrics={"step": step, "loss": round(loss, 5)} if step % max(10, steps // 100) == 0 else None)
-
-    def on_samples(step: int, model) -> None:
-        imgs = to_uint8(sample(model, scheduler, 16, steps=50, seed=seed, device=device))
-        path = progress_dir / f"samples_{step:06d}.png"
-        grid_image(imgs, nrow=8).save(path)
-        ctx.progress(0.85 * step / steps, f"step {step}/{steps}: sample grid", force=True,
-                     metrics={"step": step, "samples": str(path)})
-
-    ema, rep = train_ddpm(unet, scheduler, arr.images[tr], steps, batch_size=batch_size, lr=lr, seed=seed,
-                          device=device, max_seconds=float(max_minutes) * 60 if max_minutes else None,
-                          progress=on_step, sample_every=sample_every, on_samples=on_samples)
+    ema, rep = _fit_ddpm(ctx, unet, scheduler, arr.images[tr], o, device, progress_dir)
     ctx.progress(0.86, "sampling the final grid", force=True)
     grid = grid_image(to_uint8(sample(ema, scheduler, int(p.get("grid_n") or 16),
                                       steps=int(p.get("grid_steps") or 50), seed=seed, device=device)), nrow=8)
@@ -377,6 +359,37 @@ def train_ddpm_job(ctx, ds: dict) -> dict:
             "training_steps": rep.steps, "final_loss": rep.final_loss, "bpd_eps": bpd["eps"],
             "bpd_estimator": bpd["estimator"], "weights_bytes": nbytes, "seconds": round(time.monotonic() - t0, 1),
             "device": str(device)}
+
+
+def _ddpm_settings(p: dict) -> dict:
+    """The training settings of a `gen.train` job's params (kind ddpm), with their defaults."""
+    steps = int(p.get("steps") or 2000)
+    return {"steps": steps, "seed": int(p.get("seed") or 0), "batch_size": int(p.get("batch_size") or 32),
+            "lr": float(p.get("lr") or 3e-4), "preset": p.get("preset") or "small", "max_minutes": p.get("max_minutes"),
+            "sample_every": int(p.get("sample_every") or max(100, steps // 5))}
+
+
+def _fit_ddpm(ctx, unet, scheduler, images, o: dict, device, progress_dir: Path):
+    """Train the UNet (85 % of the progress bar), a sample grid every `sample_every` steps, stopping at max_minutes;
+    returns (the EMA model, the training report)."""
+    from core.generative.ddpm import grid_image, sample, to_uint8, train_ddpm
+
+    steps, seed, max_minutes = o["steps"], o["seed"], o["max_minutes"]
+
+    def on_step(step: int, loss: float) -> None:
+        ctx.progress(0.85 * step / steps, f"step {step}/{steps} loss {loss:.4f}",
+                     metrics={"step": step, "loss": round(loss, 5)} if step % max(10, steps // 100) == 0 else None)
+
+    def on_samples(step: int, model) -> None:
+        imgs = to_uint8(sample(model, scheduler, 16, steps=50, seed=seed, device=device))
+        path = progress_dir / f"samples_{step:06d}.png"
+        grid_image(imgs, nrow=8).save(path)
+        ctx.progress(0.85 * step / steps, f"step {step}/{steps}: sample grid", force=True,
+                     metrics={"step": step, "samples": str(path)})
+
+    return train_ddpm(unet, scheduler, images, steps, batch_size=o["batch_size"], lr=o["lr"], seed=seed, device=device,
+                      max_seconds=float(max_minutes) * 60 if max_minutes else None, progress=on_step,
+                      sample_every=o["sample_every"], on_samples=on_samples)
 
 
 # ------------------------------------------------------------------------------------------- shipped assets

@@ -19,6 +19,7 @@ import tempfile
 import time
 import uuid
 import zipfile
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from sqlalchemy import select
 from db.models import Annotation, Counterfactual, Image, Model
 from services.platform.database import read_session, session
 from services.team import audit
-from services.team.roles import require
+from services.team.access import require
 from services.platform.settings import from_stored, get_settings, resolve_device, to_stored  # i17: relative paths
 
 METHODS: dict[str, str | None] = {
@@ -172,14 +173,83 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
     """Generate, score and store counterfactuals; returns {results: [row dicts], …first result's keys}."""
     import torch
 
-    from core.counterfactual import generate
-    from core.counterfactual.taxonomy import categorize
-    from core.generative.ddpm import to_uint8
-    from services.data.datasets import load_arrays, resolve_image
-    from services.counterfactuals.generators import get_generator, load_generator
-    from services.models.registry import get_model, load_classifier
+    from services.models.independent import find_independent
+    from services.models.registry import load_classifier
 
     say = progress or (lambda *a, **k: None)
+    _check_request(model_ids, methods, preset, n_seeds)
+    options = dict(options or {})
+    dev = resolve_device(device)
+    dataset_id = _common_dataset(model_ids)
+    src = _load_source(dataset_id, image, target)
+    say(0.02, "fidelity model and threshold")
+    scorer = _Scorer(dataset_id, generator_id, dev, lambda f, m="": say(0.02 + 0.08 * f, m))
+    gens = _load_generators(methods, scorer, dataset_id, gan_id, dev)
+    run = _Run(src, scorer, gens, find_independent(dataset_id), preset, affirmative, seed, n_seeds, options, dev,
+               say, job_id, user_id)
+    results = []
+    n_tasks = len(model_ids) * len(methods)
+    for mi, mid in enumerate(model_ids):
+        clf, _ = load_classifier(int(mid), dev)
+        with torch.no_grad():
+            p0 = torch.softmax(clf(src.x.to(dev)), 1)[0].cpu().numpy()
+        for j, method in enumerate(methods):
+            task = mi * len(methods) + j
+            lo, hi = 0.1 + 0.9 * task / n_tasks, 0.1 + 0.9 * (task + 1) / n_tasks
+            results.append(_run_method(run, _Task(int(mid), clf, method, p0, lo, hi)))
+    return {**results[0], "results": results, "image_id": int(src.img["id"]), "dataset_id": dataset_id}
+
+
+@dataclass
+class _Source:
+    """The image a run changes: its row, the dataset's classes, the target class and the image's arrays."""
+    img: dict
+    classes: list[str]
+    tgt: int
+    x_u8: np.ndarray
+    lung: np.ndarray | None
+    marker: np.ndarray | None
+    x: Any  # (1, 1, H, W) float tensor in [0, 1]
+
+
+@dataclass
+class _Run:
+    """What every classifier × method of one request shares."""
+    src: _Source
+    scorer: _Scorer
+    gens: dict[str, Any]  # generator kind → (loaded generator, its registry row)
+    b_row: dict | None  # the independent classifier of the cross-model check
+    preset: str
+    affirmative: bool
+    seed: int
+    n_seeds: int
+    options: dict
+    dev: Any
+    say: Any
+    job_id: int | None
+    user_id: int | None
+
+
+@dataclass
+class _Task:
+    """One classifier × one method of a run, with its share [lo, hi] of the job's progress."""
+    mid: int
+    clf: Any
+    method: str
+    p0: np.ndarray  # the classifier's probabilities on the original image
+    lo: float
+    hi: float
+
+    @property
+    def orig(self) -> int:
+        return int(self.p0.argmax())
+
+    @property
+    def label(self) -> str:
+        return f"model #{self.mid} · {self.method}"
+
+
+def _check_request(model_ids: list[int], methods: list[str], preset: str, n_seeds: int) -> None:
     if not model_ids:
         raise ValueError("no classifier given")
     bad = [m for m in methods if m not in METHODS]
@@ -189,8 +259,12 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
         raise ValueError(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
     if n_seeds < 1:
         raise ValueError("n_seeds must be at least 1")
-    options = dict(options or {})
-    dev = resolve_device(device)
+
+
+def _common_dataset(model_ids: list[int]) -> int:
+    """The one dataset of the classifiers to compare (each must be a classifier)."""
+    from services.models.registry import get_model
+
     rows0 = [get_model(int(m)) for m in model_ids]
     for mid, r in zip(model_ids, rows0):
         if r is None or r["kind"] != "classifier":
@@ -198,18 +272,27 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
     dataset_id = rows0[0]["dataset_id"]
     if any(r["dataset_id"] != dataset_id for r in rows0):
         raise ValueError("the model versions to compare must belong to the same dataset")
+    return dataset_id
+
+
+def _load_source(dataset_id: int, image: int | str, target: Any) -> _Source:
+    import torch
+
+    from services.data.datasets import load_arrays, resolve_image
+
     img = resolve_image(dataset_id, image)
     arr = load_arrays(dataset_id)
     k = int(img["index"])
     classes = list(arr.classes)
-    tgt = _target_index(target, classes)
     x_u8 = arr.images[k]
-    lung = arr.lung[k] if arr.has_lung[k] else None
-    marker = arr.marker[k] if arr.has_marker[k] else None
-    x = torch.from_numpy(x_u8).float().div(255.0)[None, None]
+    return _Source(img, classes, _target_index(target, classes), x_u8, arr.lung[k] if arr.has_lung[k] else None,
+                   arr.marker[k] if arr.has_marker[k] else None, torch.from_numpy(x_u8).float().div(255.0)[None, None])
 
-    say(0.02, "fidelity model and threshold")
-    scorer = _Scorer(dataset_id, generator_id, dev, lambda f, m="": say(0.02 + 0.08 * f, m))
+
+def _load_generators(methods: list[str], scorer: _Scorer, dataset_id: int, gan_id: int | None, dev) -> dict:
+    """generator kind → (loaded generator, row) for the methods that need one; a missing one is refused."""
+    from services.counterfactuals.generators import get_generator, load_generator
+
     gens: dict[str, Any] = {}
     for m in methods:
         kind = METHODS[m]
@@ -226,137 +309,170 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
                 raise ValueError(f"method {m!r} needs a {kind} generator for dataset {dataset_id}; train one with "
                                  f"`exemplar gen train --dataset {dataset_id} --kind {kind}`")
             gens[kind] = (load_generator(row, dev), row)
+    return gens
 
-    from services.models.independent import find_independent
 
-    b_row = find_independent(dataset_id)
-    results = []
-    n_tasks = len(model_ids) * len(methods)
-    for mi, mid in enumerate(model_ids):
-        clf, mrow = load_classifier(int(mid), dev)
-        with torch.no_grad():
-            p0 = torch.softmax(clf(x.to(dev)), 1)[0].cpu().numpy()
-        orig = int(p0.argmax())
-        for j, method in enumerate(methods):
-            task = mi * len(methods) + j
-            lo, hi = 0.1 + 0.9 * task / n_tasks, 0.1 + 0.9 * (task + 1) / n_tasks
-            label = f"model #{mid} · {method}"
-            t0 = time.monotonic()
-            kind = METHODS[method]
-            gen_obj, gen_row = gens.get(kind, (None, None))
-            xb = x.repeat(n_seeds, 1, 1, 1)
-            tb = torch.full((n_seeds,), tgt, dtype=torch.long)
-            opts = dict(options.get(method) or {}) if isinstance(options.get(method), dict) else {}
-            if method == "diffusion":
-                opts.setdefault("preset", preset)
-            seeds = [seed + s for s in range(n_seeds)]
-            if method == "gan":  # the image's known attributes (services/counterfactuals/gan.py)
-                from services.counterfactuals.gan import method_options as gan_options
+def _run_method(run: _Run, task: _Task) -> dict:
+    """Generate, score and store one classifier × method; returns its row of the result's `results`."""
+    from core.counterfactual.taxonomy import categorize
+    from core.generative.ddpm import to_uint8
 
-                opts = gan_options(gen_obj, img, classes, n_seeds, opts)
-            span = 0.75 if (method == "diffusion" and affirmative) else 0.9
+    src, scorer, method, tgt, orig = run.src, run.scorer, task.method, run.src.tgt, task.orig
+    t0 = time.monotonic()
+    gen_obj, gen_row = run.gens.get(METHODS[method], (None, None))
+    out, opts, seeds = _generate(run, task, gen_obj)
+    imgs = to_uint8(out.images)
+    l1s = np.abs(imgs.astype(float) - src.x_u8.astype(float)).reshape(run.n_seeds, -1).mean(1) / 255.0
+    preds = out.probs.argmax(1)
+    flips = preds == tgt
+    # best seed: flipped first, then the closest
+    best = int(np.lexsort((l1s, ~flips))[0])
+    cf = imgs[best]
+    aff = aff_out = None
+    if method == "diffusion" and run.affirmative:
+        aff_out = _affirmative(run, task, gen_obj, out.images[best:best + 1], opts)
+        aff = to_uint8(aff_out.images)[0]
+    run.say(task.lo + (task.hi - task.lo) * 0.92, f"{task.label}: bits/dim")
+    stack = [src.x_u8, cf] + ([aff] if aff is not None else [])
+    bpds = scorer.bpd(np.stack(stack))
+    bpd_cf = None if bpds is None else float(bpds[1])
+    pred = int(preds[best])
+    drops, drop_eps = scorer.drop(task.mid, task.clf, np.stack(stack[1:]))
+    category = categorize(pred, orig, tgt, bpd_cf, scorer.eps, None if drops is None else float(drops[0]), drop_eps)
+    cross = cross_model_verdict(run.b_row, task.mid, src.x_u8, cf, tgt, run.dev)
+    diffusion_counts = _pass_counts(out, best, flips)
+    extras = {}
+    if method == "gan":  # attributes_changed, and the category by flip alone without a DDPM
+        from services.counterfactuals.gan import result_extras
 
-            def prog(i, n, lo=lo, hi=hi, label=label, span=span):
-                if i == n or i % max(1, n // 10) == 0:  # about ten messages per method
-                    say(lo + (hi - lo) * span * i / max(1, n), f"{label}: step {i}/{n}")
+        extras = result_extras(out, best, bool(flips[best]), category)
+        category = extras.pop("category")
+    seconds = time.monotonic() - t0
+    metrics = {
+        "classes": src.classes, "original_class": orig, "original_label": int(src.img["label"]),
+        "pred": pred, "probs_before": task.p0.round(6).tolist(), "probs_after": out.probs[best].round(6).tolist(),
+        "bpd_original": None if bpds is None else float(bpds[0]), "bpd_eps": scorer.eps,
+        "bpd_estimator": scorer.info.get("estimator"),
+        **delta_shares(src.x_u8, cf, src.lung, src.marker), "config": out.config, "seed": seeds[best],
+        "n_seeds": run.n_seeds, "seeds_flipped": int(flips.sum()),
+        "candidate_l1": l1s.round(6).tolist(), "method_seconds": round(out.seconds, 3), **extras,
+        "cross_model": cross, **diffusion_counts, "purification_drop": None if drops is None else float(drops[0]),
+        "drop_eps": drop_eps,
+    }
+    if aff is not None:
+        metrics["affirmative"] = _affirmative_metrics(run, task, aff_out, aff, cf,
+                                                      None if bpds is None else float(bpds[2]),
+                                                      None if drops is None else float(drops[1]), drop_eps)
+    path = results_root() / f"{uuid.uuid4().hex}.npz"
+    _atomic_npz(path, **_result_arrays(src, task.p0, out, best, imgs, aff_out))
+    fields = dict(
+        model_id=task.mid, generator_id=(gen_row or {}).get("id") or (scorer.row or {}).get("id"),
+        image_id=int(src.img["id"]), method=method, preset=opts.get("preset") if method == "diffusion" else None,
+        target=tgt, flipped=bool(flips[best]), target_prob=float(out.probs[best][tgt]), l1=float(l1s[best]),
+        bpd=bpd_cf, category=category, unet_passes=diffusion_counts["unet_passes"], seconds=round(seconds, 3),
+        result_path=to_stored(path), metrics=_json_safe(metrics), job_id=run.job_id, created_by=run.user_id)
+    row = _result_row(_store_counterfactual(fields), fields, src, scorer.eps, diffusion_counts, cross, metrics,
+                      extras, pred, orig)
+    run.say(task.hi, f"{task.label}: {'flipped' if flips[best] else 'not flipped'} ({category})", force=True)
+    return row
 
-            out = generate(method, clf, xb, tb, generator=gen_obj, device=dev, progress=prog,
-                           **({"seeds": seeds} if method == "diffusion" else {}), **opts)
-            imgs = to_uint8(out.images)
-            l1s = np.abs(imgs.astype(float) - x_u8.astype(float)).reshape(n_seeds, -1).mean(1) / 255.0
-            preds = out.probs.argmax(1)
-            flips = preds == tgt
-            # best seed: flipped first, then the closest
-            best = int(np.lexsort((l1s, ~flips))[0])
-            cf = imgs[best]
-            aff = aff_probs = aff_out = None
-            if method == "diffusion" and affirmative:
-                say(lo + (hi - lo) * 0.75, f"{label}: affirmative example")
-                unet_sch = gen_obj
-                from core.counterfactual.xaidiff import affirmative as affirm, preset as gpreset
 
-                cfg = gpreset(opts.get("preset", preset), **{k2: v for k2, v in opts.items() if k2 != "preset"})
-                aff_out = affirm(unet_sch[0], unet_sch[1], clf, out.images[best:best + 1],
-                                 torch.tensor([orig]), cfg, seeds=[seed + 1000], device=dev,
-                                 progress=lambda i, n: (i == n or i % max(1, n // 5) == 0) and say(
-                                     lo + (hi - lo) * (0.75 + 0.15 * i / max(1, n)), f"{label}: affirmative {i}/{n}"))
-                aff = to_uint8(aff_out.images)[0]
-                aff_probs = aff_out.probs[0]
-            say(lo + (hi - lo) * 0.92, f"{label}: bits/dim")
-            stack = [x_u8, cf] + ([aff] if aff is not None else [])
-            bpds = scorer.bpd(np.stack(stack))
-            bpd_orig = None if bpds is None else float(bpds[0])
-            bpd_cf = None if bpds is None else float(bpds[1])
-            bpd_aff = None if (bpds is None or aff is None) else float(bpds[2])
-            pred = int(preds[best])
-            drops, drop_eps = scorer.drop(int(mid), clf, np.stack(stack[1:]))
-            drop_cf = None if drops is None else float(drops[0])
-            category = categorize(pred, orig, tgt, bpd_cf, scorer.eps, drop_cf, drop_eps)
-            cross = cross_model_verdict(b_row, int(mid), x_u8, cf, tgt, dev)
-            diffusion_counts = _pass_counts(out, best, flips)
-            extras = {}
-            if method == "gan":  # attributes_changed, and the category by flip alone without a DDPM
-                from services.counterfactuals.gan import result_extras
+def _generate(run: _Run, task: _Task, gen_obj) -> tuple[Any, dict, list[int]]:
+    """The method on n_seeds copies of the image: (its output, the method's options, the seeds)."""
+    import torch
 
-                extras = result_extras(out, best, bool(flips[best]), category)
-                category = extras.pop("category")
-            seconds = time.monotonic() - t0
-            metrics = {
-                "classes": classes, "original_class": orig, "original_label": int(img["label"]),
-                "pred": pred, "probs_before": p0.round(6).tolist(), "probs_after": out.probs[best].round(6).tolist(),
-                "bpd_original": bpd_orig, "bpd_eps": scorer.eps, "bpd_estimator": scorer.info.get("estimator"),
-                **delta_shares(x_u8, cf, lung, marker), "config": out.config, "seed": seeds[best],
-                "n_seeds": n_seeds, "seeds_flipped": int(flips.sum()),
-                "candidate_l1": l1s.round(6).tolist(), "method_seconds": round(out.seconds, 3), **extras,
-                "cross_model": cross, **diffusion_counts, "purification_drop": drop_cf, "drop_eps": drop_eps,
-            }
-            if aff is not None:
-                metrics["affirmative"] = {
-                    "pred": int(aff_probs.argmax()), "probs": aff_probs.round(6).tolist(),
-                    "orig_prob": float(aff_probs[orig]), "bpd": bpd_aff,
-                    "l1_to_original": float(np.abs(aff.astype(float) - x_u8.astype(float)).mean() / 255.0),
-                    "l1_to_counterfactual": float(np.abs(aff.astype(float) - cf.astype(float)).mean() / 255.0),
-                    "category": categorize(int(aff_probs.argmax()), orig, orig, bpd_aff, scorer.eps,
-                                           None if drops is None else float(drops[1]), drop_eps),
-                    "unet_passes": int(aff_out.unet_passes[0]), **delta_shares(x_u8, aff, lung, marker)}
-            arrays = {"original": x_u8, "counterfactual": cf, "candidates": imgs,
-                      "prob_curve": out.prob_curve[best].astype(np.float32),
-                      "curve_t": np.asarray(out.curve_t if out.curve_t is not None else np.arange(out.prob_curve.shape[1])),
-                      "probs_before": p0.astype(np.float32), "probs_after": out.probs[best].astype(np.float32)}
-            if out.trajectory is not None:
-                arrays["trajectory"] = out.trajectory[best]
-                arrays["trajectory_t"] = np.asarray(out.trajectory_t)
-            if aff is not None:
-                arrays["affirmative"] = aff
-                arrays["affirmative_probs"] = aff_probs.astype(np.float32)
-            if lung is not None:
-                arrays["lung"] = lung
-            if marker is not None:
-                arrays["marker"] = marker
-            path = results_root() / f"{uuid.uuid4().hex}.npz"
-            _atomic_npz(path, **arrays)
-            with session() as s:
-                row = Counterfactual(
-                    model_id=int(mid), generator_id=(gen_row or {}).get("id") or (scorer.row or {}).get("id"),
-                    image_id=int(img["id"]), method=method, preset=opts.get("preset") if method == "diffusion" else None,
-                    target=tgt, flipped=bool(flips[best]), target_prob=float(out.probs[best][tgt]),
-                    l1=float(l1s[best]), bpd=bpd_cf, category=category, unet_passes=diffusion_counts["unet_passes"],
-                    seconds=round(seconds, 3), result_path=to_stored(path), metrics=_json_safe(metrics), job_id=job_id,
-                    created_by=user_id)
-                s.add(row)
-                s.flush()
-                cid = row.id
-            results.append({"counterfactual_id": cid, "model_id": int(mid), "method": method,
-                            "flipped": bool(flips[best]), "target": classes[tgt],
-                            "target_prob": float(out.probs[best][tgt]), "l1": float(l1s[best]), "bpd": bpd_cf,
-                            "bpd_eps": scorer.eps, "category": category, **diffusion_counts,
-                            "cross_model_flipped": cross.get("flipped"), "cross_model_id": cross.get("model_id"),
-                            "seconds": round(seconds, 3), "original_class": classes[orig], "pred": classes[pred],
-                            "marker_share": _nan_none(metrics["marker_share"]),
-                            "lung_share": _nan_none(metrics["lung_share"]), **extras,
-                            **({"affirmative_category": metrics["affirmative"]["category"]} if aff is not None else {})})
-            say(hi, f"{label}: {'flipped' if flips[best] else 'not flipped'} ({category})", force=True)
-    return {**results[0], "results": results, "image_id": int(img["id"]), "dataset_id": dataset_id}
+    from core.counterfactual import generate
+
+    method, lo, hi, label, say, n_seeds = task.method, task.lo, task.hi, task.label, run.say, run.n_seeds
+    xb = run.src.x.repeat(n_seeds, 1, 1, 1)
+    tb = torch.full((n_seeds,), run.src.tgt, dtype=torch.long)
+    opts = dict(run.options.get(method) or {}) if isinstance(run.options.get(method), dict) else {}
+    if method == "diffusion":
+        opts.setdefault("preset", run.preset)
+    seeds = [run.seed + s for s in range(n_seeds)]
+    if method == "gan":  # the image's known attributes (services/counterfactuals/gan.py)
+        from services.counterfactuals.gan import method_options as gan_options
+
+        opts = gan_options(gen_obj, run.src.img, run.src.classes, n_seeds, opts)
+    span = 0.75 if (method == "diffusion" and run.affirmative) else 0.9
+
+    def prog(i, n):
+        if i == n or i % max(1, n // 10) == 0:  # about ten messages per method
+            say(lo + (hi - lo) * span * i / max(1, n), f"{label}: step {i}/{n}")
+
+    out = generate(method, task.clf, xb, tb, generator=gen_obj, device=run.dev, progress=prog,
+                   **({"seeds": seeds} if method == "diffusion" else {}), **opts)
+    return out, opts, seeds
+
+
+def _affirmative(run: _Run, task: _Task, unet_sch, cf_images, opts: dict):
+    """The affirmative example (diffusion): the chosen counterfactual guided back to the original class."""
+    import torch
+
+    from core.counterfactual.xaidiff import affirmative as affirm, preset as gpreset
+
+    lo, hi, label, say = task.lo, task.hi, task.label, run.say
+    say(lo + (hi - lo) * 0.75, f"{label}: affirmative example")
+    cfg = gpreset(opts.get("preset", run.preset), **{k2: v for k2, v in opts.items() if k2 != "preset"})
+    return affirm(unet_sch[0], unet_sch[1], task.clf, cf_images, torch.tensor([task.orig]), cfg,
+                  seeds=[run.seed + 1000], device=run.dev,
+                  progress=lambda i, n: (i == n or i % max(1, n // 5) == 0) and say(
+                      lo + (hi - lo) * (0.75 + 0.15 * i / max(1, n)), f"{label}: affirmative {i}/{n}"))
+
+
+def _affirmative_metrics(run: _Run, task: _Task, aff_out, aff: np.ndarray, cf: np.ndarray, bpd_aff: float | None,
+                         drop_aff: float | None, drop_eps: float | None) -> dict:
+    from core.counterfactual.taxonomy import categorize
+
+    x_u8, orig, aff_probs = run.src.x_u8, task.orig, aff_out.probs[0]
+    return {
+        "pred": int(aff_probs.argmax()), "probs": aff_probs.round(6).tolist(),
+        "orig_prob": float(aff_probs[orig]), "bpd": bpd_aff,
+        "l1_to_original": float(np.abs(aff.astype(float) - x_u8.astype(float)).mean() / 255.0),
+        "l1_to_counterfactual": float(np.abs(aff.astype(float) - cf.astype(float)).mean() / 255.0),
+        "category": categorize(int(aff_probs.argmax()), orig, orig, bpd_aff, run.scorer.eps, drop_aff, drop_eps),
+        "unet_passes": int(aff_out.unet_passes[0]), **delta_shares(x_u8, aff, run.src.lung, run.src.marker)}
+
+
+def _result_arrays(src: _Source, p0: np.ndarray, out, best: int, imgs: np.ndarray, aff_out) -> dict:
+    """The arrays of the result file (.npz) the pages draw."""
+    from core.generative.ddpm import to_uint8
+
+    arrays = {"original": src.x_u8, "counterfactual": imgs[best], "candidates": imgs,
+              "prob_curve": out.prob_curve[best].astype(np.float32),
+              "curve_t": np.asarray(out.curve_t if out.curve_t is not None else np.arange(out.prob_curve.shape[1])),
+              "probs_before": p0.astype(np.float32), "probs_after": out.probs[best].astype(np.float32)}
+    if out.trajectory is not None:
+        arrays["trajectory"] = out.trajectory[best]
+        arrays["trajectory_t"] = np.asarray(out.trajectory_t)
+    if aff_out is not None:
+        arrays["affirmative"] = to_uint8(aff_out.images)[0]
+        arrays["affirmative_probs"] = aff_out.probs[0].astype(np.float32)
+    if src.lung is not None:
+        arrays["lung"] = src.lung
+    if src.marker is not None:
+        arrays["marker"] = src.marker
+    return arrays
+
+
+def _store_counterfactual(fields: dict) -> int:
+    with session() as s:
+        row = Counterfactual(**fields)
+        s.add(row)
+        s.flush()
+        return row.id
+
+
+def _result_row(cid: int, f: dict, src: _Source, bpd_eps: float | None, diffusion_counts: dict, cross: dict,
+                metrics: dict, extras: dict, pred: int, orig: int) -> dict:
+    return {"counterfactual_id": cid, "model_id": f["model_id"], "method": f["method"], "flipped": f["flipped"],
+            "target": src.classes[f["target"]], "target_prob": f["target_prob"], "l1": f["l1"], "bpd": f["bpd"],
+            "bpd_eps": bpd_eps, "category": f["category"], **diffusion_counts,
+            "cross_model_flipped": cross.get("flipped"), "cross_model_id": cross.get("model_id"),
+            "seconds": f["seconds"], "original_class": src.classes[orig], "pred": src.classes[pred],
+            "marker_share": _nan_none(metrics["marker_share"]), "lung_share": _nan_none(metrics["lung_share"]),
+            **extras, **({"affirmative_category": metrics["affirmative"]["category"]} if "affirmative" in metrics
+                         else {})}
 
 
 def _pass_counts(out, best: int, flips: np.ndarray) -> dict:

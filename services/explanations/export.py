@@ -10,7 +10,7 @@ import numpy as np
 from core.files import atomic_write
 from services.explanations.explaining import METRICS, load_maps, load_run, run_rows
 from services.team import audit
-from services.team.roles import require
+from services.team.access import require
 
 
 def export_explanations(run_id: int, out: str | Path, csv_path: str | Path | None = None,

@@ -12,7 +12,7 @@ from sqlalchemy import select
 from db.models import Annotation, Explanation, ExplanationRun, Feedback, Image, Model, User, utcnow
 from services.platform.database import read_session, session
 from services.team import audit
-from services.team.roles import require
+from services.team.access import require
 
 KINDS = ("good", "bad")
 QUALITIES = ("good", "bad", "unsure")

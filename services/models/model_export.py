@@ -171,7 +171,7 @@ def export_model(model_id: int, fmt: str, out: str | Path | None, *, user_id: in
     from core.models.export import FORMATS, WRITERS, portable_input, reference_logits, reload_logits
     from services.data.datasets import load_arrays
     from services.models.registry import load_classifier
-    from services.team.roles import require
+    from services.team.access import require
 
     from services.models.model_import import acting
 

@@ -163,7 +163,7 @@ def import_model(arch: str, weights: str | Path, dataset: int | str, *, user_id:
     from core.train.classifier import evaluate
     from services.data.datasets import get_dataset, load_arrays
     from services.models.registry import prune_partial, register_model, save_checkpoint_dir
-    from services.team.roles import require
+    from services.team.access import require
     from services.platform.settings import resolve_device
 
     require(acting(user_id), "model.import")
@@ -231,7 +231,7 @@ WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors")
 def save_weights_upload(filename: str, data: bytes, *, user_id: int) -> Path:
     """A weights file uploaded in the browser, stored under $EXEMPLAR_HOME/uploads/weights by its content hash
     (the page never passes a server path a user typed)."""
-    from services.team.roles import require
+    from services.team.access import require
     from services.platform.settings import get_settings
 
     actor = require(acting(user_id), "model.import")

@@ -14,7 +14,7 @@ from core.stats import Estimate, bootstrap, cohen_kappa, disagreement, fleiss_ka
 from db.models import Counterfactual, Explanation, StudyItem, StudyReader, User
 from services.team.audit import to_csv
 from services.platform.database import read_session
-from services.team.roles import require
+from services.team.access import require
 from services.reading.studies import _current, _questions, _study
 
 MAP_METRICS = ("ar", "ap", "soft_ar", "f1", "relevance_mass", "rra", "pointing")

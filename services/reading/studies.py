@@ -14,7 +14,8 @@ from sqlalchemy import func, select
 from db.models import Explanation, ExplanationRun, Image, Study, StudyAnswer, StudyItem, StudyQuestion, StudyReader, User
 from services.team import audit
 from services.platform.database import read_session, session
-from services.team.roles import PermissionRefused, require
+from services.team.roles import PermissionRefused
+from services.team.access import require
 
 STRATA = ("ar", "class", "split", "random")
 MAX_ITEMS = 2000

@@ -7,10 +7,8 @@ import json
 import math
 from datetime import datetime
 
-from sqlalchemy import select
-
 from db.models import AuditRow, User
-from services.platform.database import read_session, session
+from services.platform.database import session
 
 FORMULA_START = ("=", "+", "-", "@", "\t", "\r")
 
@@ -51,27 +49,6 @@ def record(actor, action: str, obj: str, before=None, after=None) -> None:
 def row_dict(r: AuditRow) -> dict:
     return {"id": r.id, "user": r.user_name, "user_id": r.user_id, "role": r.role, "action": r.action,
             "object": r.object, "at": r.at.isoformat() if r.at else None, "before": r.before, "after": r.after}
-
-
-def list_rows(actor_id: int | None = None, user: str | None = None, action: str | None = None,
-              since: str | None = None, until: str | None = None, limit: int | None = 10000) -> list[dict]:
-    """Audit rows, oldest first, filtered by user name, action (prefix) and ISO time bounds. Admins only."""
-    from services.team.roles import require
-
-    require(actor_id, "audit.read")
-    with read_session() as s:
-        q = select(AuditRow).order_by(AuditRow.id)
-        if user:
-            q = q.where(AuditRow.user_name == user)
-        if action:
-            q = q.where(AuditRow.action.startswith(action))
-        if since:
-            q = q.where(AuditRow.at >= datetime.fromisoformat(since))
-        if until:
-            q = q.where(AuditRow.at <= datetime.fromisoformat(until))
-        if limit:
-            q = q.limit(limit)
-        return [row_dict(r) for r in s.scalars(q)]
 
 
 def csv_cell(v) -> str:

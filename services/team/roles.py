@@ -44,37 +44,3 @@ def needed(action: str) -> str:
 
 def allowed(role: str, action: str) -> bool:
     return RANK.get(role, -1) >= RANK[needed(action)]
-
-
-def require(user_id: int | None, action: str) -> dict:
-    """The acting user ({'id', 'name', 'role'}) when their role allows `action`; else PermissionRefused.
-
-    user_id None means the process's own identity (`services.team.users.process_user`: the CLI's token or local user,
-    set-up mode on a shared database with no admin yet; a refusal naming EXEMPLAR_TOKEN otherwise)."""
-    from services.team.users import get_user, process_user
-
-    user = process_user() if user_id is None else get_user(int(user_id))
-    if user is None:
-        raise ValueError(f"no user {user_id}: every write needs a known user")
-    if user["id"] is None and action.startswith("users."):  # set-up mode grants no roles and no tokens
-        raise PermissionRefused("this database has no admin yet: run `exemplar users bootstrap-admin NAME` first")
-    if not allowed(user["role"], action):
-        need = needed(action)
-        who = "an admin" if need == "admin" else "a researcher or an admin"
-        raise PermissionRefused(f"not allowed: user {user['name']} has role {user['role']}; "
-                                f"to {WHAT.get(action, action)} needs {who}")
-    return user
-
-
-def require_cancel(job_id: int, user_id: int | None) -> dict:
-    """Everyone may cancel their own jobs; cancelling another user's job (or an ownerless one, from set-up mode)
-    needs an admin."""
-    from db.models import Job
-    from services.platform.database import read_session
-    from services.team.users import process_user
-
-    uid = process_user()["id"] if user_id is None else int(user_id)
-    with read_session() as s:
-        job = s.get(Job, int(job_id))
-        own = job is None or job.created_by == uid
-    return require(uid, "job.cancel.own" if own else "job.cancel.any")

@@ -20,10 +20,11 @@ from sqlalchemy import func, select, text
 
 from db.models import User
 from services.platform.database import read_session, session
+from services.team import audit, token_store
 from services.team.roles import PermissionRefused
 from services.platform.settings import get_settings
 
-ROOT = Path(__file__).resolve().parents[1]
+ROOT = Path(__file__).resolve().parents[2]
 AUTH_KEYS = ("redirect_uri", "cookie_secret")
 PROVIDER_KEYS = ("client_id", "client_secret", "server_metadata_url")
 # The identity of a CLI call (or an ownerless job) on a shared database that has no admin yet: no user row.
@@ -93,13 +94,13 @@ def _named_admin(name: str, email: str | None) -> bool:
     return name.lower() in admins or bool(email and email.lower() in admins)
 
 
-def _user_dict(u: User) -> dict:
+def user_dict(u: User) -> dict:
     role = "admin" if _named_admin(u.name, u.email) else (u.role or "reader")
     return {"id": u.id, "name": u.name, "role": role, "email": u.email,
             "created_at": u.created_at.isoformat() if u.created_at else None}
 
 
-def _check_name(name: str) -> str:
+def check_name(name: str) -> str:
     name = (name or "").strip()
     if not name:
         raise ValueError("a user name must not be empty")
@@ -123,9 +124,7 @@ def _new_role(s, name: str, email: str | None, signed_in: bool = False) -> str:
 def get_or_create_user(name: str, email: str | None = None, signed_in: bool = False) -> int:
     """The id of user `name`, created on first use (its role: `_new_role`; signed_in: the identity came from the
     app's sign-in provider); a known name takes no write lock."""
-    from services.team import audit
-
-    name = _check_name(name)
+    name = check_name(name)
     with read_session() as s:
         known = s.scalar(select(User.id).where(User.name == name))
     if known is not None:
@@ -146,40 +145,19 @@ def get_user(user_id: int | None) -> dict | None:
         return None
     with read_session() as s:
         u = s.get(User, int(user_id))
-        return _user_dict(u) if u else None
+        return user_dict(u) if u else None
 
 
 def find_user(name: str) -> dict | None:
     with read_session() as s:
         u = s.scalars(select(User).where(User.name == name)).first()
-        return _user_dict(u) if u else None
+        return user_dict(u) if u else None
 
 
 def has_admin() -> bool:
     """Whether any user has the admin role in the database (EXEMPLAR_ADMINS does not count)."""
     with read_session() as s:
         return s.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None
-
-
-def set_role(actor_id: int | None, name: str, role: str) -> dict:
-    """Create user `name` or change its role (admins only); audited with before / after."""
-    from services.team import audit
-    from services.team.roles import ROLES, require
-
-    if role not in ROLES:
-        raise ValueError(f"role must be one of {', '.join(ROLES)}, not {role!r}")
-    actor = require(actor_id, "users.role")
-    name = _check_name(name)
-    with session() as s:
-        u = s.scalars(select(User).where(User.name == name)).first()
-        before = {"role": u.role} if u else None
-        if u is None:
-            u = User(name=name, role=role)
-            s.add(u)
-        u.role = role
-        s.flush()
-        audit.add(s, actor, "user.role", f"user:{name}", before=before, after={"role": role})
-        return _user_dict(u)
 
 
 def _lock_users(s) -> None:
@@ -191,10 +169,7 @@ def _lock_users(s) -> None:
 def bootstrap_admin(name: str, label: str = "bootstrap-admin") -> dict:
     """The database's first admin (created or promoted) and a personal token for them, shown once; allowed only
     while the database has no admin. Audited as the set-up identity."""
-    from services.team import audit
-    from services.team import tokens
-
-    name = _check_name(name)
+    name = check_name(name)
     with session() as s:
         _lock_users(s)
         if s.scalar(select(User.id).where(User.role == "admin").limit(1)) is not None:
@@ -208,7 +183,7 @@ def bootstrap_admin(name: str, label: str = "bootstrap-admin") -> dict:
         u.role = "admin"
         s.flush()
         audit.add(s, SETUP, "user.bootstrap_admin", f"user:{name}", before=before, after={"role": "admin"})
-        row, plain = tokens.add_token(s, u.id, label, created_by=None, actor=SETUP)
+        row, plain = token_store.add_token(s, u.id, label, created_by=None, actor=SETUP)
         return {"id": u.id, "name": name, "role": "admin", "token": plain, "token_id": row.id,
                 "prefix": row.prefix}
 
@@ -221,9 +196,7 @@ def _login_name() -> str:
 
 
 def _token_user(token: str) -> dict:
-    from services.team import tokens
-
-    user = get_user(tokens.authenticate(token))
+    user = get_user(token_store.authenticate(token))
     if user is None:
         raise PermissionRefused(BAD_TOKEN)
     return user
@@ -261,7 +234,7 @@ def cli_user_id() -> int | None:
 
 def list_users() -> list[dict]:
     with read_session() as s:
-        return [_user_dict(u) for u in s.scalars(select(User).order_by(User.name))]
+        return [user_dict(u) for u in s.scalars(select(User).order_by(User.name))]
 
 
 def is_loopback(address: str) -> bool:

@@ -19,7 +19,8 @@ oidc_mock = pytest.importorskip("oidc_provider_mock")
 @pytest.fixture
 def seeded(exemplar_home):
     from services.reading import studies
-    from services.team.users import get_or_create_user, set_role
+    from services.team.users import get_or_create_user
+    from services.team.access import set_role
     from tests.helpers_explain import dataset_and_model, fake_run
 
     admin = get_or_create_user("tester")
