@@ -8,8 +8,9 @@ import io
 
 import streamlit as st
 
-from core.palette import METHOD_LABELS
+from services.presentation.palette import METHOD_LABELS
 from pages.common import refuse_open_bind, current_user, selected_model
+from pages.parts.gallery_actions import CARD_METRICS
 from services.explanations import feedback as fb
 from services.models.catalog import list_models
 from services.explanations.ratings import COLUMNS, list_ratings, rating_methods
@@ -79,7 +80,7 @@ def main() -> None:
     if not picks:
         st.info("No good / bad exemplar picks yet: pick them on the **Gallery** page.")
     else:
-        pcols = ["created_at", "user", "kind", "model_id", "run_id", "image_id", "path", "ar", "ap", "undone_at"]
+        pcols = ["created_at", "user", "kind", "model_id", "run_id", "image_id", "path", *CARD_METRICS, "undone_at"]
         live = sum(p["undone_at"] is None for p in picks)
         st.caption(f"{len(picks)} pick(s), {live} live, {len(picks) - live} undone (kept as history)")
         st.dataframe(shown(picks, pcols), hide_index=True, key="an_picks")

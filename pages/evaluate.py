@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.palette import HEATMAP_SCALE
+from services.presentation.palette import HEATMAP_SCALE
 from pages.common import refuse_open_bind, selected_model
 from pages.parts.captions import compare_sentence
 from services.models.catalog import list_datasets, list_models

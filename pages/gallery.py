@@ -15,8 +15,8 @@ from pages.common import refuse_open_bind, current_user, selected_dataset, selec
 from pages.parts import overlays as ov
 from pages.parts import state as url
 from pages.parts.plain import md_escape
-from pages.parts.gallery_actions import (CARD_ACTIONS, METHOD_LABELS, NA_HELP, SORT_LABELS, card_choice, cls_name,
-                                         do_accept_suggestion, do_card, do_suggest, do_undo, fmt, show_flash)
+from pages.parts.gallery_actions import (CARD_ACTIONS, CARD_METRICS, METHOD_LABELS, NA_HELP, SORT_LABELS, card_choice,
+                                         cls_name, do_accept_suggestion, do_card, do_suggest, do_undo, fmt, show_flash)
 from services.explanations import explaining as ex
 from services.explanations import feedback as fb
 from services.jobs.lifecycle import submit
@@ -240,9 +240,9 @@ def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: s
         ok = "✔" if r["correct"] else "✘"
         st.text(f"{r['path'].rsplit('/', 1)[-1]}\n"  # a file name is plain text
                 f"true {cls_name(classes, r['label'])}\npred {cls_name(classes, r['pred'])} {fmt(r['prob'])} {ok}\n"
-                f"AR {fmt(r['ar'])} · AP {fmt(r['ap'])}"
-                + (f" · {SORT_LABELS[sort]} {fmt(r[sort])}" if sort not in ("ar", "ap") else "") + badge,
-                help=NA_HELP if r["ar"] is None or r["ap"] is None else None)
+                + " · ".join(f"{SORT_LABELS[k]} {fmt(r[k])}" for k in CARD_METRICS)
+                + (f" · {SORT_LABELS[sort]} {fmt(r[sort])}" if sort not in CARD_METRICS else "") + badge,
+                help=NA_HELP if any(r[k] is None for k in CARD_METRICS) else None)
         # the control shows the card's state (its pick, or Detail while open): set before it is drawn
         shown = st.session_state[key] = card_choice(iid, good_id, bad_id, st.session_state.get("g_detail"))
         st.segmented_control("Good, bad or detail", CARD_ACTIONS, key=key,  # a fixed label: no file name as Markdown

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image as PILImage
 
 from core.data.checks import BadFile, decode_gray
-from core.palette import METHOD_COLOURS, METHOD_LABELS, colour_map, method_colour
+from services.presentation.palette import METHOD_COLOURS, METHOD_LABELS, colour_map, method_colour
 from pages.parts.captions import edits_sentence
 from services.platform.batching import adaptive_batches
 from services.platform.errors import plain_error

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from core.palette import METHOD_COLOURS
+from services.presentation.palette import METHOD_COLOURS
 from services.jobs import lifecycle as jobs
 from services.explanations.evaluation import store_results
 from services.models.registry import get_model, register_model

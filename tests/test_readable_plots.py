@@ -1,12 +1,12 @@
 """Issue 16 (readable plots): probability bars read horizontally with titled axes; every heatmap / difference map
-has a titled colour bar in the core.palette scales, difference maps centred on 0; the retrain history is small
+has a titled colour bar in the services.presentation.palette scales, difference maps centred on 0; the retrain history is small
 panels with their own y-axis titles, integer epoch ticks, palette colours and a legend below the data."""
 from __future__ import annotations
 
 import numpy as np
 import plotly.graph_objects as go
 
-from core.palette import BEFORE_AFTER, DIFF_SCALE, HEATMAP_SCALE, version_colours
+from services.presentation.palette import BEFORE_AFTER, DIFF_SCALE, HEATMAP_SCALE, version_colours
 
 
 def _scale(name: str):

@@ -21,7 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 from core.counterfactual import CounterfactualBatch, register
-from core.palette import attribute_words
+from core.registries import attribute_words
 from core.generative.gan import AttrSpec, GANBundle, GANGenerator
 
 MODES = ("attributes", "latent")
@@ -102,7 +102,7 @@ class _Relaxed(nn.Module):
 def describe_change(spec: AttrSpec, a0, a1, min_change: float = 0.1) -> list[str]:
     """The attribute change in words: "marker: left-upper → right-lower" when a one-hot group's argmax moves,
     "generator's class input: Normal 1.00 → 0.62" for a large change that keeps the argmax, "opacity: +0.80" for
-    flags (group names through core.palette.attribute_words). These strings are stored with the result, so the UI,
+    flags (group names through core.registries.attribute_words). These strings are stored with the result, so the UI,
     the CLI and exports read the same words."""
     a0 = np.asarray(a0, dtype=np.float64).reshape(-1)
     a1 = np.asarray(a1, dtype=np.float64).reshape(-1)

@@ -10,7 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
-from core.palette import BEFORE_AFTER
+from services.presentation.palette import BEFORE_AFTER
 from services.counterfactuals import runs as cfs
 
 SIDE = 192

@@ -13,7 +13,7 @@ import streamlit as st
 
 from pages.parts.plain import md_escape
 
-from core.palette import SPLIT_COLOURS
+from services.presentation.palette import SPLIT_COLOURS
 from pages.common import require_user, selected_dataset
 from pages.parts.job_progress import live_job
 from services.jobs import lifecycle as jobs

@@ -7,15 +7,13 @@ import streamlit as st
 
 from pages.parts.plain import md_escape
 
-from core.palette import METHOD_LABELS as PALETTE_LABELS
+from core.registries import EXPLANATION_METHODS, METRICS
 from pages.common import current_user
 from services.explanations import feedback as fb
 
-SORT_LABELS = {"ar": "AR", "ap": "AP", "f1": "F1", "soft_ar": "soft AR", "relevance_mass": "relevance mass",
-               "rra": "RRA", "pointing": "pointing game", "wr": "wrong reason (WR)", "prob": "probability"}
-METHOD_LABELS = {k: PALETTE_LABELS[k] for k in ("gradcam", "integrated_gradients", "saliency", "occlusion",
-                                                "guided_gradcam", "ltx", "ltx_pretrained",
-                                                "ltx_sampled")}
+SORT_LABELS = {**METRICS.labels(kind="localisation"), "prob": "probability"}  # explaining.SORTABLE
+METHOD_LABELS = EXPLANATION_METHODS.labels()
+CARD_METRICS = METRICS.names(groups="evaluation", kind="localisation")  # AR and AP: on every card and pick
 NA_HELP = ("n/a: the metric is undefined for this image (no lung mask, or a map that is zero everywhere), "
            "never silently 0 or 1")
 

@@ -11,14 +11,14 @@ import streamlit as st
 
 from pages.parts.cf_view import (badge, class_name, gray_png, prediction_line, prob_bars, result_captions, show_delta,
                                  trajectory_panel)
-from core.palette import attribute_words
+from core.registries import attribute_words
 from pages.parts.plain import md_escape
 from services.counterfactuals import runs as cfs
 
 
 def attribute_lines(cf_row: dict) -> list[str]:
     """The attribute changes of a stored GAN result, in words (empty when nothing changed). New results store the
-    class attribute as the generator's input (core.palette.ATTRIBUTE_WORDS); rows stored before say "class:"
+    class attribute as the generator's input (core.registries.ATTRIBUTE_WORDS); rows stored before say "class:"
     and are reworded here, so it is never read as the classifier's prediction (issue 16)."""
     lines = list((cf_row.get("metrics") or {}).get("attributes_changed") or [])
     return [f"{attribute_words('class')}:{s[len('class:'):]}" if s.startswith("class:") else s for s in lines]

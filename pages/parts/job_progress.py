@@ -8,7 +8,7 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.palette import CANCELLED
+from services.presentation.palette import CANCELLED
 from pages.common import current_user
 from services.jobs.lifecycle import FINAL, get_job, request_cancel
 from services.platform.job_kinds import JOB_KINDS

@@ -7,7 +7,8 @@ import pandas as pd
 import plotly.express as px
 import streamlit as st
 
-from core.palette import colour_map, version_colours
+from core.registries import METRICS
+from services.presentation.palette import colour_map, version_colours
 from pages.common import require_user, selected_model
 from pages.parts.job_progress import live_job
 from services.jobs import lifecycle as jobs
@@ -15,13 +16,10 @@ from services.models.catalog import list_models
 from services.explanations.evaluation import DEFAULT_METHODS, LABELS, known_methods
 from services.explanations.ltx import LTX_METHODS, find_explainer, masking_of
 
-METRIC_LABELS = {"ar": "AR", "ap": "AP", "pos": "POS", "neg": "NEG", "del": "DEL", "ins": "INS",
-                 "seconds_per_image": "s / image"}
-BETTER = {"ar": "↑", "ap": "↑", "pos": "↓", "neg": "↑", "del": "↓", "ins": "↑", "seconds_per_image": "↓"}
-CURVE_HELP = {"del": "DEL: target-class probability, most relevant pixels blanked first (lower is better)",
-              "ins": "INS: target-class probability, least relevant pixels blanked first (higher is better)",
-              "pos": "POS: accuracy, most relevant pixels blanked first (lower is better)",
-              "neg": "NEG: accuracy, least relevant pixels blanked first (higher is better)"}
+SCORED = METRICS.specs(groups="evaluation")  # what the `evaluate` job stores (services.explanations.evaluation)
+METRIC_LABELS = {**{m.name: m.label for m in SCORED}, "seconds_per_image": "s / image"}
+BETTER = {**{m.name: "↑" if m.higher_is_better else "↓" for m in SCORED}, "seconds_per_image": "↓"}
+CURVE_HELP = {m.name: f"{m.label}: {m.help}" for m in SCORED if m.kind == "faithfulness"}
 TARGETS = {"predicted": "predicted class", "true": "true class"}
 
 
@@ -46,7 +44,7 @@ def results_frame(models: list[dict], target: str = "predicted") -> pd.DataFrame
             if not vals:
                 continue
             rows.append({"model": _mlabel(m), "method": r.get("label") or _label(name),
-                         **{METRIC_LABELS[k]: vals.get(k) for k in ("ar", "ap", "pos", "neg", "del", "ins")},
+                         **{METRIC_LABELS[m.name]: vals.get(m.name) for m in SCORED},
                          "s / image": r.get("seconds_per_image"), "images": r.get("n"), "split": r.get("split"),
                          "evaluated": (r.get("evaluated_at") or "")[:19].replace("T", " ")})
     cols = ["model", "method", *[METRIC_LABELS[k] for k in BETTER], "images", "split", "evaluated"]
@@ -189,9 +187,10 @@ def render() -> None:
                "background; POS / NEG read accuracy, DEL / INS the target-class probability. ↑ higher is better, "
                "↓ lower is better. s / image: time to make the maps (predicted class).")
     num = [METRIC_LABELS[k] for k in BETTER]
+    in_unit = METRICS.names(groups="evaluation", kind="localisation")  # AR, AP in [0, 1]: 3 decimals
     st.dataframe(df, hide_index=True, width="stretch", key=f"methods_table_{target}",
                  column_config={c: st.column_config.NumberColumn(f"{c} {BETTER[k]}", format="%.4f" if k ==
-                                                                 "seconds_per_image" else "%.3f" if k in ("ar", "ap")
+                                                                 "seconds_per_image" else "%.3f" if k in in_unit
                                                                  else "%.1f")
                                 for k, c in METRIC_LABELS.items() if c in num})
     st.plotly_chart(bars_figure(df), key=f"methods_bars_{target}", width="stretch")

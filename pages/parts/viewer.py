@@ -15,7 +15,7 @@ import plotly.graph_objects as go
 import streamlit as st
 from plotly.subplots import make_subplots
 
-from core.palette import DIFF_SCALE
+from services.presentation.palette import DIFF_SCALE
 
 COLORSCALES = {"jet": "Jet", "inferno": "Inferno", "viridis": "Viridis", "hot": "Hot", "gray": "Greys"}
 OUTLINE_COLORS = {"relevance mask (lungs)": "#00c8ff", "confounder mask (marker)": "#ff5000",

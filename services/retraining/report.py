@@ -20,7 +20,7 @@ from pathlib import Path
 
 import numpy as np
 
-from core.palette import HEATMAP_SCALE
+from services.presentation.palette import HEATMAP_SCALE
 
 from core.data.roles import HELDOUT as SPLITS  # the held-out splits: the only ones a report shows
 from core.data.roles import heading, roles_of
@@ -221,7 +221,7 @@ def accuracy_figure(ev: dict):
     """Accuracy per held-out split for parent | control | child, with the 95 % intervals as error bars."""
     import plotly.graph_objects as go
 
-    from core.palette import version_colours
+    from services.presentation.palette import version_colours
 
     sp = list(ev["splits"])
     colours = version_colours(["parent", "child", "control", "random_control"])  # as the history panels
@@ -246,7 +246,7 @@ TRAIN_VAL_KEYS = ("ce", "expl", "active", "d_pos", "d_neg", "val_acc", "val_ar",
 
 
 # One small panel per per-epoch metric, each with its own y-axis title and unit (issue 16: no shared legend of 9
-# series over unlabeled axes). The colour says which run (child or control), from core.palette.
+# series over unlabeled axes). The colour says which run (child or control), from services.presentation.palette.
 HISTORY_PANELS = (("ce", "cross-entropy (nats)"), ("expl", "explanation term"), ("active", "active triplets (share)"),
                   ("d_pos", "d+ (to the good map)"), ("d_neg", "d− (to the bad map)"),
                   ("val_acc", "val accuracy (0–1)"), ("val_ar", "val AR (0–1)"), ("val_ap", "val AP (0–1)"))
@@ -260,12 +260,12 @@ def _history_runs(history: list[dict]) -> dict[str, list[dict]]:
 
 def history_figure(history: list[dict]):
     """Per-epoch fine-tune metrics (train and val only) as small panels, one per metric that was logged, each with
-    its own y-axis title; the child solid and the matched control dashed, in their core.palette version colours;
+    its own y-axis title; the child solid and the matched control dashed, in their palette version colours;
     integer epoch ticks; the legend (two entries: the runs) below the panels, never on the data."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from core.palette import version_colours
+    from services.presentation.palette import version_colours
 
     runs = _history_runs(history)
     panels = [(k, t) for k, t in HISTORY_PANELS if any(h.get(k) is not None for h in history)]

@@ -1,11 +1,14 @@
-"""The one colour registry: a fixed colour per explanation / counterfactual method, per split and per model version,
-plus the colour scales of heatmaps and difference maps. Pages, the CLI and benches import it (pure data, no
-plotting library), so GradCAM is the same blue on every chart. Colours are Okabe-Ito (safe for colour-blind
-readers) extended with a few distinct tones; a new method is one line in METHOD_COLOURS.
+"""The one colour table: a fixed colour per explanation / counterfactual method (keyed by the registries' names,
+core.registries), per split and per model version, plus the colour scales of heatmaps and difference maps. The pages
+and the retrain report's figures import it (pure data, no plotting library), so GradCAM is the same blue on every
+chart. Colours are Okabe-Ito (safe for colour-blind readers) extended with a few distinct tones; a new method is its
+spec in core.registries and one line in METHOD_COLOURS (tests/test_registries.py checks every method has one).
 """
 from __future__ import annotations
 
-# Explanation methods (core.explain registry + LTX variants) and counterfactual methods: one colour each, none shared.
+from core.registries import COUNTERFACTUAL_METHODS, EXPLANATION_METHODS
+
+# Explanation methods and counterfactual methods, by registered name: one colour each, none shared.
 METHOD_COLOURS: dict[str, str] = {
     "gradcam": "#0072B2",               # blue
     "integrated_gradients": "#E69F00",  # orange
@@ -19,13 +22,8 @@ METHOD_COLOURS: dict[str, str] = {
     "gan": "#1B7837",                   # dark green
     "adversarial": "#636363",           # dark grey
 }
-# Display names used on charts; their colours follow METHOD_COLOURS (a chart keyed by label gets the same colour).
-METHOD_LABELS: dict[str, str] = {
-    "gradcam": "GradCAM", "integrated_gradients": "Integrated Gradients", "saliency": "Saliency",
-    "occlusion": "Occlusion", "guided_gradcam": "Guided GradCAM", "ltx": "LTX (finetuned)",
-    "ltx_pretrained": "LTX (pretrained only)", "ltx_sampled": "LTX (sampled masks, finetuned)", "diffusion": "Diffusion (XAIDIFF)",
-    "gan": "GAN (GCI)", "adversarial": "Adversarial baseline",
-}
+# Display names (the registries' labels); a chart keyed by label gets the same colour as one keyed by name.
+METHOD_LABELS: dict[str, str] = {**EXPLANATION_METHODS.labels(), **COUNTERFACTUAL_METHODS.labels()}
 SPLIT_COLOURS: dict[str, str] = {"train": "#999999", "val": "#56B4E9", "test": "#0072B2", "test_shifted": "#D55E00"}
 # Model versions on one chart (baseline, retrained, control …), by position: distinct from the method colours' order.
 VERSION_COLOURS: tuple[str, ...] = ("#444444", "#E69F00", "#009E73", "#CC79A7", "#56B4E9", "#D55E00")
@@ -55,13 +53,3 @@ def colour_map(names) -> dict[str, str]:
 def version_colours(names) -> dict[str, str]:
     """Model versions in the given order → VERSION_COLOURS (cycled)."""
     return {n: VERSION_COLOURS[i % len(VERSION_COLOURS)] for i, n in enumerate(dict.fromkeys(names))}
-
-
-# Words for GAN attribute groups whose bare name misleads: the "class" attribute is what the generator was told to
-# draw, not what the classifier predicts (a result "flipped" to Normal once read "class: COVID → Viral Pneumonia").
-ATTRIBUTE_WORDS: dict[str, str] = {"class": "generator's class input"}
-
-
-def attribute_words(name: str) -> str:
-    """The words for an attribute group in results, the UI, the CLI and exports."""
-    return ATTRIBUTE_WORDS.get(name, name)
