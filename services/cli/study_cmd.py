@@ -30,6 +30,14 @@ def _pairs(text: str) -> list[tuple[int, int]]:
 def register(app: typer.Typer) -> None:
     study_app = typer.Typer(help="Blinded reading studies and agreement.", no_args_is_help=True)
     app.add_typer(study_app, name="study")
+    _add_create(study_app)
+    _add_answering(study_app)
+    _add_results(study_app)
+    _add_listing(study_app)
+
+
+def _add_create(study_app: typer.Typer) -> None:
+    """The `create` command: a study of an explanation run's maps, hand-picked images or counterfactual pairs."""
 
     @study_app.command("create")
     def create(run: int = typer.Option(None, "--run", help="explanation run whose maps are read"),
@@ -73,6 +81,10 @@ def register(app: typer.Typer) -> None:
                 typer.echo(f"warning: POS/NEG/DEL/INS not computed: {row['error']}", err=True)
         emit(res, json_, f"study #{res['study_id']}: {len(res['items'])} items")
 
+
+def _add_answering(study_app: typer.Typer) -> None:
+    """`answer` (an assigned reader) and `adjudicate` (the consensus answer)."""
+
     @study_app.command("answer")
     def answer(study: int = typer.Option(..., "--study"), item: int = typer.Option(..., "--item"),
                value: str = typer.Option(None, "--value", help="the answer; omit with --skip"),
@@ -105,6 +117,10 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             fail(str(exc))
         emit(res, json_, f"consensus v{res['version']}: {res['value']}")
+
+
+def _add_results(study_app: typer.Typer) -> None:
+    """`agreement`, `export` and `consensus-pair`: what a study's answers say."""
 
     @study_app.command("agreement")
     def agreement(study: int = typer.Option(..., "--study"), question: int = typer.Option(None, "--question"),
@@ -148,6 +164,10 @@ def register(app: typer.Typer) -> None:
         except ValueError as exc:
             fail(str(exc))
         emit(res, json_)
+
+
+def _add_listing(study_app: typer.Typer) -> None:
+    """`list` (studies, or a reader's own) and `worklist` (a reader's blinded items)."""
 
     @study_app.command("list")
     def list_(json_: bool = typer.Option(False, "--json")):

@@ -70,31 +70,17 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
 
     The top-level ar … ins of a method are for the predicted class; `true` holds the same for the true class.
     """
-    import torch
-
-    from core.explain import explain
-    from core.metrics.faithfulness import FRACTIONS, faithfulness
-    from core.metrics.localisation import localisation_metrics
     from core.train.classifier import cpu_threads
     from services.data.datasets import load_arrays
-    from services.explanations.ltx import method_kwargs
-    from services.models.registry import get_model, load_classifier
+    from services.models.registry import load_classifier
     from services.platform.settings import resolve_device
 
     say = progress or (lambda *a, **k: None)
     names = parse_methods(methods)
-    targets = [t for t in TARGETS if t in (targets or TARGETS)]
-    if not targets or "predicted" not in targets:
-        targets = ["predicted", *[t for t in targets if t != "predicted"]]
+    targets = _targets(targets)
     if not 0 < float(tau) <= 1:
         raise ValueError(f"tau must be in (0, 1], got {tau}")
-    row = get_model(int(model_id))
-    if row is None:
-        raise ValueError(f"no model {model_id}")
-    if row["kind"] != "classifier":
-        raise ValueError(f"model {model_id} is a {row['kind']}, not a classifier")
-    if not row["dataset_id"]:
-        raise ValueError(f"model {model_id} has no dataset")
+    row = _classifier_row(model_id)
     t0 = time.monotonic()
     dev = resolve_device(device)
     say(0.0, "loading model and dataset")
@@ -106,69 +92,14 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
     n = len(idx)
     if n == 0:
         raise ValueError(f"split {split!r} of dataset {row['dataset_id']} has no images")
-    plan, skipped = [], {}
     defaulted = methods is None or methods == "" or methods == []
-    for name in names:  # resolve every method first: a missing explainer fails before any work is done
-        try:
-            reg, kw = method_kwargs(int(model_id), name, str(dev))
-        except LookupError as exc:
-            if not defaulted:
-                raise
-            skipped[name] = str(exc)  # the default list names every LTX variant; one not trained yet is left out
-            say(0.0, f"skipping {name}: {exc}", force=True)
-            continue
-        if _skip_inapplicable(name, reg, model, skipped, say):
-            continue
-        if reg == "ltx" and finetune_steps is not None and "finetune_steps" not in kw:
-            kw["finetune_steps"] = int(finetune_steps)
-        plan.append((name, reg, kw))
-    total = len(plan) * len(targets) * n
-    done = 0
+    plan, skipped = _plan_methods(int(model_id), names, dev, model, defaulted, finetune_steps, say)
+    ticker = _Ticker(say, len(plan) * len(targets) * n)
     out: dict[str, dict] = {}
     with cpu_threads(threads if str(dev) == "cpu" else None):
         for name, reg, kw in plan:
-            per_t: dict[str, dict] = {}
-            seconds = 0.0
-            for tk in targets:
-                cols: dict[str, list] = {k: [] for k in METRICS}
-                curves: dict[str, list] = {k: [] for k in METRICS[2:]}
-                for s, e_ in adaptive_batches(n, batch_size):  # issue 16: cancel honoured within ~2 s
-                    b = idx[s: e_]
-                    x = torch.from_numpy(arrays.images[b]).to(dev).float().div_(255.0)[:, None]
-                    y = torch.from_numpy(arrays.labels[b]).to(dev).long()
-                    t1 = time.perf_counter()
-                    maps, logits = explain(model, x, None if tk == "predicted" else y, reg, return_logits=True, **kw)
-                    if str(dev).startswith("cuda"):
-                        torch.cuda.synchronize()
-                    if tk == "predicted":
-                        seconds += time.perf_counter() - t1
-                    tgt = logits.argmax(1) if tk == "predicted" else y
-                    loc = localisation_metrics(maps, torch.from_numpy(arrays.lung[b]).to(dev), None, tau)
-                    f = faithfulness(model, x, maps, tgt, labels=y)
-                    for k in ("ar", "ap"):
-                        cols[k].append(loc[k].cpu().numpy())
-                    for k in METRICS[2:]:
-                        cols[k].append(f[k].cpu().numpy())
-                        curves[k].append(f[f"curve_{k}"].cpu().numpy())
-                    done += len(b)
-                    say(0.02 + 0.93 * done / total, f"{LABELS.get(name, name)} · {tk} class: "
-                                                    f"{min(s + len(b), n)}/{n} images")
-                rec = {k: _mean(np.concatenate(v)) for k, v in cols.items()}
-                rec["curves"] = {k: [round(float(c), 4) for c in np.concatenate(v).mean(0)] for k, v in curves.items()}
-                per_t[tk] = rec
-            main = per_t["predicted"]
-            res = {"label": LABELS.get(name, name), **{k: main[k] for k in METRICS},
-                   "seconds_per_image": round(seconds / n, 5), "n": n, "split": split, "tau": float(tau),
-                   "fractions": [float(p) for p in FRACTIONS], "curves": {"predicted": main["curves"]}}
-            if "true" in per_t:
-                res["true"] = {k: per_t["true"][k] for k in METRICS}
-                res["curves"]["true"] = per_t["true"]["curves"]
-            if reg == "ltx":
-                res["finetune_steps"] = int(kw.get("finetune_steps", _default_steps()))
-            out[name] = res
-            say(0.02 + 0.93 * done / total, f"{res['label']}: AR {_fmt(res['ar'])} AP {_fmt(res['ap'])} POS "
-                                            f"{_fmt(res['pos'], 1)} NEG {_fmt(res['neg'], 1)} DEL {_fmt(res['del'], 1)}"
-                                            f" INS {_fmt(res['ins'], 1)}", force=True)
+            out[name] = _score_method(model, arrays, idx, (name, reg, kw), targets, split, float(tau), batch_size,
+                                      dev, ticker)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
     for r in out.values():
         r["evaluated_at"], r["job_id"] = stamp, job_id
@@ -181,6 +112,129 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
               "device": str(dev)}
     say(1.0, f"evaluated {len(out)} method(s) on {n} {split} images", force=True)
     return result
+
+
+def _targets(targets: Sequence[str] | None) -> list[str]:
+    """The explained classes in TARGETS order; the predicted class is always one of them (and first)."""
+    out = [t for t in TARGETS if t in (targets or TARGETS)]
+    if not out or "predicted" not in out:
+        out = ["predicted", *[t for t in out if t != "predicted"]]
+    return out
+
+
+def _classifier_row(model_id: int) -> dict:
+    """The registry row of a classifier with a dataset; anything else is refused in one line."""
+    from services.models.registry import get_model
+
+    row = get_model(int(model_id))
+    if row is None:
+        raise ValueError(f"no model {model_id}")
+    if row["kind"] != "classifier":
+        raise ValueError(f"model {model_id} is a {row['kind']}, not a classifier")
+    if not row["dataset_id"]:
+        raise ValueError(f"model {model_id} has no dataset")
+    return row
+
+
+def _plan_methods(model_id: int, names: list[str], dev, model, defaulted: bool, finetune_steps: int | None,
+                  say) -> tuple[list[tuple[str, str, dict]], dict[str, str]]:
+    """Resolve every method first, so a missing explainer fails before any work is done: [(name, registry name,
+    kwargs)] and {skipped name: reason}."""
+    from services.explanations.ltx import method_kwargs
+
+    plan, skipped = [], {}
+    for name in names:
+        try:
+            reg, kw = method_kwargs(model_id, name, str(dev))
+        except LookupError as exc:
+            if not defaulted:
+                raise
+            skipped[name] = str(exc)  # the default list names every LTX variant; one not trained yet is left out
+            say(0.0, f"skipping {name}: {exc}", force=True)
+            continue
+        if _skip_inapplicable(name, reg, model, skipped, say):
+            continue
+        if reg == "ltx" and finetune_steps is not None and "finetune_steps" not in kw:
+            kw["finetune_steps"] = int(finetune_steps)
+        plan.append((name, reg, kw))
+    return plan, skipped
+
+
+class _Ticker:
+    """Images scored so far over all methods and classes, reported as the job's progress (0.02 … 0.95)."""
+
+    def __init__(self, say, total: int):
+        self.say, self.total, self.done = say, total, 0
+
+    def __call__(self, images: int, msg: str, force: bool = False) -> None:
+        self.done += images
+        self.say(0.02 + 0.93 * self.done / self.total, msg, **({"force": True} if force else {}))
+
+
+def _score_method(model, arrays, idx, method: tuple[str, str, dict], targets: list[str], split: str, tau: float,
+                  batch_size: int, dev, ticker: _Ticker) -> dict:
+    """One method's record: the predicted class's metrics at the top level, the true class's under `true`."""
+    from core.metrics.faithfulness import FRACTIONS
+
+    name, reg, kw = method
+    n = len(idx)
+    per_t: dict[str, dict] = {}
+    seconds = 0.0
+    for tk in targets:
+        per_t[tk], secs = _score_target(model, arrays, idx, method, tk, tau, batch_size, dev, ticker)
+        if tk == "predicted":
+            seconds += secs
+    main = per_t["predicted"]
+    res = {"label": LABELS.get(name, name), **{k: main[k] for k in METRICS},
+           "seconds_per_image": round(seconds / n, 5), "n": n, "split": split, "tau": tau,
+           "fractions": [float(p) for p in FRACTIONS], "curves": {"predicted": main["curves"]}}
+    if "true" in per_t:
+        res["true"] = {k: per_t["true"][k] for k in METRICS}
+        res["curves"]["true"] = per_t["true"]["curves"]
+    if reg == "ltx":
+        res["finetune_steps"] = int(kw.get("finetune_steps", _default_steps()))
+    ticker(0, f"{res['label']}: AR {_fmt(res['ar'])} AP {_fmt(res['ap'])} POS "
+              f"{_fmt(res['pos'], 1)} NEG {_fmt(res['neg'], 1)} DEL {_fmt(res['del'], 1)}"
+              f" INS {_fmt(res['ins'], 1)}", force=True)
+    return res
+
+
+def _score_target(model, arrays, idx, method: tuple[str, str, dict], tk: str, tau: float, batch_size: int, dev,
+                  ticker: _Ticker) -> tuple[dict, float]:
+    """Mean AR, AP, POS, NEG, DEL, INS and the mean curves of one method for one explained class ("predicted" or
+    "true") over the split, and the seconds its maps took."""
+    import torch
+
+    from core.explain import explain
+    from core.metrics.faithfulness import faithfulness
+    from core.metrics.localisation import localisation_metrics
+
+    name, reg, kw = method
+    n = len(idx)
+    cols: dict[str, list] = {k: [] for k in METRICS}
+    curves: dict[str, list] = {k: [] for k in METRICS[2:]}
+    seconds = 0.0
+    for s, e_ in adaptive_batches(n, batch_size):  # issue 16: cancel honoured within ~2 s
+        b = idx[s: e_]
+        x = torch.from_numpy(arrays.images[b]).to(dev).float().div_(255.0)[:, None]
+        y = torch.from_numpy(arrays.labels[b]).to(dev).long()
+        t1 = time.perf_counter()
+        maps, logits = explain(model, x, None if tk == "predicted" else y, reg, return_logits=True, **kw)
+        if str(dev).startswith("cuda"):
+            torch.cuda.synchronize()
+        seconds += time.perf_counter() - t1
+        tgt = logits.argmax(1) if tk == "predicted" else y
+        loc = localisation_metrics(maps, torch.from_numpy(arrays.lung[b]).to(dev), None, tau)
+        f = faithfulness(model, x, maps, tgt, labels=y)
+        for k in METRIC_SPECS.names(groups="evaluation", kind="localisation"):
+            cols[k].append(loc[k].cpu().numpy())
+        for k in METRICS[2:]:
+            cols[k].append(f[k].cpu().numpy())
+            curves[k].append(f[f"curve_{k}"].cpu().numpy())
+        ticker(len(b), f"{LABELS.get(name, name)} · {tk} class: {min(s + len(b), n)}/{n} images")
+    rec = {k: _mean(np.concatenate(v)) for k, v in cols.items()}
+    rec["curves"] = {k: [round(float(c), 4) for c in np.concatenate(v).mean(0)] for k, v in curves.items()}
+    return rec, seconds
 
 
 def _default_steps() -> int:

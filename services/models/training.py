@@ -44,22 +44,13 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
     Returns {model_id, name, arch, dataset_id, checkpoint, metrics: {val, test, test_shifted}, history,
     best_epoch, stopped_early, seconds, device}.
     """
-    import torch
-
-    from core.models import create_model, freeze_blocks as freeze
     from core.train.classifier import TrainConfig, cpu_threads, evaluate, fit
-    from core.train.pretrained import load_pretrained
     from services.data.datasets import get_dataset, load_arrays
-    from services.models.registry import prune_partial, register_model, save_checkpoint_dir
+    from services.models.registry import prune_partial
 
     t0 = time.monotonic()
     say = progress or (lambda *a, **k: None)
-    if arch not in ARCHS:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
-    if epochs < 1:
-        raise ValueError("--epochs must be at least 1")
-    if pretrained and not Path(pretrained).is_file():
-        raise FileNotFoundError(f"pretrained weights file {pretrained} does not exist")
+    _check_request(arch, epochs, pretrained)
     ds = get_dataset(dataset)
     prune_partial()
     say(0.0, f"loading dataset {ds['name']}")
@@ -68,19 +59,9 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
     if len(tr) == 0:
         raise ValueError(f"dataset {ds['name']} has no train split")
     dev = resolve_device(device)
-    arch_kwargs = dict(arch_kwargs or {})
     input_size = int(input_size or arrays.size)
-    if not 16 <= input_size <= 1024:
-        raise ValueError(f"--input-size must be between 16 and 1024 px, got {input_size}")
-    if arch == "mobilenet_v2" and input_size >= 128:
-        arch_kwargs.setdefault("small_input", False)  # the standard stride-2 stem at 224 px (the eXBL paper's)
-    torch.manual_seed(seed)
-    model = create_model(arch, num_classes=len(arrays.classes), in_chans=1, input_size=input_size, **arch_kwargs)
-    pre_report = load_pretrained(model, pretrained) if pretrained else None
-    if freeze_blocks:
-        if freeze_blocks >= len(model.blocks):
-            raise ValueError(f"--freeze-blocks {freeze_blocks} would freeze all {len(model.blocks)} blocks of {arch}")
-        freeze(model, freeze_blocks)
+    model, pre_report, arch_kwargs = _build_model(arch, len(arrays.classes), input_size, arch_kwargs, seed,
+                                                  pretrained, freeze_blocks)
     cfg = TrainConfig(epochs=epochs, lr=lr or DEFAULT_LR[arch], batch_size=batch_size, patience=patience, seed=seed,
                       augment=augment, weight_decay=weight_decay, threads=threads)
     say(0.01, f"training {arch} at {input_size} px on {len(tr)} images of {arrays.size} px ({dev})")
@@ -97,14 +78,9 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
         "train_seconds": res.seconds,
     }
     say(0.97, "saving checkpoint", force=True)  # the last point where a cancel is honoured
-    ckpt = save_checkpoint_dir(model.cpu(), config)
-    try:
-        model_id = register_model(name=name or f"{ds['name']}-{arch}", arch=arch, checkpoint=ckpt,
-                                  dataset_id=ds["id"], parent_id=parent_id, config=config, metrics=metrics,
-                                  job_id=job_id, created_by=user_id)
-    except BaseException:
-        shutil.rmtree(ckpt.parent, ignore_errors=True)
-        raise
+    model_id, ckpt = _save_and_register(model, config, dict(
+        name=name or f"{ds['name']}-{arch}", arch=arch, dataset_id=ds["id"], parent_id=parent_id, config=config,
+        metrics=metrics, job_id=job_id, created_by=user_id))
     if resume_dir:
         shutil.rmtree(resume_dir, ignore_errors=True)
     acc = {s: round(m["accuracy"], 4) for s, m in metrics.items()}
@@ -113,6 +89,52 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
             "checkpoint": str(ckpt), "metrics": metrics, "history": res.history, "best_epoch": res.best_epoch,
             "stopped_early": res.stopped_early, "seconds": round(time.monotonic() - t0, 2), "device": str(dev),
             "input_size": input_size, "image_size": arrays.size}
+
+
+def _check_request(arch: str, epochs: int, pretrained: str | None) -> None:
+    if arch not in ARCHS:
+        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(ARCHS)}")
+    if epochs < 1:
+        raise ValueError("--epochs must be at least 1")
+    if pretrained and not Path(pretrained).is_file():
+        raise FileNotFoundError(f"pretrained weights file {pretrained} does not exist")
+
+
+def _build_model(arch: str, num_classes: int, input_size: int, arch_kwargs: dict | None, seed: int,
+                 pretrained: str | None, freeze_blocks: int) -> tuple[Any, dict | None, dict]:
+    """The seeded network, with pretrained weights loaded and its first blocks frozen when asked; returns (model,
+    the pretrained-weights report, the arch kwargs it was built with)."""
+    import torch
+
+    from core.models import create_model, freeze_blocks as freeze
+    from core.train.pretrained import load_pretrained
+
+    arch_kwargs = dict(arch_kwargs or {})
+    if not 16 <= input_size <= 1024:
+        raise ValueError(f"--input-size must be between 16 and 1024 px, got {input_size}")
+    if arch == "mobilenet_v2" and input_size >= 128:
+        arch_kwargs.setdefault("small_input", False)  # the standard stride-2 stem at 224 px (the eXBL paper's)
+    torch.manual_seed(seed)
+    model = create_model(arch, num_classes=num_classes, in_chans=1, input_size=input_size, **arch_kwargs)
+    pre_report = load_pretrained(model, pretrained) if pretrained else None
+    if freeze_blocks:
+        if freeze_blocks >= len(model.blocks):
+            raise ValueError(f"--freeze-blocks {freeze_blocks} would freeze all {len(model.blocks)} blocks of {arch}")
+        freeze(model, freeze_blocks)
+    return model, pre_report, arch_kwargs
+
+
+def _save_and_register(model, config: dict, row: dict) -> tuple[int, Path]:
+    """Write the checkpoint folder, then the registry row (register_model's keywords in `row`); a failed
+    registration removes the folder. Returns (model id, checkpoint path)."""
+    from services.models.registry import register_model, save_checkpoint_dir
+
+    ckpt = save_checkpoint_dir(model.cpu(), config)
+    try:
+        return register_model(checkpoint=ckpt, **row), ckpt
+    except BaseException:
+        shutil.rmtree(ckpt.parent, ignore_errors=True)
+        raise
 
 
 def evaluate_splits(model: Any, dataset: Any = None, splits: Sequence[str] = EVAL_SPLITS, device: str | None = None,
