@@ -29,7 +29,7 @@ import torch
 import torch.nn.functional as F
 from diffusers import DDPMScheduler
 
-from core.counterfactual import CounterfactualBatch, register
+from core.counterfactual import CounterfactualBatch
 from core.generative.ddpm import from_model, quantize01, strided_timesteps, to_model, to_uint8
 
 
@@ -198,16 +198,28 @@ def finish(unet, scheduler, classifier, x: torch.Tensor, t_from: int, cfg: Guida
     return x.detach(), len(ts), len(ts) if guided else 0
 
 
-def guided_diffusion(unet, scheduler: DDPMScheduler, classifier, x_ref: torch.Tensor, target: torch.Tensor,
-                     cfg: GuidanceConfig, seeds: int | list[int] = 0, device: str | torch.device = "cpu",
-                     progress: Callable[[int, int], None] | None = None) -> GuidanceOutput:
-    """Run the guidance for a batch: x_ref (B, 1, H, W) in [0, 1], target (B,) class indices.
+@dataclass
+class _Record:
+    """What guided_diffusion keeps per sample while it runs (one row a sample)."""
+    curve: np.ndarray       # (B, S) target probability of x0̂ at each guided step
+    frames: np.ndarray      # (B, F, H, W) uint8 trajectory
+    guided: np.ndarray      # guided passes in the main loop
+    finishing: np.ndarray   # UNet passes of the finishing DDIM
+    guided_fin: np.ndarray  # guided passes of the finishing DDIM
+    stopped_t: np.ndarray   # timestep at which the guidance stopped (0 = ran to the end)
+    t_final: np.ndarray     # measured: the last timestep the UNet ran at for each sample
 
-    Each sample has its own seed (its noise draws do not depend on the batch around it). A sample whose flip held
-    `early_stop` steps leaves the guided loop and is finished to t = 0 (`finish`).
-    """
-    t0 = time.monotonic()
-    device = torch.device(device)
+    @classmethod
+    def empty(cls, B: int, S: int, n_frames: int, hw: tuple) -> "_Record":
+        return cls(curve=np.full((B, S), np.nan), frames=np.zeros((B, n_frames, *hw), dtype=np.uint8),
+                   guided=np.zeros(B, dtype=int), finishing=np.zeros(B, dtype=int),
+                   guided_fin=np.zeros(B, dtype=int), stopped_t=np.zeros(B, dtype=int),
+                   t_final=np.full(B, -1, dtype=int))
+
+
+def _start(scheduler: DDPMScheduler, x_ref: torch.Tensor, target: torch.Tensor, cfg: GuidanceConfig,
+           seeds: int | list[int], device: torch.device):
+    """Check the arguments and draw the starting point: (scheduler on the grid, grid, generators, x_ref, target, x)."""
     B = x_ref.shape[0]
     seeds = [seeds + i for i in range(B)] if isinstance(seeds, int) else list(seeds)
     if len(seeds) != B:
@@ -223,17 +235,47 @@ def guided_diffusion(unet, scheduler: DDPMScheduler, classifier, x_ref: torch.Te
     target = target.to(device).long()
     noise = torch.stack([torch.randn(x_ref.shape[1:], generator=g) for g in gens]).to(device)
     x = noise if cfg.t_start is None else sch.add_noise(to_model(x_ref), noise, torch.full((B,), ts[0]).to(device))
-    S = len(ts)
+    return sch, ts, gens, x_ref, target, x
+
+
+def _retire(unet, scheduler, classifier, cfg: GuidanceConfig, adam: "_Adam", rec: _Record, result: torch.Tensor,
+            x_new: torch.Tensor, done: torch.Tensor, active: torch.Tensor, x_ref: torch.Tensor,
+            target: torch.Tensor, t: int, prev_t: int, last: bool, next_frame: int, device: torch.device) -> None:
+    """Write the samples `done` (of `active`) into `result`; one that stopped before the last step is finished."""
+    fin = active[done]
+    dd = done.to(device)
+    res = x_new[dd]
+    if not last:  # the guidance stopped at t: finish the reverse process from prev_t to t = 0
+        ended: list = []
+        res, n_unet, n_guided = finish(unet, scheduler, classifier, res, prev_t, cfg, x_ref[fin.to(device)],
+                                       target[fin.to(device)], adam, fin.to(device), ended)
+        if ended:
+            rec.t_final[fin.numpy()] = ended[-1]
+        rec.finishing[fin.numpy()] += n_unet
+        rec.guided_fin[fin.numpy()] += n_guided
+        rec.stopped_t[fin.numpy()] = t
+    res = from_model(res)
+    result[fin.to(device)] = res
+    if not last:  # a stopped sample's later frames show its finished result
+        rec.frames[fin.numpy(), next_frame:] = to_uint8(res)[:, None]
+
+
+def guided_diffusion(unet, scheduler: DDPMScheduler, classifier, x_ref: torch.Tensor, target: torch.Tensor,
+                     cfg: GuidanceConfig, seeds: int | list[int] = 0, device: str | torch.device = "cpu",
+                     progress: Callable[[int, int], None] | None = None) -> GuidanceOutput:
+    """Run the guidance for a batch: x_ref (B, 1, H, W) in [0, 1], target (B,) class indices.
+
+    Each sample has its own seed (its noise draws do not depend on the batch around it). A sample whose flip held
+    `early_stop` steps leaves the guided loop and is finished to t = 0 (`finish`).
+    """
+    t0 = time.monotonic()
+    device = torch.device(device)
+    sch, ts, gens, x_ref, target, x = _start(scheduler, x_ref, target, cfg, seeds, device)
+    B, S = x_ref.shape[0], len(ts)
     every = max(1, S // max(1, cfg.traj_frames))
     frame_idx = sorted(set(list(range(0, S, every)) + [S - 1]))
     adam = _Adam(x, cfg.adam_betas, cfg.adam_eps)
-    curve = np.full((B, S), np.nan)
-    frames = np.zeros((B, len(frame_idx), *x_ref.shape[2:]), dtype=np.uint8)
-    guided = np.zeros(B, dtype=int)
-    finishing = np.zeros(B, dtype=int)
-    guided_fin = np.zeros(B, dtype=int)
-    stopped_t = np.zeros(B, dtype=int)
-    t_final = np.full(B, -1, dtype=int)  # measured: the last timestep the UNet ran at for each sample
+    rec = _Record.empty(B, S, len(frame_idx), tuple(x_ref.shape[2:]))
     streak = torch.zeros(B, dtype=torch.long)
     result = torch.zeros_like(x_ref)
     active = torch.arange(B)
@@ -246,33 +288,19 @@ def guided_diffusion(unet, scheduler: DDPMScheduler, classifier, x_ref: torch.Te
                                                 [gens[j] for j in active.tolist()], adam, idx,
                                                 scheduler.alphas_cumprod, prev_t, cfg.sampler)
             x[idx] = x_new
-            guided[active.numpy()] += 1
-            t_final[active.numpy()] = t
-            curve[active.numpy(), i] = probs.gather(1, target[idx][:, None])[:, 0].cpu().numpy()
+            rec.guided[active.numpy()] += 1
+            rec.t_final[active.numpy()] = t
+            rec.curve[active.numpy(), i] = probs.gather(1, target[idx][:, None])[:, 0].cpu().numpy()
             if i in frame_idx:
-                frames[active.numpy(), fi] = to_uint8(from_model(x0_hat))
+                rec.frames[active.numpy(), fi] = to_uint8(from_model(x0_hat))
             flip = probs.argmax(1) == target[idx]
             streak[active] = torch.where(flip.cpu(), streak[active] + 1, torch.zeros_like(streak[active]))
             last = i == S - 1
             done = torch.ones(len(idx), dtype=torch.bool) if last else \
                 (streak[active] >= cfg.early_stop) if cfg.early_stop > 0 else torch.zeros(len(idx), dtype=torch.bool)
             if done.any():
-                fin = active[done]
-                dd = done.to(device)
-                res = x_new[dd]
-                if not last:  # the guidance stopped at t: finish the reverse process from prev_t to t = 0
-                    ended: list = []
-                    res, n_unet, n_guided = finish(unet, scheduler, classifier, res, prev_t, cfg, x_ref[fin.to(device)],
-                                                   target[fin.to(device)], adam, fin.to(device), ended)
-                    if ended:
-                        t_final[fin.numpy()] = ended[-1]
-                    finishing[fin.numpy()] += n_unet
-                    guided_fin[fin.numpy()] += n_guided
-                    stopped_t[fin.numpy()] = t
-                res = from_model(res)
-                result[fin.to(device)] = res
-                if not last:  # a stopped sample's later frames show its finished result
-                    frames[fin.numpy(), fi + (1 if i in frame_idx else 0):] = to_uint8(res)[:, None]
+                _retire(unet, scheduler, classifier, cfg, adam, rec, result, x_new, done, active, x_ref, target, t,
+                        prev_t, last, fi + (1 if i in frame_idx else 0), device)
                 active = active[~done]
             if i in frame_idx:
                 fi += 1
@@ -283,10 +311,11 @@ def guided_diffusion(unet, scheduler: DDPMScheduler, classifier, x_ref: torch.Te
         images = quantize01(result)
         with torch.no_grad():
             final_probs = F.softmax(classifier(images), dim=1).cpu().numpy()
-    return GuidanceOutput(images=images.cpu(), probs=final_probs, prob_curve=curve, curve_t=np.array(ts),
-                          trajectory=frames, trajectory_t=np.array([ts[j] for j in frame_idx]),
-                          unet_passes=guided + finishing, stopped_t=stopped_t, guided_passes=guided + guided_fin,
-                          t_final=t_final, seconds=time.monotonic() - t0, config=cfg.as_dict())
+    return GuidanceOutput(images=images.cpu(), probs=final_probs, prob_curve=rec.curve, curve_t=np.array(ts),
+                          trajectory=rec.frames, trajectory_t=np.array([ts[j] for j in frame_idx]),
+                          unet_passes=rec.guided + rec.finishing, stopped_t=rec.stopped_t,
+                          guided_passes=rec.guided + rec.guided_fin, t_final=rec.t_final,
+                          seconds=time.monotonic() - t0, config=cfg.as_dict())
 
 
 def affirmative(unet, scheduler, classifier, counterfactual: torch.Tensor, original_class: torch.Tensor,
@@ -296,7 +325,6 @@ def affirmative(unet, scheduler, classifier, counterfactual: torch.Tensor, origi
     return guided_diffusion(unet, scheduler, classifier, counterfactual, original_class, cfg, seeds, device, progress)
 
 
-@register("diffusion", generator_kind="ddpm")
 def diffusion_method(classifier, x_ref, target, generator, device="cpu", progress=None, preset: str = "fast",
                      seeds=0, **overrides) -> CounterfactualBatch:
     """Registry entry: generator = (unet, scheduler); overrides are GuidanceConfig fields (steps, t_start, eta, …)."""

@@ -259,21 +259,26 @@ def _glyph(q: dict, size: int) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray
     glyph = 1.0 - _smooth((dist - col(q["m_stroke"]) + aa) / (2 * aa))
     return glyph.astype(f32), (wy, wx)
 
-def _draw(p: dict, sl: slice, size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
-    """Render images sl of the parameter set: returns uint8 image, lung, lesion and marker masks (B,H,W)."""
-    q = {k: v[sl] for k, v in p.items()}
-    B = len(q["labels"])
+def _per_image(B: int):
+    """Reshape a per-image parameter (B,) or (B, k) so it broadcasts over (B, H, W) grids."""
+    return lambda a: a.reshape(B, *([1] * (2 if a.ndim == 1 else 3)))
+
+
+def _pose(q: dict, size: int, col) -> tuple[np.ndarray, np.ndarray, float]:
+    """Patient pose: canonical coordinates X, Y of every pixel and one pixel in canonical units (approximately)."""
     f32 = np.float32
-    col = lambda a: a.reshape(B, *([1] * (2 if a.ndim == 1 else 3)))  # noqa: E731
     g = (np.arange(size, dtype=f32) + 0.5) / size
     xx, yy = g[None, None, :], g[None, :, None]
-    # Patient pose: canonical coordinates X, Y of every pixel.
     cx, cy = 0.5 + col(q["shift"][:, 0]), 0.5 + col(q["shift"][:, 1])
     c, s, sc = np.cos(col(q["rot"])), np.sin(col(q["rot"])), col(q["scale"])
     X = ((xx - cx) * c + (yy - cy) * s) / sc + 0.5
     Y = (-(xx - cx) * s + (yy - cy) * c) / sc + 0.5
-    px = 1.0 / size  # one pixel in canonical units (approximately)
+    px = 1.0 / size
+    return X, Y, px
 
+
+def _chest(q: dict, X: np.ndarray, Y: np.ndarray, px: float, col) -> tuple[np.ndarray, np.ndarray, dict]:
+    """Body, lungs, heart, ribs, clavicles and spine: (image, lung mask, lung geometry for the lesions)."""
     # Body: a super-ellipse torso plus neck, soft edge.
     bw = 0.44 * col(q["body_w"])
     body_d = np.abs((X - 0.5) / bw) ** 2.6 + np.abs((Y - 0.6) / 0.55) ** 2.6
@@ -288,7 +293,7 @@ def _draw(p: dict, sl: slice, size: int, rng: np.random.Generator) -> dict[str, 
               ((Y - 0.66) / (0.12 * col(q["heart"]))) ** 2
     mediast = (np.abs(X - 0.5) < 0.055) & (Y < 0.66)
     heart = (heart_d < 1.0) | mediast
-    lungs, lung_geo = [], []
+    lungs = []
     for side, xc in ((0, 0.5 - 0.19), (1, 0.5 + 0.19)):
         t = (Y - yt) / (yb - yt)
         tc = np.clip(t, 0.0, 1.0)
@@ -299,7 +304,6 @@ def _draw(p: dict, sl: slice, size: int, rng: np.random.Generator) -> dict[str, 
         base = 1.0 - 0.13 * (1.0 - np.clip(r, -1, 1) ** 2)
         inside = (np.abs(r) < 1.0) & (t > 0.0) & (t < base)
         lungs.append(inside & ~heart)
-        lung_geo.append((t, r, w, xcen, sign))
     lung = lungs[0] | lungs[1]
 
     # Ribs: curved periodic bands over the chest, stronger laterally.
@@ -311,13 +315,17 @@ def _draw(p: dict, sl: slice, size: int, rng: np.random.Generator) -> dict[str, 
     spine = np.exp(-((X - 0.5) / 0.035) ** 2) * (Y > 0.1) * 0.07
 
     img = 0.04 + body * col(q["body_level"]) + spine * body
-    lung_f = lung.astype(f32)
+    lung_f = lung.astype(np.float32)
     img = img - lung_f * (col(q["body_level"]) - col(q["lung_level"])) * (1.05 - 0.25 * (1 - (Y - 0.2)))
     img = img + heart * body * 0.12 + (ribs + clav) * body
+    return img, lung, dict(X=X, Y=Y, lw=lw, yt=yt, yb=yb)
 
-    # Lesions inside the lungs, drawn only for the rows that have them.
-    les = np.zeros((B, size, size), f32)
-    geo = dict(X=X, Y=Y, lw=lw, yt=yt, yb=yb)
+
+def _lesions(q: dict, geo: dict, lung: np.ndarray, size: int, px: float, col) -> np.ndarray:
+    """Lesion intensity inside the lungs (B, H, W), drawn only for the rows that have them."""
+    B = len(q["labels"])
+    lung_f = lung.astype(np.float32)
+    les = np.zeros((B, size, size), np.float32)
     blob_rows = np.flatnonzero(q["blob_on"].any(1))
     if len(blob_rows):
         les[blob_rows] = _blobs({k: v[blob_rows] for k, v in q.items()}, {k: v[blob_rows] for k, v in geo.items()})
@@ -326,7 +334,29 @@ def _draw(p: dict, sl: slice, size: int, rng: np.random.Generator) -> dict[str, 
         les[streak_rows] = _streaks({k: v[streak_rows] for k, v in q.items()},
                                     {k: v[streak_rows] for k, v in geo.items()}, px) \
             + 0.06 * lung_f[streak_rows]
-    les = les * col(q["severity"]) * LESION_GAIN * lung_f
+    return les * col(q["severity"]) * LESION_GAIN * lung_f
+
+
+def _marker(q: dict, img: np.ndarray, size: int, col) -> np.ndarray:
+    """Draw the marker glyph on the film (in place) inside a corner window, never a flat block; its mask."""
+    B = len(q["labels"])
+    glyph, (wy, wx) = _glyph(q, size)
+    bi = np.arange(B)[:, None, None]
+    win = img[bi, wy, wx]
+    img[bi, wy, wx] = win * (1 - glyph) + col(q["m_bright"]) * glyph
+    marker = np.zeros((B, size, size), bool)
+    marker[bi, wy, wx] = _dilate(glyph > 0.25)
+    return marker
+
+
+def _draw(p: dict, sl: slice, size: int, rng: np.random.Generator) -> dict[str, np.ndarray]:
+    """Render images sl of the parameter set: returns uint8 image, lung, lesion and marker masks (B,H,W)."""
+    q = {k: v[sl] for k, v in p.items()}
+    f32 = np.float32
+    col = _per_image(len(q["labels"]))
+    X, Y, px = _pose(q, size, col)
+    img, lung, geo = _chest(q, X, Y, px, col)
+    les = _lesions(q, geo, lung, size, px, col)
     img = img + les
     lesion = (les > 0.09 * LESION_GAIN) & lung
 
@@ -334,14 +364,7 @@ def _draw(p: dict, sl: slice, size: int, rng: np.random.Generator) -> dict[str, 
     img = img + col(q["grad"][:, 0]) * (X - 0.5) + col(q["grad"][:, 1]) * (Y - 0.5)
     img = _blur(img.astype(f32), (q["blur"] * size / 64.0).astype(f32))
     img = np.clip(img, 0.0, 1.0) ** col(q["gamma"])
-
-    # Marker glyph, placed on the film (image coordinates) inside a corner window, never a flat block.
-    glyph, (wy, wx) = _glyph(q, size)
-    bi = np.arange(B)[:, None, None]
-    win = img[bi, wy, wx]
-    img[bi, wy, wx] = win * (1 - glyph) + col(q["m_bright"]) * glyph
-    marker = np.zeros((B, size, size), bool)
-    marker[bi, wy, wx] = _dilate(glyph > 0.25)
+    marker = _marker(q, img, size, col)
 
     img = img + rng.normal(0.0, 1.0, size=img.shape).astype(f32) * col(q["noise"])
     out = np.clip(np.round(np.clip(img, 0.0, 1.0) * 255.0), 0, 255).astype(np.uint8)
