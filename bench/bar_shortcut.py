@@ -5,7 +5,7 @@ The glyph markers are drawn at uniformly random corners (confounder 0.25 over 4 
 information). The band sits in one of four quarters of the top edge: the class's quarter with probability p in
 train / val / test, a uniformly random quarter in test_shifted. The band's mask replaces the marker mask (WR then
 measures the band), the lung masks stay. Written in the COVID-19 Radiography layout with splits.csv, so
-`exemplar data import --layout covid-radiography` (services.data.datasets.import_dataset) reads it as any user's data.
+`exemplar data import --layout covid-radiography` (services.data.importing.import_dataset) reads it as any user's data.
 """
 from __future__ import annotations
 

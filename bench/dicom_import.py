@@ -1,6 +1,6 @@
 """DICOM import memory (issue 23): writes --n DICOM files (2,000 by default) of --size² 16-bit pixels (1024) for
 --patients patients to a temporary folder, imports them in a child process as the `data.import` job runs them
-(services.data.datasets.import_job_params + services.jobs.lifecycle.run_inline: what `exemplar data import --layout dicom` runs,
+(services.data.importing.import_job_params + services.jobs.lifecycle.run_inline: what `exemplar data import --layout dicom` runs,
 without the CLI's start-up) and prints one table row:
 
   images, size, seconds, peak RSS MB of the child (resource.getrusage(RUSAGE_CHILDREN).ru_maxrss), goal, met/missed
@@ -27,7 +27,7 @@ GOAL_MB = 500
 
 CHILD = """
 import sys
-from services.data.datasets import import_job_params
+from services.data.importing import import_job_params
 from services.jobs.lifecycle import run_inline
 from services.team.users import get_or_create_user
 src, labels = sys.argv[1], sys.argv[2]

@@ -72,6 +72,7 @@ import torch
 
 from core.data import synthcxr
 from core.metrics.localisation import localisation_metrics
+from core.registries import METRICS
 from core.models import create_model
 from core.train.classifier import TrainConfig, fit
 from core.xbl import Exemplar, TrainSet, as_float, get_method
@@ -88,6 +89,7 @@ SWEEPS = {  # --grid full; --grid small (the run quoted below, CPU-bound): each 
 SMALL = {"exbl": [{"lam": 0.3, "margin": 0.1}, {"lam": 0.1, "margin": 0.5}], "exbl_cf": [{"lam": 0.3, "margin": 0.1}],
          "counterexamples": [{"dilate_px": 2, "tau": 0.5}], "penalty_mask": [{"lam": 0.001}], "rrr": [{"lam": 0.001}]}
 RULE = {"acc_slack": 0.01, "ar_slack": 0.05, "ap_gain": 0.01}
+EVIDENCE = METRICS.names(groups="evidence")  # AR, AP, WR (core.registries)
 
 
 def _t(a, dev):
@@ -113,7 +115,7 @@ def build(seed: int, dev: str):
 
 def train_maps(model, ev: EvalSet):
     """Predicted-class maps' metrics on the train split (what the gallery ranks)."""
-    out = {k: [] for k in ("ar", "ap", "wr", "pred")}
+    out = {k: [] for k in (*EVIDENCE, "pred")}
     model.eval()
     for i in range(0, ev.x.shape[0], 256):
         x = as_float(ev.x[i:i + 256])
@@ -122,7 +124,7 @@ def train_maps(model, ev: EvalSet):
             cam = C.gradcam(f, lg, lg.argmax(1), create_graph=False)
         m = localisation_metrics(C.upsample(cam.detach(), tuple(x.shape[-2:])), ev.lung[i:i + 256],
                                  ev.marker[i:i + 256])
-        for k in ("ar", "ap", "wr"):
+        for k in EVIDENCE:
             out[k].append(m[k].cpu())
         out["pred"].append(lg.argmax(1).cpu())
     return {k: torch.cat(v) for k, v in out.items()}
@@ -130,7 +132,7 @@ def train_maps(model, ev: EvalSet):
 
 def pick_pair(model, tr: EvalSet, how: str) -> tuple[int, int]:
     m = train_maps(model, tr)
-    ar, ap, wr = (m[k].double() for k in ("ar", "ap", "wr"))
+    ar, ap, wr = m["ar"].double(), m["ap"].double(), m["wr"].double()
     nan = torch.isnan
     if how == "suggest":  # services.explanations.feedback.suggest_pair: max AR / min AR, ties by map order
         g = int(torch.argmax(torch.where(nan(ar), -1.0, ar)))
@@ -226,7 +228,7 @@ def _bar_dataset(dev) -> str:
     """The second shortcut (bench/bar_shortcut.py) imported as a user's folder; returns its name."""
     import sys
 
-    from services.data.datasets import import_dataset
+    from services.data.importing import import_dataset
     from services.platform.settings import get_settings
 
     sys.path.insert(0, str(Path(__file__).resolve().parent))
@@ -234,7 +236,7 @@ def _bar_dataset(dev) -> str:
 
     src = get_settings().path("bench") / "bar_src"
     write_bar_tree(src, n=DEMO_N, size=64, p=0.9, seed=0)
-    import_dataset(src, "covid-radiography", "bar")
+    import_dataset(src, "covid-radiography", "bar", user_id=None)
     return "bar"
 
 
@@ -253,22 +255,22 @@ def product(a, dev) -> dict:
         name = _bar_dataset(dev)
     else:
         synth_dataset(DEMO_SYNTH["name"], n=DEMO_SYNTH["n"], size=DEMO_SYNTH["size"],
-                      confounder=DEMO_SYNTH["confounder"], seed=DEMO_SYNTH["seed"])
+                      confounder=DEMO_SYNTH["confounder"], seed=DEMO_SYNTH["seed"], user_id=None)
         name = DEMO_SYNTH["name"]
     base = train_classifier(name, arch=BASELINE["arch"], epochs=BASELINE["epochs"], lr=BASELINE["lr"],
                             batch_size=BASELINE["batch_size"], seed=BASELINE["seed"], patience=BASELINE["patience"],
-                            arch_kwargs=BASELINE["arch_kwargs"], name=BASELINE["name"], device=dev, threads=1)
+                            arch_kwargs=BASELINE["arch_kwargs"], name=BASELINE["name"], device=dev, threads=1, user_id=None)
     say = lambda f, msg="", **k: print(f"[{f:5.1%}] {msg}", flush=True) if msg and "batch" not in msg else None  # noqa: E731
     if a.pair_rule == "f1":  # an experiment: good = the train map with the highest F1 on the lung mask, bad = min AR
         from services.explanations import explaining
 
-        run = explaining.run_explain(base["model_id"], "gradcam", device=dev)["run_id"]
+        run = explaining.run_explain(base["model_id"], "gradcam", device=dev, user_id=None)["run_id"]
         good = explaining.query_explanations(run, sort="f1", descending=True, splits=["train"], limit=1)[0][0]
         bad = explaining.query_explanations(run, sort="ar", descending=False, splits=["train"], limit=1)[0][0]
         return retrain(base["model_id"], a.method, good=good["image_id"], bad=bad["image_id"], epochs=a.epochs,
-                       seeds=a.seeds, explain=False, device=dev, threads=1, progress=say)
+                       seeds=a.seeds, explain=False, device=dev, threads=1, progress=say, user_id=None)
     return retrain(base["model_id"], a.method, auto=True, epochs=a.epochs, seeds=a.seeds, explain=False,
-                   device=dev, threads=1, progress=say)
+                   device=dev, threads=1, progress=say, user_id=None)
 
 
 def _iv(e: dict | None) -> str:

@@ -41,7 +41,8 @@ GOALS = {"cold first page": 1.0, "warm first page": 0.3, "sort change": 0.3, "fi
 def build_dataset(a) -> dict:
     """Write the SynthCXR tree and import it at native size; returns timings and the cache size."""
     from core.data import synthcxr
-    from services.data.datasets import cache_path, import_dataset
+    from services.data.datasets import cache_path
+    from services.data.importing import import_dataset
     from services.platform.settings import get_settings
 
     root = get_settings().path("datasets") / "scale"
@@ -50,7 +51,7 @@ def build_dataset(a) -> dict:
         synthcxr.write_tree(root, a.n, a.size, 0.9, a.seed)
     synth_s = time.perf_counter() - t
     t = time.perf_counter()
-    res = import_dataset(root, "covid-radiography", "scale")
+    res = import_dataset(root, "covid-radiography", "scale", user_id=None)
     import_s = time.perf_counter() - t
     cache = cache_path(res["dataset_id"])
     return {"dataset_id": res["dataset_id"], "synth_s": round(synth_s, 2), "import_s": round(import_s, 2),
@@ -102,7 +103,7 @@ def _explain_main(model_id: int, a) -> None:
     from services.models.registry import get_model, load_classifier
 
     torch.set_num_threads(a.threads)
-    res = run_explain(model_id, "gradcam", batch_size=a.batch, limit=a.explain_n)
+    res = run_explain(model_id, "gradcam", batch_size=a.batch, limit=a.explain_n, user_id=None)
     peak_kb = _peak_rss_kb()
     model, _ = load_classifier(model_id, "cpu")
     arr = load_arrays(get_model(model_id)["dataset_id"], mmap=True)

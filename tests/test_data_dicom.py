@@ -8,6 +8,8 @@ import numpy as np
 import pytest
 
 from services.data import datasets as D
+from services.data import importing as I
+from services.platform import uploads
 from tests.helpers_data import PHI, UIDS, db_text, make_dicom
 
 
@@ -50,8 +52,8 @@ def _stored(map_csv) -> dict[str, str]:
 
 def test_dicom_pixels_luts_and_photometric(dicom_tree, tmp_path):
     root, labels = dicom_tree
-    res = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32,
-                           dicom={"pseudonym_map": tmp_path / "map.csv"})
+    res = I.import_dataset(root, "dicom", "dcm", labels=labels, size=32,
+                           dicom={"pseudonym_map": tmp_path / "map.csv"}, user_id=None)
     assert res["report"]["imported"] == 6 and res["report"]["bad"] == []
     name = _stored(tmp_path / "map.csv")
     arr = D.load_arrays(res["dataset_id"])
@@ -73,8 +75,8 @@ def test_dicom_pixels_luts_and_photometric(dicom_tree, tmp_path):
 
 def test_dicom_import_leaves_no_phi(dicom_tree, exemplar_home, tmp_path):
     root, labels = dicom_tree
-    res = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32,
-                           dicom={"pseudonym_map": tmp_path / "map.csv"})
+    res = I.import_dataset(root, "dicom", "dcm", labels=labels, size=32,
+                           dicom={"pseudonym_map": tmp_path / "map.csv"}, user_id=None)
     name = _stored(tmp_path / "map.csv")
     deid = res["report"]["deidentification"]
     assert deid["files"] == 6 and deid["removed"]["PatientName"] == 6 and deid["removed"]["PatientID"] == 6
@@ -107,8 +109,8 @@ def test_dicom_bad_files_and_labels(dicom_tree, tmp_path):
     with open(labels, "a") as fh:
         fh.write("b/fake.dcm,COVID,train\nb/missing.dcm,COVID,train\n")
     with pytest.raises(D.ImportRefused):
-        D.import_dataset(root, "dicom", "dcm", labels=labels, size=32)
-    res = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32, skip_bad=True)
+        I.import_dataset(root, "dicom", "dcm", labels=labels, size=32, user_id=None)
+    res = I.import_dataset(root, "dicom", "dcm", labels=labels, size=32, skip_bad=True, user_id=None)
     # bad files are named by their number in sorted path order, never by their name
     order = sorted(["a/mono1.dcm", "a/mono2.dcm", "b/lut.dcm", "b/n0.dcm", "b/n1.dcm", "b/n2.dcm", "b/fake.dcm",
                     "c/nolabel.dcm", "b/missing.dcm"])
@@ -119,14 +121,14 @@ def test_dicom_bad_files_and_labels(dicom_tree, tmp_path):
     assert not any(w in str(res["report"]) for w in ("fake", "nolabel", "missing.dcm"))
     assert res["report"]["imported"] == 6
     with pytest.raises(ValueError, match="labels"):
-        D.import_dataset(root, "dicom", "dcm2", size=32)
+        I.import_dataset(root, "dicom", "dcm2", size=32, user_id=None)
 
 
 def test_dicom_reimport_idempotent_and_cache_rebuild(dicom_tree):
     root, labels = dicom_tree
-    res = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32)
+    res = I.import_dataset(root, "dicom", "dcm", labels=labels, size=32, user_id=None)
     arr = D.load_arrays(res["dataset_id"])
-    again = D.import_dataset(root, "dicom", "dcm", labels=labels, size=32)
+    again = I.import_dataset(root, "dicom", "dcm", labels=labels, size=32, user_id=None)
     assert again["report"]["unchanged"] == 6 and again["report"]["imported"] == 0
     assert {r["meta"]["patient"] for r in D.list_images(res["dataset_id"])} == {
         r["meta"]["patient"] for r in D.list_images(again["dataset_id"])}  # keyed pseudonyms are stable
@@ -142,11 +144,11 @@ def test_burned_in_annotation_refused_unless_allowed(tmp_path, exemplar_home):
     labels = tmp_path / "labels.csv"
     labels.write_text("path,label\n" + "".join(f"x{i}.dcm,{'COVID' if i % 2 else 'Normal'}\n" for i in range(4)))
     with pytest.raises(D.ImportRefused, match="burned-in"):
-        D.import_dataset(root, "dicom", "d", labels=labels, size=32)
+        I.import_dataset(root, "dicom", "d", labels=labels, size=32, user_id=None)
     assert D.list_datasets() == []
-    res = D.import_dataset(root, "dicom", "d", labels=labels, size=32, skip_bad=True)
+    res = I.import_dataset(root, "dicom", "d", labels=labels, size=32, skip_bad=True, user_id=None)
     assert res["report"]["imported"] == 3 and res["report"]["burned_in"] == {"found": 1, "refused": 1, "imported": 0}
-    res = D.import_dataset(root, "dicom", "d2", labels=labels, size=32, dicom={"allow_burned_in": True})
+    res = I.import_dataset(root, "dicom", "d2", labels=labels, size=32, dicom={"allow_burned_in": True}, user_id=None)
     assert res["report"]["imported"] == 4 and res["report"]["burned_in"]["imported"] == 1
 
 
@@ -160,8 +162,8 @@ def test_pseudonym_map_never_inside_home_and_splits_grouped_by_patient(tmp_path,
     labels = tmp_path / "labels.csv"
     labels.write_text("\n".join(rows) + "\n")
     with pytest.raises(ValueError, match="outside EXEMPLAR_HOME"):
-        D.import_dataset(root, "dicom", "d", labels=labels, size=32, dicom={"pseudonym_map": exemplar_home / "m.csv"})
-    res = D.import_dataset(root, "dicom", "d", labels=labels, size=32)
+        I.import_dataset(root, "dicom", "d", labels=labels, size=32, dicom={"pseudonym_map": exemplar_home / "m.csv"}, user_id=None)
+    res = I.import_dataset(root, "dicom", "d", labels=labels, size=32, user_id=None)
     imgs = D.list_images(res["dataset_id"])
     split_of: dict[str, set] = {}
     for im in imgs:
@@ -198,7 +200,7 @@ def _patients_tree(tmp_path, n_patients: int, per: int = 2, folder: str = "dcm")
 
 def test_five_patients_give_val_and_test_a_patient_each(tmp_path):
     root, labels = _patients_tree(tmp_path, 5)
-    res = D.import_dataset(root, "dicom", "d5", labels=labels, size=32)
+    res = I.import_dataset(root, "dicom", "d5", labels=labels, size=32, user_id=None)
     split_of: dict[str, set] = {}
     for im in D.list_images(res["dataset_id"]):
         split_of.setdefault(im["meta"]["patient"], set()).add(im["split"])
@@ -241,7 +243,7 @@ def test_a_failed_dicom_job_names_no_path_in_its_error(tmp_path, exemplar_home):
 
     root, labels = _patients_tree(tmp_path, 1, folder="Doe_John_MRN-123456_export")
     labels.write_text("file,class\nx,y\n")  # no path,label columns: the scan's refusal names the CSV
-    row = run_inline("data.import", D.import_job_params(root, "dicom", "dcm", labels=labels),
+    row = run_inline("data.import", I.import_job_params(root, "dicom", "dcm", labels=labels),
                      get_or_create_user("tester"), echo=False)
     assert row["status"] == "failed" and "[the labels CSV]" in row["error"], row["error"]
     assert "Doe_John" not in db_text()
@@ -279,7 +281,7 @@ def test_dicom_import_streams_each_image_through_the_shared_spill(tmp_path, monk
     monkeypatch.setattr(sp.RowSpill, "put", put)
     monkeypatch.setattr(sp, "save_npz", save)
     root, labels = _patients_tree(tmp_path, 6, per=3)
-    res = D.import_dataset(root, "dicom", "s", labels=labels, size=32)
+    res = I.import_dataset(root, "dicom", "s", labels=labels, size=32, user_id=None)
     assert res["report"]["imported"] == 18 and len(peaks) == 18 and max(peaks) == 1
     assert saved == [18] and len(D.load_arrays(res["dataset_id"])) == 18
 
@@ -302,7 +304,7 @@ def test_non_utf8_dicom_name_is_numbered_and_skipped(tmp_path):
     with open(odd, "wb") as fh:
         fh.write((root / "p0" / "0.dcm").read_bytes())
     with pytest.raises(D.ImportRefused, match="not valid UTF-8"):
-        D.import_dataset(root, "dicom", "u", labels=labels, size=32)
-    res = D.import_dataset(root, "dicom", "u", labels=labels, size=32, skip_bad=True)
+        I.import_dataset(root, "dicom", "u", labels=labels, size=32, user_id=None)
+    res = I.import_dataset(root, "dicom", "u", labels=labels, size=32, skip_bad=True, user_id=None)
     assert res["report"]["bad_count"] == 1 and res["report"]["bad"][0]["path"].startswith("file #")
     assert "Doe" not in str(res["report"]) and res["report"]["imported"] == 6

@@ -13,6 +13,8 @@ from typer.testing import CliRunner
 
 from core.data import synthcxr
 from services.data import datasets as D
+from services.data import importing as I
+from services.platform import uploads
 from tests.helpers_data import bomb_png, db_snapshot, small_tree, write_png
 
 
@@ -24,7 +26,7 @@ def tree(tmp_path):
 
 
 def test_synth_registers_rows_and_cache_matches_generator():
-    res = D.synth_dataset("demo", n=48, size=32, confounder=0.9, seed=2)
+    res = D.synth_dataset("demo", n=48, size=32, confounder=0.9, seed=2, user_id=None)
     assert res["created"] and res["name"] == "demo"
     assert res["root"].endswith("datasets/demo")
     counts = res["counts"]
@@ -49,17 +51,17 @@ def test_synth_registers_rows_and_cache_matches_generator():
 
 
 def test_synth_name_clash_is_idempotent_or_refused():
-    a = D.synth_dataset("s", n=32, size=32, seed=0)
-    b = D.synth_dataset("s", n=32, size=32, seed=0)
+    a = D.synth_dataset("s", n=32, size=32, seed=0, user_id=None)
+    b = D.synth_dataset("s", n=32, size=32, seed=0, user_id=None)
     assert b["dataset_id"] == a["dataset_id"] and not b["created"]
     with pytest.raises(ValueError, match="already exists"):
-        D.synth_dataset("s", n=32, size=32, seed=1)
+        D.synth_dataset("s", n=32, size=32, seed=1, user_id=None)
     with pytest.raises(ValueError, match="name"):
-        D.synth_dataset("../evil", n=32, size=32)
+        D.synth_dataset("../evil", n=32, size=32, user_id=None)
 
 
 def test_import_round_trip_and_idempotent_reimport(tree):
-    res = D.import_dataset(tree, "covid-radiography", "imp", size=32)
+    res = I.import_dataset(tree, "covid-radiography", "imp", size=32, user_id=None)
     rep = res["report"]
     assert rep["imported"] == 48 and rep["bad"] == [] and rep["masks"] == {"lung": 48, "lesion": 48, "marker": 48}
     splits = dict(line.split(",") for line in (tree / "splits.csv").read_text().splitlines()[1:])
@@ -74,7 +76,7 @@ def test_import_round_trip_and_idempotent_reimport(tree):
     before = db_snapshot()
     cache = D.cache_path(res["dataset_id"])
     stamp = (cache.stat().st_ino, cache.stat().st_mtime_ns)
-    res2 = D.import_dataset(tree, "covid-radiography", "imp", size=32)
+    res2 = I.import_dataset(tree, "covid-radiography", "imp", size=32, user_id=None)
     assert res2["report"]["unchanged"] == 48 and res2["report"]["imported"] == 0 and not res2["created"]
     snap = db_snapshot()
     assert snap["images"] == before["images"]
@@ -84,7 +86,7 @@ def test_import_round_trip_and_idempotent_reimport(tree):
     src = tree / "Normal" / "images" / "Normal-1.png"
     extra = tree / "Normal" / "images" / "Normal-999.png"
     write_png(extra, 255 - np.asarray(Image.open(src)))
-    res3 = D.import_dataset(tree, "covid-radiography", "imp", size=32)
+    res3 = I.import_dataset(tree, "covid-radiography", "imp", size=32, user_id=None)
     assert res3["report"]["imported"] == 1 and res3["report"]["unchanged"] == 48
     arr3 = D.load_arrays(res["dataset_id"])
     assert len(arr3) == 49 and arr3.paths[48] == "Normal/images/Normal-999.png"
@@ -93,11 +95,11 @@ def test_import_round_trip_and_idempotent_reimport(tree):
 
 
 def test_import_other_root_same_name_refused(tree, tmp_path):
-    D.import_dataset(tree, "covid-radiography", "imp", size=32)
+    I.import_dataset(tree, "covid-radiography", "imp", size=32, user_id=None)
     other = tmp_path / "other"
     shutil.copytree(tree, other)
     with pytest.raises(ValueError, match="already exists"):
-        D.import_dataset(other, "covid-radiography", "imp", size=32)
+        I.import_dataset(other, "covid-radiography", "imp", size=32, user_id=None)
 
 
 def test_imagefolder_with_masks_and_seeded_splits(tmp_path):
@@ -109,7 +111,7 @@ def test_imagefolder_with_masks_and_seeded_splits(tmp_path):
             write_png(root / cls / f"{i}.png", a)
             if i % 2 == 0:
                 write_png(root / "masks" / cls / f"{i}.png", (np.arange(50)[None, :] > 25).repeat(40, 0).astype(np.uint8) * 255)
-    res = D.import_dataset(root, "imagefolder", "pets", size=32, seed=1)
+    res = I.import_dataset(root, "imagefolder", "pets", size=32, seed=1, user_id=None)
     d = D.get_dataset("pets")
     assert d["classes"] == ["cats", "dogs"] and res["report"]["masks"]["lung"] == 20
     arr = D.load_arrays(res["dataset_id"])
@@ -117,7 +119,7 @@ def test_imagefolder_with_masks_and_seeded_splits(tmp_path):
     assert all(sum(res["counts"][c].values()) == 20 for c in ("cats", "dogs"))
     assert arr.has_lung.sum() == 20 and arr.lung[arr.has_lung][:, :, :15].sum() == 0
     # same seed → same splits in another dataset
-    res2 = D.import_dataset(root, "imagefolder", "pets2", size=32, seed=1)
+    res2 = I.import_dataset(root, "imagefolder", "pets2", size=32, seed=1, user_id=None)
     assert res2["counts"] == res["counts"]
     assert list(D.load_arrays(res2["dataset_id"]).splits) == list(arr.splits)
 
@@ -186,16 +188,16 @@ BAD_CASES = [_truncate, _text_png, _bomb, _empty, _mask_shape, _unknown_class, _
 
 @pytest.mark.parametrize("make_bad", BAD_CASES, ids=[f.__name__.strip("_") for f in BAD_CASES])
 def test_bad_input_refused_db_unchanged_then_skipped(tree, make_bad):
-    D.synth_dataset("other", n=16, size=32)  # something already in the database
+    D.synth_dataset("other", n=16, size=32, user_id=None)  # something already in the database
     path, reason = make_bad(tree)
     before = db_snapshot()
     with pytest.raises(D.ImportRefused) as exc:
-        D.import_dataset(tree, "covid-radiography", "imp", size=32)
+        I.import_dataset(tree, "covid-radiography", "imp", size=32, user_id=None)
     assert path in str(exc.value) and reason in str(exc.value)
     assert db_snapshot() == before
     assert not D.cache_path(2).exists()
     assert not list(D.cache_path(2).parent.glob("import-rows-*"))  # a refused import leaves no spilled rows
-    res = D.import_dataset(tree, "covid-radiography", "imp", size=32, skip_bad=True)
+    res = I.import_dataset(tree, "covid-radiography", "imp", size=32, skip_bad=True, user_id=None)
     bad = {b["path"]: b["reason"] for b in res["report"]["bad"]}
     assert path in bad and reason in bad[path]
     assert D.get_dataset("imp")["report"]["bad_count"] == len(bad)
@@ -204,11 +206,11 @@ def test_bad_input_refused_db_unchanged_then_skipped(tree, make_bad):
 
 
 def test_bad_file_in_reimport_leaves_existing_dataset_unchanged(tree):
-    D.import_dataset(tree, "covid-radiography", "imp", size=32)
+    I.import_dataset(tree, "covid-radiography", "imp", size=32, user_id=None)
     before = db_snapshot()
     _text_png(tree)
     with pytest.raises(D.ImportRefused):
-        D.import_dataset(tree, "covid-radiography", "imp", size=32)
+        I.import_dataset(tree, "covid-radiography", "imp", size=32, user_id=None)
     assert db_snapshot() == before
 
 
@@ -227,9 +229,9 @@ def _zip(tree, dest, extra=None):
 
 def test_zip_upload_imports(tree, tmp_path, exemplar_home):
     z = _zip(tree, tmp_path / "up.zip")
-    res = D.import_dataset(z, "covid-radiography", "zipped", size=32)
+    res = I.import_dataset(z, "covid-radiography", "zipped", size=32, user_id=None)
     assert res["report"]["imported"] == 48 and res["root"].startswith(str(exemplar_home / "uploads"))
-    res2 = D.import_dataset(z, "covid-radiography", "zipped", size=32)
+    res2 = I.import_dataset(z, "covid-radiography", "zipped", size=32, user_id=None)
     assert res2["report"]["unchanged"] == 48
 
 
@@ -239,13 +241,13 @@ def test_zip_slip_refused_and_nothing_written_outside(tree, tmp_path, exemplar_h
     z = _zip(tree, tmp_path / "evil.zip", {"data/../../../../evil.png": b"x", "/abs.png": b"y", "link": link})
     before = db_snapshot()
     with pytest.raises(D.ImportRefused) as exc:
-        D.import_dataset(z, "covid-radiography", "evil", size=32)
+        I.import_dataset(z, "covid-radiography", "evil", size=32, user_id=None)
     msg = str(exc.value)
     assert "zip slip" in msg and "symbolic link" in msg
     assert db_snapshot() == before
     assert not list(exemplar_home.rglob("evil.png")) and not (tmp_path / "evil.png").exists()
     assert not any((exemplar_home / "uploads").iterdir())  # the refused extraction was removed
-    res = D.import_dataset(z, "covid-radiography", "evil", size=32, skip_bad=True)
+    res = I.import_dataset(z, "covid-radiography", "evil", size=32, skip_bad=True, user_id=None)
     assert res["report"]["imported"] == 48 and len(res["report"]["bad"]) == 3
 
 
@@ -254,7 +256,7 @@ def test_zip_bomb_entry_refused(tmp_path, tree):
     with zipfile.ZipFile(z, "a", compression=zipfile.ZIP_DEFLATED) as zf:
         zf.writestr("data/Normal/images/huge.png", b"\0" * (20 << 20))
     with pytest.raises(D.ImportRefused, match="zip bomb"):
-        D.import_dataset(z, "covid-radiography", "bomb", size=32)
+        I.import_dataset(z, "covid-radiography", "bomb", size=32, user_id=None)
 
 
 def test_cli_synth_list_import(tree):
@@ -288,11 +290,11 @@ def test_non_utf8_file_name_is_named_and_skipped_or_refused_alone(tmp_path):
     _imagefolder_with_a_non_utf8_name(root)
     before = db_snapshot()
     with pytest.raises(D.ImportRefused) as exc:
-        D.import_dataset(root, "imagefolder", "nu")
+        I.import_dataset(root, "imagefolder", "nu", user_id=None)
     msg = str(exc.value)
     assert "\n" not in msg and "a/bad\\xff\\xfe.png" in msg and "not valid UTF-8" in msg
     assert "1 bad file" in msg and db_snapshot() == before
-    res = D.import_dataset(root, "imagefolder", "nu", skip_bad=True)
+    res = I.import_dataset(root, "imagefolder", "nu", skip_bad=True, user_id=None)
     rep = res["report"]
     assert rep["bad_count"] == 1 and rep["bad"][0]["path"] == "a/bad\\xff\\xfe.png" and rep["scanned"] == 13
     assert res["counts"]["a"]["train"] + res["counts"]["b"]["train"] >= 6 and rep["imported"] == 12

@@ -48,9 +48,10 @@ def test_plain_error_hides_class_names_and_reprs_of_refusals():
 
 
 def test_import_refusal_names_the_file_in_one_line(tmp_path):
-    from services.data.datasets import ImportRefused, import_dataset, synth_dataset
+    from services.data.datasets import ImportRefused, synth_dataset
+    from services.data.importing import import_dataset
 
-    root = synth_dataset("t", n=16, size=32)["root"]
+    root = synth_dataset("t", n=16, size=32, user_id=None)["root"]
     import shutil
 
     imp = tmp_path / "imp"
@@ -58,7 +59,7 @@ def test_import_refusal_names_the_file_in_one_line(tmp_path):
     bad = sorted((imp / "Normal" / "images").glob("*.png"))[0]
     bad.write_text("not a png")
     with pytest.raises(ImportRefused) as exc:
-        import_dataset(imp, "covid-radiography", "imp")
+        import_dataset(imp, "covid-radiography", "imp", user_id=None)
     msg = str(exc.value)
     assert bad.name in msg and "\n" not in msg and not REPR.search(msg) and "--skip-bad" in msg
 
@@ -173,7 +174,7 @@ def test_an_explain_job_cancelled_mid_batch_stops(monkeypatch):
     t.start()
     while (jobs.get_job(jid)["progress"] or 0) <= 0.02 and jobs.get_job(jid)["status"] in ("queued", "running"):
         t.join(0.05)
-    jobs.request_cancel(jid)
+    jobs.request_cancel(jid, user_id=None)
     t.join()
     row = jobs.get_job(jid)
     assert row["status"] == "cancelled" and row["progress"] < 0.9

@@ -12,11 +12,12 @@ import pytest
 
 def test_import_keeps_native_299(tmp_path):
     from core.data import synthcxr
-    from services.data.datasets import get_dataset, import_dataset, load_arrays
+    from services.data.datasets import get_dataset, load_arrays
+    from services.data.importing import import_dataset
 
     root = tmp_path / "cxr299"
     synthcxr.write_tree(root, n=16, size=299, confounder=0.9, seed=0)
-    res = import_dataset(root, "covid-radiography", "big")
+    res = import_dataset(root, "covid-radiography", "big", user_id=None)
     ds = get_dataset("big")
     assert ds["image_size"] == 299
     assert res["report"]["native_size"] is True and res["report"]["resized"] == 0
@@ -27,21 +28,22 @@ def test_import_keeps_native_299(tmp_path):
     assert isinstance(mm.images, np.memmap)
     assert np.array_equal(np.asarray(mm.images[3]), arr.images[3])
     # an explicit size still works (and a re-import keeps the dataset's size)
-    import_dataset(root, "covid-radiography", "small", size=64)
+    import_dataset(root, "covid-radiography", "small", size=64, user_id=None)
     assert get_dataset("small")["image_size"] == 64
-    assert import_dataset(root, "covid-radiography", "big")["report"]["unchanged"] == 16
+    assert import_dataset(root, "covid-radiography", "big", user_id=None)["report"]["unchanged"] == 16
 
 
 def test_native_size_of_mixed_sizes_is_the_first_images(tmp_path):
     from PIL import Image
 
-    from services.data.datasets import get_dataset, import_dataset, load_arrays
+    from services.data.datasets import get_dataset, load_arrays
+    from services.data.importing import import_dataset
 
     for c, side in (("COVID", 120), ("Normal", 80)):
         (tmp_path / "t" / c / "images").mkdir(parents=True)
         for k in range(3):
             Image.fromarray(np.full((side, side), 40 * k, np.uint8)).save(tmp_path / "t" / c / "images" / f"{c}-{k}.png")
-    res = import_dataset(tmp_path / "t", "covid-radiography", "mixed")
+    res = import_dataset(tmp_path / "t", "covid-radiography", "mixed", user_id=None)
     assert get_dataset("mixed")["image_size"] == 120
     assert res["report"]["resized"] == 3
     assert load_arrays(res["dataset_id"]).images.shape[1:] == (120, 120)
@@ -52,9 +54,9 @@ def trained_48_on_96():
     from services.data.datasets import synth_dataset
     from services.models.training import train_classifier
 
-    ds = synth_dataset("t96", n=80, size=96, seed=0)
+    ds = synth_dataset("t96", n=80, size=96, seed=0, user_id=None)
     res = train_classifier(ds["dataset_id"], "simple_cnn", epochs=1, input_size=48, batch_size=32, threads=1,
-                           arch_kwargs={"width": 8})
+                           arch_kwargs={"width": 8}, user_id=None)
     return ds, res
 
 
@@ -79,7 +81,7 @@ def test_model_at_48_explains_96_px_images_at_their_size(trained_48_on_96, monke
         assert torch.allclose(model(x96), model(x48), atol=1e-5)
         assert model.forward_features(x96).shape[-1] == 6  # 48 px / 8
 
-    run = run_explain(res["model_id"], "gradcam", batch_size=32)
+    run = run_explain(res["model_id"], "gradcam", batch_size=32, user_id=None)
     assert run["image_size"] == 96 and run["map_size"] == [6, 6]
     raw = load_maps(run["run_id"], raw=True)
     assert raw.shape == (80, 6, 6) and raw.dtype == np.float16
@@ -101,7 +103,7 @@ def test_model_at_48_explains_96_px_images_at_their_size(trained_48_on_96, monke
     from services.explanations.explaining import run_rows
 
     monkeypatch.setattr(explaining, "REMAP_EVERY", 16)
-    again = run_explain(res["model_id"], "gradcam", batch_size=16)
+    again = run_explain(res["model_id"], "gradcam", batch_size=16, user_id=None)
     a = [r["ar"] for r in run_rows(run["run_id"])]
     b = [r["ar"] for r in run_rows(again["run_id"])]
     assert np.allclose(np.array(a, float), np.array(b, float), atol=1e-6, equal_nan=True)
@@ -117,7 +119,7 @@ def test_stored_paths_are_relative_and_a_moved_home_still_opens(trained_48_on_96
     from services.models.registry import load_classifier
 
     ds, res = trained_48_on_96
-    run = run_explain(res["model_id"], "gradcam", batch_size=32)
+    run = run_explain(res["model_id"], "gradcam", batch_size=32, user_id=None)
     with session() as s:
         stored = [s.get(Dataset, ds["dataset_id"]).root, s.get(Model, res["model_id"]).checkpoint,
                   s.get(ExplanationRun, run["run_id"]).maps_path]
@@ -132,11 +134,11 @@ def test_stored_paths_are_relative_and_a_moved_home_still_opens(trained_48_on_96
 
     assert Path(get_dataset("t96")["root"]) == moved / "datasets" / "t96"
     load_classifier(res["model_id"])
-    out = export_explanations(run["run_id"], tmp_path / "x.npz")
+    out = export_explanations(run["run_id"], tmp_path / "x.npz", user_id=None)
     z = np.load(out["out"])
     assert z["maps"].shape == (80, 6, 6) and int(z["image_size"]) == 96
     assert np.isfinite(z["ar"]).any()
-    again = run_explain(res["model_id"], "gradcam", batch_size=64)
+    again = run_explain(res["model_id"], "gradcam", batch_size=64, user_id=None)
     assert again["summary"]["ar_mean"] == pytest.approx(run["summary"]["ar_mean"], abs=1e-6)
 
 

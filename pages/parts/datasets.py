@@ -17,8 +17,9 @@ from services.presentation.palette import SPLIT_COLOURS
 from pages.common import require_user, selected_dataset
 from pages.parts.job_progress import live_job
 from services.jobs import lifecycle as jobs
-from services.data.datasets import (check_import_source, check_name, discard_import_params, get_dataset,
-                               import_job_params, list_datasets, load_arrays)
+from services.data.datasets import check_import_source, check_name, get_dataset, list_datasets, load_arrays
+from services.data.importing import import_job_params
+from services.platform.uploads import discard_import
 from services.platform.settings import get_settings
 
 SPLITS = ("train", "val", "test", "test_shifted")
@@ -170,7 +171,7 @@ def _start(kind: str, params: dict) -> None:
         st.session_state["ds_job"] = jobs.submit(kind, params, user["id"])
     except Exception:
         if kind == "data.import" and jobs.active_duplicate(kind, params) is None:
-            discard_import_params(params)  # no job names these uploads: they go again
+            discard_import(params)  # no job names these uploads: they go again
         raise
     st.session_state["ds_job_kind"] = kind
     st.session_state.pop("ds_job_seen", None)

@@ -19,7 +19,8 @@ def _run_import(path: Path, layout: str, name: str, labels: Path | None, pseudon
     """Run (or queue) a `data.import` job whose params name the source by upload ids, never by path
     (docs/architecture.md, Data import). The uploads go again unless a job row names them: an inline job removes
     them itself when it ends, a queued one when it has run."""
-    from services.data.datasets import discard_import_params, import_job_params
+    from services.data.importing import import_job_params
+    from services.platform.uploads import discard_import as discard_import_params
     from services.jobs.lifecycle import active_duplicate
 
     params = import_job_params(path, layout, name, labels=labels, pseudonym_map=pseudonym_map, **options)

@@ -258,7 +258,7 @@ def _report(run: _Run, deid, scanned: int, ignored: int, skip_bad, allow_burned_
 
 def import_dicom(path: str | Path, name: str, labels: str | Path | None, skip_bad: bool = False,
                  allow_burned_in: bool = False, pseudonym_map: str | Path | None = None, size: int | None = None,
-                 seed: int = 0, user_id: int | None = None, progress=None, max_pixels: int = MAX_PIXELS,
+                 seed: int = 0, *, user_id: int | None, progress=None, max_pixels: int = MAX_PIXELS,
                  meta: dict | None = None, uploaded: bool = False) -> dict:
     """Import (or add to) a DICOM dataset; returns {dataset_id, name, root, counts, report, created, imported}.
     Raises ImportRefused (nothing written) on bad files — burned-in ones included — without skip_bad.

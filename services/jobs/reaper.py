@@ -19,6 +19,7 @@ from sqlalchemy import func, select, update
 
 from db.models import Job, Worker, utcnow
 from services.jobs import state as job_state
+from services.platform import uploads
 from services.platform.database import read_session, session
 
 HEARTBEAT_S = 3.0
@@ -179,9 +180,7 @@ def release_uploads_if_final(job_id: int) -> None:
         if job is None or job.kind != "data.import" or (job.attempts <= job.max_retries and not job.cancel_requested):
             return
         params = dict(job.params or {})
-    from services.data.datasets import discard_import_params  # numpy / PIL: only for this rare case
-
-    discard_import_params(params)
+    uploads.discard_import(params)
 
 
 def drop_ended_state() -> None:

@@ -29,7 +29,7 @@ class JobKind(Spec):
 JOB_KINDS: Registry[JobKind] = Registry("job kind", [
     JobKind("data.synth", "SynthCXR synthesis", "services.data.datasets:synth_job", "build a dataset",
             writes_dataset=True),
-    JobKind("data.import", "import", "services.data.datasets:import_job", "import data",
+    JobKind("data.import", "import", "services.data.importing:import_job", "import data",
             writes_dataset=True),
     JobKind("train", "training", "services.models.training:train_job", "start a training job"),
     JobKind("explain", "explain", "services.explanations.explaining:explain_job", "run explanations",

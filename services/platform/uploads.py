@@ -109,3 +109,13 @@ def sweep(max_age_s: float = MAX_AGE_S) -> int:
                 discard(p.name)
                 n += 1
     return n
+
+
+IMPORT_KEYS = {"upload": "[the source folder]", "labels_upload": "[the labels CSV]",
+               "map_upload": "[the pseudonym map]"}  # upload id param → what a job's messages say instead of its path
+
+
+def discard_import(params: dict) -> None:
+    """Remove the uploads named by an import's params (the job ended for good, or was never made)."""
+    for key in IMPORT_KEYS:
+        discard(params.get(key))
