@@ -64,6 +64,7 @@ ROWS: list[Row] = [
     Row("adversarial", "adversarial", {}, unit="classifier"),
 ]
 # issue 8: GAN (GCI) rows, known-attribute and latent modes; their generator and attributes come from services.counterfactuals.gan.
+from core.registries import COUNTERFACTUAL_METHODS  # noqa: E402
 from services.counterfactuals.gan import BENCH_ROWS as _GAN_ROWS  # noqa: E402
 
 ROWS += [Row(label, "gan", opts, unit="gan") for label, opts in _GAN_ROWS]
@@ -211,7 +212,7 @@ def adversarial_statistic(results: list[dict], x_u8: np.ndarray, gen, clf, devic
     out = {"real_vs_adversarial": auroc(d_real, d_adv), "real_mean": float(d_real.mean()),
            "adversarial_mean": float(d_adv.mean()), "drop_eps": drop_eps}
     for r in results:
-        d = d_adv if r is adv else drop(r["images"]) if r["method"] in ("diffusion", "gan") else None
+        d = d_adv if r is adv else drop(r["images"]) if COUNTERFACTUAL_METHODS.get(r["method"]).generator else None
         if d is None:
             continue
         if r is not adv:

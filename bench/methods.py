@@ -82,8 +82,11 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-METHODS = ["gradcam", "integrated_gradients", "ltx_pretrained", "ltx", "ltx_sampled"]
-SWEEP_METHOD = {"soft": "ltx", "sample": "ltx_sampled"}  # the evaluation name of each masking (services.explanations.ltx)
+from core.registries import EXPLANATION_METHODS  # noqa: E402
+
+METHODS = EXPLANATION_METHODS.names(evaluated_by_default=True)
+# the evaluation name of each masking: its LTX method finetuned per image (services.explanations.ltx)
+SWEEP_METHOD = {s.masking: s.name for s in EXPLANATION_METHODS if s.masking and ("finetune_steps", 0) not in s.kwargs}
 
 
 class _Ctx:

@@ -115,13 +115,15 @@ RETRAINING_METHODS: Registry[RetrainingMethod] = Registry("XBL method", [
 class CounterfactualMethod(Spec):
     entry: str                            # "module:function" (core.counterfactual's method signature)
     generator: str | None = None          # the generator kind it needs ("ddpm", "gan") or None
+    affirmative: bool = False             # can guide its counterfactual back to the original class (--affirmative)
+    preselected: bool = True              # ticked in the Counterfactuals page's Generate form
 
 
 COUNTERFACTUAL_METHODS: Registry[CounterfactualMethod] = Registry("counterfactual method", [
     CounterfactualMethod("diffusion", "Diffusion guidance", "core.counterfactual.xaidiff:diffusion_method",
-                         generator="ddpm"),
+                         generator="ddpm", affirmative=True),
     CounterfactualMethod("adversarial", "Adversarial (pixel space)", "core.counterfactual.adversarial:adversarial_method"),
-    CounterfactualMethod("gan", "GAN (GCI)", "core.counterfactual.gci:gan_method", generator="gan"),
+    CounterfactualMethod("gan", "GAN (GCI)", "core.counterfactual.gci:gan_method", generator="gan", preselected=False),
 ])
 
 # GAN attribute groups whose bare name misleads: the "class" attribute is what the generator was told to draw, not

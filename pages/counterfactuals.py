@@ -18,6 +18,7 @@ from pages.parts.cf_view import (badge, class_name, fmt, gray_png, masks_rgb, na
 from pages.parts.gan_column import render_gan_result, render_gan_trajectory
 from pages.parts.job_progress import render_job
 from pages.parts.plain import md_escape
+from core.registries import COUNTERFACTUAL_METHODS
 from services.counterfactuals import runs as cfs
 from services.models.catalog import list_models
 from services.data.datasets import list_images, resolve_image
@@ -26,7 +27,8 @@ from services.jobs.lifecycle import get_job, submit
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
-COLUMN_ORDER = ["diffusion", "affirmative", "adversarial", "gan"]
+# each method's column, a diffusion's guided-back (affirmative) example beside it
+COLUMN_ORDER = [c for s in COUNTERFACTUAL_METHODS for c in ((s.name, "affirmative") if s.affirmative else (s.name,))]
 
 
 # ----------------------------------------------------------------------------------------------- data
@@ -328,7 +330,7 @@ def tab_generate(ds: dict, model: dict) -> None:
     c1.image(gray_png(dataset_images(ds["id"])[image["index"]]), caption=f"{image['path']} · label {image['class']}")
     with c2:
         st.markdown(f"Model **#{model['id']} {md_escape(model['name'])}** (change it in the sidebar)")
-        run_form(ds, image, [model["id"]], "cf_gen", ["diffusion", "adversarial"])
+        run_form(ds, image, [model["id"]], "cf_gen", COUNTERFACTUAL_METHODS.names(preselected=True))
     job_area("cf_gen")
 
 

@@ -1,20 +1,22 @@
 """Counterfactual methods behind one entry point: generate(method, classifier, x, target, generator=None, **options).
 
-A method is one module that registers a function
+A method is one module with a function
     fn(classifier, x_ref (B,1,H,W) in [0,1], target (B,), generator, device, progress, **options) → CounterfactualBatch
-with @register("name"). Adding a method is its module plus one import line in _load_all (the GAN issue adds "gan").
-`needs_generator[name]` says which generator kind a method needs ("ddpm", "gan" or None).
+and one spec in core.registries.COUNTERFACTUAL_METHODS (its entry point, imported when it runs, and the generator
+kind it needs: "ddpm", "gan" or None; docs/architecture.md, Registries). Adding a method is its module plus that spec.
 """
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Callable
 
 import numpy as np
 import torch
 
-_REGISTRY: dict[str, Callable] = {}
-needs_generator: dict[str, str | None] = {}
+from core.registries import COUNTERFACTUAL_METHODS
+from core.registry import load
+
+# which generator kind a method needs ("ddpm", "gan" or None), by name
+needs_generator: dict[str, str | None] = {s.name: s.generator for s in COUNTERFACTUAL_METHODS}
 
 
 @dataclass
@@ -35,31 +37,14 @@ class CounterfactualBatch:
     config: dict = field(default_factory=dict)
 
 
-def register(name: str, generator_kind: str | None = None):
-    def deco(fn):
-        _REGISTRY[name] = fn
-        needs_generator[name] = generator_kind
-        return fn
-    return deco
-
-
 def list_methods() -> list[str]:
-    _load_all()
-    return sorted(_REGISTRY)
+    return sorted(COUNTERFACTUAL_METHODS.names())
 
 
 def generate(method: str, classifier, x_ref: torch.Tensor, target: torch.Tensor, generator=None,
              device: str | torch.device = "cpu", progress=None, **options) -> CounterfactualBatch:
-    _load_all()
-    if method not in _REGISTRY:
-        raise ValueError(f"unknown counterfactual method {method!r}; choose one of {', '.join(sorted(_REGISTRY))}")
-    if needs_generator[method] and generator is None:
-        raise ValueError(f"method {method!r} needs a {needs_generator[method]} generator")
-    return _REGISTRY[method](classifier, x_ref, target, generator=generator, device=device, progress=progress,
+    spec = COUNTERFACTUAL_METHODS.get(method)  # an unknown method: one line naming the methods
+    if spec.generator and generator is None:
+        raise ValueError(f"method {method!r} needs a {spec.generator} generator")
+    return load(spec.entry)(classifier, x_ref, target, generator=generator, device=device, progress=progress,
                              **options)
-
-
-def _load_all() -> None:
-    # One import line per method module; each calls @register.
-    from core.counterfactual import adversarial, xaidiff  # noqa: F401
-    from core.counterfactual import gci  # noqa: F401  (registers "gan")

@@ -18,7 +18,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 
-from core.counterfactual import CounterfactualBatch, register
+from core.counterfactual import CounterfactualBatch
 from core.counterfactual.xaidiff import frozen
 from core.generative.ddpm import quantize01
 
@@ -100,7 +100,6 @@ def pixel_adversarial(classifier, x_ref: torch.Tensor, target: torch.Tensor, cfg
                              config=cfg.as_dict())
 
 
-@register("adversarial")
 def adversarial_method(classifier, x_ref, target, generator=None, device="cpu", progress=None,
                        **overrides) -> CounterfactualBatch:
     """Registry entry: overrides are AdversarialConfig fields (lr, max_steps, …); unknown options are ignored."""

@@ -20,7 +20,7 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.counterfactual import CounterfactualBatch, register
+from core.counterfactual import CounterfactualBatch
 from core.registries import attribute_words
 from core.generative.gan import AttrSpec, GANBundle, GANGenerator
 
@@ -272,7 +272,6 @@ def _quantize(x: torch.Tensor) -> torch.Tensor:
     return torch.round(x.clamp(0, 1) * 255.0) / 255.0
 
 
-@register("gan", generator_kind="gan")
 def gan_method(classifier, x_ref, target, generator: GANBundle, device="cpu", progress=None, mode: str = "attributes",
                attributes=None, **overrides) -> CounterfactualBatch:
     """Registry entry: generator = a GANBundle; `attributes` (B, dim) are the images' known attributes (estimated

@@ -1,6 +1,6 @@
 """Classifier registry (timm-style): create_model(arch) → a classifier taking images in [0, 1].
 
-Two kinds of arch name: Exemplar's own (simple_cnn, resnet18, mobilenet_v2, below) and an outside network
+Two kinds of arch name: Exemplar's own (core.registries.ARCHITECTURES) and an outside network
 `SOURCE:NAME` (torchvision:…, timm:…, python:pkg.mod:factory; core.models.imported). Every explanation reads either
 through one hook at its target layer (core.models.target), never through forward_features / forward_head.
 
@@ -15,23 +15,15 @@ head split is read only to replay the head without dropout for training CAMs, co
 """
 from __future__ import annotations
 
-from typing import Callable
-
 import torch.nn as nn
 
-_REGISTRY: dict[str, Callable[..., nn.Module]] = {}
-
-
-def register(name: str):
-    def deco(fn):
-        _REGISTRY[name] = fn
-        return fn
-    return deco
+from core.registries import ARCHITECTURES
+from core.registry import load
 
 
 def list_archs() -> list[str]:
-    _load_all()
-    return sorted(_REGISTRY)
+    """Exemplar's own architectures (core.registries.ARCHITECTURES, each with its builder's entry point)."""
+    return sorted(ARCHITECTURES.names())
 
 
 def create_model(arch: str, num_classes: int = 4, in_chans: int = 1, input_size: int | None = None,
@@ -40,12 +32,10 @@ def create_model(arch: str, num_classes: int = 4, in_chans: int = 1, input_size:
 
     if is_imported(arch):
         return create_imported(arch, num_classes=num_classes, input_size=input_size, **kwargs)
-    _load_all()
-    if arch not in _REGISTRY:
-        raise ValueError(f"unknown architecture {arch!r}; choose one of {', '.join(sorted(_REGISTRY))}")
+    spec = ARCHITECTURES.get(arch)  # an unknown name: one line naming the architectures
     if input_size is not None and not 16 <= int(input_size) <= 1024:
         raise ValueError(f"input size must be between 16 and 1024 px, got {input_size}")
-    model = _REGISTRY[arch](num_classes=num_classes, in_chans=in_chans, **kwargs)
+    model = load(spec.entry)(num_classes=num_classes, in_chans=in_chans, **kwargs)
     model.arch = arch
     model.input_size = int(input_size) if input_size else None
     return model
@@ -82,10 +72,3 @@ def train_last(model: nn.Module, k: int) -> None:
     for block in units[-k:]:
         for p in block.parameters():
             p.requires_grad_(True)
-
-
-def _load_all() -> None:
-    # One import line per architecture module; each module calls @register.
-    from core.models import simple_cnn  # noqa: F401
-    from core.models import mobilenet  # noqa: F401
-    from core.models import resnet  # noqa: F401

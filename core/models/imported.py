@@ -6,8 +6,8 @@ preprocessing the network was trained with inside forward: resize to the input s
 3-channel network, normalise with the stored mean / std, and read logits out of whatever the network returns
 (a tensor, a tuple, a dict or an object with `.logits`). Its GradCAM layer is a TargetSpec under `net.`.
 
-SOURCES is the registry of where a network comes from: a name is written once here, and the CLI, the Models page
-and the tests read it.
+SOURCES maps each source of core.registries.CLASSIFIER_SOURCES (where a name is written once; the CLI, the Models
+page and the tests read it) to its builder.
 """
 from __future__ import annotations
 
@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 
 from core.models.base import resize_input
-from core.model_io_names import SOURCE_NAMES
+from core.registries import CLASSIFIER_SOURCES
+from core.registry import load
 from core.models.target import TargetSpec
 
 IMAGENET = ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
@@ -97,7 +98,8 @@ def build_python(name: str, num_classes: int, channels: int, input_size: int | N
     return Built(net, {**args, **kw})
 
 
-SOURCES: dict[str, Callable[..., Built]] = dict(zip(SOURCE_NAMES, (build_torchvision, build_timm, build_python)))
+# each source's builder, by the entry point of its spec (core.registries.CLASSIFIER_SOURCES; the builders are above)
+SOURCES: dict[str, Callable[..., Built]] = {s.name: load(s.entry) for s in CLASSIFIER_SOURCES}
 
 
 def parse_arch(arch: str) -> tuple[str, str]:

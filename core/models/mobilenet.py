@@ -11,7 +11,6 @@ import re
 import torch.nn as nn
 from torchvision.models import mobilenet_v2 as tv_mobilenet_v2
 
-from core.models import register
 from core.models.base import Classifier
 
 
@@ -21,7 +20,6 @@ def torchvision_key(key: str) -> str:
     return re.sub(r"^classifier\.1\.", "head.3.", key)
 
 
-@register("mobilenet_v2")
 def mobilenet_v2(num_classes: int = 4, in_chans: int = 1, small_input: bool = True, width_mult: float = 1.0,
                  dropout: float = 0.2, **_) -> Classifier:
     net = tv_mobilenet_v2(weights=None, width_mult=width_mult)

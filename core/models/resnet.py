@@ -10,7 +10,6 @@ import re
 import torch.nn as nn
 from torchvision.models import resnet18 as tv_resnet18
 
-from core.models import register
 from core.models.base import Classifier
 
 
@@ -22,7 +21,6 @@ def torchvision_key(key: str) -> str:
     return re.sub(r"^fc\.", "head.2.", key)
 
 
-@register("resnet18")
 def resnet18(num_classes: int = 4, in_chans: int = 1, small_input: bool = True, **_) -> Classifier:
     net = tv_resnet18(weights=None)
     conv1 = nn.Conv2d(in_chans, 64, 7, stride=1 if small_input else 2, padding=3, bias=False)

@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import torch.nn as nn
 
-from core.models import register
 from core.models.base import Classifier
 
 
@@ -19,7 +18,6 @@ def _block(cin: int, cout: int, pool: bool) -> nn.Sequential:
     return nn.Sequential(*layers)
 
 
-@register("simple_cnn")
 def simple_cnn(num_classes: int = 4, in_chans: int = 1, width: int = 16, stem_pool: bool = False, **_) -> Classifier:
     w = width
     blocks = [_block(in_chans, w, stem_pool), _block(w, 2 * w, not stem_pool), _block(2 * w, 4 * w, True),

@@ -1,9 +1,10 @@
 """Explanation-based learning (XBL) from two exemplars: one registry of fine-tuning losses.
 
-XBL_METHODS maps a method name to 'module:class'. A method is one class (subclass of XBLMethod) with
+XBL_METHODS maps a method name to 'module:class', read from core.registries.RETRAINING_METHODS (docs/architecture.md,
+Registries). A method is one class (subclass of XBLMethod) with
 prepare(model, good, bad, train) — called once, in eval mode, before fine-tuning (fixed exemplar targets) —
 and loss(model, x, y, idx) → (total loss, stats); finetune.finetune() runs any of them. Adding a method is one
-module and one line here.
+module and one spec in core.registries.
 
 Every method reports the same diagnostics so runs compare: `ce`, `expl` (its own explanation term, 0 for ce),
 and the reference triplet's `active`, `d_pos`, `d_neg` (DESIGN.md §4) measured on each batch — the method's
@@ -14,25 +15,10 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
-XBL_METHODS: dict[str, str] = {
-    "exbl": "core.xbl.exbl:Exbl",
-    "exbl_cf": "core.xbl.exbl:ExblCounterexamples",
-    "penalty_mask": "core.xbl.penalty_mask:PenaltyMask",
-    "counterexamples": "core.xbl.counterexamples:Counterexamples",
-    "bad_paste": "core.xbl.paste:PasteCounterexamples",
-    "rrr": "core.xbl.rrr:RRR",
-    "ce": "core.xbl.exbl:PlainCE",
-}
+from core.registries import RETRAINING_METHODS
 
-LABELS: dict[str, str] = {
-    "exbl": "eXBL triplet (true-class GradCAM)",
-    "exbl_cf": "eXBL triplet + counterexamples from the good region",
-    "penalty_mask": "RRR penalty on the bad exemplar's region",
-    "counterexamples": "CAIPI-style counterexamples from the good region",
-    "bad_paste": "counterexamples pasting the bad exemplar's region at random places",
-    "rrr": "RRR with every image's lung mask (upper bound)",
-    "ce": "plain cross-entropy fine-tune (control)",
-}
+XBL_METHODS: dict[str, str] = {s.name: s.entry for s in RETRAINING_METHODS}
+LABELS: dict[str, str] = RETRAINING_METHODS.labels()
 # The method the Retrain page and `exemplar exbl` start by default: the winner of bench/exbl_effect.py's
 # val-only rule (val accuracy, val AR / AP on lung masks, vs the control; its docstring has rule and numbers).
 DEFAULT_METHOD = "exbl_cf"

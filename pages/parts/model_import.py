@@ -15,11 +15,12 @@ from pages.parts.job_progress import live_job
 from pages.parts.plain import md_escape
 from services.jobs import lifecycle as jobs
 from services.models.catalog import list_models
+from core.registries import EXPORT_FORMATS
 from services.models.model_import import save_weights_upload
 
 SOURCES_HELP = ("torchvision:NAME (any torchvision classification network, e.g. torchvision:densenet121), "
                 "timm:NAME (e.g. timm:vit_tiny_patch16_224) or python:package.module:factory (your own code)")
-FORMATS = ("safetensors", "pt2", "onnx")
+FORMATS = tuple(EXPORT_FORMATS.names())
 
 
 def metrics_frame(metrics: dict) -> pd.DataFrame:

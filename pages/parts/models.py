@@ -9,12 +9,12 @@ import streamlit as st
 from pages.common import require_user, selected_dataset
 from pages.parts.job_progress import live_job
 from pages.parts.model_import import render as render_import
+from core.registries import ARCHITECTURES
 from services.jobs import lifecycle as jobs
 from services.models.catalog import list_datasets, list_models
 
-ARCHS = ("simple_cnn", "mobilenet_v2", "resnet18")
-ARCH_HELP = {"simple_cnn": "fast on a CPU", "mobilenet_v2": "the eXBL paper's architecture",
-             "resnet18": "a stronger baseline (best with a GPU)"}
+ARCHS = tuple(ARCHITECTURES.names())
+ARCH_HELP = {s.name: s.help for s in ARCHITECTURES}
 
 
 def lineage_of(model_id: int, parents: dict[int, int | None]) -> list[int]:

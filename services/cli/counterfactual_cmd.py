@@ -5,6 +5,7 @@ import json
 
 import typer
 
+from core.registries import COUNTERFACTUAL_METHODS
 from services.cli.common import emit, fail, run_job
 
 KEYS = ("counterfactual_id", "flipped", "target_prob", "l1", "bpd", "category", "unet_passes", "seconds",
@@ -17,7 +18,7 @@ def register(app: typer.Typer) -> None:
     def counterfactual(model: int = typer.Option(..., help="classifier id"),
                        image: str = typer.Option(..., help="image id or dataset-relative path"),
                        target: str = typer.Option(..., help="target class name or index"),
-                       method: str = typer.Option("diffusion", help="diffusion | adversarial | gan"),
+                       method: str = typer.Option("diffusion", help=COUNTERFACTUAL_METHODS.choices()),
                        preset: str = typer.Option("fast", help="diffusion preset: fast | xaidiff"),
                        affirmative: bool = typer.Option(False, "--affirmative",
                                                         help="also guide the counterfactual back to the original class"),
@@ -35,8 +36,8 @@ def register(app: typer.Typer) -> None:
         independent classifier's verdict), seconds."""
         from services.counterfactuals.runs import METHODS, PRESETS
 
-        if method not in METHODS:
-            fail(f"unknown method {method!r}; choose one of {', '.join(METHODS)}")
+        if method not in COUNTERFACTUAL_METHODS:
+            fail(f"unknown method {method!r}; choose one of {COUNTERFACTUAL_METHODS.choices(', ')}")
         if preset not in PRESETS:
             fail(f"unknown preset {preset!r}; choose one of {', '.join(PRESETS)}")
         try:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import typer
 
+from core.registries import ARCHITECTURES
 from services.cli.common import emit, run_job
 
 
@@ -19,7 +20,7 @@ def _human(res: dict) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(size: int = typer.Option(64, help="image side in px; 64 is the CPU demo, e.g. 224 for a larger one"),
-             arch: str = typer.Option("simple_cnn", help="baseline architecture for a larger demo (mobilenet_v2 …)"),
+             arch: str = typer.Option("simple_cnn", help="baseline architecture for a larger demo: " + ARCHITECTURES.choices()),
              queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
              json_: bool = typer.Option(False, "--json")):
         """Build the demo as you (a researcher or admin); what exists is kept, so running it twice is quick."""
@@ -27,8 +28,8 @@ def register(app: typer.Typer) -> None:
 
         if not 32 <= size <= 512:
             fail(f"--size must be between 32 and 512, got {size}")
-        if arch not in ("simple_cnn", "mobilenet_v2", "resnet18"):
-            fail(f"unknown architecture {arch!r}; choose one of simple_cnn, mobilenet_v2, resnet18")
+        if arch not in ARCHITECTURES:
+            fail(f"unknown architecture {arch!r}; choose one of {ARCHITECTURES.choices(', ')}")
         params = {} if (size, arch) == (64, "simple_cnn") else {"size": size, "arch": arch}
         res = run_job("demo", params, json_, enqueue=queue)
         emit(res, json_, _human(res))

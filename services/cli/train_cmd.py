@@ -5,9 +5,10 @@ from pathlib import Path
 
 import typer
 
+from core.registries import ARCHITECTURES
 from services.cli.common import emit, fail, run_job
 
-ARCHS = ("mobilenet_v2", "resnet18", "simple_cnn")
+ARCHS = tuple(sorted(ARCHITECTURES.names()))
 
 
 def _summary(res: dict) -> str:
@@ -18,7 +19,7 @@ def _summary(res: dict) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("train")
     def train(dataset: str = typer.Option(..., help="dataset name or id"),
-              arch: str = typer.Option("simple_cnn", help="mobilenet_v2 | resnet18 | simple_cnn"),
+              arch: str = typer.Option("simple_cnn", help=" | ".join(ARCHS)),
               epochs: int = typer.Option(10, help="maximum epochs (early stopping on val accuracy)"),
               freeze_blocks: int = typer.Option(0, "--freeze-blocks", help="freeze the first K feature blocks"),
               pretrained: Path = typer.Option(None, help="local torchvision state dict or safetensors file"),

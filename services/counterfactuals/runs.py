@@ -1,7 +1,7 @@
 """Counterfactual use cases: the `counterfactual` job, stored results, ratings and export.
 
-METHODS maps a method name to the generator kind it needs (None: none); the core registry
-(core.counterfactual) holds the methods themselves. The GAN issue adds "gan": "gan" here and its method there.
+METHODS maps a method name to the generator kind it needs (None: none), read from
+core.registries.COUNTERFACTUAL_METHODS, where each method is written once (docs/architecture.md, Registries).
 
 A job runs one image, one target and one or more methods for one or more classifiers (model versions). Each
 (model, method) gives a `counterfactuals` row; its arrays (original, counterfactual, affirmative, trajectory,
@@ -26,18 +26,15 @@ from typing import Any
 import numpy as np
 from sqlalchemy import select
 
+from core.registries import COUNTERFACTUAL_METHODS
 from db.models import Annotation, Counterfactual, Image, Model
 from services.platform.database import read_session, session
 from services.team import audit
 from services.team.access import require
 from services.platform.settings import from_stored, get_settings, resolve_device, to_stored  # i17: relative paths
 
-METHODS: dict[str, str | None] = {
-    "diffusion": "ddpm",
-    "adversarial": None,
-    "gan": "gan",
-}
-METHOD_LABELS = {"diffusion": "Diffusion guidance", "adversarial": "Adversarial (pixel space)", "gan": "GAN (GCI)"}
+METHODS: dict[str, str | None] = {s.name: s.generator for s in COUNTERFACTUAL_METHODS}
+METHOD_LABELS = COUNTERFACTUAL_METHODS.labels()
 PRESETS = ("fast", "xaidiff")
 # "xaidiff" follows Vaeth et al.; "fast" is Exemplar's own variant and carries its own name.
 PRESET_LABELS = {"xaidiff": "XAIDIFF (paper defaults)",

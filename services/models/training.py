@@ -11,11 +11,12 @@ import time
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+from core.registries import ARCHITECTURES
 from services.platform.settings import resolve_device
 
 Progress = Callable[..., None]
-ARCHS = ("mobilenet_v2", "resnet18", "simple_cnn")
-DEFAULT_LR = {"simple_cnn": 3e-3, "mobilenet_v2": 1e-3, "resnet18": 1e-3}
+ARCHS = tuple(sorted(ARCHITECTURES.names()))
+DEFAULT_LR = {s.name: s.lr for s in ARCHITECTURES}
 EVAL_SPLITS = ("val", "test", "test_shifted")
 
 
