@@ -20,16 +20,13 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
+from core.registries import METRICS as _SPECS
+
 FRACTIONS: tuple[float, ...] = tuple(round(i / 10, 1) for i in range(10))
-METRICS = ("pos", "neg", "del", "ins")
-NAMES = {"pos": "POS", "neg": "NEG", "del": "DEL", "ins": "INS"}
-HIGHER_IS_BETTER = {"pos": False, "neg": True, "del": False, "ins": True}
-HELP = {
-    "pos": "accuracy while the most relevant pixels are removed (lower is better)",
-    "neg": "accuracy while the least relevant pixels are removed (higher is better)",
-    "del": "target-class probability while the most relevant pixels are removed (lower is better)",
-    "ins": "target-class probability while the least relevant pixels are removed (higher is better)",
-}
+METRICS = tuple(_SPECS.names(kind="faithfulness"))  # names, labels, directions and help: core.registries
+NAMES = _SPECS.labels(kind="faithfulness")
+HIGHER_IS_BETTER = {m.name: m.higher_is_better for m in _SPECS.specs(kind="faithfulness")}
+HELP = {m.name: m.help for m in _SPECS.specs(kind="faithfulness")}
 
 
 @dataclass

@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import torch
 
-METRICS = ("ar", "ap", "f1", "soft_ar", "relevance_mass", "rra", "pointing", "wr")
-NAMES = {"ar": "AR", "ap": "AP", "f1": "F1", "soft_ar": "soft AR", "relevance_mass": "relevance mass",
-         "rra": "RRA", "pointing": "pointing game", "wr": "wrong reason"}
+from core.registries import METRICS as _SPECS  # names and labels, written once
+
+METRICS = tuple(_SPECS.names(kind="localisation"))
+NAMES = _SPECS.labels(kind="localisation")
 
 
 def _prep(maps: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

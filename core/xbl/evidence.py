@@ -62,10 +62,12 @@ class Evidence:
 def per_image(model, ev, tau: float = 0.5, batch_size: int = 256) -> dict[str, np.ndarray]:
     """{'correct', 'ar', 'ap', 'wr'}: float arrays (N,) for an EvalSet (NaN where a map measure is undefined)."""
     from core.metrics.localisation import localisation_metrics
+    from core.registries import METRICS
     from core.xbl import as_float, cam as _cam
 
     n = int(ev.x.shape[0])
-    out = {k: np.full(n, np.nan) for k in ("correct", "ar", "ap", "wr")}
+    keys = METRICS.names(groups="evidence")  # AR, AP, WR (core.registries)
+    out = {k: np.full(n, np.nan) for k in ("correct", *keys)}
     model.eval()
     for i in range(0, n, batch_size):
         x = as_float(ev.x[i:i + batch_size])
@@ -79,7 +81,7 @@ def per_image(model, ev, tau: float = 0.5, batch_size: int = 256) -> dict[str, n
             e = _cam.upsample(cam.detach(), tuple(x.shape[-2:]))
             conf = ev.marker[j] if ev.marker is not None else None
             m = localisation_metrics(e, ev.lung[j], conf, tau, ranked=False)
-            for k in ("ar", "ap", "wr"):
+            for k in keys:
                 out[k][j] = m[k].double().cpu().numpy()
     return out
 

@@ -5,10 +5,11 @@ from __future__ import annotations
 import numpy as np
 from sqlalchemy import select
 
+from core.registries import METRICS
 from db.models import Explanation, ExplanationRun, Image, Study, StudyItem
 from services.platform.database import read_session, session
 
-FAITHFULNESS = ("pos", "neg", "del", "ins")
+FAITHFULNESS = tuple(METRICS.names(kind="faithfulness"))
 
 
 def study_faithfulness(study_id: int, device: str | None = None, progress=None) -> dict:

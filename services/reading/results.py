@@ -11,13 +11,14 @@ import numpy as np
 from sqlalchemy import select
 
 from core.stats import Estimate, bootstrap, cohen_kappa, disagreement, fleiss_kappa, krippendorff_alpha, spearman
+from core.registries import METRICS
 from db.models import Counterfactual, Explanation, StudyItem, StudyReader, User
 from services.team.audit import to_csv
 from services.platform.database import read_session
 from services.team.access import require
 from services.reading.studies import _current, _questions, _study
 
-MAP_METRICS = ("ar", "ap", "soft_ar", "f1", "relevance_mass", "rra", "pointing")
+MAP_METRICS = tuple(METRICS.names(kind="localisation", needs="mask"))  # a study item's map against its lung mask
 CF_METRICS = ("bpd", "l1")
 ANSWER_COLUMNS = ["study_id", "item_id", "item", "side", "question_id", "question", "reader", "consensus", "value",
                   "version", "note", "at"]

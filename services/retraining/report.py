@@ -24,8 +24,9 @@ from services.presentation.palette import HEATMAP_SCALE
 
 from core.data.roles import HELDOUT as SPLITS  # the held-out splits: the only ones a report shows
 from core.data.roles import heading, roles_of
+from core.registries import METRICS
 
-METRIC_KEYS = ("ar", "ap", "wr")
+METRIC_KEYS = tuple(METRICS.names(groups="evidence"))  # AR, AP, WR on the held-out splits
 WHO = ("parent", "control", "random_control", "child")
 WHO_NAMES = {"parent": "parent", "control": "plain control", "random_control": "random-pair control",
              "child": "child"}
