@@ -72,14 +72,6 @@ def current_user() -> dict | None:
     return None if row is None else {"id": row["id"], "name": row["name"], "role": row["role"]}
 
 
-def role_allows(action: str) -> bool:
-    """For hiding what the role cannot do (the services check again: hiding is not the check)."""
-    from services.team.roles import allowed
-
-    u = current_user()
-    return u is not None and allowed(u["role"], action)
-
-
 def require_user() -> dict | None:
     u = current_user()
     if u is None:
@@ -204,8 +196,3 @@ def worker_banner() -> None:
     else:
         st.warning(f"No worker is running: jobs will wait in the queue. Start one with `{WORKER_CMD}` "
                    "(or `make run`).", icon="⚠️")
-
-
-def not_built(feature: str) -> None:
-    """Say plainly that a page's feature is not built yet (never fake content)."""
-    st.info(f"{feature} is not built yet in this version of Exemplar.")
