@@ -73,7 +73,6 @@ import torch
 from core.data import synthcxr
 from core.metrics.localisation import localisation_metrics
 from core.registries import METRICS
-from core.registries import METRICS
 from core.models import create_model
 from core.train.classifier import TrainConfig, fit
 from core.xbl import Exemplar, TrainSet, as_float, get_method
@@ -90,7 +89,6 @@ SWEEPS = {  # --grid full; --grid small (the run quoted below, CPU-bound): each 
 SMALL = {"exbl": [{"lam": 0.3, "margin": 0.1}, {"lam": 0.1, "margin": 0.5}], "exbl_cf": [{"lam": 0.3, "margin": 0.1}],
          "counterexamples": [{"dilate_px": 2, "tau": 0.5}], "penalty_mask": [{"lam": 0.001}], "rrr": [{"lam": 0.001}]}
 RULE = {"acc_slack": 0.01, "ar_slack": 0.05, "ap_gain": 0.01}
-EVIDENCE = METRICS.names(groups="evidence")  # AR, AP, WR (core.registries)
 EVIDENCE = METRICS.names(groups="evidence")  # AR, AP, WR (core.registries)
 
 
