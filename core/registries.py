@@ -68,7 +68,8 @@ METRICS: Registry[Metric] = Registry("metric", [
            groups=("evaluation", "evidence")),
     Metric("f1", "F1", "localisation", True, "2·AR·AP / (AR + AP)"),
     Metric("soft_ar", "soft AR", "localisation", True, "Σ(E·M) / ΣM: the map's mass on the mask over the mask"),
-    Metric("relevance_mass", "relevance mass", "localisation", True, "Σ(E·M) / ΣE: share of the map's mass on the mask"),
+    Metric("relevance_mass", "relevance mass", "localisation", True,
+           "Σ(E·M) / ΣE: share of the map's mass on the mask"),
     Metric("rra", "RRA", "localisation", True, "share of the mask inside the map's top-|M| pixels"),
     Metric("pointing", "pointing game", "localisation", True, "1 when the map's maximum lies in the mask"),
     Metric("wr", "wrong reason (WR)", "localisation", False, "share of the marker (confounder) inside the map's region",
@@ -122,7 +123,8 @@ class CounterfactualMethod(Spec):
 COUNTERFACTUAL_METHODS: Registry[CounterfactualMethod] = Registry("counterfactual method", [
     CounterfactualMethod("diffusion", "Diffusion guidance", "core.counterfactual.xaidiff:diffusion_method",
                          generator="ddpm", affirmative=True),
-    CounterfactualMethod("adversarial", "Adversarial (pixel space)", "core.counterfactual.adversarial:adversarial_method"),
+    CounterfactualMethod("adversarial", "Adversarial (pixel space)",
+                         "core.counterfactual.adversarial:adversarial_method"),
     CounterfactualMethod("gan", "GAN (GCI)", "core.counterfactual.gci:gan_method", generator="gan", preselected=False),
 ])
 

@@ -1,5 +1,5 @@
 """Issue 16 (readable plots): probability bars read horizontally with titled axes; every heatmap / difference map
-has a titled colour bar in the services.presentation.palette scales, difference maps centred on 0; the retrain history is small
+has a titled colour bar in the palette's scales, difference maps centred on 0; the retrain history is small
 panels with their own y-axis titles, integer epoch ticks, palette colours and a legend below the data."""
 from __future__ import annotations
 

@@ -21,7 +21,7 @@ REGISTRIES: dict[str, Registry] = {**ALL, "job kinds": JOB_KINDS}
 OWN = {"core/registries.py", "services/platform/job_kinds.py", "services/presentation/palette.py"}
 # Literals that name registered things for another reason than listing the concept, each with why.
 ALLOWED: dict[tuple[str, str], str] = {
-    ("services/explanations/feedback.py", "metrics"): "the Explanation row's columns read into a pick (ar, ap, pred …)",
+    ("services/explanations/feedback.py", "metrics"): "the Explanation row's columns read into a pick (pred …)",
     ("bench/exbl_effect.py", "retraining methods"): "the bench's hyper-parameter grid per method",
     ("bench/exbl_effect.py", "metrics"): "--pair-rule choices, named after the metric each rule maximises",
 }

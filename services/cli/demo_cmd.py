@@ -20,7 +20,8 @@ def _human(res: dict) -> str:
 def register(app: typer.Typer) -> None:
     @app.command("demo")
     def demo(size: int = typer.Option(64, help="image side in px; 64 is the CPU demo, e.g. 224 for a larger one"),
-             arch: str = typer.Option("simple_cnn", help="baseline architecture for a larger demo: " + ARCHITECTURES.choices()),
+             arch: str = typer.Option("simple_cnn",
+                                      help="baseline architecture for a larger demo: " + ARCHITECTURES.choices()),
              queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
              json_: bool = typer.Option(False, "--json")):
         """Build the demo as you (a researcher or admin); what exists is kept, so running it twice is quick."""

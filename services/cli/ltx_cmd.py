@@ -66,7 +66,7 @@ def register(app: typer.Typer) -> None:
     def evaluate(model: int = typer.Option(..., help="classifier id"),
                  methods: str = typer.Option(None, help="comma-separated: " + EXPLANATION_METHODS.choices(", ")
                                                         + " (ig for integrated_gradients; default: "
-                                                        + ", ".join(EXPLANATION_METHODS.names(evaluated_by_default=True))
+                                                        + EXPLANATION_METHODS.choices(", ", evaluated_by_default=True)
                                                         + ", the LTX ones when their explainer exists)"),
                  split: str = typer.Option("test", help="split to evaluate on"),
                  limit: int = typer.Option(None, help="only the first N images of the split"),
