@@ -84,7 +84,7 @@ def bars_figure(df: pd.DataFrame):
 def curves_figure(cf: pd.DataFrame):
     fig = px.line(cf, x="removed", y="value", color="method", line_dash="model", facet_col="curve",
                   facet_col_wrap=2, markers=True, height=600, facet_row_spacing=0.16,
-                  category_orders={"curve": ["DEL", "INS", "POS", "NEG"]},
+                  category_orders={"curve": [METRIC_LABELS[k] for k in CURVE_HELP]},
                   color_discrete_map=colour_map(cf["method"].unique()))
     fig.update_yaxes(range=[0, 1.02], title_text="")
     fig.update_yaxes(title_text="probability / accuracy", col=1)

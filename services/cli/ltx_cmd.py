@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import typer
 
-from core.registries import EXPLANATION_METHODS
+from core.registries import EXPLANATION_METHODS, METRICS
 from services.cli.common import emit, fail, run_job
 
 
@@ -12,13 +12,14 @@ def _fmt(v, nd: int = 3) -> str:
 
 
 def _table(res: dict) -> str:
+    cols = METRICS.specs(groups="evaluation")  # what `evaluate` scores (core.registries)
     lines = [f"model #{res['model_id']} · {res['split']} · {res['n']} images (predicted class; POS/DEL lower is "
              f"better, NEG/INS higher, max 90)",
-             f"{'method':24s} {'AR':>6s} {'AP':>6s} {'POS':>6s} {'NEG':>6s} {'DEL':>6s} {'INS':>6s} {'s/img':>8s}"]
-    for name, r in res["methods"].items():
-        lines.append(f"{r.get('label', name):24s} {_fmt(r['ar']):>6s} {_fmt(r['ap']):>6s} {_fmt(r['pos'], 1):>6s} "
-                     f"{_fmt(r['neg'], 1):>6s} {_fmt(r['del'], 1):>6s} {_fmt(r['ins'], 1):>6s} "
-                     f"{r['seconds_per_image']:>8.4f}")
+             f"{'method':24s} " + " ".join(f"{m.label:>6s}" for m in cols) + f" {'s/img':>8s}"]
+    for name, r in res["methods"].items():  # localisation in [0, 1] to 3 decimals, faithfulness (max 90) to 1
+        lines.append(f"{r.get('label', name):24s} "
+                     + " ".join(f"{_fmt(r[m.name], 3 if m.kind == 'localisation' else 1):>6s}" for m in cols)
+                     + f" {r['seconds_per_image']:>8.4f}")
     return "\n".join(lines)
 
 

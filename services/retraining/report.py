@@ -32,8 +32,8 @@ WHO_NAMES = {"parent": "parent", "control": "plain control", "random_control": "
              "child": "child"}
 EFFECTS = {"effect": "child − plain control", "effect_recipe": "the recipe (random pair − plain)",
            "effect_choice": "your choice (child − random pair)"}
-MEASURE_NAMES = {"accuracy": "accuracy", "ar_mean": "mean AR", "ap_mean": "mean AP",
-                 "wr_mean": "mean wrong reason (WR)"}
+MEASURE_NAMES = {"accuracy": "accuracy",
+                 **{f"{m.name}_mean": f"mean {m.label}" for m in METRICS.specs(groups="evidence")}}
 
 
 def _num(v) -> float:
@@ -186,7 +186,7 @@ def figures(data: dict) -> dict:
     pn, cn = f"#{data['parent']['id']} before", f"#{data['child']['id']} after"
     per = data.get("per_image")
     if per:
-        for k, title in (("ar", "AR"), ("ap", "AP"), ("wr", "wrong reason (WR)")):
+        for k, title in ((m.name, m.label) for m in METRICS.specs(groups="evidence")):
             f = go.Figure()
             for who, name in (("parent", pn), ("child", cn)):
                 v = [x for x in per[f"{k}_{who}"] if math.isfinite(x)]
