@@ -50,14 +50,6 @@ class DatasetArrays:
             return np.arange(len(self))
         return np.flatnonzero(np.isin(self.splits, list(splits)))
 
-    def subset(self, idx: np.ndarray) -> "DatasetArrays":
-        return DatasetArrays(
-            images=self.images[idx], labels=self.labels[idx], splits=self.splits[idx], classes=list(self.classes),
-            image_ids=self.image_ids[idx], lung=self.lung[idx], lesion=self.lesion[idx], marker=self.marker[idx],
-            has_lung=self.has_lung[idx], has_marker=self.has_marker[idx],
-            paths=self.paths[idx] if len(self.paths) else self.paths,
-        )
-
     def save(self, path: str | Path) -> None:
         """Atomic write (temp file + rename) of an uncompressed npz."""
         path = Path(path)

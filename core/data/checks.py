@@ -10,7 +10,6 @@ from __future__ import annotations
 import hashlib
 import io
 import warnings
-from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageFile
@@ -28,14 +27,6 @@ class BadFile(Exception):
 
 def sha256_bytes(data: bytes) -> str:
     return hashlib.sha256(data).hexdigest()
-
-
-def sha256_file(path: str | Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def to_uint8(a: np.ndarray) -> np.ndarray:

@@ -202,10 +202,6 @@ class GANGenerator(nn.Module):
                 cin += attr_dim
         self.out = _up(cin, in_chans, up, bias=True)
 
-    @property
-    def latent_shape(self) -> tuple[int, int, int]:
-        return (self.enc_chans[-1], 4, 4)
-
     def encode(self, x: torch.Tensor) -> list[torch.Tensor]:
         feats, h = [], x * 2 - 1
         for layer in self.enc:

@@ -14,7 +14,6 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-from core.files import atomic_write
 
 def _conv(cin: int, cout: int, stride: int = 1) -> nn.Sequential:
     return nn.Sequential(nn.Conv2d(cin, cout, 3, stride=stride, padding=1, bias=False),
@@ -66,18 +65,6 @@ class LTXExplainer(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         m = torch.sigmoid(self.mask_logits(x))
         return F.interpolate(m, size=x.shape[-2:], mode="bilinear", align_corners=False)
-
-
-def save_explainer(explainer: LTXExplainer, path: str | Path, extra: dict | None = None) -> Path:
-    """PATH.safetensors, then PATH.json ({"explainer": constructor kwargs, **extra}); both atomic, JSON last."""
-    from safetensors.torch import save_file
-
-    path = Path(path).with_suffix(".safetensors")
-    state = {k: v.detach().contiguous().cpu() for k, v in explainer.state_dict().items()}
-    atomic_write(path, lambda tmp: save_file(state, tmp))
-    cfg = {"kind": "ltx", "explainer": dict(explainer.config), **(extra or {})}
-    atomic_write(path.with_suffix(".json"), lambda tmp: Path(tmp).write_text(json.dumps(cfg, indent=2)))
-    return path
 
 
 def load_explainer(path: str | Path, device: str | torch.device = "cpu") -> LTXExplainer:

@@ -28,7 +28,6 @@ from core.train.classifier import train_mode
 from core.xbl import Exemplar, TrainSet, XBLMethod, as_float, cam as _cam
 
 Progress = Callable[..., None]
-STAT_KEYS = ("ce", "expl", "active", "d_pos", "d_neg")
 
 
 @dataclass

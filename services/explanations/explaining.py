@@ -420,13 +420,6 @@ def open_maps(path: str | Path, mmap: bool = True) -> MapStore:
     return MapStore(raw, size)
 
 
-def delete_run(run_id: int) -> None:
-    with session() as s:
-        s.execute(delete(Explanation).where(Explanation.run_id == int(run_id)))
-        s.execute(delete(ExplanationRun).where(ExplanationRun.id == int(run_id)))
-    shutil.rmtree(run_dir(run_id), ignore_errors=True)
-
-
 def run_rows(run_id: int) -> list[dict]:
     """Every explanation row of a run in map order, with the image's path, label, split and cache row."""
     rows, _ = query_explanations(run_id, sort="index", limit=None)

@@ -243,9 +243,6 @@ def accuracy_figure(ev: dict):
     return f
 
 
-TRAIN_VAL_KEYS = ("ce", "expl", "active", "d_pos", "d_neg", "val_acc", "val_ar", "val_ap")
-
-
 # One small panel per per-epoch metric, each with its own y-axis title and unit (issue 16: no shared legend of 9
 # series over unlabeled axes). The colour says which run (child or control), from services.presentation.palette.
 HISTORY_PANELS = (("ce", "cross-entropy (nats)"), ("expl", "explanation term"), ("active", "active triplets (share)"),
