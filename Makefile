@@ -39,6 +39,7 @@ worker: $(STAMP)
 	$(BIN)/exemplar worker
 
 test: $(STAMP) system-deps
+	$(BIN)/lint-imports
 	$(BIN)/python -m pytest -q
 
 clean:

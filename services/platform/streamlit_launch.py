@@ -12,12 +12,22 @@ from __future__ import annotations
 import sys
 from pathlib import Path
 
+# app.py sits beside the services package: the checkout's root, or site-packages for an installed wheel (which
+# holds app.py, pages/ and .streamlit/config.toml: pyproject.toml, setup.py).
 ROOT = Path(__file__).resolve().parents[2]
+
+
+def app_path() -> Path:
+    """Where app.py is, in the checkout or in an installed wheel; a one-line error when neither holds it."""
+    app = ROOT / "app.py"
+    if not app.is_file():
+        raise FileNotFoundError(f"app.py is not beside the services package in {ROOT}: reinstall Exemplar")
+    return app
 
 
 def streamlit_command(port: int, address: str, headless: bool = True, *extra: str) -> list[str]:
     """The command line that serves app.py on address:port (written once: the CLI and the browser tests use it)."""
-    return [sys.executable, "-m", "services.platform.streamlit_launch", "run", str(ROOT / "app.py"), "--server.port",
+    return [sys.executable, "-m", "services.platform.streamlit_launch", "run", str(app_path()), "--server.port",
             str(port), "--server.address", address, "--server.headless", str(headless).lower(),
             "--browser.gatherUsageStats", "false", *extra]
 
