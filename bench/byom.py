@@ -138,7 +138,7 @@ def rss_prepare(home: str, n: int, size: int) -> int:
     from services.models.model_import import import_model
 
     os.environ["EXEMPLAR_HOME"] = home
-    synth_dataset("big", n=n, size=size, confounder=0.9, seed=0)
+    synth_dataset("big", n=n, size=size, confounder=0.9, seed=0, user_id=None)
     torch.manual_seed(0)
     import torchvision
     from safetensors.torch import save_file
@@ -164,7 +164,7 @@ def rss_explain(home: str, model_id: int, batch: int) -> dict:
 
     os.environ["EXEMPLAR_HOME"] = home
     t = time.perf_counter()
-    res = run_explain(model_id, "gradcam", batch_size=batch)
+    res = run_explain(model_id, "gradcam", batch_size=batch, user_id=None)
     peak = _peak_rss_mb()
     return {"n": res["summary"]["n"], "seconds": time.perf_counter() - t, "peak_rss_mb": peak}
 

@@ -72,7 +72,7 @@ def build(n: int) -> tuple[int, int, int]:
     mid = register_model(name="bench-cnn", arch="simple_cnn", checkpoint=save_checkpoint_dir(model, cfg),
                          dataset_id=ds_id, config=cfg)
     t = time.perf_counter()
-    res = run_explain(mid, "gradcam", batch_size=256)
+    res = run_explain(mid, "gradcam", batch_size=256, user_id=None)
     print(f"# setup: {n} images, explain run #{res['run_id']} in {time.perf_counter() - t:.1f} s "
           f"({res['summary']['images_per_s']} images/s)", flush=True)
     return ds_id, mid, res["run_id"]

@@ -128,7 +128,7 @@ def ensure_explainer(model_id: int, epochs: int | None, device: str | None, alph
         return {"explainer_id": row["id"], "seconds": None, "history": (row["config"] or {}).get("history")}
     kw = {"epochs": epochs} if epochs else {}
     t0 = time.monotonic()
-    res = train_explainer(model_id, alpha=alpha, masking=masking, device=device, threads=1, progress=_say, **kw)
+    res = train_explainer(model_id, alpha=alpha, masking=masking, device=device, threads=1, progress=_say, **kw, user_id=None)
     last = res["history"][-1]
     print(f"LTX explainer #{res['explainer_id']} for #{model_id} (α {res['alpha']}, {res['masking']}): "
           f"loss {last['loss']:.3f}, "
@@ -140,11 +140,11 @@ def ensure_explainer(model_id: int, epochs: int | None, device: str | None, alph
 def exbl_child(model_id: int, method: str, device: str | None) -> int:
     from services.jobs import lifecycle as jobs
 
-    r = jobs.run_inline("explain", {"model_id": model_id, "method": "gradcam", "device": device}, echo=False)
+    r = jobs.run_inline("explain", {"model_id": model_id, "method": "gradcam", "device": device}, echo=False, user_id=None)
     if r["status"] != "succeeded":
         raise SystemExit(f"explain failed: {r['error']}")
     r = jobs.run_inline("exbl", {"model_id": model_id, "method": method, "auto": True, "explain": False,
-                                 "control": False, "threads": 1, "device": device}, echo=False)
+                                 "control": False, "threads": 1, "device": device}, echo=False, user_id=None)
     if r["status"] != "succeeded":
         raise SystemExit(f"exbl failed: {r['error']}")
     return int(r["result"]["model_id"])

@@ -80,7 +80,7 @@ def _setup(env: dict) -> tuple[int, list[int]]:
     from services.platform.database import session
     from services.data.datasets import list_images, synth_dataset
 
-    ds = synth_dataset("bench", n=200, size=32, seed=0)
+    ds = synth_dataset("bench", n=200, size=32, seed=0, user_id=None)
     with session() as s:
         m = Model(name="bench", arch="simple_cnn", dataset_id=ds["dataset_id"], checkpoint="none")
         s.add(m)
@@ -125,7 +125,7 @@ def bench_writes(env: dict, users: int, writes: int, model_id: int, images: list
     from services.platform.database import read_session
 
     train = jobs.submit("train", {"dataset": "bench", "arch": "simple_cnn", "epochs": 200, "patience": 200,
-                                  "batch_size": 32, "seed": 0, "threads": 1})
+                                  "batch_size": 32, "seed": 0, "threads": 1}, user_id=None)
     _wait(train, lambda r: r["status"] == "running")
     ctx = mp.get_context("spawn")
     q = ctx.Queue()
@@ -136,7 +136,7 @@ def bench_writes(env: dict, users: int, writes: int, model_id: int, images: list
     for p in procs:
         p.join(60)
     still = jobs.get_job(train)["status"]
-    jobs.request_cancel(train)
+    jobs.request_cancel(train, user_id=None)
     lat = [x for r in results for x in r[0]]
     with read_session() as s:
         stored = int(s.scalar(select(func.count()).select_from(Feedback)))
@@ -151,7 +151,7 @@ def bench_read_behind_write(hold_s: float = 5.0, reads: int = 20) -> dict:
     from services.jobs import lifecycle as jobs
     from services.platform.database import session
 
-    jid = jobs.create_job("data.synth", {"name": "held"})
+    jid = jobs.create_job("data.synth", {"name": "held"}, user_id=None)
     held, done = threading.Event(), threading.Event()
 
     def hold() -> None:
@@ -170,14 +170,14 @@ def bench_read_behind_write(hold_s: float = 5.0, reads: int = 20) -> dict:
         lat.append(time.perf_counter() - t0)
     done.set()
     t.join()
-    jobs.request_cancel(jid)
+    jobs.request_cancel(jid, user_id=None)
     return {"p50": _pct(lat, 0.5), "max": max(lat)}
 
 
 def bench_kill() -> dict:
     from services.jobs import lifecycle as jobs
 
-    jid = jobs.submit("data.synth", {"name": f"big{uuid.uuid4().hex[:6]}", "n": 30000, "size": 128, "seed": 3})
+    jid = jobs.submit("data.synth", {"name": f"big{uuid.uuid4().hex[:6]}", "n": 30000, "size": 128, "seed": 3}, user_id=None)
     row, _ = _wait(jid, lambda r: r["status"] == "running" and r["pid"])
     os.kill(row["pid"], signal.SIGKILL)
     t0 = time.monotonic()
@@ -185,7 +185,7 @@ def bench_kill() -> dict:
     to_lost = time.monotonic() - t0
     _wait(jid, lambda r: r["attempts"] >= 2 and r["status"] == "running", timeout=120)
     to_retry = time.monotonic() - t0
-    jobs.request_cancel(jid)
+    jobs.request_cancel(jid, user_id=None)
     _wait(jid, lambda r: r["status"] in jobs.FINAL, timeout=300)
     return {"to_lost": to_lost, "to_retry": to_retry}
 
@@ -193,7 +193,7 @@ def bench_kill() -> dict:
 def bench_twice(env: dict, n: int) -> dict:
     from services.jobs import lifecycle as jobs
 
-    ids = [jobs.submit("data.synth", {"name": f"s{i}", "n": 40, "size": 32, "seed": i}) for i in range(n)]
+    ids = [jobs.submit("data.synth", {"name": f"s{i}", "n": 40, "size": 32, "seed": i}, user_id=None) for i in range(n)]
     t0 = time.perf_counter()
     subprocess.run([EXE, "data", "synth", "--name", "q", "--n", "40", "--size", "32", "--queue", "--json"], env=env,
                    cwd=ROOT, capture_output=True, check=True)

@@ -82,7 +82,7 @@ def parent_died_after_dequeue() -> dict:
     from services.jobs import reaper
     from services.platform.database import session
 
-    ids = [jobs.create_job("data.synth", _synth("dq")) for _ in range(3)]
+    ids = [jobs.create_job("data.synth", _synth("dq"), user_id=None) for _ in range(3)]
     with session() as s:
         s.execute(update(Job).where(Job.id.in_(ids)).values(queued_at=utcnow() - timedelta(seconds=reaper.LEASE_S)))
     return _row("parent killed after dequeue", ids, time.monotonic())
@@ -92,7 +92,7 @@ def queue_down_at_submit(redis) -> dict:
     from services.jobs import lifecycle as jobs
 
     redis.stop(kill=True)
-    ids = [jobs.submit("data.synth", _synth("down")) for _ in range(2)]
+    ids = [jobs.submit("data.synth", _synth("down"), user_id=None) for _ in range(2)]
     time.sleep(5)
     redis.start()
     return _row("queue down at submit, back after 5 s", ids, time.monotonic())
@@ -101,7 +101,7 @@ def queue_down_at_submit(redis) -> dict:
 def queue_restarted_mid_run(redis) -> dict:
     from services.jobs import lifecycle as jobs
 
-    ids = [jobs.submit("data.synth", _synth("mid", n=1500, size=32)) for _ in range(4)]
+    ids = [jobs.submit("data.synth", _synth("mid", n=1500, size=32), user_id=None) for _ in range(4)]
     time.sleep(3)  # one running, the rest waiting on the queue
     redis.stop(kill=True)
     redis.start()  # no persistence: the waiting messages are gone
@@ -116,7 +116,7 @@ def crash_after_results() -> dict:
 
     ids = []
     for _ in range(2):
-        jid = jobs.create_job("data.synth", _synth("crash"))
+        jid = jobs.create_job("data.synth", _synth("crash"), user_id=None)
         c = job_state.claim(jid, f"inline:bench:{os.getpid()}", os.getpid())
         jobs._resolve("data.synth")(jobs.JobContext(jid, c.params, c.user_id, attempt=c.attempt))
         job_state.mark_lost(jid, c.attempt, reaper.LOST_DEAD)
@@ -138,7 +138,7 @@ def pid_namespaces(start_ns_worker) -> dict | None:
     w = start_ns_worker()
     try:
         time.sleep(3)
-        ids = [jobs.submit("data.synth", _synth("ns", n=2000, size=32)) for _ in range(4)]
+        ids = [jobs.submit("data.synth", _synth("ns", n=2000, size=32), user_id=None) for _ in range(4)]
         return _row("two PID namespaces on one host", ids, time.monotonic())
     finally:
         for sig, wait in ((signal.SIGTERM, 40), (signal.SIGKILL, 10)):

@@ -24,6 +24,7 @@ from services.models.catalog import list_models
 from services.data.datasets import list_images, resolve_image
 from services.counterfactuals.generators import get_generator
 from services.jobs.lifecycle import get_job, submit
+from services.team.roles import allowed
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
@@ -373,9 +374,15 @@ def tab_stored(ds: dict) -> None:
                         format_func=lambda i: next(f"#{r['id']} {r['method']} · {r['image_path']}" for r in rows
                                                    if r["id"] == i))
     with c2:
-        sel = st.multiselect("Export (empty = all shown)", [r["id"] for r in rows], key="cf_export_ids")
-        st.download_button("Export zip", data=lambda: cfs.export_zip(sel or [r["id"] for r in rows]),
-                           file_name="counterfactuals.zip", mime="application/zip", key="cf_export")
+        u = current_user()  # the export is audited under the signed-in user; the service checks the role again
+        if u is None or not allowed(u["role"], "export"):
+            st.caption("Exporting needs a researcher or an admin" + (f" (you are a {u['role']})." if u else
+                                                                     ": pick or sign in a user first."))
+        else:
+            sel = st.multiselect("Export (empty = all shown)", [r["id"] for r in rows], key="cf_export_ids")
+            st.download_button("Export zip", data=lambda: cfs.export_zip(sel or [r["id"] for r in rows],
+                                                                         user_id=u["id"]),
+                               file_name="counterfactuals.zip", mime="application/zip", key="cf_export")
     row = next(r for r in rows if r["id"] == pick)
     same = [r for r in every if r["job_id"] == row["job_id"] and r["model_id"] == row["model_id"]
             and row["job_id"] is not None] or [row]

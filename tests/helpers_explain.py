@@ -12,7 +12,7 @@ def dataset_and_model(n: int = 20, size: int = 32, seed: int = 0, name: str = "g
     from services.data.datasets import synth_dataset
     from services.models.registry import register_model, save_checkpoint_dir
 
-    ds = synth_dataset(name, n=n, size=size, confounder=0.9, seed=seed)
+    ds = synth_dataset(name, n=n, size=size, confounder=0.9, seed=seed, user_id=None)
     torch.manual_seed(seed)
     model = create_model("simple_cnn", num_classes=4, in_chans=1, width=8)
     cfg = {"arch": "simple_cnn", "num_classes": 4, "in_chans": 1, "arch_kwargs": {"width": 8},

@@ -16,8 +16,8 @@ def test_example_trains_without_exemplar_and_its_model_imports(tmp_path):
     from services.cli import app
     from services.data.datasets import synth_dataset
 
-    outside = synth_dataset("outside", n=40, size=32, seed=1)
-    synth_dataset("t", n=48, size=32, seed=0)
+    outside = synth_dataset("outside", n=40, size=32, seed=1, user_id=None)
+    synth_dataset("t", n=48, size=32, seed=0, user_id=None)
     out = tmp_path / "r18.pt"
     run = subprocess.run([sys.executable, str(EXAMPLE), "--root", outside["root"], "--epochs", "1", "--size", "32",
                           "--out", str(out)], capture_output=True, text=True, timeout=600)

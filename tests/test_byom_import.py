@@ -26,7 +26,7 @@ def _me() -> int:
 def ds():
     from services.data.datasets import synth_dataset
 
-    return synth_dataset("t", n=60, size=SIZE, confounder=0.9, seed=0)["dataset_id"]
+    return synth_dataset("t", n=60, size=SIZE, confounder=0.9, seed=0, user_id=None)["dataset_id"]
 
 
 def _resnet(path, classes=4, seed=0):
@@ -265,7 +265,7 @@ def test_exemplars_own_classifier_exports_too(tmp_path):
     from services.models.model_export import export_model
     from services.models.registry import register_model, save_checkpoint_dir
 
-    ds = synth_dataset("t", n=48, size=SIZE, seed=0)["dataset_id"]
+    ds = synth_dataset("t", n=48, size=SIZE, seed=0, user_id=None)["dataset_id"]
     torch.manual_seed(0)
     m = create_model("simple_cnn", width=4, input_size=SIZE).eval()
     cfg = {"arch": "simple_cnn", "num_classes": 4, "in_chans": 1, "arch_kwargs": {"width": 4}, "input_size": SIZE,

@@ -27,7 +27,7 @@ def imported(tmp_path):
     from services.data.datasets import synth_dataset
     from services.models.model_import import import_model
 
-    synth_dataset("t", n=48, size=SIZE, confounder=0.9, seed=0)
+    synth_dataset("t", n=48, size=SIZE, confounder=0.9, seed=0, user_id=None)
     torch.manual_seed(0)
     vit = timm.create_model("vit_tiny_patch16_224", img_size=SIZE, patch_size=8, num_classes=4)
     save_file({k: v.contiguous() for k, v in vit.state_dict().items()}, str(tmp_path / "v.safetensors"))
@@ -47,7 +47,7 @@ def test_explain_evaluate_probe_and_counterfactual_on_an_imported_network(import
     from services.counterfactuals.probe import probe_artefact
 
     mid = imported[which]
-    run = run_explain(mid, "gradcam", batch_size=16)
+    run = run_explain(mid, "gradcam", batch_size=16, user_id=None)
     assert run["summary"]["n"] == 48 and run["summary"]["ar_mean"] is not None
     methods = ["gradcam", "saliency", "guided_gradcam"]
     ev = evaluate_methods(mid, methods, limit=6, batch_size=6)
@@ -59,5 +59,5 @@ def test_explain_evaluate_probe_and_counterfactual_on_an_imported_network(import
     probe = probe_artefact(mid, limit=8)
     assert probe.model_id == mid and probe.n == 8 and len(probe.positions) == 4  # the marker at each corner
     assert all(0 <= p["changed"] <= 1 for p in probe.positions)
-    cf = run_counterfactuals([mid], 1, 0, ["adversarial"], options={"steps": 3})
+    cf = run_counterfactuals([mid], 1, 0, ["adversarial"], options={"steps": 3}, user_id=None)
     assert cf["results"] and cf["results"][0]["model_id"] == mid

@@ -78,7 +78,7 @@ def outside_network(arch: str) -> nn.Module:
 def synth():
     from services.data.datasets import synth_dataset
 
-    return synth_dataset("m", n=40, size=SIZE, confounder=0.9, seed=0)["dataset_id"]
+    return synth_dataset("m", n=40, size=SIZE, confounder=0.9, seed=0, user_id=None)["dataset_id"]
 
 
 def _save(net: nn.Module, path, arch: str):

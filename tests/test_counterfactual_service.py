@@ -21,8 +21,8 @@ def make_world(tmp_name: str = "cf") -> dict:
 
     torch.set_num_threads(1)
     uid = get_or_create_user("tester")
-    ds = synth_dataset(tmp_name, n=48, size=32, confounder=0.9, seed=0)
-    clf = train_classifier(ds["dataset_id"], "simple_cnn", epochs=1, arch_kwargs={"width": 4}, batch_size=16)
+    ds = synth_dataset(tmp_name, n=48, size=32, confounder=0.9, seed=0, user_id=None)
+    clf = train_classifier(ds["dataset_id"], "simple_cnn", epochs=1, arch_kwargs={"width": 4}, batch_size=16, user_id=None)
     job = jobs.run_inline("gen.train", {"dataset": tmp_name, "kind": "ddpm", "steps": 2, "preset": "tiny",
                                         "batch_size": 4, "bpd_images": 4, "bpd_terms": 4, "grid_n": 2,
                                         "grid_steps": 2, "command": "exemplar gen train (test)"}, uid, echo=False)
@@ -85,7 +85,7 @@ def test_counterfactual_job_stores_scores_rates_and_exports():
     with pytest.raises(ValueError):
         annotate(diff["counterfactual_id"], w["user_id"], plausible="maybe")
 
-    z = zipfile.ZipFile(io.BytesIO(export_zip([diff["counterfactual_id"]])))
+    z = zipfile.ZipFile(io.BytesIO(export_zip([diff["counterfactual_id"]], user_id=None)))
     names = set(z.namelist())
     assert {"counterfactuals.csv", "annotations.csv", "metrics.json"} <= names
     cid = diff["counterfactual_id"]
@@ -132,7 +132,7 @@ def test_finished_samples_cross_model_verdict_realism_and_artefact_probe():
 
     w = make_world("cfx")
     b = train_classifier(w["dataset_id"], "mobilenet_v2", epochs=1, arch_kwargs={"width_mult": 0.25}, batch_size=16,
-                         name="cfx-independent")
+                         name="cfx-independent", user_id=None)
     opts = {"diffusion": {"steps": 6, "t_start": 60, "early_stop": 1, "finish_steps": 3, "s_cls": 5.0,
                           "finish": "ddim"}}
     params = {"model_id": w["model_id"], "image": w["image"]["id"], "target": "Normal", "methods": ["diffusion"],
@@ -175,3 +175,17 @@ def test_finished_samples_cross_model_verdict_realism_and_artefact_probe():
     bad = CliRunner().invoke(app, ["probe", "artefact", "--model", str(w["model_id"]), "--artefact", "nope.png",
                                    "--json"])
     assert bad.exit_code != 0 and "nope.png" in bad.output
+
+
+def test_a_reader_is_refused_the_counterfactual_export_and_nothing_is_recorded():
+    from services.counterfactuals.runs import export_zip
+    from services.team.access import set_role
+    from services.team.audit_log import list_rows
+    from services.team.roles import PermissionRefused
+    from services.team.users import get_or_create_user
+
+    admin = get_or_create_user("tester")  # the first user: admin
+    reader = set_role(admin, "r1", "reader")["id"]
+    with pytest.raises(PermissionRefused, match="role reader; to export needs a researcher") as refused:
+        export_zip(None, user_id=reader)
+    assert "\n" not in str(refused.value) and list_rows(admin, action="export") == []

@@ -49,7 +49,7 @@ def test_import_form_validates_name_and_path():
 
 
 def test_dataset_chart_grid_overlays_and_report():
-    D.synth_dataset("demo", n=48, size=32, seed=0)
+    D.synth_dataset("demo", n=48, size=32, seed=0, user_id=None)
     at = _app().run()
     assert not at.exception
     assert at.selectbox(key="ds_pick").value == "demo"

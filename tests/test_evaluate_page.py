@@ -38,7 +38,7 @@ def _register(name: str, dataset_id: int | None, parent: int | None, acc: float,
 
 def _setup():
     uid = get_or_create_user("tester")
-    ds = synth_dataset("t", n=80, size=32, seed=0)["dataset_id"]
+    ds = synth_dataset("t", n=80, size=32, seed=0, user_id=None)["dataset_id"]
     a = _register("baseline", ds, None, 0.95, 0.55, 0)
     b = _register("retrained", ds, a, 0.94, 0.85, 1)
     return uid, ds, a, b

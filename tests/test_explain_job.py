@@ -53,7 +53,7 @@ def test_explain_job_stores_maps_and_rows(exemplar_home):
 def test_explain_one_split_and_true_target():
     _, mid = dataset_and_model(n=20, size=32)
     row = jobs.run_inline("explain", {"model_id": mid, "splits": ["val"], "target": "true", "tau": 0.3},
-                          echo=False)
+                          echo=False, user_id=None)
     assert row["status"] == "succeeded", row["error"]
     rid = row["result"]["run_id"]
     rows, total = query_explanations(rid, limit=None)
@@ -66,7 +66,7 @@ def test_bad_params_fail_cleanly():
     _, mid = dataset_and_model(n=20, size=32)
     for params in ({"model_id": mid, "method": "nope"}, {"model_id": mid, "target": "other"},
                    {"model_id": 999}, {"model_id": mid, "splits": ["nosuch"]}):
-        row = jobs.run_inline("explain", params, echo=False)
+        row = jobs.run_inline("explain", params, echo=False, user_id=None)
         assert row["status"] == "failed"
     with session() as s:
         assert s.scalar(select(func.count()).select_from(ExplanationRun)) == 0
@@ -76,8 +76,8 @@ def test_export_npz_and_csv(tmp_path):
     from services.explanations.export import export_explanations
 
     _, mid = dataset_and_model(n=20, size=32)
-    rid = jobs.run_inline("explain", {"model_id": mid}, echo=False)["result"]["run_id"]
-    res = export_explanations(rid, tmp_path / "x.npz", tmp_path / "x.csv")
+    rid = jobs.run_inline("explain", {"model_id": mid}, echo=False, user_id=None)["result"]["run_id"]
+    res = export_explanations(rid, tmp_path / "x.npz", tmp_path / "x.csv", user_id=None)
     z = np.load(res["out"], allow_pickle=False)
     for k in ("image_ids", "paths", "labels", "preds", "probs", "maps", *METRICS):
         assert k in z.files, k

@@ -30,7 +30,7 @@ def _age(job_id: int, seconds: float) -> None:
 
 
 def test_a_consumed_message_whose_row_was_never_claimed_is_sent_again():
-    jid = jobs.submit("data.synth", SYNTH)
+    jid = jobs.submit("data.synth", SYNTH, user_id=None)
     assert dequeue() == jid  # a worker parent took the message and died before its child claimed the row
     assert reaper.resend_stranded() == []  # not before a lease has passed
     _age(jid, 2 * reaper.LEASE_S)
@@ -40,7 +40,7 @@ def test_a_consumed_message_whose_row_was_never_claimed_is_sent_again():
 
 
 def test_a_queued_row_whose_message_waits_is_left_alone():
-    jid = jobs.submit("data.synth", SYNTH)
+    jid = jobs.submit("data.synth", SYNTH, user_id=None)
     _age(jid, 10 * reaper.LEASE_S)  # waiting long behind busy workers is not stranded
     assert reaper.resend_stranded() == [] and pending_ids() == {jid}
 
@@ -49,7 +49,7 @@ def test_a_submit_while_the_queue_is_down_keeps_the_row_and_a_sweep_sends_it(mon
     with redis_server() as url:
         down = url.rsplit(":", 1)[0] + ":1/0"  # nothing listens on port 1
         monkeypatch.setenv("EXEMPLAR_QUEUE_URL", down)
-        jid = jobs.submit("data.synth", SYNTH)
+        jid = jobs.submit("data.synth", SYNTH, user_id=None)
         row = jobs.get_job(jid)
         assert row["status"] == "queued" and row["message"] == jobs.QUEUE_DOWN
         err = capsys.readouterr().err.strip().splitlines()
@@ -62,7 +62,7 @@ def test_a_submit_while_the_queue_is_down_keeps_the_row_and_a_sweep_sends_it(mon
 
 
 def test_a_retry_after_a_crash_between_results_and_finish_duplicates_nothing():
-    jid = jobs.create_job("data.synth", SYNTH)
+    jid = jobs.create_job("data.synth", SYNTH, user_id=None)
     c = job_state.claim(jid, "w1", os.getpid())
     ctx = jobs.JobContext(jid, c.params, c.user_id, attempt=c.attempt)
     jobs._resolve("data.synth")(ctx)  # the handler wrote its dataset ...
@@ -75,9 +75,9 @@ def test_a_retry_after_a_crash_between_results_and_finish_duplicates_nothing():
 
 
 def test_a_retried_train_job_registers_one_model():
-    jobs.run_inline("data.synth", SYNTH, echo=False)
+    jobs.run_inline("data.synth", SYNTH, echo=False, user_id=None)
     params = {"dataset": "t", "arch": "simple_cnn", "epochs": 1, "batch_size": 16, "seed": 0}
-    jid = jobs.create_job("train", params)
+    jid = jobs.create_job("train", params, user_id=None)
     c = job_state.claim(jid, "w1", os.getpid())
     jobs._resolve("train")(jobs.JobContext(jid, c.params, c.user_id, attempt=c.attempt))
     with read_session() as s:
@@ -106,7 +106,7 @@ def test_an_expired_lease_is_confirmed_by_a_later_pass_before_its_jobs_are_lost(
     to renew before another one reaps it. The reaper's clock is a fake one here, moved by the test."""
     clock = [1000.0]
     monkeypatch.setattr(reaper.time, "monotonic", lambda: clock[0])
-    jid = jobs.create_job("data.synth", SYNTH)
+    jid = jobs.create_job("data.synth", SYNTH, user_id=None)
     _worker_row("slow", -1)
     job_state.claim(jid, "slow", os.getpid())
     assert reaper.reap(retry=False, confirm_s=6).lost == []  # first sighting only
@@ -123,7 +123,7 @@ def test_an_expired_lease_is_confirmed_by_a_later_pass_before_its_jobs_are_lost(
 
 def test_a_cli_read_reaps_an_inline_run_whose_process_died_long_ago():
     """No worker may be running (local mode, an inline CLI run killed with -9): `jobs list` tells the truth."""
-    jid = jobs.create_job("data.synth", SYNTH, max_retries=0)
+    jid = jobs.create_job("data.synth", SYNTH, max_retries=0, user_id=None)
     job_state.claim(jid, f"inline:{job_state.HOST}:1", 1)
     with session() as s:
         s.execute(update(Job).where(Job.id == jid).values(heartbeat_at=utcnow() - timedelta(seconds=30)))
@@ -136,8 +136,8 @@ def test_a_cli_read_reaps_an_inline_run_whose_process_died_long_ago():
 
 
 def test_resume_folders_of_jobs_that_ended_for_good_are_removed():
-    keep = jobs.create_job("data.synth", SYNTH)
-    gone = jobs.create_job("data.synth", SYNTH, max_retries=0)
+    keep = jobs.create_job("data.synth", SYNTH, user_id=None)
+    gone = jobs.create_job("data.synth", SYNTH, max_retries=0, user_id=None)
     for jid in (keep, gone):
         job_state.state_path(jid).mkdir(parents=True)
     c = job_state.claim(gone, "inline:x", os.getpid())
@@ -151,7 +151,7 @@ def test_a_lost_import_with_no_retry_left_forgets_its_upload_pointer(tmp_path):
     from db.models import Worker
 
     up = uploads.register(tmp_path)
-    jid = jobs.create_job("data.import", {"upload": up, "layout": "imagefolder", "name": "x"}, max_retries=0)
+    jid = jobs.create_job("data.import", {"upload": up, "layout": "imagefolder", "name": "x"}, max_retries=0, user_id=None)
     with session() as s:
         s.add(Worker(name="gone", device="cpu", lease_until=utcnow() - timedelta(seconds=1)))
     c = job_state.claim(jid, "gone", os.getpid())
@@ -179,7 +179,7 @@ def test_the_writers_lock_gives_up_with_one_line_and_is_free_afterwards():
     assert "busy" in str(e.value) and "\n" not in str(e.value)
     release.set()
     t.join()
-    jobs.create_job("data.synth", SYNTH)  # the abandoned wait released the lock when it finally got it
+    jobs.create_job("data.synth", SYNTH, user_id=None)  # the abandoned wait released the lock when it finally got it
 
 
 def test_a_forked_child_does_not_keep_the_writers_lock():
@@ -218,7 +218,7 @@ def test_the_app_serves_loopback_only_without_sign_in(monkeypatch):
 
 def test_a_worker_runs_a_job_whose_message_was_lost(exemplar_home):
     """The worker parent died after taking the message: the next worker's sweep sends it again; it runs once."""
-    jid = jobs.submit("data.synth", SYNTH)
+    jid = jobs.submit("data.synth", SYNTH, user_id=None)
     assert dequeue() == jid
     _age(jid, 2 * reaper.LEASE_S)
     w = start_worker(exemplar_home)

@@ -42,7 +42,7 @@ def test_four_writers_and_a_progressing_job(exemplar_home, monkeypatch):
     # AppTest runs page scripts as __main__ in this process; spawn would re-run such a script in each child.
     monkeypatch.setitem(sys.modules, "__main__", types.ModuleType("__main__"))
     home = str(exemplar_home)
-    jid = jobs.create_job("data.synth", {"name": "x"})
+    jid = jobs.create_job("data.synth", {"name": "x"}, user_id=None)
     from services.jobs import state as job_state
 
     assert job_state.claim(jid, "test", os.getpid()) is not None  # progress is written by the attempt running it

@@ -17,8 +17,8 @@ FINAL = ("succeeded", "failed", "cancelled", "lost")
 def test_success_failure_and_cancel_in_a_real_worker(exemplar_home):
     w = start_worker(exemplar_home)
     try:
-        ok = jobs.submit("data.synth", {"name": "tiny", "n": 40, "size": 32, "confounder": 0.9, "seed": 1})
-        bad = jobs.submit("data.synth", {"name": "broken", "n": -5, "size": 32, "confounder": 0.9, "seed": 1})
+        ok = jobs.submit("data.synth", {"name": "tiny", "n": 40, "size": 32, "confounder": 0.9, "seed": 1}, user_id=None)
+        bad = jobs.submit("data.synth", {"name": "broken", "n": -5, "size": 32, "confounder": 0.9, "seed": 1}, user_id=None)
         row = wait_for(ok, lambda r: r["status"] in FINAL)
         assert row["status"] == "succeeded", row
         assert row["progress"] == 1.0 and row["result"]["dataset_id"] > 0
@@ -32,9 +32,9 @@ def test_success_failure_and_cancel_in_a_real_worker(exemplar_home):
         with session() as s:
             assert "Traceback" in s.get(Job, bad).traceback
         assert alive_workers(), "the worker's heartbeat is not recorded"
-        long = jobs.submit("data.synth", {"name": "big", "n": 30000, "size": 128, "confounder": 0.9, "seed": 2})
+        long = jobs.submit("data.synth", {"name": "big", "n": 30000, "size": 128, "confounder": 0.9, "seed": 2}, user_id=None)
         wait_for(long, lambda r: r["status"] == "running")
-        assert jobs.request_cancel(long)
+        assert jobs.request_cancel(long, user_id=None)
         row = wait_for(long, lambda r: r["status"] in FINAL)
         assert row["status"] == "cancelled"
         from services.models.catalog import list_datasets
@@ -45,12 +45,12 @@ def test_success_failure_and_cancel_in_a_real_worker(exemplar_home):
 
 
 def test_queued_job_cancelled_before_start_never_runs(exemplar_home):
-    jid = jobs.submit("data.synth", {"name": "never", "n": 40, "size": 32, "confounder": 0.9, "seed": 1})
-    assert jobs.request_cancel(jid)
+    jid = jobs.submit("data.synth", {"name": "never", "n": 40, "size": 32, "confounder": 0.9, "seed": 1}, user_id=None)
+    assert jobs.request_cancel(jid, user_id=None)
     assert jobs.get_job(jid)["status"] == "cancelled"
     w = start_worker(exemplar_home)
     try:
-        done = jobs.submit("data.synth", {"name": "after", "n": 40, "size": 32, "confounder": 0.9, "seed": 1})
+        done = jobs.submit("data.synth", {"name": "after", "n": 40, "size": 32, "confounder": 0.9, "seed": 1}, user_id=None)
         wait_for(done, lambda r: r["status"] == "succeeded")
         assert jobs.get_job(jid)["status"] == "cancelled" and jobs.get_job(jid)["started_at"] is None
     finally:
@@ -59,7 +59,7 @@ def test_queued_job_cancelled_before_start_never_runs(exemplar_home):
 
 def test_lost_worker_recovery(exemplar_home):
     w = start_worker(exemplar_home)
-    long = jobs.submit("data.synth", {"name": "big", "n": 30000, "size": 128, "confounder": 0.9, "seed": 3})
+    long = jobs.submit("data.synth", {"name": "big", "n": 30000, "size": 128, "confounder": 0.9, "seed": 3}, user_id=None)
     try:
         wait_for(long, lambda r: r["status"] == "running")
     finally:
@@ -70,7 +70,7 @@ def test_lost_worker_recovery(exemplar_home):
     try:  # the new worker's reaper marks the attempt lost and retries it once
         row = wait_for(long, lambda r: r["attempts"] == 2 and r["status"] in ("running", "succeeded"), timeout=90)
         assert row["history"][0]["status"] == "lost" and "lease" in row["history"][0]["error"]  # its worker died
-        assert jobs.request_cancel(long)
+        assert jobs.request_cancel(long, user_id=None)
         wait_for(long, lambda r: r["status"] in FINAL)
     finally:
         stop_worker(w2)

@@ -37,8 +37,8 @@ def gan_world(name: str, ddpm: bool = True) -> dict:
     else:
         torch.set_num_threads(1)
         uid = get_or_create_user("tester")
-        ds = synth_dataset(name, n=48, size=32, confounder=0.9, seed=0)
-        clf = train_classifier(ds["dataset_id"], "simple_cnn", epochs=1, arch_kwargs={"width": 4}, batch_size=16)
+        ds = synth_dataset(name, n=48, size=32, confounder=0.9, seed=0, user_id=None)
+        clf = train_classifier(ds["dataset_id"], "simple_cnn", epochs=1, arch_kwargs={"width": 4}, batch_size=16, user_id=None)
         w = {"user_id": uid, "dataset_id": ds["dataset_id"], "model_id": clf["model_id"],
              "image": list_images(ds["dataset_id"], "test")[0]}
     job = train_tiny_gan(name, w["user_id"])

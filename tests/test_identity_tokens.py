@@ -132,7 +132,7 @@ def _set_up_mode_acts_unauthenticated():
                          users.SETUP_NOTICE] and lines[2].startswith("error: job 999")
     users._said.clear()
     assert users.process_user() == users.SETUP and users.list_users() == []
-    jid = jobs.create_job("data.synth", {"name": "s", "n": 40, "size": 32, "seed": 1})
+    jid = jobs.create_job("data.synth", {"name": "s", "n": 40, "size": 32, "seed": 1}, user_id=None)
     assert jobs.get_job(jid)["created_by"] is None and users.list_users() == []  # no user row
     r = refused(["users", "add", "eve", "--role", "admin"], "bootstrap-admin")
     assert "no admin yet: acting unauthenticated" in r.stderr

@@ -14,7 +14,7 @@ def _failing(ctx):
 
 def _cancelled(ctx):
     (ctx.state_dir() / "epoch.safetensors").write_bytes(b"state of epoch 1")
-    jobs.request_cancel(ctx.job_id)
+    jobs.request_cancel(ctx.job_id, user_id=None)
     ctx.progress(0.5, "epoch 2", force=True)
 
 

@@ -80,9 +80,9 @@ def test_ltx_train_then_evaluate_scores_and_stores_every_method():
 
 def test_evaluate_refuses_unknown_methods_and_non_classifiers():
     ds_id, mid = dataset_and_model(n=20, size=32)
-    bad = jobs.run_inline("evaluate", {"model_id": mid, "methods": ["gradcam", "nope"]}, echo=False)
+    bad = jobs.run_inline("evaluate", {"model_id": mid, "methods": ["gradcam", "nope"]}, echo=False, user_id=None)
     assert bad["status"] == "failed" and "nope" in bad["error"]
-    none = jobs.run_inline("ltx.train", {"model_id": 999}, echo=False)
+    none = jobs.run_inline("ltx.train", {"model_id": 999}, echo=False, user_id=None)
     assert none["status"] == "failed" and "no model 999" in none["error"]
 
 

@@ -14,7 +14,7 @@ def test_probe_panel_shows_rows_for_parent_and_child():
 
     w = make_world("probepanel")
     child = train_classifier(w["dataset_id"], "simple_cnn", epochs=1, arch_kwargs={"width": 4}, batch_size=16,
-                             parent_id=w["model_id"], name="probepanel-child")
+                             parent_id=w["model_id"], name="probepanel-child", user_id=None)
     script = f"""
 from pages.parts.probe_panel import render_probe_panel
 render_probe_panel({w['model_id']}, {child['model_id']})

@@ -26,9 +26,9 @@ def _n_images(at) -> int:
 
 @pytest.fixture
 def pinned():
-    synth_dataset("t", n=160, size=32, confounder=0.9, seed=0)
-    mid = train_classifier("t", arch="simple_cnn", epochs=2, arch_kwargs={"width": 4}, batch_size=32)["model_id"]
-    run = explaining.run_explain(mid, "gradcam")
+    synth_dataset("t", n=160, size=32, confounder=0.9, seed=0, user_id=None)
+    mid = train_classifier("t", arch="simple_cnn", epochs=2, arch_kwargs={"width": 4}, batch_size=32, user_id=None)["model_id"]
+    run = explaining.run_explain(mid, "gradcam", user_id=None)
     uid = get_or_create_user("tester")
     rows = sorted((r for r in explaining.run_rows(run["run_id"]) if r["split"] == "train"),
                   key=lambda r: (r["ar"] is None, r["ar"]))
@@ -145,10 +145,25 @@ def test_report_html_is_self_contained(pinned):
     assert len(data["changed"]) == 8
     deltas = [abs(r["delta_ar"]) for r in data["changed"]]
     assert deltas == sorted(deltas, reverse=True)
-    path = export_report(mid, res["model_id"])
+    path = export_report(mid, res["model_id"], user_id=uid)
     html = path.read_text()
     assert html.count("<img src='data:image/png;base64,") == 16  # 8 images × before / after
     assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js inline
     assert not re.search(r"<script[^>]+src=['\"]https?://", html)  # nothing fetched from the network
     assert html_escape(data["evidence"]["verdict"]) in html and "<th>plain control</th>" in html
     assert "val · selection (not evidence)" in html
+
+
+def test_a_reader_is_refused_the_report_export_and_nothing_is_written(tmp_path):
+    from services.retraining.report import export_report
+    from services.team.access import set_role
+    from services.team.audit_log import list_rows
+    from services.team.roles import PermissionRefused
+    from services.team.users import get_or_create_user
+
+    admin = get_or_create_user("tester")  # the first user: admin
+    reader = set_role(admin, "r1", "reader")["id"]
+    with pytest.raises(PermissionRefused, match="role reader; to export needs a researcher") as refused:
+        export_report(1, 2, out=tmp_path / "out" / "r.html", user_id=reader)
+    assert "\n" not in str(refused.value)
+    assert not (tmp_path / "out").exists() and list_rows(admin, action="export") == []

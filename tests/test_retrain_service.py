@@ -33,8 +33,8 @@ ROOT = Path(__file__).resolve().parents[1]
 @pytest.fixture
 def parent():
     """A tiny dataset and a briefly trained parent: (model_id, dataset_id)."""
-    ds = synth_dataset("t", n=160, size=32, confounder=0.9, seed=0)["dataset_id"]
-    res = train_classifier("t", arch="simple_cnn", epochs=2, arch_kwargs={"width": 4}, batch_size=32, seed=0)
+    ds = synth_dataset("t", n=160, size=32, confounder=0.9, seed=0, user_id=None)["dataset_id"]
+    res = train_classifier("t", arch="simple_cnn", epochs=2, arch_kwargs={"width": 4}, batch_size=32, seed=0, user_id=None)
     return res["model_id"], ds
 
 
@@ -59,7 +59,7 @@ def _pin(mid: int, run_id: int, uid: int) -> tuple[dict, dict]:
 def test_retrain_from_the_pinned_pair_makes_a_child_with_lineage_and_ranking(parent):
     mid, ds = parent
     uid = get_or_create_user("tester")
-    run = explaining.run_explain(mid, "gradcam")
+    run = explaining.run_explain(mid, "gradcam", user_id=None)
     g, b = _pin(mid, run["run_id"], uid)
     res = retrain(mid, "exbl", epochs=2, user_id=uid, control=False, random_control=False, seeds=1)
     child = get_model(res["model_id"])
@@ -106,27 +106,27 @@ def test_explicit_refs_by_id_and_path_and_clear_errors(parent):
 
     ims = list_images(ds, split="train")
     res = retrain(mid, "ce", good=str(ims[0]["id"]), bad=ims[1]["path"], epochs=1, explain=False, control=False,
-                  random_control=False, seeds=1)
+                  random_control=False, seeds=1, user_id=None)
     assert res["pair"]["good"]["image_id"] == ims[0]["id"] and res["pair"]["bad"]["image_id"] == ims[1]["id"]
     assert res["feedback_ids"] == []  # no user: nothing recorded
     with pytest.raises(ValueError, match="both"):
-        retrain(mid, "exbl", good=ims[0]["id"])
+        retrain(mid, "exbl", good=ims[0]["id"], user_id=None)
     with pytest.raises(ValueError, match="same image"):
-        retrain(mid, "exbl", good=ims[0]["id"], bad=ims[0]["path"])
+        retrain(mid, "exbl", good=ims[0]["id"], bad=ims[0]["path"], user_id=None)
     with pytest.raises(ValueError, match="no pinned"):
-        retrain(mid, "exbl")
+        retrain(mid, "exbl", user_id=None)
     with pytest.raises(ValueError, match="unknown method"):
-        retrain(mid, "magic", auto=True)
+        retrain(mid, "magic", auto=True, user_id=None)
     shifted = list_images(ds, split="test_shifted")[0]
     before = _rows()
     with pytest.raises(ValueError, match="from the test_shifted split"):
-        retrain(mid, "exbl", good=shifted["path"], bad=ims[1]["id"], epochs=1)
+        retrain(mid, "exbl", good=shifted["path"], bad=ims[1]["id"], epochs=1, user_id=None)
     val = list_images(ds, split="val")[0]
     with pytest.raises(ValueError, match="from the val split: pick exemplars from train"):
-        retrain(mid, "exbl", good=ims[0]["id"], bad=val["id"], epochs=1)
+        retrain(mid, "exbl", good=ims[0]["id"], bad=val["id"], epochs=1, user_id=None)
     assert _rows() == before
     with pytest.raises(ValueError, match="no setting"):
-        retrain(mid, "exbl", auto=True, settings={"nope": 1})
+        retrain(mid, "exbl", auto=True, settings={"nope": 1}, user_id=None)
 
 
 def test_cancel_while_fine_tuning_leaves_no_new_registry_row(parent):
@@ -141,7 +141,7 @@ def test_cancel_while_fine_tuning_leaves_no_new_registry_row(parent):
     t = threading.Thread(target=jobs.execute_job, args=(jid,))
     t.start()
     wait_for(jid, lambda r: len(r["metrics"] or []) >= 1)
-    assert jobs.request_cancel(jid)
+    assert jobs.request_cancel(jid, user_id=None)
     t.join(timeout=120)
     assert jobs.get_job(jid)["status"] == "cancelled"
     assert _rows() == before_rows and _folders() == before_dirs
@@ -160,7 +160,7 @@ def test_cancel_during_the_new_ranking_removes_the_child_again(parent, monkeypat
 
     monkeypatch.setattr(explaining, "run_explain", cancelled)
     with pytest.raises(JobCancelled):  # 2 seeds × child, control and random-pair control: all six go
-        retrain(mid, "exbl", good=ims[0]["id"], bad=ims[1]["id"], epochs=1, seeds=2)
+        retrain(mid, "exbl", good=ims[0]["id"], bad=ims[1]["id"], epochs=1, seeds=2, user_id=None)
     assert _rows() == before_rows and _folders() == before_dirs
     with session() as s:
         assert s.scalar(select(func.count()).select_from(Retrain)) == 0
@@ -214,7 +214,7 @@ def test_every_seed_registers_child_control_and_random_pair_control_under_one_re
 
     ims = list_images(ds, split="train")
     res = retrain(mid, "exbl_cf", good=ims[0]["id"], bad=ims[1]["id"], epochs=1, explain=False, batch_size=16,
-                  seeds=2)
+                  seeds=2, user_id=None)
     assert res["seeds"] == 2 and len(res["seed_models"]) == 2 and isinstance(res["retrain_id"], int)
     for sm in res["seed_models"]:
         child, ctl, rnd = (get_model(sm[k]) for k in ("child_id", "control_id", "random_control_id"))
@@ -278,7 +278,7 @@ def test_report_figures_exclude_train_images(parent, monkeypatch):
     from services.retraining.report import evidence_report
 
     mid, ds = parent
-    res = retrain(mid, "ce", auto=True, epochs=1, explain=False, seeds=1)
+    res = retrain(mid, "ce", auto=True, epochs=1, explain=False, seeds=1, user_id=None)
     _forget_evidence(res["model_id"])
     first = evidence_report(mid, res["model_id"])
     assert first["source"] == "measured now" and set(first["splits"]) == {"val", "test", "test_shifted"}
@@ -308,7 +308,7 @@ def test_a_changed_dataset_or_model_invalidates_the_evidence_cache(parent):
     from services.retraining.report import evidence_report
 
     mid, ds = parent
-    res = retrain(mid, "ce", auto=True, epochs=1, explain=False, seeds=1, random_control=False)
+    res = retrain(mid, "ce", auto=True, epochs=1, explain=False, seeds=1, random_control=False, user_id=None)
     _forget_evidence(res["model_id"])
     assert evidence_report(mid, res["model_id"])["source"] == "measured now"
     assert evidence_report(mid, res["model_id"])["source"] == "measured earlier (cached)"

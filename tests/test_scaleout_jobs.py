@@ -29,26 +29,26 @@ def _dead_pid() -> int:
 
 
 def test_a_job_is_claimed_once_and_a_cancelled_one_never_starts():
-    jid = jobs.create_job("data.synth", SYNTH)
+    jid = jobs.create_job("data.synth", SYNTH, user_id=None)
     first = job_state.claim(jid, "w1", os.getpid())
     assert first is not None and first.attempt == 1
     assert job_state.claim(jid, "w2", os.getpid()) is None  # a duplicate delivery loses
     assert jobs.get_job(jid)["worker"] == "w1"
-    other = jobs.create_job("data.synth", SYNTH)
-    assert jobs.request_cancel(other)
+    other = jobs.create_job("data.synth", SYNTH, user_id=None)
+    assert jobs.request_cancel(other, user_id=None)
     row = jobs.execute_job(other)  # what a worker does with the (stale) queue message
     assert row["status"] == "cancelled" and row["started_at"] is None and row["attempts"] == 0
 
 
 def test_a_final_write_never_overwrites_lost_or_cancelled():
-    jid = jobs.create_job("data.synth", SYNTH)
+    jid = jobs.create_job("data.synth", SYNTH, user_id=None)
     c = job_state.claim(jid, "w1", os.getpid())
     assert job_state.mark_lost(jid, c.attempt, "test")
     assert not job_state.finish(jid, c.attempt, "succeeded", {"x": 1})
     assert jobs.get_job(jid)["status"] == "lost"
     assert job_state.beat(jid, c.attempt) is None  # the late attempt learns it is no longer running the job
-    jid2 = jobs.create_job("data.synth", SYNTH)
-    assert jobs.request_cancel(jid2)
+    jid2 = jobs.create_job("data.synth", SYNTH, user_id=None)
+    assert jobs.request_cancel(jid2, user_id=None)
     assert not job_state.finish(jid2, 1, "succeeded", {"x": 1})
     assert jobs.get_job(jid2)["status"] == "cancelled"
 
@@ -65,7 +65,7 @@ def _lease(name: str, seconds: float) -> None:
 def test_reaper_marks_a_job_whose_worker_lease_expired_and_retries_it_once(exemplar_home):
     from services.jobs.queue import dequeue
 
-    jid = jobs.create_job("data.synth", SYNTH)
+    jid = jobs.create_job("data.synth", SYNTH, user_id=None)
     assert jobs.get_job(jid)["max_retries"] == 1
     _lease("w1", -1)
     job_state.claim(jid, "w1", _dead_pid())
@@ -85,7 +85,7 @@ def test_reaper_marks_a_job_whose_worker_lease_expired_and_retries_it_once(exemp
 def test_a_live_lease_keeps_a_job_whose_pid_this_process_cannot_see():
     """Two workers on one host in separate PID namespaces: the job's pid means nothing here, and no reaper
     probes it. The job lives exactly as long as its worker's lease."""
-    jid = jobs.create_job("data.synth", SYNTH)
+    jid = jobs.create_job("data.synth", SYNTH, user_id=None)
     _lease("other-namespace", 60)
     job_state.claim(jid, "other-namespace", _dead_pid())  # a pid that does not exist in this namespace
     assert reaper.reap(retry=False, confirm_s=0).lost == []
@@ -98,7 +98,7 @@ def test_a_live_lease_keeps_a_job_whose_pid_this_process_cannot_see():
 
 
 def test_reaper_marks_a_stale_heartbeat_on_another_host():
-    jid = jobs.create_job("data.synth", SYNTH)
+    jid = jobs.create_job("data.synth", SYNTH, user_id=None)
     c = job_state.claim(jid, "far", 12345, host="another-host")
     assert reaper.reap(retry=False, confirm_s=0).lost == []  # fresh heartbeat: alive as far as we can tell
     with session() as s:
@@ -108,20 +108,20 @@ def test_reaper_marks_a_stale_heartbeat_on_another_host():
 
 
 def test_inline_jobs_are_never_retried():
-    row = jobs.run_inline("data.synth", SYNTH, echo=False)
+    row = jobs.run_inline("data.synth", SYNTH, echo=False, user_id=None)
     assert row["status"] == "succeeded" and row["max_retries"] == 0 and row["attempts"] == 1
     assert row["pid"] is None and row["worker"]
 
 
 def test_nan_and_inf_are_stored_as_null_on_sqlite():
-    jid = jobs.create_job("data.synth", SYNTH)
+    jid = jobs.create_job("data.synth", SYNTH, user_id=None)
     with session() as s:
         s.get(Job, jid).result = {"nan": math.nan, "inf": [math.inf, -math.inf, 1.5], "nested": {"x": math.nan}}
     assert jobs.get_job(jid)["result"] == {"nan": None, "inf": [None, None, 1.5], "nested": {"x": None}}
 
 
 def test_a_read_never_waits_behind_a_held_write():
-    jid = jobs.create_job("data.synth", SYNTH)
+    jid = jobs.create_job("data.synth", SYNTH, user_id=None)
     holding, reader_done = threading.Event(), threading.Event()
 
     def writer() -> None:
@@ -160,12 +160,12 @@ def test_simultaneous_upgrades_and_one_line_cli_errors(exemplar_home):
 
 
 def test_a_released_job_that_was_asked_to_cancel_ends_cancelled():
-    jid = jobs.create_job("data.synth", SYNTH)
+    jid = jobs.create_job("data.synth", SYNTH, user_id=None)
     c = job_state.claim(jid, "w1", os.getpid())
-    assert jobs.request_cancel(jid)
+    assert jobs.request_cancel(jid, user_id=None)
     assert job_state.release(jid, c.attempt)
     assert jobs.get_job(jid)["status"] == "cancelled"
-    other = jobs.create_job("data.synth", SYNTH)
+    other = jobs.create_job("data.synth", SYNTH, user_id=None)
     c = job_state.claim(other, "w1", os.getpid())
     assert job_state.release(other, c.attempt)
     row = jobs.get_job(other)
@@ -173,7 +173,7 @@ def test_a_released_job_that_was_asked_to_cancel_ends_cancelled():
 
 
 def test_a_job_under_a_live_lease_is_not_reaped_for_a_late_heartbeat_until_it_hangs():
-    jid = jobs.create_job("data.synth", SYNTH)
+    jid = jobs.create_job("data.synth", SYNTH, user_id=None)
     _lease("here", 60)
     job_state.claim(jid, "here", os.getpid())
     with session() as s:

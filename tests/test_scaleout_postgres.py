@@ -60,12 +60,12 @@ def test_two_workers_on_postgres_and_redis(postgres_url, redis_url, exemplar_hom
     _upgrade_three_at_once(dict(os.environ))
     from services.jobs.queue import enqueue
 
-    never = jobs.create_job("data.synth", {"name": "never", "n": 40, "size": 32, "confounder": 0.9, "seed": 1})
-    assert jobs.request_cancel(never)
+    never = jobs.create_job("data.synth", {"name": "never", "n": 40, "size": 32, "confounder": 0.9, "seed": 1}, user_id=None)
+    assert jobs.request_cancel(never, user_id=None)
     enqueue(never)  # a stale message for a cancelled job
     w1, w2 = start_worker(exemplar_home, "w1.log"), start_worker(exemplar_home, "w2.log")
     try:
-        ids = [jobs.submit("data.synth", {"name": f"s{i}", "n": 40, "size": 32, "confounder": 0.9, "seed": i})
+        ids = [jobs.submit("data.synth", {"name": f"s{i}", "n": 40, "size": 32, "confounder": 0.9, "seed": i}, user_id=None)
                for i in range(20)]
         rows = [wait_for(j, lambda r: r["status"] in FINAL, timeout=600) for j in ids]
         assert [r["status"] for r in rows] == ["succeeded"] * 20, [r["error"] for r in rows]
@@ -86,7 +86,7 @@ def test_two_workers_on_postgres_and_redis(postgres_url, redis_url, exemplar_hom
 def _kill_a_child_and_see_the_other_worker_retry(home, w1, w2) -> None:
     import socket
 
-    long = jobs.submit("data.synth", {"name": "big", "n": 30000, "size": 128, "confounder": 0.9, "seed": 3})
+    long = jobs.submit("data.synth", {"name": "big", "n": 30000, "size": 128, "confounder": 0.9, "seed": 3}, user_id=None)
     row = wait_for(long, lambda r: r["status"] == "running" and r["pid"], timeout=300)
     victim, other = (w1, w2) if row["worker"].startswith(f"{socket.gethostname()}:{w1.pid}-") else (w2, w1)
     assert row["worker"].startswith(f"{socket.gethostname()}:{victim.pid}-")  # host:pid + a unique suffix
@@ -94,5 +94,5 @@ def _kill_a_child_and_see_the_other_worker_retry(home, w1, w2) -> None:
     os.kill(row["pid"], signal.SIGKILL)
     lost = wait_for(long, lambda r: r["attempts"] == 2 and r["status"] in ("running", "succeeded"), timeout=90)
     assert lost["history"][0]["status"] == "lost" and lost["worker"].startswith(f"{socket.gethostname()}:{other.pid}-")
-    assert jobs.request_cancel(long)
+    assert jobs.request_cancel(long, user_id=None)
     wait_for(long, lambda r: r["status"] in FINAL, timeout=120)

@@ -59,6 +59,20 @@ def test_reader_refused_training_import_and_cancelling_others_jobs(team):
         audit_log.list_rows(team["r1"])
 
 
+def test_only_an_admin_cancels_an_ownerless_job(team):
+    from db.models import Job
+    from services.platform.database import session
+
+    jid = jobs.create_job("data.synth", {"name": "x", "n": 10}, team["admin"])
+    with session() as s:
+        s.get(Job, jid).created_by = None  # as a job created in set-up mode, before the first admin
+    for who in ("r1", "res"):
+        with pytest.raises(PermissionRefused, match=f"role {get_user(team[who])['role']}.*ownerless one"):
+            jobs.request_cancel(jid, team[who])
+    assert jobs.get_job(jid)["status"] == "queued" and not audit_log.list_rows(team["admin"], action="job.cancel")
+    assert jobs.request_cancel(jid, team["admin"])
+
+
 def _study(team, n=8, scale="nominal:good,bad"):
     ds, mid = dataset_and_model(n=24)
     run = fake_run(ds, mid)

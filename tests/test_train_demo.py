@@ -44,7 +44,7 @@ def test_demo_refuses_a_foreign_dataset_named_demo(monkeypatch):
     from services.data.datasets import synth_dataset
 
     monkeypatch.setattr(demo, "DEMO_STEPS", [s for s in demo.DEMO_STEPS if s.name in ("dataset", "baseline")])
-    synth_dataset("demo", n=80, size=32, seed=5)
+    synth_dataset("demo", n=80, size=32, seed=5, user_id=None)
     row = jobs.run_inline("demo", {}, get_or_create_user("tester"), echo=False)
     assert row["status"] == "failed" and "not the demo" in row["error"]
     assert list_models() == []

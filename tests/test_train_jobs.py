@@ -28,7 +28,7 @@ TINY = {"arch": "simple_cnn", "arch_kwargs": {"width": 4}, "batch_size": 32}
 
 @pytest.fixture
 def tiny_dataset():
-    return synth_dataset("t", n=160, size=32, confounder=0.9, seed=0)["dataset_id"]
+    return synth_dataset("t", n=160, size=32, confounder=0.9, seed=0, user_id=None)["dataset_id"]
 
 
 def _model_rows() -> int:
@@ -41,7 +41,7 @@ def _folders() -> list[str]:
 
 
 def test_train_registers_a_model_with_metrics_per_split(tiny_dataset):
-    res = train_classifier("t", epochs=2, seed=0, **TINY)
+    res = train_classifier("t", epochs=2, seed=0, **TINY, user_id=None)
     assert set(res["metrics"]) == {"val", "test", "test_shifted"}
     for m in res["metrics"].values():
         assert {"accuracy", "macro_f1", "per_class", "confusion"} <= set(m)
@@ -62,7 +62,7 @@ def test_cancelled_run_leaves_no_row_and_no_checkpoint(tiny_dataset):
     t = threading.Thread(target=jobs.execute_job, args=(jid,))
     t.start()
     wait_for(jid, lambda r: len(r["metrics"] or []) >= 1)
-    assert jobs.request_cancel(jid)
+    assert jobs.request_cancel(jid, user_id=None)
     t.join(timeout=120)
     assert jobs.get_job(jid)["status"] == "cancelled"
     assert _model_rows() == 0 and _folders() == []
@@ -76,7 +76,7 @@ def test_failure_while_registering_removes_the_checkpoint(tiny_dataset, monkeypa
 
     monkeypatch.setattr(reg, "register_model", boom)
     with pytest.raises(RuntimeError, match="went away"):
-        train_classifier("t", epochs=1, **TINY)
+        train_classifier("t", epochs=1, **TINY, user_id=None)
     assert _model_rows() == 0 and _folders() == []
 
 
@@ -124,6 +124,6 @@ def test_cli_train_prints_one_json_object(tiny_dataset, exemplar_home):
 
 def test_missing_pretrained_file_and_bad_freeze_are_clear_errors(tiny_dataset, tmp_path):
     with pytest.raises(FileNotFoundError, match="does not exist"):
-        train_classifier("t", epochs=1, pretrained=str(tmp_path / "none.pth"), **TINY)
+        train_classifier("t", epochs=1, pretrained=str(tmp_path / "none.pth"), **TINY, user_id=None)
     with pytest.raises(ValueError, match="freeze"):
-        train_classifier("t", epochs=1, freeze_blocks=4, **TINY)
+        train_classifier("t", epochs=1, freeze_blocks=4, **TINY, user_id=None)

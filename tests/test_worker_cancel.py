@@ -33,7 +33,7 @@ def test_a_child_past_the_grace_is_stopped_and_its_job_cancelled(monkeypatch):
     children = {proc.pid: worker._Running(jid, proc)}
     worker._enforce_cancel(children)  # no request yet: nothing happens
     assert proc.is_alive() and jobs.get_job(jid)["status"] == "running"
-    assert jobs.request_cancel(jid)
+    assert jobs.request_cancel(jid, user_id=None)
     worker._enforce_cancel(children)
     proc.join(5)
     assert not proc.is_alive()
@@ -45,7 +45,7 @@ def test_a_child_within_the_grace_is_left_to_stop_by_itself(monkeypatch):
     monkeypatch.setattr(worker, "CANCEL_GRACE_S", 60.0)
     jid, proc = _running_child()
     children = {proc.pid: worker._Running(jid, proc)}
-    assert jobs.request_cancel(jid)
+    assert jobs.request_cancel(jid, user_id=None)
     worker._enforce_cancel(children)
     try:
         assert proc.is_alive() and jobs.get_job(jid)["status"] == "running"

@@ -34,7 +34,7 @@ def _gone(host: str, pid: int, tries: int = 600) -> bool:
 
 def test_the_job_child_dies_with_its_worker_and_the_job_is_retried(exemplar_home):
     w = start_worker(exemplar_home)
-    jid = jobs.submit("data.synth", BIG)
+    jid = jobs.submit("data.synth", BIG, user_id=None)
     try:
         row = wait_for(jid, lambda r: r["status"] == "running" and r["pid"])
         os.kill(w.pid, signal.SIGKILL)  # the parent only: its child gets the parent-death signal
@@ -46,7 +46,7 @@ def test_the_job_child_dies_with_its_worker_and_the_job_is_retried(exemplar_home
     try:
         row = wait_for(jid, lambda r: r["attempts"] == 2 and r["status"] == "running")
         assert row["history"][0]["status"] == "lost"
-        assert jobs.request_cancel(jid)
+        assert jobs.request_cancel(jid, user_id=None)
         wait_for(jid, lambda r: r["status"] in jobs.FINAL)
     finally:
         stop_worker(w2)
@@ -54,7 +54,7 @@ def test_the_job_child_dies_with_its_worker_and_the_job_is_retried(exemplar_home
 
 def test_sigterm_releases_the_running_job(exemplar_home):
     w = start_worker(exemplar_home)
-    jid = jobs.submit("data.synth", BIG)
+    jid = jobs.submit("data.synth", BIG, user_id=None)
     try:
         wait_for(jid, lambda r: r["status"] == "running" and r["pid"])
     finally:
@@ -64,7 +64,7 @@ def test_sigterm_releases_the_running_job(exemplar_home):
     w2 = start_worker(exemplar_home, "worker2.log")  # the job is back on the queue: the next worker takes it
     try:
         wait_for(jid, lambda r: r["status"] == "running" and r["attempts"] == 1)
-        assert jobs.request_cancel(jid)
+        assert jobs.request_cancel(jid, user_id=None)
         wait_for(jid, lambda r: r["status"] in jobs.FINAL)
     finally:
         stop_worker(w2)

@@ -83,11 +83,15 @@ def render_job(job: dict, key: str, chart: bool = True) -> None:
     cols = st.columns([1, 5])
     if job["status"] in ("queued", "running") and not job.get("cancel_requested"):
         if cols[0].button("Cancel", key=f"{key}_cancel_{job['id']}"):
-            try:  # team: own jobs for everyone, anyone's for admins (checked in the service)
-                request_cancel(job["id"], (current_user() or {}).get("id"))
-                st.rerun()
-            except PermissionError as exc:
-                st.error(str(exc))
+            u = current_user()  # the signed-in user, never the server process's identity
+            if u is None:
+                st.warning("Pick or sign in a user first: a cancel records who asked for it.")
+            else:
+                try:  # team: own jobs for everyone, anyone's (and ownerless ones) for admins, checked in the service
+                    request_cancel(job["id"], u["id"])
+                    st.rerun()
+                except PermissionError as exc:
+                    st.error(str(exc))
     elif job.get("cancel_requested") and job["status"] == "running":
         cols[0].caption("cancelling…")
     if job["status"] in ("failed", "lost") and job.get("error"):

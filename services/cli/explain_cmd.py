@@ -58,9 +58,10 @@ def register(app: typer.Typer) -> None:
                             json_: bool = typer.Option(False, "--json")):
         """Write image ids, paths, labels, predictions, probabilities, maps and every metric of a run to a .npz."""
         from services.explanations.export import export_explanations as _export
+        from services.team.users import cli_user_id
 
         try:
-            res = _export(run, out, csv)
+            res = _export(run, out, csv, user_id=cli_user_id())
         except (ValueError, FileNotFoundError) as exc:
             fail(str(exc))
         emit(res, json_, f"run #{res['run_id']}: {res['n']} explanations → {res['out']}"

@@ -37,8 +37,9 @@ def register(app: typer.Typer) -> None:
     def cancel(job_id: int, json_: bool = typer.Option(False, "--json")):
         """Ask a job to stop (it stops at its next step)."""
         from services.jobs.lifecycle import request_cancel
+        from services.team.users import cli_user_id
 
-        ok = request_cancel(job_id)
+        ok = request_cancel(job_id, cli_user_id())
         if not ok:
             fail(f"job {job_id} is not queued or running")
         emit({"job_id": job_id, "cancel_requested": True}, json_, f"cancel requested for job {job_id}")

@@ -40,6 +40,7 @@ def register(app: typer.Typer) -> None:
                json_: bool = typer.Option(False, "--json")):
         """Held-out before / after report: accuracy, AR, AP, WR per split for parent, controls and child."""
         from services.retraining.report import evidence_report, export_report, retrain_report
+        from services.team.users import cli_user_id
 
         if retrain is None and (parent is None or child is None):
             fail("give --parent and --child, or --retrain")
@@ -51,7 +52,7 @@ def register(app: typer.Typer) -> None:
             else:
                 j = evidence_report(parent, child, device=device)
             if html:
-                j["html"] = str(export_report(j["parent"], j["child"], out=html))
+                j["html"] = str(export_report(j["parent"], j["child"], out=html, user_id=cli_user_id()))
         except (ValueError, KeyError, FileNotFoundError) as exc:
             fail(str(exc))
         emit(j, json_, _human(j))

@@ -243,7 +243,7 @@ def load_gan_generator(row: dict, device: str | None = None):
 # ------------------------------------------------------------------------------------------- the shipped GAN
 
 
-def register_shipped_gan(dataset_id: int, folder: str | Path = SHIPPED_GAN, user_id: int | None = None,
+def register_shipped_gan(dataset_id: int, folder: str | Path = SHIPPED_GAN, *, user_id: int | None,
                          progress: Callable | None = None) -> dict:
     """Register the shipped GAN for a dataset (idempotent); refused when image size or classes differ."""
     from sqlalchemy import select

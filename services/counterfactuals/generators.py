@@ -263,11 +263,12 @@ def gen_train_job(ctx) -> dict:
     ds = get_dataset(ctx.params["dataset"])
     if ctx.params.get("from_assets"):  # register a shipped generator instead of training one (exemplar demo)
         if kind == "gan":
-            return _resolve("services.counterfactuals.gan:register_shipped_gan")(ds["id"], ASSETS / ctx.params["from_assets"],
-                                                                 ctx.user_id, ctx.progress)
+            return _resolve("services.counterfactuals.gan:register_shipped_gan")(
+                ds["id"], ASSETS / ctx.params["from_assets"], user_id=ctx.user_id, progress=ctx.progress)
         if kind != "ddpm":
             raise ValueError(f"no shipped-asset registration for kind {kind!r} here")
-        return register_shipped_ddpm(ds["id"], ASSETS / ctx.params["from_assets"], ctx.user_id, ctx.progress)
+        return register_shipped_ddpm(ds["id"], ASSETS / ctx.params["from_assets"], user_id=ctx.user_id,
+                                     progress=ctx.progress)
     return _resolve(GEN_KINDS[kind].train)(ctx, ds)
 
 
@@ -395,7 +396,7 @@ def _fit_ddpm(ctx, unet, scheduler, images, o: dict, device, progress_dir: Path)
 # ------------------------------------------------------------------------------------------- shipped assets
 
 
-def register_shipped_ddpm(dataset_id: int, folder: str | Path = SHIPPED_DDPM, user_id: int | None = None,
+def register_shipped_ddpm(dataset_id: int, folder: str | Path = SHIPPED_DDPM, *, user_id: int | None,
                           progress: Callable | None = None) -> dict:
     """Register the shipped DDPM for a dataset (idempotent). ε comes from its provenance when the dataset's hash
     matches the one it was computed on; otherwise it is computed now."""

@@ -165,7 +165,7 @@ class _Scorer:
 def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, methods: list[str], *,
                         preset: str = "fast", affirmative: bool = False, generator_id: int | None = None,
                         gan_id: int | None = None, seed: int = 0, n_seeds: int = 1, options: dict | None = None,
-                        device: str | None = None, user_id: int | None = None, job_id: int | None = None,
+                        device: str | None = None, user_id: int | None, job_id: int | None = None,
                         progress=None) -> dict:
     """Generate, score and store counterfactuals; returns {results: [row dicts], …first result's keys}."""
     import torch
@@ -638,7 +638,7 @@ EXPORT_FIELDS = ["id", "model_id", "model_name", "generator_id", "image_id", "im
                  "purification_drop", "created_at"]
 
 
-def export_zip(ids: list[int] | None = None, dataset_id: int | None = None, user_id: int | None = None) -> bytes:
+def export_zip(ids: list[int] | None = None, dataset_id: int | None = None, *, user_id: int | None) -> bytes:
     """A zip of counterfactuals.csv, annotations.csv, metrics.json and per result its arrays (.npz) and PNGs
     (original, counterfactual, affirmative, |Δ|)."""
     audit.record(require(user_id, "export"), "export", "counterfactuals", after={"ids": ids, "dataset_id": dataset_id})

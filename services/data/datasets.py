@@ -430,7 +430,7 @@ def check_import_source(path: str | Path, layout: str, labels: str | Path | None
 
 
 def import_folder(path: str | Path, layout: str, name: str, skip_bad: bool = False, labels: str | Path | None = None,
-                   size: int | None = None, seed: int = 0, user_id: int | None = None, progress: Progress | None = None,
+                   size: int | None = None, seed: int = 0, *, user_id: int | None, progress: Progress | None = None,
                    max_pixels: int = MAX_PIXELS, uploaded: bool = False, meta: dict | None = None) -> dict:
     """Import (or re-import, idempotently) a folder tree or zip of PNG / JPEG images (every layout but dicom);
     services.data.importing.import_dataset is the entry point for all layouts. Returns {dataset_id, name, root, counts,

@@ -14,7 +14,7 @@ from services.platform import uploads
 
 
 def import_dataset(path: str | Path, layout: str, name: str, skip_bad: bool = False, labels: str | Path | None = None,
-                   size: int | None = None, seed: int = 0, user_id: int | None = None, progress: Progress | None = None,
+                   size: int | None = None, seed: int = 0, *, user_id: int | None, progress: Progress | None = None,
                    max_pixels: int = MAX_PIXELS, uploaded: bool = False, meta: dict | None = None,
                    dicom: dict | None = None) -> dict:
     """Import (or re-import, idempotently) a tree or zip; returns {dataset_id, name, root, counts, report, created}.

@@ -64,7 +64,7 @@ def _nanmean(a: np.ndarray) -> float | None:
 
 def run_explain(model_id: int, method: str = "gradcam", splits: Sequence[str] | None = None,
                 target: str = "predicted", tau: float = 0.5, batch_size: int = 128, dataset_id: int | None = None,
-                device: str | None = None, limit: int | None = None, user_id: int | None = None,
+                device: str | None = None, limit: int | None = None, *, user_id: int | None,
                 job_id: int | None = None, progress: Progress | None = None) -> dict:
     """Explain every image of `splits` (all when empty) of the model's dataset; store maps and metric rows.
 

@@ -14,7 +14,7 @@ from services.team.access import require
 
 
 def export_explanations(run_id: int, out: str | Path, csv_path: str | Path | None = None,
-                        user_id: int | None = None) -> dict:
+                        *, user_id: int | None) -> dict:
     """Write the run to OUT (.npz; keys image_ids, paths, labels, splits, targets, preds, probs, maps, classes,
     run_id, tau, image_size and one float32 array per metric: ar, ap, f1, soft_ar, relevance_mass, rra, pointing, wr —
     NaN where undefined). Returns {run_id, out, csv, n, keys}."""

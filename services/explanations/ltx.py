@@ -48,7 +48,7 @@ def train_explainer(model_id: int, *, epochs: int = DEFAULTS["epochs"], batch_si
                     depth: int = DEFAULTS["depth"], out_stride: int = DEFAULTS["out_stride"],
                     seed: int = DEFAULTS["seed"], masking: str | None = None, limit: int | None = None,
                     name: str | None = None,
-                    device: str | None = None, threads: int | None = None, user_id: int | None = None,
+                    device: str | None = None, threads: int | None = None, user_id: int | None,
                     job_id: int | None = None, progress: Progress | None = None) -> dict:
     """Pretrain an LTX explainer for classifier `model_id` on its dataset's train split (val split for the
     val_* columns of the history) and register it. Returns {explainer_id, model_id, checkpoint, history,

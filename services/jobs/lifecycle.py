@@ -97,7 +97,7 @@ class JobContext:
         return d
 
 
-def create_job(kind: str, params: dict, user_id: int | None = None, max_retries: int | None = None) -> int:
+def create_job(kind: str, params: dict, user_id: int | None, max_retries: int | None = None) -> int:
     kinds.JOB_KINDS.get(kind)  # an unknown kind is refused in one line naming the kinds
     actor = require(user_id, kind)  # team: role check (reader cannot train, import, ...)
     with session() as s:
@@ -113,7 +113,7 @@ def create_job(kind: str, params: dict, user_id: int | None = None, max_retries:
 QUEUE_DOWN = "queued; the queue was unreachable at submit: a running worker sends it when the queue is back"
 
 
-def submit(kind: str, params: dict, user_id: int | None = None) -> int:
+def submit(kind: str, params: dict, user_id: int | None) -> int:
     """Create a jobs row and put it on the queue for a worker. The row is the truth: when the queue is down the
     row stays `queued` (its message says so, and one line goes to stderr) and the reaper's sweeper
     (services.jobs.reaper.resend_stranded) sends it a lease later, so a submission is never lost."""
@@ -192,12 +192,12 @@ def execute_job(job_id: int, echo: bool = False, worker: str | None = None) -> d
     return get_job(job_id)
 
 
-def run_inline(kind: str, params: dict, user_id: int | None = None, echo: bool = True) -> dict:
+def run_inline(kind: str, params: dict, user_id: int | None, echo: bool = True) -> dict:
     """Create and run a job in this process (the CLI's default); kept as for worker jobs, never retried."""
     return execute_job(create_job(kind, params, user_id, max_retries=0), echo=echo)
 
 
-def request_cancel(job_id: int, user_id: int | None = None) -> bool:
+def request_cancel(job_id: int, user_id: int | None) -> bool:
     """Ask a job to stop; a queued one is cancelled at once and never starts. False when already final.
     Everyone may cancel their own jobs; admins anyone's (checked in services.team.roles)."""
     actor = require_cancel(job_id, user_id)

@@ -31,7 +31,7 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
                      patience: int = 3, augment: bool = True, weight_decay: float = 1e-4,
                      arch_kwargs: dict | None = None, name: str | None = None, parent_id: int | None = None,
                      device: str | None = None, threads: int | None = None, input_size: int | None = None,
-                     user_id: int | None = None, job_id: int | None = None, progress: Progress | None = None,
+                     user_id: int | None, job_id: int | None = None, progress: Progress | None = None,
                      resume_dir: str | None = None) -> dict:
     """Train a classifier on a dataset (id or name) and register it.
 

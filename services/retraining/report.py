@@ -25,6 +25,8 @@ from services.presentation.palette import HEATMAP_SCALE
 from core.data.roles import HELDOUT as SPLITS  # the held-out splits: the only ones a report shows
 from core.data.roles import heading, roles_of
 from core.registries import METRICS
+from services.team import audit
+from services.team.access import require
 
 METRIC_KEYS = tuple(METRICS.names(groups="evidence"))  # AR, AP, WR on the held-out splits
 WHO = ("parent", "control", "random_control", "child")
@@ -399,10 +401,13 @@ def report_html(parent_id: int, child_id: int, top: int = 8, split: str | None =
     return "\n".join(parts)
 
 
-def export_report(parent_id: int, child_id: int, out: str | Path | None = None, **kw) -> Path:
-    """Write the HTML report atomically (default $EXEMPLAR_HOME/exports/report_<parent>_<child>.html)."""
+def export_report(parent_id: int, child_id: int, out: str | Path | None = None, *, user_id: int | None,
+                  **kw) -> Path:
+    """Write the HTML report atomically (default $EXEMPLAR_HOME/exports/report_<parent>_<child>.html); a
+    researcher or an admin (role action `export`), audited like every export."""
     from services.platform.settings import get_settings
 
+    actor = require(user_id, "export")  # team: refused before anything is written
     path = Path(out) if out else get_settings().path("exports") / f"report_{int(parent_id)}_{int(child_id)}.html"
     path.parent.mkdir(parents=True, exist_ok=True)
     text = report_html(parent_id, child_id, **kw)
@@ -414,4 +419,5 @@ def export_report(parent_id: int, child_id: int, out: str | Path | None = None, 
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
+    audit.record(actor, "export", f"report:{int(parent_id)}:{int(child_id)}", after={"out": str(path)})
     return path

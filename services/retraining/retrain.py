@@ -274,7 +274,7 @@ def retrain(model_id: int, method: str | None = None, *, good: int | str | None 
             batch_size: int = 64, seed: int = 0, seeds: int = DEFAULT_SEEDS, control: bool = True,
             random_control: bool = True, settings: dict | None = None, explain: bool = True,
             name: str | None = None, device: str | None = None, threads: int | None = None,
-            user_id: int | None = None, expect_feedback: list | None = None, job_id: int | None = None,
+            user_id: int | None, expect_feedback: list | None = None, job_id: int | None = None,
             progress: Progress | None = None) -> dict:
     """Fine-tune model `model_id` from two exemplars: K seeds of a child, a plain control and a random-pair control;
     register them all under one retrain id; rank the first child.

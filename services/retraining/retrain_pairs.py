@@ -68,7 +68,7 @@ def resolve_pair(model_id: int, dataset_id: int, *, good: int | str | None = Non
     elif auto:
         run = explaining.latest_run(model_id, "gradcam")
         if run is None:
-            run = explaining.run_explain(model_id, "gradcam", progress=progress)
+            run = explaining.run_explain(model_id, "gradcam", user_id=user_id, progress=progress)
             run = explaining.load_run(run["run_id"])
         sug = _auto_pair(run)
         if sug["good"]["image_id"] == sug["bad"]["image_id"]:

@@ -35,12 +35,12 @@ def require(user_id: int | None, action: str) -> dict:
 
 
 def require_cancel(job_id: int, user_id: int | None) -> dict:
-    """Everyone may cancel their own jobs; cancelling another user's job (or an ownerless one, from set-up mode)
-    needs an admin."""
+    """Everyone may cancel their own jobs; cancelling another user's job, or an ownerless one (created by the
+    process identity in set-up mode), needs an admin."""
     uid = process_user()["id"] if user_id is None else int(user_id)
     with read_session() as s:
         job = s.get(Job, int(job_id))
-        own = job is None or job.created_by == uid
+        own = job is None or (job.created_by is not None and job.created_by == uid)
     return require(uid, "job.cancel.own" if own else "job.cancel.any")
 
 

@@ -14,7 +14,7 @@ ACTIONS: dict[str, str] = {
     "data.import": "researcher", "data.synth": "researcher", "train": "researcher", "explain": "researcher",
     "exbl": "researcher", "gen.train": "researcher", "counterfactual": "researcher", "ltx.train": "researcher",
     "evaluate": "researcher", "demo": "researcher", "export": "researcher", "study.create": "researcher",
-    "study.adjudicate": "researcher", "study.read_results": "researcher", "model.register": "researcher",
+    "study.adjudicate": "researcher", "study.read_results": "researcher",
     "model.import": "researcher", "model.export": "researcher", "model.import.code": "admin",
     "users.role": "admin", "users.token": "admin", "audit.read": "admin", "job.cancel.any": "admin",
 }
@@ -25,12 +25,15 @@ WHAT = {  # words for the refusal message
     "counterfactual": "generate counterfactuals", "ltx.train": "train an LTX explainer", "evaluate": "run an evaluation",
     "demo": "build the demo", "export": "export", "study.create": "create a study",
     "study.adjudicate": "adjudicate a study", "study.read_results": "see a study's answers and agreement",
-    "model.register": "register a model", "model.import": "import a classifier",
+    "model.import": "import a classifier",
     "model.import.code": "import a classifier built by Python code on the server (python:…)",
     "model.export": "export a classifier", "users.role": "assign roles",
     "users.token": "create, list or revoke personal tokens", "audit.read": "read the audit log",
-    "job.cancel.any": "cancel another user's job",
+    "job.cancel.any": "cancel another user's job or an ownerless one",
 }
+
+# `model.register` is an audit action only: a model is registered inside a use case whose own action was checked
+# (train, exbl, gen.train, demo, model.import), never by a user directly (docs/architecture.md, Identity)
 
 
 class PermissionRefused(PermissionError):

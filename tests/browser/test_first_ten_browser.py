@@ -69,7 +69,7 @@ def test_ranked_gallery_first_enter_creates_user_and_reload_keeps_state(page, li
 
 
 def test_a_corrupt_png_is_named_in_one_plain_line(page, live_app, tmp_path):
-    root = synth_dataset("t", n=16, size=32)["root"]
+    root = synth_dataset("t", n=16, size=32, user_id=None)["root"]
     imp = tmp_path / "imp"
     shutil.copytree(root, imp)
     bad = sorted((imp / "Normal" / "images").glob("*.png"))[0]
