@@ -1,8 +1,8 @@
 """Method comparison on the demo's baseline: GradCAM, Integrated Gradients, pretrained-only LTX, finetuned LTX.
 
 Prints, per model and method: AR, AP (the map ≥ τ 0.5 against the lung mask), POS, NEG, DEL, INS (AUC × 100 over
-0–90 % of pixels blanked to the image's background, DESIGN.md §4; POS/DEL lower is better, NEG/INS higher, max
-90) and the seconds per image the method needs to make its maps, all for the predicted class on the first
+0–90 % of pixels blanked to the image's background, docs/architecture.md, Definitions; POS/DEL lower is better, NEG/INS
+higher, max 90) and the seconds per image the method needs to make its maps, all for the predicted class on the first
 --limit images of the iid test split. It runs the same code as `exemplar evaluate` (services.explanations.evaluation).
 
 Without --model it builds the demo's dataset and baseline (services.demo.build: SynthCXR 2400 × 64 px, simple_cnn) in a

@@ -1,6 +1,6 @@
 """Explanation maps on the CPU without torch: bilinear resizing (torch's align_corners=False formula, exactly) and
-the per-map max normalisation of DESIGN.md §4, for maps stored at the model's map resolution and shown at the
-image's size (pages and reports import this; it never imports torch)."""
+the per-map max normalisation of docs/architecture.md, Definitions, for maps stored at the model's map resolution and
+shown at the image's size (pages and reports import this; it never imports torch)."""
 from __future__ import annotations
 
 from functools import lru_cache

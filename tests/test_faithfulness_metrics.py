@@ -1,5 +1,5 @@
-"""POS / NEG / DEL / INS (DESIGN.md §4) on a hand-made model whose answer is known: it reads one pixel region R
-and says class 1 only while every pixel of R is intact."""
+"""POS / NEG / DEL / INS (docs/architecture.md, Definitions) on a hand-made model whose answer is known: it reads one
+pixel region R and says class 1 only while every pixel of R is intact."""
 from __future__ import annotations
 
 import pytest

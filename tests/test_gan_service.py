@@ -110,7 +110,8 @@ def test_without_a_ddpm_the_result_is_unclassified():
     assert job["status"] == "succeeded", job["error"]
     r = job["result"]
     assert r["bpd"] is None
-    assert r["category"] == "unclassified"  # never "counterfactual" on the flip alone (DESIGN §4)
+    # never "counterfactual" on the flip alone (docs/architecture.md, Definitions)
+    assert r["category"] == "unclassified"
     assert r["category_basis"].startswith("none (no DDPM")
 
 

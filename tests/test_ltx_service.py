@@ -87,8 +87,8 @@ def test_evaluate_refuses_unknown_methods_and_non_classifiers():
 
 
 def test_ltx_names_the_papers_soft_masking_and_ltx_sampled_its_own_explainer():
-    """DESIGN §4: `ltx` is the paper's soft masking; the sampled-mask variant is `ltx_sampled`, with an explainer
-    of its own, never silently swapped in."""
+    """docs/architecture.md, Definitions: `ltx` is the paper's soft masking; the sampled-mask variant is `ltx_sampled`,
+    with an explainer of its own, never silently swapped in."""
     ds_id, mid = dataset_and_model(n=40, size=32)
     uid = get_or_create_user("tester")
     soft = jobs.run_inline("ltx.train", {"model_id": mid, "epochs": 1, "batch_size": 8}, uid, echo=False)

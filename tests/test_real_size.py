@@ -89,7 +89,7 @@ def test_model_at_48_explains_96_px_images_at_their_size(trained_48_on_96, monke
     assert store.shape == (80, 96, 96)
     shown = store[np.arange(5)]
     assert shown.shape == (5, 96, 96)
-    # the displayed map is E of DESIGN §4 at the image size, as the metrics saw it
+    # the displayed map is E of docs/architecture.md, Definitions at the image size, as the metrics saw it
     e = explain(model, x96[:1], None, "gradcam").numpy()[0]
     assert e.shape == (96, 96)
     assert np.abs(shown[0] - e).max() < 5e-3

@@ -70,7 +70,7 @@ def test_retrain_from_the_pinned_pair_makes_a_child_with_lineage_and_ranking(par
     assert {s: m["accuracy"] for s, m in child["metrics"].items()} == {s: m["accuracy"] for s, m in res["metrics"].items()}
     assert child["config"]["xbl"]["pair"]["good"]["image_id"] == g["image_id"]
     assert child["config"]["xbl"]["pair_source"] == "pinned"
-    # per-epoch diagnostics of DESIGN.md §4
+    # per-epoch diagnostics of docs/architecture.md, Definitions
     assert len(res["history"]) == 2
     for k in ("ce", "expl", "active", "d_pos", "d_neg", "val_acc", "val_ar", "val_ap"):
         assert k in res["history"][0]

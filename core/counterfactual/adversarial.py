@@ -1,4 +1,5 @@
-"""Adversarial baseline: pixel-space ascent on the XAIDIFF objective without the diffusion model (DESIGN §4).
+"""Adversarial baseline: pixel-space ascent on the XAIDIFF objective without the diffusion model
+(docs/architecture.md, Definitions).
 
     L(x') = s_cls · log softmax(f(x'))[target] − s_close · mean|x_ref − x'|,   x' ∈ [0, 1]
 

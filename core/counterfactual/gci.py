@@ -8,7 +8,8 @@ is the image at that step. λ grows by `lam_growth` every `grow_every` steps wit
 needs a larger edit still gets one (this only rescales the objective's trade-off). Output "residual" (an
 Exemplar option, not in the paper) applies only the change the edit makes to the reconstruction,
 I + G(I; A') − G(I; A), so detail the generator cannot reproduce is kept.
-‖·‖₁ is the mean absolute difference per pixel (DESIGN.md's closeness). Batched: samples never interact.
+‖·‖₁ is the mean absolute difference per pixel (the closeness of docs/architecture.md, Definitions). Batched: samples
+never interact.
 """
 from __future__ import annotations
 

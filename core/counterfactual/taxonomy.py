@@ -1,4 +1,5 @@
-"""The XAIDIFF taxonomy of generated examples (DESIGN §4): counterfactual / adversarial / affirmative / none.
+"""The XAIDIFF taxonomy of generated examples (docs/architecture.md, Definitions): counterfactual / adversarial /
+affirmative / none.
 
 ε = the 95th percentile of bits/dim on held-out real images. An example whose prediction flipped to the target is a
 *counterfactual* if bpd ≤ ε, else *adversarial*; one that keeps the original class with bpd ≤ ε is *affirmative*;

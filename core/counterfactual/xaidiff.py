@@ -1,4 +1,5 @@
-"""XAIDIFF: diffusion counterfactuals by Adam-normalised classifier + L1 guidance on the one-step estimate (DESIGN §4).
+"""XAIDIFF: diffusion counterfactuals by Adam-normalised classifier + L1 guidance on the one-step estimate
+(docs/architecture.md, Definitions).
 
 Per denoising step t of an unconditional ε-prediction DDPM, classifier f (images in [0, 1]) and reference x_ref:
 

@@ -1,4 +1,5 @@
-"""SynthCXR: seeded, vectorised chest-radiograph-like images with lung / lesion / marker masks (DESIGN.md §5).
+"""SynthCXR: seeded, vectorised chest-radiograph-like images with lung / lesion / marker masks
+(docs/architecture.md, SynthCXR).
 
 Anatomy (thorax, two lung fields, heart and mediastinum, spine, clavicles, ribs), film blur and noise are drawn
 for a batch of images at once with numpy. Four classes carry lung-zone lesions that are learnable from the lungs

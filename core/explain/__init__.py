@@ -5,7 +5,7 @@ of each method with a function of its own to that 'module:function' (the LTX var
 arguments, services.explanations.ltx). A new method is one module whose function has the shape
 `fn(model, x, target, **kw) -> Attribution(raw, logits)` and one spec there. `raw` is a non-negative
 (N, h, w) relevance at the method's own resolution; explain() upsamples it bilinearly to `size` (default: the
-input size) and divides each map by its own max (0 where the max is 0), as DESIGN.md §4 defines E.
+input size) and divides each map by its own max (0 where the max is 0), as docs/architecture.md, Definitions defines E.
 
 While a method runs the model is in eval mode, its parameters do not require grad (gradients are taken with
 respect to activations or inputs only) and in-place ReLUs are switched off unless the method's module says

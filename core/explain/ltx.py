@@ -1,4 +1,5 @@
-"""LTX as an explanation method: the trained explainer's mask, finetuned per instance (DESIGN.md §4).
+"""LTX as an explanation method: the trained explainer's mask, finetuned per instance
+(docs/architecture.md, Definitions).
 
 explain(model, x, target, method="ltx", explainer=E, finetune_steps=25): E is a pretrained LTXExplainer (or the
 path of its safetensors checkpoint); finetune_steps=0 gives the pretrained explainer's mask alone. The target

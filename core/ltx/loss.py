@@ -1,4 +1,5 @@
-"""The LTX objective (DESIGN.md §4): L = CE(f(x ⊙ m̃), c) + α · mean(m), c = argmax f(x) unless given.
+"""The LTX objective (docs/architecture.md, Definitions): L = CE(f(x ⊙ m̃), c) + α · mean(m), c = argmax f(x) unless
+given.
 
 The cross-entropy term asks the masked image to keep the classifier's decision; the mask term asks the mask to
 keep as little as possible. Losses are returned per image so that per-instance finetuning can choose each

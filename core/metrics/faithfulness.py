@@ -1,4 +1,4 @@
-"""Faithfulness of explanation maps by perturbation (DESIGN.md §4): POS, NEG, DEL, INS.
+"""Faithfulness of explanation maps by perturbation (docs/architecture.md, Definitions): POS, NEG, DEL, INS.
 
 For every image and every fraction p ∈ {0, .1, …, .9} the top (POS, DEL) or the bottom (NEG, INS) p of the
 pixels, ranked by the map, are blanked to the image's background value and the frozen model is run again:

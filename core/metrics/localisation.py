@@ -1,4 +1,5 @@
-"""Localisation metrics of explanation maps against ground-truth masks (DESIGN.md §4), vectorised in torch.
+"""Localisation metrics of explanation maps against ground-truth masks (docs/architecture.md, Definitions), vectorised
+in torch.
 
 Every function takes maps E (N, H, W) normalised to max 1 (or (H, W)), masks of the same shape (bool or {0,1})
 and returns a float32 tensor (N,) on the maps' device. Undefined cases give NaN, never a silent 0 or 1:
@@ -10,8 +11,8 @@ is no confounder mask.
 - relevance_mass: Σ(E·M) / ΣE                   - rra: share of M inside the top-|M| pixels of E
 - pointing: 1 if argmax(E) ∈ M else 0           - wr: |T(E) ∩ C| / |C| for the confounder mask C
 Ties in E (ReLU plateaus, a flat top) are broken by a seeded random order of the pixels (TIE_SEED, the same
-order core.metrics.faithfulness uses), never by pixel position (DESIGN.md §4): a plateau over the mask's corner
-and one over its centre score alike whatever their place in raster order.
+order core.metrics.faithfulness uses), never by pixel position (docs/architecture.md, Definitions): a plateau over the
+mask's corner and one over its centre score alike whatever their place in raster order.
 """
 from __future__ import annotations
 

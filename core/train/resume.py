@@ -1,6 +1,6 @@
 """Epoch checkpoints of a training run, so a job retried after its process died resumes from its last finished
-epoch instead of epoch 1 (DESIGN.md §6c). Written atomically; read with weights_only=True (tensors, numbers,
-lists and dicts only: nothing is unpickled)."""
+epoch instead of epoch 1 (docs/architecture.md, Jobs). Written atomically; read with weights_only=True (tensors,
+numbers, lists and dicts only: nothing is unpickled)."""
 from __future__ import annotations
 
 import pickle

@@ -7,8 +7,8 @@ and loss(model, x, y, idx) → (total loss, stats); finetune.finetune() runs any
 module and one spec in core.registries.
 
 Every method reports the same diagnostics so runs compare: `ce`, `expl` (its own explanation term, 0 for ce),
-and the reference triplet's `active`, `d_pos`, `d_neg` (DESIGN.md §4) measured on each batch — the method's
-own when it is a triplet, a no-grad measurement otherwise.
+and the reference triplet's `active`, `d_pos`, `d_neg` (docs/architecture.md, Definitions) measured on each batch — the
+method's own when it is a triplet, a no-grad measurement otherwise.
 """
 from __future__ import annotations
 

@@ -4,8 +4,9 @@ core.explain's GradCAM detaches (it is for display). Here the features come from
 class scores are differentiated with respect to them with create_graph=True, so a loss on the map trains both
 the feature blocks and the head. Only the head is differentiated twice: the extra cost is small.
 
-- gradcam(feats, logits, target): ReLU(Σ_k mean_ij(∂y_t/∂A_k) · A_k), (N, h, w), the map of DESIGN.md §4.
-- image_at / l2n / upsample: the ⊙ x↓ factor, L2 normalisation and the §4 display map.
+- gradcam(feats, logits, target): ReLU(Σ_k mean_ij(∂y_t/∂A_k) · A_k), (N, h, w), the map of
+docs/architecture.md, Definitions.
+- image_at / l2n / upsample: the ⊙ x↓ factor, L2 normalisation and the display map E.
 - features_logits(model, x): the grid at the target layer and the logits, through the one hook path.
 - cam_logits(model, feats, logits): the head without dropout, the one forward mode of every CAM (training anchors, the
   reference anchors p / q and the diagnostics), so an image's anchor does not depend on a dropout draw.
@@ -46,7 +47,8 @@ def l2n(v: torch.Tensor) -> torch.Tensor:
 
 
 def upsample(m: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
-    """(N, h, w) → (N, H, W) bilinear, each map divided by its own max (0 where the max is 0), as in §4."""
+    """(N, h, w) → (N, H, W) bilinear, each map divided by its own max (0 where the max is 0): E of
+    docs/architecture.md, Definitions."""
     e = F.interpolate(m[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0].clamp_min(0)
     mx = e.amax(dim=(1, 2), keepdim=True)
     return torch.where(mx > 0, e / mx.clamp_min(EPS), torch.zeros_like(e))

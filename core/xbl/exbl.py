@@ -1,4 +1,5 @@
-"""eXBL triplet explanation loss (DESIGN.md §4, the well-posed form) and its counterexample variant.
+"""eXBL triplet explanation loss (docs/architecture.md, Definitions, the well-posed form) and its counterexample
+variant.
 
 exbl (reference): a_i = n(GradCAM_{y_i}(x_i) ⊙ x_i↓) with the graph kept (create_graph), p / q = the same for
 the good / bad exemplar computed once with the parent, n = L2 normalisation, and

@@ -1,9 +1,9 @@
 """The fine-tune loop every XBL method shares: AdamW, cosine decay, per-epoch diagnostics, last weights kept.
 
-Per epoch it records (DESIGN.md §4): ce, expl (the method's explanation term), active (share of active
-reference triplets), d_pos and d_neg (mean distances of anchors to the good and bad exemplar), val_acc, val_ar,
-val_ap, val_wr (GradCAM of the predicted class, τ), seconds (training only). Train and val only: test and
-test_shifted are evaluated once, after the run, by the caller (DESIGN.md §4b), never watched per epoch.
+Per epoch it records (docs/architecture.md, Definitions): ce, expl (the method's explanation term), active (share of
+active reference triplets), d_pos and d_neg (mean distances of anchors to the good and bad exemplar), val_acc, val_ar,
+val_ap, val_wr (GradCAM of the predicted class, τ), seconds (training only). Train and val only: test and test_shifted
+are evaluated once, after the run, by the caller (docs/architecture.md, Split roles), never watched per epoch.
 
 The last epoch's weights are kept: val shares the training confounder, so picking the best val epoch would
 favour the shortcut, and test_shifted is what is reported, so it must not choose either.
@@ -78,7 +78,7 @@ def accuracy(model: nn.Module, ev: EvalSet | None, batch_size: int = 512) -> flo
 
 def explanation_metrics(model: nn.Module, ev: EvalSet | None, tau: float = 0.5, batch_size: int = 256,
                         limit: int | None = None) -> dict[str, float]:
-    """Mean AR / AP / WR of the predicted-class GradCAM (§4 maps) on an eval set with lung masks (NaN without)."""
+    """Mean AR / AP / WR of the predicted-class GradCAM (E maps) on an eval set with lung masks (NaN without)."""
     from core.metrics.localisation import localisation_metrics
 
     out = {"ar": float("nan"), "ap": float("nan"), "wr": float("nan")}

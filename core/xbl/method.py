@@ -131,7 +131,7 @@ def training_anchors(model: nn.Module, feats: torch.Tensor, logits: torch.Tensor
 
 
 def exemplar_map(model: nn.Module, ex: Exemplar) -> torch.Tensor:
-    """The exemplar's GradCAM map E (H, W) in [0, 1] as the user saw it (§4: upsampled, divided by its max)."""
+    """The exemplar's GradCAM map E (H, W) in [0, 1] as the user saw it (docs/architecture.md, Definitions)."""
     x, feats, logits = _eval_forward(model, ex)
     with torch.enable_grad():
         cam = _cam.gradcam(feats, logits, torch.tensor([ex.target], device=x.device), create_graph=False)

@@ -1,9 +1,10 @@
 """RRR-style penalty from two clicks: the bad exemplar's hot region becomes a penalty region for every image.
 
-Region R = dilate(E_bad ≥ τ) where E_bad is the bad exemplar's map as the user saw it (§4). For every training
-image: L = CE + λ · mean_i Σ_pixels (R ⊙ ∂/∂x_i Σ_k log p_k)², so nothing in that region may move any class
-probability (all classes at once, through the input gradient, which no feature routing can hide).
-Limitation: R covers where the bad exemplar's shortcut lies (one marker corner), not where other images' lie.
+Region R = dilate(E_bad ≥ τ) where E_bad is the bad exemplar's map as the user saw it (E of
+docs/architecture.md, Definitions). For every training image: L = CE + λ · mean_i Σ_pixels (R ⊙ ∂/∂x_i Σ_k log p_k)², so
+nothing in that region may move any class probability (all classes at once, through the input gradient, which no feature
+routing can hide). Limitation: R covers where the bad exemplar's shortcut lies (one marker corner), not where other
+images' lie.
 """
 from __future__ import annotations
 

@@ -309,7 +309,7 @@ def method_options(bundle, image: dict, classes: list[str], n: int, opts: dict) 
 def result_extras(out, best: int, flipped: bool, category: str | None) -> dict:
     """Extra result fields of a GAN counterfactual: attributes_changed (words), the mode and attribute source,
     generator passes; without a DDPM to score bits/dim the category is "unclassified" (never "counterfactual" on the
-    flip alone, DESIGN §4)."""
+    flip alone, docs/architecture.md, Definitions)."""
     ps = out.config.get("per_sample") or {}
     extras = {"attributes_changed": list(ps.get("attributes_changed", [[]])[best]),
               "attributes_source": ps.get("attributes_source"), "gan_mode": out.config.get("mode"),

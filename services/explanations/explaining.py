@@ -5,9 +5,9 @@ A run stores its maps compactly as ONE float16 array `$EXEMPLAR_HOME/runs/<run_i
 (N, h, w) at the method's own map resolution (GradCAM: the model's last block), each map divided by its max
 (row i = `explanations.index` i), written batch by batch; `run.json` beside it gives the image size. Reads are
 memory-mapped: `load_maps` / `open_maps` hand out a MapStore whose rows come back bilinearly upsampled to the
-image's size (exactly E of DESIGN.md §4, as the metrics saw it). One `explanations` row per image holds target,
-prediction, probability and every metric, computed at the mask's resolution (NULL where undefined). The stored
-maps_path is relative to EXEMPLAR_HOME. Nothing here imports torch at module level: the pages import this module.
+image's size (exactly E of docs/architecture.md, Definitions, as the metrics saw it). One `explanations` row per image
+holds target, prediction, probability and every metric, computed at the mask's resolution (NULL where undefined). The
+stored maps_path is relative to EXEMPLAR_HOME. Nothing here imports torch at module level: the pages import this module.
 """
 from __future__ import annotations
 
@@ -186,7 +186,7 @@ def _compute(job: _Job, method, target, tau, batch_size, maps_file: Path, say) -
                 map_size = tuple(int(v) for v in raw.shape[-2:])
                 map_size = map_size if map_size[0] <= size and map_size[1] <= size else (size, size)
                 writer = _MapWriter(maps_file, (n, *map_size))
-            e = upsample_normalise(raw, size)  # E at the mask's resolution (DESIGN.md §4)
+            e = upsample_normalise(raw, size)  # E at the mask's resolution (docs/architecture.md, Definitions)
             lung = torch.from_numpy(np.ascontiguousarray(arrays.lung[b])).to(dev)
             conf = torch.from_numpy(np.ascontiguousarray(arrays.marker[b])).to(dev) if has_conf else None
             m = localisation_metrics(e, lung, conf, tau)

@@ -10,10 +10,10 @@ For the explanation registry: `method_kwargs(classifier_id, method)` turns an ev
 explainer), so any service that explains (evaluation, the gallery's runs, the detail view) can offer LTX like
 GradCAM.
 
-Names (DESIGN.md §4): `ltx` is the paper's method, an explainer pretrained with soft masking (x ⊙ m) and then
-finetuned per image; `ltx_pretrained` is that explainer alone; `ltx_sampled` is our variant whose explainer was
-pretrained and finetuned on binary masks sampled from m (`exemplar ltx train --masking sample`). Each name finds
-the classifier's newest explainer trained with its masking.
+Names (docs/architecture.md, Definitions): `ltx` is the paper's method, an explainer pretrained with soft masking (x ⊙
+m) and then finetuned per image; `ltx_pretrained` is that explainer alone; `ltx_sampled` is our variant whose explainer
+was pretrained and finetuned on binary masks sampled from m (`exemplar ltx train --masking sample`). Each name finds the
+classifier's newest explainer trained with its masking.
 """
 from __future__ import annotations
 

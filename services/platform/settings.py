@@ -1,4 +1,4 @@
-"""Runtime settings from EXEMPLAR_* environment variables (DESIGN.md §3), with their defaults."""
+"""Runtime settings from EXEMPLAR_* environment variables (docs/architecture.md, Settings), with their defaults."""
 from __future__ import annotations
 
 import os
@@ -42,7 +42,8 @@ class Settings(BaseSettings):
 def to_stored(path: str | Path | None) -> str | None:
     """A path as the database stores it: relative (POSIX) when inside EXEMPLAR_HOME, else absolute.
 
-    Several hosts may mount EXEMPLAR_HOME at different places (DESIGN.md §6c), and a moved home keeps working.
+    Several hosts may mount EXEMPLAR_HOME at different places (docs/architecture.md, Paths), and a moved home keeps
+    working.
     """
     if path is None or str(path) == "":
         return path if path is None else ""

@@ -1,6 +1,6 @@
 """Before / after report of a parent model and its retrained child, on held-out splits only (val, test,
-test_shifted; DESIGN.md §4b): the data, the plotly figures and a self-contained HTML export (plotly.js inline,
-images as base64 PNG: one file that opens offline).
+test_shifted; docs/architecture.md, Split roles): the data, the plotly figures and a self-contained HTML export
+(plotly.js inline, images as base64 PNG: one file that opens offline).
 
 evidence_report() is the figures' source: parent | control | child per split with 95 % intervals, the effect
 child − control and the verdict (services.retraining.evidence). compare() adds the two models' newest GradCAM runs joined

@@ -1,8 +1,8 @@
 """paths relative to EXEMPLAR_HOME (issue 17)
 
 Stored paths under EXEMPLAR_HOME (dataset roots, checkpoints, explanation maps, counterfactual results) become
-relative to it, so a moved home or a host that mounts it elsewhere keeps working (DESIGN.md §6c). Paths outside
-the home (an imported folder's original place, the shipped assets) stay absolute. Data only, no schema change.
+relative to it, so a moved home or a host that mounts it elsewhere keeps working (docs/architecture.md, Paths). Paths
+outside the home (an imported folder's original place, the shipped assets) stay absolute. Data only, no schema change.
 
 Revision ID: 0006_paths
 Revises: 0001
