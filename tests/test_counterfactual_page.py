@@ -64,6 +64,15 @@ def test_studio_runs_a_tiny_job_and_shows_the_side_by_side_row():
     # the stored-results tab lists both and reopens one
     table = at.dataframe[0].value
     assert set(table["id"]) == {r["id"] for r in rows}
+    assert len(at.get("download_button")) == 1  # the zip export, for the tester (an admin)
+    # a reader sees the stored results but no export (export_zip refuses a reader too)
+    from services.team.access import set_role
+
+    reader = set_role(w["user_id"], "r1", "reader")["id"]
+    at = open_page(app_test(user={"id": reader, "name": "r1"}), "counterfactuals")
+    assert not at.exception, at.exception
+    assert not at.get("download_button")
+    assert any("Exporting needs a researcher or an admin (you are a reader)" in c.value for c in at.caption)
 
 
 def test_a_linked_image_value_is_shown_as_plain_text():
