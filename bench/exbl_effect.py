@@ -97,7 +97,7 @@ def _t(a, dev):
 
 
 def build(seed: int, dev: str):
-    from services.demo.build import BASELINE, DEMO_SYNTH
+    from services.demo.steps import BASELINE, DEMO_SYNTH
 
     d = synthcxr.generate(DEMO_SYNTH["n"], DEMO_SYNTH["size"], DEMO_SYNTH["confounder"], DEMO_SYNTH["seed"])
     sets = {}
@@ -152,7 +152,7 @@ def measure(model, sets) -> dict:
 
 
 def run_method(parent_state, arch_kwargs, name, settings, sets, good, bad, epochs, seed, dev):
-    from services.demo.build import BASELINE
+    from services.demo.steps import BASELINE
 
     model = create_model(BASELINE["arch"], num_classes=4, in_chans=1, **arch_kwargs).to(dev)
     model.load_state_dict(parent_state)
@@ -181,7 +181,7 @@ def choose(table: dict, methods: dict) -> dict:
 
 
 def sweep(a, dev) -> None:
-    from services.demo.build import BASELINE
+    from services.demo.steps import BASELINE
 
     methods = {"ce": ("ce", {})}
     for name in a.sweep.split(","):
@@ -246,7 +246,7 @@ DEMO_N = 2400
 def product(a, dev) -> dict:
     """The product path in a fresh home: the dataset (demo, or --shortcut bar) and the demo's baseline recipe,
     then `exbl --auto` with K seeds, each with its plain and random-pair controls."""
-    from services.demo.build import BASELINE, DEMO_SYNTH
+    from services.demo.steps import BASELINE, DEMO_SYNTH
     from services.retraining.retrain import retrain
     from services.data.datasets import synth_dataset
     from services.models.training import train_classifier

@@ -109,7 +109,8 @@ def _say(f, msg="", **_):
 
 
 def build_demo_baseline() -> int:
-    from services.demo.build import DEMO_STEPS, run_demo
+    from services.demo.build import run_demo
+    from services.demo.steps import DEMO_STEPS
 
     t0 = time.monotonic()
     res = run_demo(_Ctx(), steps=DEMO_STEPS[:2])  # dataset + baseline only (not the generators)

@@ -80,13 +80,13 @@ def test_missing_path_is_refused_before_a_job(tmp_path):
 # ----------------------------------------------------------------------------------------------- demo
 
 def test_the_demo_builds_the_ranking_right_after_the_baseline():
-    from services.demo.build import DEMO_STEPS, RANKING, _ranking_params
+    from services.demo.steps import DEMO_STEPS, RANKING, ranking_params
 
     names = [s.name for s in DEMO_STEPS]
     assert names[:3] == ["dataset", "baseline", "ranking"]
     step = DEMO_STEPS[2]
     assert step.kind == "explain" and RANKING["method"] == "gradcam" and RANKING["splits"] == []  # every split
-    assert _ranking_params({"baseline": {"model_id": 7}})["model_id"] == 7
+    assert ranking_params({"baseline": {"model_id": 7}})["model_id"] == 7
 
 
 # ----------------------------------------------------------------------------------------------- palette

@@ -27,7 +27,7 @@ def test_shipped_gan_is_small_complete_and_documented():
 
 @pytest.mark.slow
 def test_demo_step_registers_the_shipped_gan_once(monkeypatch):
-    from services.demo import build as demo
+    from services.demo import steps as demo
     from services.jobs import lifecycle as jobs
     from services.counterfactuals.generators import get_generator
     from services.team.users import get_or_create_user

@@ -69,7 +69,7 @@ def test_emit_writes_null_for_nan_and_infinity(capsys):
 # ----------------------------------------------------------------------------------------------- SQLite
 
 def test_a_reader_cannot_build_the_demo(monkeypatch):
-    import services.demo.build as demo
+    import services.demo.steps as demo
     from services.jobs.lifecycle import list_jobs
 
     monkeypatch.setattr(demo, "DEMO_STEPS", [])  # refused before any step: the steps are tested elsewhere
@@ -81,7 +81,7 @@ def test_a_reader_cannot_build_the_demo(monkeypatch):
 
 
 def test_the_demo_is_built_as_the_caller(monkeypatch):
-    import services.demo.build as demo
+    import services.demo.steps as demo
     from services.jobs.lifecycle import list_jobs
 
     monkeypatch.setattr(demo, "DEMO_STEPS", [])

@@ -213,7 +213,7 @@ def test_gpu_smoke_explains_itself_without_cuda():
 
 
 def test_larger_demo_builds_at_its_size(monkeypatch):
-    from services.demo import build as demo
+    from services.demo import steps as demo
     from services.demo import large as demo_large
     from services.jobs import lifecycle as jobs
     from services.data.datasets import get_dataset

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from services.demo import build as demo
+from services.demo import steps as demo
 
 from services.jobs import lifecycle as jobs
 from services.models.catalog import list_datasets, list_models

@@ -1,5 +1,5 @@
 """The larger demo (`exemplar demo --size 224 --arch mobilenet_v2`): the same SynthCXR story at a real image size
-with the paper's architecture at its input size. The 64 px CPU demo (services.demo.build) stays the default.
+with the paper's architecture at its input size. The 64 px CPU demo (services.demo.steps) stays the default.
 
 Steps: the SynthCXR dataset `demo-<size>` at native size and the baseline `demo-<size>-<arch>` trained at
 input size = the image size. The shipped DDPM and GAN are 64 px models, so this demo registers no generator
@@ -9,8 +9,10 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from services.demo import build as demo
-from services.demo.build import DemoStep
+from services.data.datasets import get_dataset
+from services.demo import steps as demo
+from services.demo.steps import DemoStep
+from services.models.registry import find_model
 
 ARCH_SETTINGS = {  # per architecture: epochs, peak lr, batch size (MobileNetV2 as the eXBL paper, standard stem)
     "simple_cnn": {"epochs": 4, "lr": 3e-3, "batch_size": 64, "arch_kwargs": {"width": 16}},
@@ -34,8 +36,6 @@ def steps(size: int, arch: str) -> list[DemoStep]:
             "arch": arch, "name": model_name, "input_size": size}
 
     def existing_dataset(state: dict) -> dict | None:
-        from services.data.datasets import get_dataset
-
         try:
             d = get_dataset(ds_name)
         except ValueError:
@@ -46,8 +46,6 @@ def steps(size: int, arch: str) -> list[DemoStep]:
         return {"dataset_id": d["id"], "name": d["name"], "root": d["root"], "counts": d["counts"], "created": False}
 
     def existing_baseline(state: dict) -> dict | None:
-        from services.models.registry import find_model
-
         m = find_model(model_name, "classifier", state["dataset"]["dataset_id"])
         if m is None or not Path(m["checkpoint"]).is_file():
             return None
