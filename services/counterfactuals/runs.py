@@ -171,13 +171,13 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
     import torch
 
     from services.models.independent import find_independent
-    from services.models.registry import load_classifier
+    from services.models.registry import get_model, load_classifier
 
     say = progress or (lambda *a, **k: None)
     _check_request(model_ids, methods, preset, n_seeds)
     options = dict(options or {})
     dev = resolve_device(device)
-    dataset_id = _common_dataset(model_ids)
+    dataset_id = _common_dataset(model_ids, [get_model(int(m)) for m in model_ids])
     src = _load_source(dataset_id, image, target)
     say(0.02, "fidelity model and threshold")
     scorer = _Scorer(dataset_id, generator_id, dev, lambda f, m="": say(0.02 + 0.08 * f, m))
@@ -258,11 +258,8 @@ def _check_request(model_ids: list[int], methods: list[str], preset: str, n_seed
         raise ValueError("n_seeds must be at least 1")
 
 
-def _common_dataset(model_ids: list[int]) -> int:
-    """The one dataset of the classifiers to compare (each must be a classifier)."""
-    from services.models.registry import get_model
-
-    rows0 = [get_model(int(m)) for m in model_ids]
+def _common_dataset(model_ids: list[int], rows0: list[dict | None]) -> int:
+    """The one dataset of the classifiers to compare (their registry rows; each must be a classifier)."""
     for mid, r in zip(model_ids, rows0):
         if r is None or r["kind"] != "classifier":
             raise ValueError(f"no classifier {mid}")

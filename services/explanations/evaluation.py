@@ -72,7 +72,7 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
     """
     from core.train.classifier import cpu_threads
     from services.data.datasets import load_arrays
-    from services.models.registry import load_classifier
+    from services.models.registry import get_model, load_classifier
     from services.platform.settings import resolve_device
 
     say = progress or (lambda *a, **k: None)
@@ -80,7 +80,7 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
     targets = _targets(targets)
     if not 0 < float(tau) <= 1:
         raise ValueError(f"tau must be in (0, 1], got {tau}")
-    row = _classifier_row(model_id)
+    row = _classifier_row(model_id, get_model(int(model_id)))
     t0 = time.monotonic()
     dev = resolve_device(device)
     say(0.0, "loading model and dataset")
@@ -122,11 +122,8 @@ def _targets(targets: Sequence[str] | None) -> list[str]:
     return out
 
 
-def _classifier_row(model_id: int) -> dict:
+def _classifier_row(model_id: int, row: dict | None) -> dict:
     """The registry row of a classifier with a dataset; anything else is refused in one line."""
-    from services.models.registry import get_model
-
-    row = get_model(int(model_id))
     if row is None:
         raise ValueError(f"no model {model_id}")
     if row["kind"] != "classifier":
