@@ -25,6 +25,10 @@ from services.data.datasets import list_images, resolve_image
 from services.counterfactuals.generators import get_generator
 from services.jobs.lifecycle import get_job, submit
 from services.team.roles import allowed
+from pages.parts.viewer import counterfactual_viewer
+from services.counterfactuals.realism import realism_table
+from services.data.datasets import cache_path, load_arrays
+from services.platform.settings import get_settings
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
@@ -36,16 +40,11 @@ COLUMN_ORDER = [c for s in COUNTERFACTUAL_METHODS for c in ((s.name, "affirmativ
 
 @st.cache_resource(max_entries=2, show_spinner=False)
 def _images(dataset_id: int, stamp: float, home: str) -> np.ndarray:
-    from services.data.datasets import load_arrays
-
     return load_arrays(dataset_id).images
 
 
 def dataset_images(dataset_id: int) -> np.ndarray:
     """The dataset's images at working resolution (its array cache, loaded once per process and file version)."""
-    from services.data.datasets import cache_path
-    from services.platform.settings import get_settings
-
     p = cache_path(dataset_id)
     return _images(int(dataset_id), p.stat().st_mtime if p.exists() else 0.0, str(get_settings().home_dir))
 
@@ -102,7 +101,6 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
     st.caption(cross_text(m.get("cross_model") or {}, classes))
     badge(row["category"])
     if st.toggle("Viewer", key=f"{key}_viewer", help="original | counterfactual | difference at native size"):  # i17
-        from pages.parts.viewer import counterfactual_viewer
         counterfactual_viewer(arrs["original"], img, f"{key}_view",
                               {"confounder mask (marker)": arrs["marker"]} if arrs.get("marker") is not None else None)
     rate_form(row, key=f"{key}_rate")
@@ -391,8 +389,6 @@ def tab_stored(ds: dict) -> None:
 
 def realism_panel(rows: list[dict]) -> None:
     """Realism of the stored results per (model, method, preset, target): FD / KID / sharpness vs real images."""
-    from services.counterfactuals.realism import realism_table
-
     with st.expander("Realism of these results (FD / KID / sharpness vs real held-out images)"):
         if not st.toggle("Compute", key="cf_realism_on", help="features of the independent classifier"):
             st.caption("Bits/dim favours smooth images; these figures do not. Switch on to compute them.")

@@ -12,6 +12,7 @@ from services.presentation.palette import HEATMAP_SCALE
 from pages.common import refuse_open_bind, selected_model
 from pages.parts.captions import compare_sentence
 from services.models.catalog import list_datasets, list_models
+from pages.parts.methods_view import render
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
@@ -176,8 +177,6 @@ def compare(models: list[dict]) -> None:
 
 
 def methods() -> None:
-    from pages.parts.methods_view import render
-
     render()
 
 

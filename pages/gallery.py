@@ -12,14 +12,14 @@ import math
 import streamlit as st
 
 from pages.common import refuse_open_bind, current_user, selected_dataset, selected_model
-from pages.parts import overlays as ov
-from pages.parts import state as url
+from pages.parts import overlays as ov, state as url
 from pages.parts.plain import md_escape
 from pages.parts.gallery_actions import (CARD_ACTIONS, CARD_METRICS, METHOD_LABELS, NA_HELP, SORT_LABELS, card_choice,
                                          cls_name, do_accept_suggestion, do_card, do_suggest, do_undo, fmt, show_flash)
-from services.explanations import explaining as ex
-from services.explanations import feedback as fb
+from services.explanations import explaining as ex, feedback as fb
 from services.jobs.lifecycle import submit
+from pages.parts.gallery_detail import detail_view
+from pages.parts.job_progress import live_job
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
@@ -67,8 +67,6 @@ def explain_panel(model: dict, dataset: dict, has_runs: bool) -> None:
                 st.session_state["g_job_seen"] = False
     jid = st.session_state.get("g_job")
     if jid:
-        from pages.parts.job_progress import live_job  # plotly / pandas only when a job is shown
-
         # polls every 0.25 s while the job runs (Cancel → "cancelled" within ~2 s with the worker's 0.3 s grace),
         # then draws it once without a timer
         live_job(jid, "g_job", every=0.25, chart=False, extra=_open_new_run)
@@ -255,8 +253,6 @@ def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: s
 @st.fragment
 def body(model: dict, run: dict, dataset_id: int, classes: list[str]) -> None:
     """Settings, pinned pair, detail view and grid: one fragment, so a click reruns only this."""
-    from pages.parts.gallery_detail import detail_view
-
     show_flash()
     u = current_user()
     start_here(own_pair(model["id"], u), u)

@@ -16,6 +16,8 @@ from pages.parts.plain import md_escape
 from pages.common import refuse_open_bind, selected_dataset
 from services.retraining import report as rp
 from services.models.catalog import list_models
+from pages.parts.probe_panel import render_probe_panel
+from pages.parts.viewer import report_pair_viewer
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
@@ -124,7 +126,6 @@ def changed_panel(data: dict) -> None:
             st.caption(f"{md_escape(r['path'])} · {lab} · {r['split']}  \nAR {_fmt(r['ar_parent'], 2)} → "
                        f"{_fmt(r['ar_child'], 2)} · AP {_fmt(r['ap_parent'], 2)} → {_fmt(r['ap_child'], 2)}")
     if st.toggle("Open a pair in the viewer (native resolution, synced zoom)", key="rp_viewer"):  # issue 17
-        from pages.parts.viewer import report_pair_viewer
         report_pair_viewer(data, key="rp_view")
 
 
@@ -167,7 +168,6 @@ def main() -> None:
     st.download_button("Download the report (HTML)", data=lambda: _html(parent_id, child_id, runs),
                        file_name=f"exemplar_report_{parent_id}_{child_id}.html", mime="text/html",
                        key="rp_download")
-    from pages.parts.probe_panel import render_probe_panel  # issue 14: the shortcut probe rows
     render_probe_panel(parent_id, child_id)
 
 

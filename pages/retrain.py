@@ -15,25 +15,23 @@ from pages.parts.plain import md_escape
 from pages.common import refuse_open_bind, current_user, selected_dataset, selected_model
 from pages.parts import overlays as ov
 from pages.parts.job_progress import live_job
-from services.explanations import explaining as ex
-from services.explanations import feedback as fb
+from services.explanations import explaining as ex, feedback as fb
 from services.jobs.lifecycle import active_duplicate, get_job, submit
 from services.retraining.report import WHO, WHO_NAMES
 from services.retraining.retrain import DEFAULT_SEEDS
+from services.retraining.report import history_figure
+from services.retraining.retrain import default_method, method_info
+from services.retraining.retrain_pairs import split_refusal
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
 @st.cache_data(show_spinner=False)
 def _methods() -> tuple[dict, str]:
-    from services.retraining.retrain import default_method, method_info
-
     return method_info(), default_method()
 
 
 def refusals(pair: dict) -> list[str]:
     """One-line reasons the pinned pair cannot be used (an exemplar from a held-out split)."""
-    from services.retraining.retrain_pairs import split_refusal
-
     return [why for k in ("good", "bad") if pair.get(k) and (why := split_refusal(k, pair[k]))]
 
 
@@ -74,8 +72,6 @@ def show_pair(model: dict, dataset: dict, pair: dict) -> None:
 
 
 def _charts(job: dict) -> None:
-    from services.retraining.report import history_figure
-
     hist = [m for m in (job.get("metrics") or []) if isinstance(m, dict) and "epoch" in m]
     if hist:
         st.plotly_chart(history_figure(hist), key=f"rt_hist_{job['id']}_{len(hist)}", width="stretch")

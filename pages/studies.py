@@ -7,10 +7,12 @@ import streamlit as st
 
 from pages.common import refuse_open_bind, require_user, selected_model
 from services.explanations import feedback
-from services.reading import studies
-from services.reading import results as study_results
+from services.reading import studies, results as study_results
 from services.team.roles import PermissionRefused
 from services.team.users import list_users
+from services.counterfactuals.runs import list_counterfactuals
+from services.explanations.explaining import list_runs
+from services.jobs.lifecycle import submit
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
 
@@ -31,8 +33,6 @@ def _questions(text: str) -> list[tuple[str, str]]:
 
 
 def _create() -> None:
-    from services.explanations.explaining import list_runs
-
     model = selected_model()
     src = st.radio("Items", ["explanation maps of a run", "counterfactual pairs"], key="stu_src", horizontal=True)
     kw: dict = {}
@@ -53,8 +53,6 @@ def _create() -> None:
         kw = {"run_id": int(rid), "n": int(n), "stratify": by,
               "image_ids": [int(x) for x in picked.split(",") if x.strip().isdigit()] or None}
     else:
-        from services.counterfactuals.runs import list_counterfactuals
-
         methods = sorted({r["method"] for r in list_counterfactuals(model_id=model["id"], limit=10000)}) if model else []
         if len(methods) < 2:
             st.info("Pairs need counterfactuals of two methods for the same images (model picked in the sidebar).")
@@ -73,7 +71,6 @@ def _create() -> None:
             res = studies.create_study(me["id"], _questions(qtext), readers, name=name, **kw)
             st.success(f"study {res['study_id']} created with {len(res['items'])} items")
             if kw.get("run_id"):  # POS/NEG/DEL/INS per item run in the worker
-                from services.jobs.lifecycle import submit
 
                 submit("study.metrics", {"study_id": res["study_id"]}, me["id"])
         except (ValueError, PermissionRefused) as exc:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from services.data import datasets as D
+from services.data import importing as I
 from services.platform import uploads
 from tests.helpers_data import small_tree
 
@@ -70,31 +70,31 @@ def test_import_job_removes_its_uploads_when_done_and_keeps_them_for_a_retry(tmp
 
     root = tmp_path / "tree"
     small_tree(root, n=16, size=32)
-    params = D.import_job_params(root, "covid-radiography", "t", size=32)
+    params = I.import_job_params(root, "covid-radiography", "t", size=32)
     assert "path" not in params and str(root) not in str(params)
     with pytest.raises(JobLost):
-        D.import_job(_Ctx(params, fail_at=2, exc=JobLost("lost")))
+        I.import_job(_Ctx(params, fail_at=2, exc=JobLost("lost")))
     assert _pointers(exemplar_home) == [params["upload"]]  # kept: the reaper may retry the job
-    res = D.import_job(_Ctx(params))  # the retry
+    res = I.import_job(_Ctx(params))  # the retry
     assert res["report"]["imported"] == 16 and "root" not in res and _pointers(exemplar_home) == []
-    params = D.import_job_params(root, "covid-radiography", "t2", size=32)
+    params = I.import_job_params(root, "covid-radiography", "t2", size=32)
     with pytest.raises(JobCancelled):
-        D.import_job(_Ctx(params, fail_at=2, exc=JobCancelled("cancelled by user")))
+        I.import_job(_Ctx(params, fail_at=2, exc=JobCancelled("cancelled by user")))
     assert _pointers(exemplar_home) == []
 
 
 def test_import_job_error_names_no_path_and_old_params_are_refused(tmp_path, exemplar_home):
     missing = tmp_path / "Doe_John_gone"
     missing.mkdir()
-    params = D.import_job_params(missing, "imagefolder", "t")
+    params = I.import_job_params(missing, "imagefolder", "t")
     missing.rmdir()
     with pytest.raises(FileNotFoundError) as exc:
-        D.import_job(_Ctx(params))
+        I.import_job(_Ctx(params))
     assert "Doe_John" not in str(exc.value) and "[the source folder]" in str(exc.value)
     assert exc.value.__cause__ is None and exc.value.__suppress_context__
     assert _pointers(exemplar_home) == []
     with pytest.raises(ValueError, match="start the import again"):
-        D.import_job(_Ctx({"path": str(tmp_path), "layout": "imagefolder", "name": "t"}))
+        I.import_job(_Ctx({"path": str(tmp_path), "layout": "imagefolder", "name": "t"}))
 
 
 def test_import_page_submits_upload_ids(tmp_path, exemplar_home):

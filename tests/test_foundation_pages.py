@@ -32,7 +32,7 @@ def test_sidebar_creates_user_and_warns_without_worker():
 def test_jobs_page_lists_jobs_and_cancels_one():
     uid = get_or_create_user("tester")
     jid = jobs.create_job("data.synth", {"name": "x", "n": 10}, uid)
-    at = open_page(app_test(), "jobs")
+    at = open_page(app_test(user={"id": uid, "name": "tester"}), "jobs")  # a cancel names who asked
     assert not at.exception
     assert any(f"job {jid}" in (p.proto.text or "") for p in at.get("progress"))
     at.button(key=f"jobs_cancel_{jid}").click().run()

@@ -274,7 +274,7 @@ def _clear_cache() -> None:
 def test_report_figures_exclude_train_images(parent, monkeypatch):
     """Measured from checkpoints (a child without stored evidence, no cache): blanking every train image and
     flipping its label changes nothing in the report, so no train image enters a figure."""
-    from services.data import datasets
+    from services.retraining import evidence
     from services.retraining.report import evidence_report
 
     mid, ds = parent
@@ -282,7 +282,7 @@ def test_report_figures_exclude_train_images(parent, monkeypatch):
     _forget_evidence(res["model_id"])
     first = evidence_report(mid, res["model_id"])
     assert first["source"] == "measured now" and set(first["splits"]) == {"val", "test", "test_shifted"}
-    real = datasets.load_arrays
+    real = evidence.load_arrays
     calls = []
 
     def poisoned(dataset_id, **kw):
@@ -293,7 +293,7 @@ def test_report_figures_exclude_train_images(parent, monkeypatch):
         calls.append(dataset_id)
         return a
 
-    monkeypatch.setattr(datasets, "load_arrays", poisoned)
+    monkeypatch.setattr(evidence, "load_arrays", poisoned)  # where the report's measurement looks it up
     _clear_cache()
     again = evidence_report(mid, res["model_id"])
     assert calls and again["source"] == "measured now"  # the poisoned loader ran

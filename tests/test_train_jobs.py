@@ -69,7 +69,7 @@ def test_cancelled_run_leaves_no_row_and_no_checkpoint(tiny_dataset):
 
 
 def test_failure_while_registering_removes_the_checkpoint(tiny_dataset, monkeypatch):
-    import services.models.registry as reg
+    import services.models.training as reg  # where train_classifier looks register_model up
 
     def boom(**kw):
         raise RuntimeError("database went away")

@@ -19,7 +19,6 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
-import torch
 
 from core.data.roles import EVIDENCE_SPLITS, HELDOUT, ROLES
 from core.stats.two_level import N_BOOT, interval
@@ -61,6 +60,8 @@ class Evidence:
 
 def per_image(model, ev, tau: float = 0.5, batch_size: int = 256) -> dict[str, np.ndarray]:
     """{'correct', 'ar', 'ap', 'wr'}: float arrays (N,) for an EvalSet (NaN where a map measure is undefined)."""
+    import torch  # here, not at the top: the CLI and the pages read MEASURES and Evidence without torch
+
     from core.metrics.localisation import localisation_metrics
     from core.registries import METRICS
     from core.xbl import as_float, cam as _cam

@@ -7,6 +7,8 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import streamlit as st
+from services.explanations.explaining import explain_one
+from services.models.registry import load_classifier
 
 
 class CompareStore:
@@ -54,16 +56,12 @@ def store() -> CompareStore:
 @st.cache_resource(max_entries=2, show_spinner=False)
 def classifier(model_id: int, checkpoint: str):
     """(model, lock): one copy per server process; the lock serialises threads explaining with it."""
-    from services.models.registry import load_classifier
-
     model, _ = load_classifier(model_id)
     return model, threading.Lock()
 
 
 def compute(model_id: int, checkpoint: str, image: np.ndarray, methods: list[str], target: int) -> dict:
     """Every method's map of one image (float32 (H, W) in [0, 1]); a failing method gives its error text."""
-    from services.explanations.explaining import explain_one
-
     model, lock = classifier(model_id, checkpoint)
     out: dict[str, np.ndarray | str] = {}
     for m in methods:

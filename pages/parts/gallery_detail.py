@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.parts import compare as cmp
-from pages.parts import overlays as ov
+from pages.parts import compare as cmp, overlays as ov
 from pages.parts.plain import md_escape
 from pages.parts.gallery_actions import (METHOD_LABELS, NA_HELP, SORT_LABELS, annotation_form, cls_name, do_detail,
                                          do_pick, fmt)
 from services.explanations import explaining as ex
+from pages.parts.viewer import explanation_viewer
+from services.platform.settings import get_settings
 
 SIDE = 220
 
@@ -18,8 +19,6 @@ SIDE = 220
 def detail_pngs(dataset_id: int, stamp: float, maps_path: str, map_index: int, image_index: int, opacity: float,
                 cmap: str) -> tuple[bytes, bytes, bytes | None, bytes | None]:
     """(original, overlay, lung mask, marker mask) as encoded PNGs; cached per image and style."""
-    from services.platform.settings import get_settings
-
     home = str(get_settings().home_dir)
     gray = ov._array(dataset_id, stamp, home, "images")[image_index]
     emap = ov._maps(maps_path)[map_index].astype("float32")
@@ -39,7 +38,6 @@ def _compare_png(key: tuple, method: str, dataset_id: int, stamp: float, image_i
     e = res.get(method)
     if e is None or isinstance(e, str):
         return None
-    from services.platform.settings import get_settings
 
     gray = ov._array(dataset_id, stamp, str(get_settings().home_dir), "images")[image_index]
     return ov.png(ov.blend(gray[None], e[None], opacity, cmap)[0], SIDE)
@@ -128,7 +126,6 @@ def detail_view(model: dict, run: dict, dataset_id: int, row: dict, page_rows: l
         with st.expander("Annotate this explanation", expanded=True):
             annotation_form(model["id"], run["id"], row["image_id"], f"g_ann_{row['image_id']}")
         if st.toggle("Open in the viewer (native resolution, zoom and pan)", key="g_det_viewer"):  # issue 17
-            from pages.parts.viewer import explanation_viewer
             arr = {k: ov.dataset_array(dataset_id, k) for k in ("images", "lung", "marker", "has_lung", "has_marker")}
             explanation_viewer(arr, i, ov.run_maps(run)[int(row["index"])].astype("float32"), str(row["path"]),
                                key="g_view")

@@ -8,6 +8,9 @@ from functools import lru_cache
 import numpy as np
 import streamlit as st
 from PIL import Image
+from services.data.datasets import cache_path, load_arrays
+from services.explanations.explaining import open_maps
+from services.platform.settings import get_settings
 
 COLORMAPS = ("jet", "inferno", "viridis", "hot", "gray")
 
@@ -88,8 +91,6 @@ def colorbar_png(cmap: str, width: int = 220, height: int = 12) -> bytes:
 
 
 def _cache_stamp(dataset_id: int) -> float:
-    from services.data.datasets import cache_path
-
     p = cache_path(dataset_id)
     return p.stat().st_mtime if p.exists() else 0.0
 
@@ -97,8 +98,6 @@ def _cache_stamp(dataset_id: int) -> float:
 @st.cache_resource(max_entries=16, show_spinner=False)
 def _array(dataset_id: int, stamp: float, home: str, key: str) -> np.ndarray:
     """One array of the dataset's cache file (images, lung, marker, has_lung, …): an npz member is read alone."""
-    from services.data.datasets import cache_path, load_arrays
-
     p = cache_path(dataset_id)
     if not p.exists():
         load_arrays(dataset_id)  # rebuilds the cache from the dataset's files
@@ -109,15 +108,11 @@ def _array(dataset_id: int, stamp: float, home: str, key: str) -> np.ndarray:
 
 def dataset_array(dataset_id: int, key: str) -> np.ndarray:
     """An array of the dataset cache, loaded once per server process (again when the cache file changes)."""
-    from services.platform.settings import get_settings
-
     return _array(int(dataset_id), _cache_stamp(dataset_id), str(get_settings().home_dir), key)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
 def _maps(maps_path: str):
-    from services.explanations.explaining import open_maps  # issue 17: stored at the map resolution, rows upsampled on read
-
     return open_maps(maps_path)
 
 
@@ -132,7 +127,6 @@ def page_overlays(run_id: int, maps_path: str, dataset_id: int, stamp: float, pa
     """PNG overlays for one page: pairs = ((map row, dataset cache row), …); cached by run, page and style."""
     if not pairs:
         return []
-    from services.platform.settings import get_settings
 
     images = _array(int(dataset_id), stamp, str(get_settings().home_dir), "images")
     maps = _maps(maps_path)

@@ -2,6 +2,8 @@
 from __future__ import annotations
 
 import streamlit as st
+from services.counterfactuals.probe import probe_rows
+from services.platform.settings import get_settings
 
 CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
@@ -12,16 +14,12 @@ def _f(v, nd: int = 2) -> str:
 
 @st.cache_data(max_entries=8, show_spinner="Probing both models with the marker glyph…")
 def _rows(parent_id: int, child_id: int, home: str) -> list[dict]:
-    from services.counterfactuals.probe import probe_rows
-
     return probe_rows([parent_id, child_id])
 
 
 def render_probe_panel(parent_id: int, child_id: int) -> None:
     """Rows for the parent and the child: share of held-out predictions changed with the marker glyph pasted at each
     corner (most toward which class), and the change-mass ratios of their stored counterfactuals."""
-    from services.platform.settings import get_settings
-
     st.subheader("Shortcut probe")
     try:
         rows = _rows(int(parent_id), int(child_id), str(get_settings().home_dir))

@@ -16,6 +16,10 @@ import streamlit as st
 from plotly.subplots import make_subplots
 
 from services.presentation.palette import DIFF_SCALE
+from pages.parts.overlays import COLORMAPS
+from services.data.datasets import load_arrays
+from services.explanations.explaining import load_maps
+from services.models.registry import get_model
 
 COLORSCALES = {"jet": "Jet", "inferno": "Inferno", "viridis": "Viridis", "hot": "Hot", "gray": "Greys"}
 OUTLINE_COLORS = {"relevance mask (lungs)": "#00c8ff", "confounder mask (marker)": "#ff5000",
@@ -109,8 +113,6 @@ def synced_figure(panels: list[Panel], settings: ViewerSettings | None = None, h
 
 def controls(key: str, outline_names: list[str], has_map: bool = True) -> ViewerSettings:
     """The viewer's controls in one row; every widget keyed under `key`."""
-    from pages.parts.overlays import COLORMAPS
-
     c = st.columns([1.2, 1, 1.4, 1.4, 2])
     s = ViewerSettings()
     s.show_map = has_map and c[0].toggle("Map", value=True, key=f"{key}_map", disabled=not has_map)
@@ -146,10 +148,6 @@ def _gray(a) -> np.ndarray:
 
 def report_pair_viewer(data: dict, key: str) -> go.Figure | None:
     """The report's entry: pick one of the images whose AR changed most, see both maps at native size."""
-    from services.data.datasets import load_arrays
-    from services.explanations.explaining import load_maps
-    from services.models.registry import get_model
-
     rows = data.get("changed") or []
     if not rows:
         return None

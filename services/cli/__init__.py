@@ -4,6 +4,8 @@ from __future__ import annotations
 import importlib
 
 import typer
+from services.team.roles import PermissionRefused
+from services.team.users import process_user, shared_database
 
 app = typer.Typer(help="Exemplar: explain image classifiers and correct them.", no_args_is_help=True,
                   pretty_exceptions_enable=False, add_completion=False)
@@ -30,8 +32,6 @@ NO_IDENTITY = {("db",), ("worker",), ("serve",), ("users", "bootstrap-admin")}
 def check_identity(argv: list[str]) -> None:
     """On a shared database every command, reads included, runs only for a known identity (a token, or set-up
     mode before the first admin); PermissionRefused otherwise. Help and the NO_IDENTITY commands are exempt."""
-    from services.team.users import process_user, shared_database
-
     words = [a for a in argv if not a.startswith("-")]
     if not words or "--help" in argv or any(tuple(words[:len(k)]) == k for k in NO_IDENTITY):
         return
@@ -44,7 +44,6 @@ def main() -> None:
     import os
     import sys
 
-    from services.team.roles import PermissionRefused
 
     try:
         check_identity(sys.argv[1:])

@@ -6,6 +6,9 @@ from pathlib import Path
 import typer
 
 from services.cli.common import emit, fail
+from services.team.audit import to_csv
+from services.team.audit_log import list_rows
+from services.team.users import cli_user_id
 
 
 def register(app: typer.Typer) -> None:
@@ -21,10 +24,6 @@ def register(app: typer.Typer) -> None:
               csv: Path = typer.Option(None, "--csv", help="also write the rows as CSV (cells escaped)"),
               json_: bool = typer.Option(False, "--json")):
         """Audit rows, oldest first: user, role, action, object, at, before, after."""
-        from services.team.audit import to_csv
-        from services.team.audit_log import list_rows
-        from services.team.users import cli_user_id
-
         try:
             rows = list_rows(cli_user_id(), user=user, action=action, since=since, until=until, limit=limit)
         except ValueError as exc:

@@ -11,6 +11,8 @@ import sys
 from typing import Any, NoReturn
 
 import typer
+from services.jobs import lifecycle as jobs
+from services.team.users import cli_user_id
 
 
 def _clean(o: Any) -> Any:
@@ -42,9 +44,6 @@ def fail(msg: str, code: int = 1) -> NoReturn:
 def run_job(kind: str, params: dict, as_json: bool, enqueue: bool = False) -> dict:
     """Run a job inline (progress on stderr) or put it on the queue, as the CLI's acting user (its role is
     checked like any write: docs/architecture.md, Identity); exit non-zero on failure."""
-    from services.jobs import lifecycle as jobs
-    from services.team.users import cli_user_id
-
     try:
         uid = cli_user_id()
         if enqueue:

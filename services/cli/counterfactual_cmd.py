@@ -7,6 +7,7 @@ import typer
 
 from core.registries import COUNTERFACTUAL_METHODS
 from services.cli.common import emit, fail, run_job
+from services.counterfactuals.runs import METHODS, PRESETS
 
 KEYS = ("counterfactual_id", "flipped", "target_prob", "l1", "bpd", "category", "unet_passes", "seconds",
         "t_final", "guided_passes", "cross_model_flipped", "unet_passes_total", "tries",
@@ -34,8 +35,6 @@ def register(app: typer.Typer) -> None:
         """Counterfactual of IMAGE towards TARGET; prints counterfactual_id, flipped, target_prob, l1, bpd,
         category, unet_passes (all), guided_passes, t_final (0: a finished sample), cross_model_flipped (the
         independent classifier's verdict), seconds."""
-        from services.counterfactuals.runs import METHODS, PRESETS
-
         if method not in COUNTERFACTUAL_METHODS:
             fail(f"unknown method {method!r}; choose one of {COUNTERFACTUAL_METHODS.choices(', ')}")
         if preset not in PRESETS:

@@ -6,6 +6,10 @@ from pathlib import Path
 import typer
 
 from services.cli.common import emit, fail, run_job
+from services.data.datasets import check_import_source, get_dataset, list_datasets
+from services.data.importing import import_job_params
+from services.jobs.lifecycle import active_duplicate
+from services.platform.uploads import discard_import as discard_import_params
 
 LAYOUTS = ("covid-radiography", "imagefolder", "dicom")
 
@@ -19,10 +23,6 @@ def _run_import(path: Path, layout: str, name: str, labels: Path | None, pseudon
     """Run (or queue) a `data.import` job whose params name the source by upload ids, never by path
     (docs/architecture.md, Data import). The uploads go again unless a job row names them: an inline job removes
     them itself when it ends, a queued one when it has run."""
-    from services.data.importing import import_job_params
-    from services.platform.uploads import discard_import as discard_import_params
-    from services.jobs.lifecycle import active_duplicate
-
     params = import_job_params(path, layout, name, labels=labels, pseudonym_map=pseudonym_map, **options)
     try:
         return run_job("data.import", params, json_, enqueue=queue)
@@ -71,7 +71,6 @@ def register(app: typer.Typer) -> None:
         """Import a dataset tree (images stay where they are) after decoding and checking every file."""
         if layout not in LAYOUTS:
             fail(f"unknown layout {layout!r}; choose one of {', '.join(LAYOUTS)}")
-        from services.data.datasets import check_import_source
 
         try:  # a wrong path is refused before any job row is made (this line is printed, never stored)
             check_import_source(path, layout, labels)
@@ -91,8 +90,6 @@ def register(app: typer.Typer) -> None:
     @data_app.command("list")
     def list_(json_: bool = typer.Option(False, "--json")):
         """List datasets with their counts per class and split."""
-        from services.data.datasets import list_datasets
-
         rows = [{k: v for k, v in d.items() if k != "report"} for d in list_datasets()]
         human = "\n".join(f"{d['id']:>4} {d['name']:<24} {d['layout']:<18} {d['n_images']:>6} images  "
                           f"{_counts_line(d['counts'])}" for d in rows) or "no datasets"
@@ -101,8 +98,6 @@ def register(app: typer.Typer) -> None:
     @data_app.command("show")
     def show(ref: str = typer.Argument(..., help="dataset id or name"), json_: bool = typer.Option(False, "--json")):
         """One dataset with its last import report."""
-        from services.data.datasets import get_dataset
-
         try:
             emit(get_dataset(ref), json_)
         except ValueError as exc:

@@ -4,7 +4,7 @@ from __future__ import annotations
 import typer
 
 from core.registries import ARCHITECTURES
-from services.cli.common import emit, run_job
+from services.cli.common import emit, run_job, fail
 
 
 def _human(res: dict) -> str:
@@ -25,8 +25,6 @@ def register(app: typer.Typer) -> None:
              queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
              json_: bool = typer.Option(False, "--json")):
         """Build the demo as you (a researcher or admin); what exists is kept, so running it twice is quick."""
-        from services.cli.common import fail
-
         if not 32 <= size <= 512:
             fail(f"--size must be between 32 and 512, got {size}")
         if arch not in ARCHITECTURES:

@@ -6,6 +6,9 @@ from __future__ import annotations
 import typer
 
 from services.cli.common import emit, fail, run_job
+from services.models.registry import get_model
+from services.retraining.retrain import DEFAULT_SEEDS
+from services.retraining.retrain_pairs import check_refs
 
 
 def _summary(res: dict) -> str:
@@ -21,9 +24,6 @@ def _summary(res: dict) -> str:
 
 def _precheck(model: int, good: str | None, bad: str | None) -> None:
     """Refuse an exemplar from test / test_shifted before the job starts (one line, nothing written)."""
-    from services.models.registry import get_model
-    from services.retraining.retrain_pairs import check_refs
-
     m = get_model(model)
     if m is None:
         fail(f"no model {model}")
@@ -58,8 +58,6 @@ def _method_help() -> str:
 
 
 def register(app: typer.Typer) -> None:
-    from services.retraining.retrain import DEFAULT_SEEDS
-
     @app.command("exbl")
     def exbl(model: int = typer.Option(..., help="parent classifier id"),
              good: str = typer.Option(None, help="good exemplar (a train image): image id or dataset-relative path"),

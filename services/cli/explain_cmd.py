@@ -7,6 +7,8 @@ import typer
 
 from core.registries import EXPLANATION_METHODS
 from services.cli.common import emit, fail, run_job
+from services.explanations.export import export_explanations as _export
+from services.team.users import cli_user_id
 
 SUMMARY_KEYS = ("n", "ar_mean", "ap_mean", "f1_mean", "wr_mean")
 
@@ -57,9 +59,6 @@ def register(app: typer.Typer) -> None:
                             csv: Path = typer.Option(None, "--csv", help="also write the metrics table as CSV"),
                             json_: bool = typer.Option(False, "--json")):
         """Write image ids, paths, labels, predictions, probabilities, maps and every metric of a run to a .npz."""
-        from services.explanations.export import export_explanations as _export
-        from services.team.users import cli_user_id
-
         try:
             res = _export(run, out, csv, user_id=cli_user_id())
         except (ValueError, FileNotFoundError) as exc:

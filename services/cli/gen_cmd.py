@@ -4,6 +4,7 @@ from __future__ import annotations
 import typer
 
 from services.cli.common import emit, fail, run_job
+from services.counterfactuals.generators import GEN_KINDS, command_line
 
 
 def register(app: typer.Typer) -> None:
@@ -28,8 +29,6 @@ def register(app: typer.Typer) -> None:
               queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
               json_: bool = typer.Option(False, "--json")):
         """Train a generator on the dataset's training split and register it (kind ddpm or gan)."""
-        from services.counterfactuals.generators import GEN_KINDS, command_line
-
         if kind not in GEN_KINDS:
             fail(f"unknown generator kind {kind!r}; choose one of {', '.join(sorted(GEN_KINDS))}")
         if steps is not None and steps < 1:

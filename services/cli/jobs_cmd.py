@@ -4,6 +4,8 @@ from __future__ import annotations
 import typer
 
 from services.cli.common import emit, fail
+from services.jobs.lifecycle import get_job, list_jobs, reap_for_readers, request_cancel
+from services.team.users import cli_user_id
 
 
 def register(app: typer.Typer) -> None:
@@ -14,8 +16,6 @@ def register(app: typer.Typer) -> None:
     def list_(status: str = typer.Option(None, help="only jobs in this status"),
               limit: int = typer.Option(100), json_: bool = typer.Option(False, "--json")):
         """List the most recent jobs."""
-        from services.jobs.lifecycle import list_jobs, reap_for_readers
-
         reap_for_readers()
         rows = list_jobs(limit=limit, status=status)
         human = "\n".join(f"{r['id']:>5} {r['kind']:<14} {r['status']:<10} {r['progress']:>5.0%} {r['message']}"
@@ -25,8 +25,6 @@ def register(app: typer.Typer) -> None:
     @jobs_app.command("show")
     def show(job_id: int, json_: bool = typer.Option(False, "--json")):
         """Show one job with its metrics, result and error."""
-        from services.jobs.lifecycle import get_job, reap_for_readers
-
         reap_for_readers()
         row = get_job(job_id)
         if row is None:
@@ -36,9 +34,6 @@ def register(app: typer.Typer) -> None:
     @jobs_app.command("cancel")
     def cancel(job_id: int, json_: bool = typer.Option(False, "--json")):
         """Ask a job to stop (it stops at its next step)."""
-        from services.jobs.lifecycle import request_cancel
-        from services.team.users import cli_user_id
-
         ok = request_cancel(job_id, cli_user_id())
         if not ok:
             fail(f"job {job_id} is not queued or running")

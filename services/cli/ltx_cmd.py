@@ -5,6 +5,7 @@ import typer
 
 from core.registries import EXPLANATION_METHODS, METRICS
 from services.cli.common import emit, fail, run_job
+from services.explanations.evaluation import parse_methods
 
 
 def _fmt(v, nd: int = 3) -> str:
@@ -79,8 +80,6 @@ def register(app: typer.Typer) -> None:
                  queue: bool = typer.Option(False, "--queue", help="put the job on the queue instead of running it"),
                  json_: bool = typer.Option(False, "--json")):
         """AR, AP, POS, NEG, DEL, INS and seconds per image for each method; stored on the classifier's row."""
-        from services.explanations.evaluation import parse_methods
-
         try:
             names = parse_methods(methods)
         except ValueError as exc:

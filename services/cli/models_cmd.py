@@ -6,6 +6,7 @@ from pathlib import Path
 import typer
 
 from services.cli.common import emit, fail, run_job
+from services.models.model_import import list_layers
 
 IMPORT_KEYS = ("model_id", "name", "arch", "target_layer", "input_size", "channels", "normalize", "classes",
                "missing_keys", "unexpected_keys", "metrics", "warning")
@@ -66,8 +67,6 @@ def register(app: typer.Typer) -> None:
     @models_app.command("layers")
     def layers(model: int = typer.Option(..., help="classifier id"), json_: bool = typer.Option(False, "--json")):
         """Candidate GradCAM layers of a classifier with their output shapes, and the chosen one."""
-        from services.models.model_import import list_layers
-
         try:
             res = list_layers(model)
         except Exception as exc:  # noqa: BLE001  (a network's traced forward may fail in any way: one line)

@@ -4,6 +4,7 @@ from __future__ import annotations
 import typer
 
 from services.cli.common import emit, fail
+from services.counterfactuals.probe import probe_artefact
 
 probe_app = typer.Typer(help="Shortcut probes of a classifier.", no_args_is_help=True)
 
@@ -23,8 +24,6 @@ def artefact(model: int = typer.Option(..., help="classifier id"),
              device: str = typer.Option(None, help="cpu | cuda | auto"),
              json_: bool = typer.Option(False, "--json")):
     """Per position: share of held-out predictions that change and the mean Δp per class."""
-    from services.counterfactuals.probe import probe_artefact
-
     bx = None
     if box:
         try:

@@ -8,11 +8,12 @@ from __future__ import annotations
 import typer
 
 from services.cli.common import emit, fail
+from services.retraining.report import WHO, WHO_NAMES, evidence_report, export_report, retrain_report
+from services.team.users import cli_user_id
 
 
 def _human(j: dict) -> str:
     from core.data.roles import heading
-    from services.retraining.report import WHO, WHO_NAMES
 
     head = (f"report of retrain #{j['retrain']} ({j['seeds']} seeds) of #{j['parent']}" if j["report"] == "retrain"
             else f"report #{j['parent']} → #{j['child']} (this child alone)")
@@ -39,9 +40,6 @@ def register(app: typer.Typer) -> None:
                device: str = typer.Option(None, help="cpu | cuda | auto (default EXEMPLAR_DEVICE)"),
                json_: bool = typer.Option(False, "--json")):
         """Held-out before / after report: accuracy, AR, AP, WR per split for parent, controls and child."""
-        from services.retraining.report import evidence_report, export_report, retrain_report
-        from services.team.users import cli_user_id
-
         if retrain is None and (parent is None or child is None):
             fail("give --parent and --child, or --retrain")
         if retrain is not None and (parent is not None or child is not None):

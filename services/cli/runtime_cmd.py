@@ -10,6 +10,12 @@ from pathlib import Path
 import typer
 
 from services.cli.common import emit, fail
+from db.migrate import current
+from services.jobs.worker import STOP_GRACE_S, run_worker
+from services.platform.database import ensure_schema
+from services.platform.streamlit_launch import streamlit_command
+from services.team.serving import INSECURE_ENV
+from services.team.users import serve_refusal
 
 ROOT = Path(__file__).resolve().parents[2]
 
@@ -19,9 +25,6 @@ def register(app: typer.Typer) -> None:
     def worker(workers: int = typer.Option(1, help="jobs run at once, each in its own process (one per GPU)"),
                name: str = typer.Option(None, help="stable worker name (default EXEMPLAR_WORKER_NAME or host:pid)")):
         """Run a job worker until Ctrl-C / SIGTERM (running jobs are given back to the queue)."""
-        from services.platform.database import ensure_schema
-        from services.jobs.worker import run_worker
-
         ensure_schema()
         run_worker(workers, name)
 
@@ -31,12 +34,6 @@ def register(app: typer.Typer) -> None:
               insecure_no_auth: bool = typer.Option(False, "--insecure-no-auth",
                                                     help="allow a non-loopback address without sign-in")):
         """Start a worker and the Streamlit app together; Ctrl-C stops both."""
-        from services.platform.database import ensure_schema
-        from services.platform.streamlit_launch import streamlit_command
-        from services.team.serving import INSECURE_ENV
-        from services.team.users import serve_refusal
-        from services.jobs.worker import STOP_GRACE_S
-
         if (why := serve_refusal(address, insecure_no_auth)):
             fail(why)
 
@@ -77,8 +74,5 @@ def register(app: typer.Typer) -> None:
     @db_app.command("upgrade")
     def db_upgrade(json_: bool = typer.Option(False, "--json")):
         """Apply Alembic migrations to head."""
-        from db.migrate import current
-        from services.platform.database import ensure_schema
-
         url = ensure_schema()
         emit({"revision": current(url)}, json_, f"database at revision {current(url)}")

@@ -6,6 +6,10 @@ from pathlib import Path
 import typer
 
 from services.cli.common import emit, fail
+from services.jobs import lifecycle as jobs
+from services.reading.results import agreement as _agreement, export as _export
+from services.reading.studies import adjudicate as _adj, answer as _answer, auto_pairs, consensus_pair as _pair, create_study, list_studies, my_studies, worklist as _wl
+from services.team.users import cli_user_id, process_user
 
 
 def _ids(text: str | None, what: str) -> list[int] | None:
@@ -53,9 +57,6 @@ def _add_create(study_app: typer.Typer) -> None:
                name: str = typer.Option(None), seed: int = typer.Option(0),
                json_: bool = typer.Option(False, "--json")):
         """Create a study (as EXEMPLAR_USER, a researcher or admin); prints study_id and item ids."""
-        from services.reading.studies import auto_pairs, create_study
-        from services.team.users import cli_user_id
-
         if len(scale) not in (1, len(question)):
             fail("--scale: give one scale, or one per --question")
         qs = list(zip(question, scale if len(scale) == len(question) else scale * len(question)))
@@ -74,7 +75,6 @@ def _add_create(study_app: typer.Typer) -> None:
         except ValueError as exc:
             fail(str(exc))
         if run is not None:  # per-item POS/NEG/DEL/INS for readers-vs-metrics (a job, run here)
-            from services.jobs import lifecycle as jobs
 
             row = jobs.run_inline("study.metrics", {"study_id": res["study_id"]}, cli_user_id(), echo=not json_)
             if row["status"] != "succeeded":
@@ -92,9 +92,6 @@ def _add_answering(study_app: typer.Typer) -> None:
                side: str = typer.Option("", "--side", help="a | b for a counterfactual pair"),
                json_: bool = typer.Option(False, "--json")):
         """Answer an item as EXEMPLAR_USER (an assigned reader); a change is a new version."""
-        from services.reading.studies import answer as _answer
-        from services.team.users import cli_user_id
-
         if (value is None) != skip:
             fail("give --value V, or --skip")
         try:
@@ -109,9 +106,6 @@ def _add_answering(study_app: typer.Typer) -> None:
                    side: str = typer.Option("", "--side"), note: str = typer.Option("", "--note"),
                    json_: bool = typer.Option(False, "--json")):
         """Record the consensus answer for an item (researcher or admin)."""
-        from services.reading.studies import adjudicate as _adj
-        from services.team.users import cli_user_id
-
         try:
             res = _adj(cli_user_id(), study, item, value, question, side, note)
         except ValueError as exc:
@@ -127,9 +121,6 @@ def _add_results(study_app: typer.Typer) -> None:
                   reps: int = typer.Option(1000, help="bootstrap resamples"), seed: int = typer.Option(0),
                   json_: bool = typer.Option(False, "--json")):
         """Krippendorff's α, Fleiss' κ, Cohen's κ per pair and Spearman ρ against metrics, with 95 % intervals."""
-        from services.reading.results import agreement as _agreement
-        from services.team.users import cli_user_id
-
         try:
             res = _agreement(cli_user_id(), study, question, reps=reps, seed=seed)
         except ValueError as exc:
@@ -141,9 +132,6 @@ def _add_results(study_app: typer.Typer) -> None:
     def export(study: int = typer.Option(..., "--study"), what: str = typer.Option("answers", help="answers | agreement"),
                out: Path = typer.Option(..., "--out", help=".csv or .json"), json_: bool = typer.Option(False, "--json")):
         """Write the answers (every version) or the agreement table as CSV (cells escaped) or JSON."""
-        from services.reading.results import export as _export
-        from services.team.users import cli_user_id
-
         fmt = "json" if out.suffix.lower() == ".json" else "csv"
         try:
             text = _export(cli_user_id(), study, what, fmt)
@@ -156,9 +144,6 @@ def _add_results(study_app: typer.Typer) -> None:
     def consensus_pair(study: int = typer.Option(..., "--study"), question: int = typer.Option(None, "--question"),
                        json_: bool = typer.Option(False, "--json")):
         """The consensus good / bad images of a map study: the pair for a retrain."""
-        from services.reading.studies import consensus_pair as _pair
-        from services.team.users import cli_user_id
-
         try:
             res = _pair(cli_user_id(), study, question)
         except ValueError as exc:
@@ -172,9 +157,6 @@ def _add_listing(study_app: typer.Typer) -> None:
     @study_app.command("list")
     def list_(json_: bool = typer.Option(False, "--json")):
         """Studies (researchers and admins) or, for a reader, their own studies with progress."""
-        from services.reading.studies import list_studies, my_studies
-        from services.team.users import process_user
-
         me = process_user()  # set-up mode has no user row: it lists every study, as an admin would
         rows = my_studies(me["id"]) if me["role"] == "reader" else list_studies(me["id"])
         emit({"studies": rows}, json_)
@@ -182,9 +164,6 @@ def _add_listing(study_app: typer.Typer) -> None:
     @study_app.command("worklist")
     def worklist(study: int = typer.Option(..., "--study"), json_: bool = typer.Option(False, "--json")):
         """The reader's blinded worklist (own order, own answers)."""
-        from services.reading.studies import worklist as _wl
-        from services.team.users import cli_user_id
-
         try:
             rows = _wl(cli_user_id(), study)
         except ValueError as exc:

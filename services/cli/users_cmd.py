@@ -5,6 +5,9 @@ from __future__ import annotations
 import typer
 
 from services.cli.common import emit, fail
+from services.team import tokens
+from services.team.access import set_role
+from services.team.users import bootstrap_admin, cli_user_id, list_users
 
 SHOW_ONCE = "(shown once: keep it secret; use it as EXEMPLAR_TOKEN)"
 
@@ -21,8 +24,6 @@ def _register_tokens(users_app: typer.Typer) -> None:
     def bootstrap(name: str = typer.Argument(..., help="the first admin's user name"),
                   json_: bool = typer.Option(False, "--json")):
         """Make NAME the database's first admin and print a token for them (only while it has no admin)."""
-        from services.team.users import bootstrap_admin
-
         try:
             res = bootstrap_admin(name)
         except ValueError as exc:
@@ -34,9 +35,6 @@ def _register_tokens(users_app: typer.Typer) -> None:
               label: str = typer.Option("", help="what the token is for (a host, a person's laptop …)"),
               json_: bool = typer.Option(False, "--json")):
         """Create a personal token for NAME (admins only); the token is printed once and stored hashed."""
-        from services.team import tokens
-        from services.team.users import cli_user_id
-
         try:
             res = tokens.create(cli_user_id(), name, label)
         except ValueError as exc:
@@ -46,9 +44,6 @@ def _register_tokens(users_app: typer.Typer) -> None:
     @users_app.command("tokens")
     def list_tokens(json_: bool = typer.Option(False, "--json")):
         """Every token without its value: prefix, label, user, created, last used, revoked (admins only)."""
-        from services.team import tokens
-        from services.team.users import cli_user_id
-
         rows = tokens.list_tokens(cli_user_id())
         emit({"tokens": rows}, json_, _token_lines(rows))
 
@@ -56,9 +51,6 @@ def _register_tokens(users_app: typer.Typer) -> None:
     def revoke(token_id: int = typer.Argument(..., help="the token's id (`exemplar users tokens`)"),
                json_: bool = typer.Option(False, "--json")):
         """Revoke a token (admins only): it stops working at once."""
-        from services.team import tokens
-        from services.team.users import cli_user_id
-
         try:
             res = tokens.revoke(cli_user_id(), token_id)
         except ValueError as exc:
@@ -76,9 +68,6 @@ def register(app: typer.Typer) -> None:
             role: str = typer.Option("reader", help="reader | researcher | admin"),
             json_: bool = typer.Option(False, "--json")):
         """Create the user or set its role (as an admin: EXEMPLAR_TOKEN, or EXEMPLAR_USER in local mode)."""
-        from services.team.users import cli_user_id
-        from services.team.access import set_role
-
         try:
             u = set_role(cli_user_id(), name, role)
         except ValueError as exc:
@@ -88,8 +77,6 @@ def register(app: typer.Typer) -> None:
     @users_app.command("list")
     def list_(json_: bool = typer.Option(False, "--json")):
         """Every user with its role."""
-        from services.team.users import list_users
-
         rows = list_users()
         emit({"users": rows}, json_, "\n".join(f"{u['name']}\t{u['role']}" for u in rows) or "no users")
 

@@ -20,6 +20,11 @@ from typing import Callable
 import numpy as np
 
 from services.platform.settings import from_stored, resolve_device  # i17: paths relative to EXEMPLAR_HOME
+from db.models import Model
+from services.counterfactuals.generators import dataset_hash, generators_root, get_generator, list_generators
+from services.counterfactuals.generators import register_generator
+from services.data.datasets import get_dataset, list_images, load_arrays
+from services.platform.database import session
 
 ASSETS = Path(__file__).resolve().parents[2] / "assets"
 SHIPPED_GAN = ASSETS / "gan_synthcxr64"
@@ -44,8 +49,6 @@ def _png(a: np.ndarray) -> bytes:
 
 
 def _metas(dataset_id: int) -> list[dict]:
-    from services.data.datasets import list_images
-
     rows = sorted(list_images(dataset_id), key=lambda im: int(im["index"]))
     return [im.get("meta") or {} for im in rows]
 
@@ -53,7 +56,6 @@ def _metas(dataset_id: int) -> list[dict]:
 def dataset_attributes(dataset_id: int, arr=None):
     """(spec, attrs float32 (N, dim) in the array cache's row order, source) for a dataset."""
     from core.generative.gan import class_only_spec, has_synthcxr_attributes, synthcxr_rows, synthcxr_spec
-    from services.data.datasets import load_arrays
 
     arr = arr if arr is not None else load_arrays(dataset_id)
     classes = list(arr.classes)
@@ -98,9 +100,6 @@ def train_gan_job(ctx, ds: dict) -> dict:
 
     from core.generative.gan import (GANBundle, GANTrainConfig, build_gan, count_params, gan_config, reconstruct,
                                      sample_grid)
-    from services.data.datasets import load_arrays
-    from services.counterfactuals.generators import dataset_hash, generators_root, register_generator
-
     p = dict(ctx.params)
     t0 = time.monotonic()
     o = _gan_settings(p)
@@ -248,11 +247,6 @@ def register_shipped_gan(dataset_id: int, folder: str | Path = SHIPPED_GAN, *, u
     """Register the shipped GAN for a dataset (idempotent); refused when image size or classes differ."""
     from sqlalchemy import select
 
-    from db.models import Model
-    from services.platform.database import session
-    from services.data.datasets import get_dataset
-    from services.counterfactuals.generators import register_generator
-
     folder = Path(folder)
     if not (folder / "provenance.json").is_file() or not (folder / CHECKPOINT).is_file():
         raise FileNotFoundError(f"no shipped GAN at {folder} (provenance.json or {CHECKPOINT} missing)")
@@ -284,8 +278,6 @@ def demo_params(state: dict) -> dict:
 
 def demo_existing(state: dict) -> dict | None:
     """The demo's GAN when already registered (or a note when this checkout ships none), else None."""
-    from services.counterfactuals.generators import list_generators
-
     if not (SHIPPED_GAN / "provenance.json").is_file():
         return {"skipped": f"no shipped GAN in {SHIPPED_GAN}"}
     for g in list_generators(int(state["dataset"]["dataset_id"]), "gan"):
@@ -330,9 +322,6 @@ BENCH_ROWS = [("GAN (known attributes)", {"mode": "attributes"}), ("GAN (latent)
 def bench_context(dataset_id: int, rows, device: str, generator_id: int | None = None) -> dict | None:
     """The bench's GAN: {'bundle', 'attrs' (len(rows), dim), 'generator_id'} for the given array-cache rows, or
     None when the dataset has no GAN."""
-    from services.counterfactuals.generators import get_generator
-    from services.data.datasets import list_images, load_arrays
-
     row = get_generator(dataset_id, "gan", generator_id)
     if row is None:
         return None

@@ -30,6 +30,7 @@ from sqlalchemy import select
 from db.models import Image, Model
 from services.platform.database import read_session, session
 from services.platform.settings import from_stored, get_settings, resolve_device, to_stored  # noqa: F401  (i17: paths relative to EXEMPLAR_HOME)
+from services.data.datasets import get_dataset, load_arrays
 
 @dataclass(frozen=True)
 class GenKind:
@@ -74,7 +75,6 @@ def pixels_hash(dataset_id: int) -> str:
     the same images are re-encoded (another PNG encoder or zlib level), so a shipped ε stays valid for them."""
     import numpy as np
 
-    from services.data.datasets import load_arrays
 
     arr = load_arrays(dataset_id)
     order = np.argsort(arr.paths) if len(arr.paths) == len(arr.images) else np.arange(len(arr.images))
@@ -165,7 +165,6 @@ def compute_bpd_threshold(unet, scheduler, dataset_id: int, n_images: int = DEFA
 
     from core.counterfactual.taxonomy import bpd_threshold
     from core.generative.bpd import bits_per_dim
-    from services.data.datasets import load_arrays
 
     arr = load_arrays(dataset_id)
     idx = arr.split_index(BPD_SPLIT)
@@ -227,7 +226,6 @@ def ensure_purify_threshold(row: dict, dataset_id: int, model_id: int, classifie
     import torch
 
     from core.counterfactual.purify import purification_drop
-    from services.data.datasets import load_arrays
 
     key = f"{dataset_id}:{model_id}"
     have = ((row.get("metrics") or {}).get("purify") or {}).get(key)
@@ -255,8 +253,6 @@ def ensure_purify_threshold(row: dict, dataset_id: int, model_id: int, classifie
 
 def gen_train_job(ctx) -> dict:
     """`gen.train` job: params dataset, kind (ddpm | gan | …), steps, seed, …; dispatched through GEN_KINDS."""
-    from services.data.datasets import get_dataset
-
     kind = ctx.params.get("kind", "ddpm")
     if kind not in GEN_KINDS:
         raise ValueError(f"unknown generator kind {kind!r}; choose one of {', '.join(sorted(GEN_KINDS))}")
@@ -302,7 +298,6 @@ def train_ddpm_job(ctx, ds: dict) -> dict:
     import diffusers
     from core.generative.ddpm import (MAX_WEIGHT_BYTES_64, build_ddpm, grid_image, sample, save_ddpm, to_uint8,
                                       weight_bytes)
-    from services.data.datasets import load_arrays
 
     p = dict(ctx.params)
     t0 = time.monotonic()
@@ -405,7 +400,6 @@ def register_shipped_ddpm(dataset_id: int, folder: str | Path = SHIPPED_DDPM, *,
     if not prov_path.is_file():
         raise FileNotFoundError(f"no shipped DDPM at {folder} (provenance.json missing)")
     prov = json.loads(prov_path.read_text())
-    from services.data.datasets import get_dataset
 
     size = int(get_dataset(dataset_id)["image_size"])
     if prov.get("image_size") and int(prov["image_size"]) != size:

@@ -14,6 +14,9 @@ from pathlib import Path
 import numpy as np
 
 from services.platform.settings import resolve_device
+from services.counterfactuals.runs import list_counterfactuals, load_arrays_of, marker_box
+from services.data.datasets import load_arrays
+from services.models.registry import load_classifier
 
 PROBE_SPLIT = "test"        # held-out, iid: the split the probe reads
 MAX_PATCH_SHARE = 0.5       # an uploaded patch may be at most half the image side
@@ -74,9 +77,6 @@ def probe_artefact(model_id: int, artefact: str | bytes | Path = "marker", box: 
                    split: str = PROBE_SPLIT, limit: int | None = None, device: str | None = None) -> ArtefactProbe:
     """Artefact injection for one classifier on its dataset's held-out `split` (four corners, or `box`)."""
     from core.probe.artefact import artefact_probe, corner_boxes
-    from services.data.datasets import load_arrays
-    from services.models.registry import load_classifier
-
     dev = resolve_device(device)
     clf, row = load_classifier(int(model_id), dev)
     arr = load_arrays(int(row["dataset_id"]))
@@ -122,7 +122,6 @@ def _fit(patch: np.ndarray, alpha: np.ndarray, h: int, w: int) -> tuple[np.ndarr
 def change_mass(model_id: int, method: str | None = None) -> ChangeMass:
     """Mean change-mass ratios (marker box, lungs) over the model's stored counterfactuals."""
     from core.probe.change_mass import mean_ratio
-    from services.counterfactuals.runs import list_counterfactuals, load_arrays_of, marker_box
 
     pairs_m, pairs_l, n = [], [], 0
     for r in list_counterfactuals(model_id=int(model_id), method=method, limit=500):

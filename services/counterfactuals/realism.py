@@ -10,6 +10,10 @@ from dataclasses import asdict, dataclass
 import numpy as np
 
 from services.platform.settings import resolve_device
+from services.counterfactuals.runs import load_arrays_of
+from services.data.datasets import load_arrays
+from services.models.independent import load_independent
+from services.models.registry import get_model
 
 REAL_SPLIT = "test"
 MAX_REAL = 200
@@ -36,11 +40,6 @@ class RealismRow:
 def realism_table(rows: list[dict], device: str | None = None) -> tuple[list[RealismRow], str | None]:
     """Realism per group of stored rows (groups of ≥ 2); ([], reason) when it cannot be computed."""
     from core.metrics.realism import realism
-    from services.counterfactuals.runs import load_arrays_of
-    from services.data.datasets import load_arrays
-    from services.models.independent import load_independent
-    from services.models.registry import get_model
-
     if not rows:
         return [], "no results"
     dev = resolve_device(device)

@@ -32,6 +32,13 @@ from services.platform.database import read_session, session
 from services.team import audit
 from services.team.access import require
 from services.platform.settings import from_stored, get_settings, resolve_device, to_stored  # i17: relative paths
+from db.models import User
+from services.counterfactuals.gan import method_options as gan_options, result_extras
+from services.counterfactuals.generators import PURIFY, bpd_settings, ensure_bpd_threshold, ensure_purify_threshold
+from services.counterfactuals.generators import get_generator, load_ddpm_generator, load_generator
+from services.data.datasets import load_arrays, resolve_image
+from services.models.independent import find_independent
+from services.models.registry import get_model, load_classifier
 
 METHODS: dict[str, str | None] = {s.name: s.generator for s in COUNTERFACTUAL_METHODS}
 METHOD_LABELS = COUNTERFACTUAL_METHODS.labels()
@@ -119,8 +126,6 @@ class _Scorer:
     """Bits/dim and ε of a dataset's DDPM (None when the dataset has none)."""
 
     def __init__(self, dataset_id: int, generator_id: int | None, device: str, progress):
-        from services.counterfactuals.generators import bpd_settings, ensure_bpd_threshold, get_generator, load_ddpm_generator
-
         self.row = get_generator(dataset_id, "ddpm", generator_id)
         self.ddpm = None
         self.eps = None
@@ -139,7 +144,6 @@ class _Scorer:
         import torch
 
         from core.counterfactual.purify import purification_drop
-        from services.counterfactuals.generators import PURIFY, ensure_purify_threshold
 
         if self.ddpm is None:
             return None, None
@@ -169,9 +173,6 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
                         progress=None) -> dict:
     """Generate, score and store counterfactuals; returns {results: [row dicts], …first result's keys}."""
     import torch
-
-    from services.models.independent import find_independent
-    from services.models.registry import get_model, load_classifier
 
     say = progress or (lambda *a, **k: None)
     _check_request(model_ids, methods, preset, n_seeds)
@@ -272,7 +273,6 @@ def _common_dataset(model_ids: list[int], rows0: list[dict | None]) -> int:
 def _load_source(dataset_id: int, image: int | str, target: Any) -> _Source:
     import torch
 
-    from services.data.datasets import load_arrays, resolve_image
 
     img = resolve_image(dataset_id, image)
     arr = load_arrays(dataset_id)
@@ -285,8 +285,6 @@ def _load_source(dataset_id: int, image: int | str, target: Any) -> _Source:
 
 def _load_generators(methods: list[str], scorer: _Scorer, dataset_id: int, gan_id: int | None, dev) -> dict:
     """generator kind → (loaded generator, row) for the methods that need one; a missing one is refused."""
-    from services.counterfactuals.generators import get_generator, load_generator
-
     gens: dict[str, Any] = {}
     for m in methods:
         kind = METHODS[m]
@@ -337,7 +335,6 @@ def _run_method(run: _Run, task: _Task) -> dict:
     diffusion_counts = _pass_counts(out, best, flips)
     extras = {}
     if method == "gan":  # attributes_changed, and the category by flip alone without a DDPM
-        from services.counterfactuals.gan import result_extras
 
         extras = result_extras(out, best, bool(flips[best]), category)
         category = extras.pop("category")
@@ -385,7 +382,6 @@ def _generate(run: _Run, task: _Task, gen_obj) -> tuple[Any, dict, list[int]]:
         opts.setdefault("preset", run.preset)
     seeds = [run.seed + s for s in range(n_seeds)]
     if method == "gan":  # the image's known attributes (services/counterfactuals/gan.py)
-        from services.counterfactuals.gan import method_options as gan_options
 
         opts = gan_options(gen_obj, run.src.img, run.src.classes, n_seeds, opts)
     span = 0.75 if (method == "diffusion" and run.affirmative) else 0.9
@@ -488,7 +484,6 @@ def cross_model_verdict(b_row: dict | None, model_id: int, original: np.ndarray,
     target_prob, original_pred, pred}; flipped None when the dataset has no B (or B is the explained model)."""
     import torch
 
-    from services.models.registry import load_classifier
 
     if b_row is None or int(b_row["id"]) == int(model_id):
         return {"model_id": None, "flipped": None}
@@ -605,8 +600,6 @@ def annotate(cid: int, user_id: int, rating: int | None = None, plausible: str |
 
 
 def list_annotations(cid: int | None = None) -> list[dict]:
-    from db.models import User
-
     with read_session() as s:
         q = (select(Annotation, User.name).join(User, User.id == Annotation.user_id)
              .where(Annotation.subject == "counterfactual").order_by(Annotation.id))

@@ -21,6 +21,12 @@ import numpy as np
 
 from core.registries import EXPLANATION_METHODS, METRICS as METRIC_SPECS
 from services.platform.batching import adaptive_batches
+from db.models import Model
+from services.data.datasets import load_arrays
+from services.explanations.ltx import method_kwargs
+from services.models.registry import get_model, load_classifier
+from services.platform.database import session
+from services.platform.settings import resolve_device
 
 Progress = Callable[..., None]
 ALIASES = {a: s.name for s in EXPLANATION_METHODS for a in s.aliases}
@@ -71,10 +77,6 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
     The top-level ar … ins of a method are for the predicted class; `true` holds the same for the true class.
     """
     from core.train.classifier import cpu_threads
-    from services.data.datasets import load_arrays
-    from services.models.registry import get_model, load_classifier
-    from services.platform.settings import resolve_device
-
     say = progress or (lambda *a, **k: None)
     names = parse_methods(methods)
     targets = _targets(targets)
@@ -137,8 +139,6 @@ def _plan_methods(model_id: int, names: list[str], dev, model, defaulted: bool, 
                   say) -> tuple[list[tuple[str, str, dict]], dict[str, str]]:
     """Resolve every method first, so a missing explainer fails before any work is done: [(name, registry name,
     kwargs)] and {skipped name: reason}."""
-    from services.explanations.ltx import method_kwargs
-
     plan, skipped = [], {}
     for name in names:
         try:
@@ -259,9 +259,6 @@ def _skip_inapplicable(name: str, reg: str, model, skipped: dict, say) -> bool:
 def store_results(model_id: int, methods: dict[str, dict]) -> None:
     """Merge per-method results into the classifier row's metrics["methods"] (other methods are kept)."""
     from sqlalchemy import select
-
-    from db.models import Model
-    from services.platform.database import session
 
     with session() as s:
         m = s.scalars(select(Model).where(Model.id == int(model_id)).with_for_update()).first()

@@ -29,6 +29,10 @@ from db.models import Annotation, Dataset, Explanation, ExplanationRun, Image, M
 from services.platform.batching import adaptive_batches
 from services.platform.database import read_session, session
 from services.platform.settings import from_stored, get_settings, to_stored
+from services.data.datasets import load_arrays
+from services.explanations.ltx import LTX_METHODS, method_kwargs
+from services.models.registry import get_model, load_classifier
+from services.platform.settings import resolve_device
 
 METRICS = tuple(METRIC_SPECS.names(kind="localisation"))  # every map is scored against its image's masks
 SORTABLE = METRICS + ("prob",)
@@ -113,11 +117,6 @@ class _Job:
 
 
 def _prepare(model_id, method, splits, dataset_id, device, limit, say) -> _Job:
-    from services.data.datasets import load_arrays
-    from services.explanations.ltx import method_kwargs
-    from services.models.registry import get_model, load_classifier
-    from services.platform.settings import resolve_device
-
     row = get_model(model_id)
     if row is None:
         raise ValueError(f"no model {model_id}")
@@ -312,7 +311,6 @@ def explain_one(model, image: np.ndarray, method: str = "gradcam", target: int |
     import torch
 
     from core.explain import explain
-    from services.explanations.ltx import LTX_METHODS, method_kwargs
 
     dev = next(model.parameters()).device if device is None else torch.device(device)
     kw: dict = {}

@@ -11,6 +11,7 @@ from core.files import atomic_write
 from services.explanations.explaining import METRICS, load_maps, load_run, run_rows
 from services.team import audit
 from services.team.access import require
+from services.explanations.explaining import dataset_classes
 
 
 def export_explanations(run_id: int, out: str | Path, csv_path: str | Path | None = None,
@@ -18,8 +19,6 @@ def export_explanations(run_id: int, out: str | Path, csv_path: str | Path | Non
     """Write the run to OUT (.npz; keys image_ids, paths, labels, splits, targets, preds, probs, maps, classes,
     run_id, tau, image_size and one float32 array per metric: ar, ap, f1, soft_ar, relevance_mass, rra, pointing, wr —
     NaN where undefined). Returns {run_id, out, csv, n, keys}."""
-    from services.explanations.explaining import dataset_classes
-
     actor = require(user_id, "export")  # team
     run = load_run(run_id)
     rows = run_rows(run_id)

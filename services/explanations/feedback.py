@@ -13,6 +13,7 @@ from db.models import Annotation, Explanation, ExplanationRun, Feedback, Image, 
 from services.platform.database import read_session, session
 from services.team import audit
 from services.team.access import require
+from services.explanations.explaining import query_explanations, run_splits
 
 KINDS = ("good", "bad")
 QUALITIES = ("good", "bad", "unsure")
@@ -128,8 +129,6 @@ def history(model_id: int | None = None, user_id: int | None = None, limit: int 
 def suggest_pair(run_id: int, split: str | None = "train") -> dict:
     """The eXBL paper's choice for the user to confirm: good = max-AR image, bad = min-AR image of the run
     (within `split` when the run has images of it; ties broken by AP). {'good': row | None, 'bad': row | None}."""
-    from services.explanations.explaining import query_explanations, run_splits
-
     splits = [split] if split and split in run_splits(run_id) else None
     good, _ = query_explanations(run_id, sort="ar", descending=True, splits=splits, limit=1)
     bad, _ = query_explanations(run_id, sort="ar", descending=False, splits=splits, limit=1)

@@ -24,6 +24,11 @@ from typing import Callable
 
 from core.registries import EXPLANATION_METHODS
 from services.platform.settings import resolve_device
+from db.models import Model
+from services.data.datasets import load_arrays
+from services.models.registry import get_model, load_classifier, model_to_dict, prune_partial, register_model
+from services.models.registry import save_checkpoint_dir
+from services.platform.database import read_session
 
 Progress = Callable[..., None]
 DEFAULTS = {"epochs": 5, "batch_size": 32, "lr": 1e-3, "width": 8, "depth": 3, "out_stride": 4, "seed": 0}
@@ -58,9 +63,6 @@ def train_explainer(model_id: int, *, epochs: int = DEFAULTS["epochs"], batch_si
     from core.ltx import MASKING, LTXExplainer, pretrain
     from core.ltx.loss import ALPHAS, MASKINGS
     from core.train.classifier import cpu_threads
-    from services.data.datasets import load_arrays
-    from services.models.registry import get_model, load_classifier, prune_partial, register_model, save_checkpoint_dir
-
     t0 = time.monotonic()
     say = progress or (lambda *a, **k: None)
     if epochs < 1:
@@ -138,10 +140,6 @@ def find_explainer(model_id: int, masking: str | None = None) -> dict | None:
     """The registry row of the newest LTX explainer of classifier `model_id` trained with `masking` (any when
     None), or the explainer row itself when `model_id` is an explainer's id."""
     from sqlalchemy import select
-
-    from db.models import Model
-    from services.platform.database import read_session
-    from services.models.registry import get_model, model_to_dict
 
     row = get_model(int(model_id))
     if row is None:

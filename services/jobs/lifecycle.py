@@ -23,6 +23,9 @@ from services.jobs import kinds
 from services.jobs.outputs import clear_outputs
 from services.jobs.reaper import HEARTBEAT_S, STALE_AFTER_S, reap  # noqa: F401  (re-exported)
 from services.team.access import require, require_cancel
+from db.models import User
+from services.jobs.queue import enqueue
+from services.jobs.reaper import LEASE_S
 
 FINAL = job_state.FINAL
 state_path, drop_state = job_state.state_path, job_state.drop_state  # re-exported for handlers
@@ -117,8 +120,6 @@ def submit(kind: str, params: dict, user_id: int | None) -> int:
     """Create a jobs row and put it on the queue for a worker. The row is the truth: when the queue is down the
     row stays `queued` (its message says so, and one line goes to stderr) and the reaper's sweeper
     (services.jobs.reaper.resend_stranded) sends it a lease later, so a submission is never lost."""
-    from services.jobs.queue import enqueue
-
     job_id = create_job(kind, params, user_id)
     try:
         enqueue(job_id)
@@ -220,8 +221,6 @@ def mark_lost(stale_after_s: float = STALE_AFTER_S) -> int:
 def reap_for_readers() -> None:
     """Before a CLI read of the jobs table: one reaper pass that loses only leases a further lease past their end
     (no worker may be running to reap them, e.g. an inline run killed in local mode), so the list tells the truth."""
-    from services.jobs.reaper import LEASE_S
-
     reap(retry=True, resend=False, confirm_s=0, grace_s=LEASE_S)
 
 
@@ -243,8 +242,6 @@ def job_to_dict(job: Job) -> dict:
 
 def list_jobs(limit: int = 100, status: str | None = None) -> list[dict]:
     """The most recent jobs (with the name of the user who started each, `created_by_name`)."""
-    from db.models import User
-
     with read_session() as s:
         q = select(Job).order_by(Job.id.desc()).limit(limit)
         if status:

@@ -21,6 +21,8 @@ from db.models import Job, Worker, utcnow
 from services.jobs import state as job_state
 from services.platform import uploads
 from services.platform.database import read_session, session
+from services.jobs.queue import enqueue, pending_ids
+from services.jobs.state import drop_state, state_path
 
 HEARTBEAT_S = 3.0
 LEASE_S = 20.0  # a worker's lease: renewed every HEARTBEAT_S; expired leases are reaped within LEASE_S + REAP_EVERY_S
@@ -122,8 +124,6 @@ def reap(stale_after_s: float = STALE_AFTER_S, retry: bool = True, resend: bool 
 
 def send(job_id: int) -> bool:
     """Put a job id on the queue; False (logged) when the queue is unreachable: the sweeper sends it later."""
-    from services.jobs.queue import enqueue
-
     try:
         enqueue(job_id)
         return True
@@ -149,8 +149,6 @@ def retry_lost() -> list[int]:
 def resend_stranded(older_than_s: float = LEASE_S) -> list[int]:
     """Send again every `queued` row whose message was sent more than a lease ago and is not on the queue now.
     Each row is taken by one conditional update of `queued_at`, so two workers never both resend it."""
-    from services.jobs.queue import pending_ids
-
     now = utcnow()
     sent = func.coalesce(Job.queued_at, Job.created_at)
     with read_session() as s:
@@ -185,8 +183,6 @@ def release_uploads_if_final(job_id: int) -> None:
 
 def drop_ended_state() -> None:
     """Remove the resume folders of jobs that have ended for good (lost with no retry left, or final)."""
-    from services.jobs.state import drop_state, state_path
-
     root = state_path(0).parent
     if not root.is_dir():
         return

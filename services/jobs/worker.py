@@ -25,9 +25,13 @@ from datetime import timedelta
 from sqlalchemy import select
 
 from db.models import Worker, utcnow
-from services.jobs import state as job_state
-from services.jobs import reaper
+from services.jobs import state as job_state, reaper
 from services.platform.database import read_session, session
+from db.engine import get_engine
+from db.models import Job
+from services.jobs.lifecycle import JobReleased, RELEASE, drop_state, execute_job, get_job
+from services.jobs.queue import dequeue
+from services.platform.settings import get_settings
 
 STOP_GRACE_S = 30.0
 CANCEL_POLL_S = 0.2    # how often the parent looks for cancel requests of its children's jobs
@@ -98,10 +102,6 @@ def _die_with_parent(parent_pid: int) -> None:
 
 def _child(job_id: int, name: str, parent_pid: int) -> None:
     """Child process body: run one job, give it back on SIGTERM."""
-    from db.engine import get_engine
-    from services.jobs.lifecycle import RELEASE, JobReleased, execute_job
-    from services.platform.settings import get_settings
-
     _die_with_parent(parent_pid)
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C reaches the parent, which sends SIGTERM
 
@@ -134,9 +134,6 @@ def _enforce_cancel(children: dict[int, _Running]) -> None:
     """Cancel lands within about 2 s even where a job has no cancel check yet (importing torch, loading a model
     or a dataset): a child still running CANCEL_GRACE_S after its job's cancel request is killed and the job
     marked cancelled. Jobs check the flag themselves between batches; this is the backstop."""
-    from db.models import Job
-    from services.jobs.lifecycle import drop_state
-
     if not children:
         return
     ids = {ch.job_id: ch for ch in children.values()}
@@ -161,8 +158,6 @@ def _collect(children: dict[int, _Running], name: str) -> None:
     """Forget finished children: a child that died running its job leaves it lost (and maybe retried); one that
     gave its job back has it put on the queue again at once; one that died before claiming leaves it to the
     sweep."""
-    from services.jobs.lifecycle import get_job
-
     for pid, ch in list(children.items()):
         code = ch.proc.exitcode
         if code is None:
@@ -187,8 +182,6 @@ def _stop_children(children: dict[int, _Running], name: str) -> None:
     """Ask every child to give its job back; one that has not within STOP_GRACE_S (a job between progress
     checks: importing torch, one long batch) is killed and its job released here: the worker was stopped,
     the attempt does not count, whichever process ends it."""
-    from services.jobs.lifecycle import get_job
-
     for ch in children.values():
         if ch.proc.exitcode is None:
             os.kill(ch.proc.pid, signal.SIGTERM)
@@ -214,9 +207,6 @@ def _stop_children(children: dict[int, _Running], name: str) -> None:
 
 def run_worker(workers: int = 1, name: str | None = None) -> None:
     """Blocking: run up to `workers` jobs at once, each in its own child process, until SIGTERM / Ctrl-C."""
-    from services.jobs.queue import dequeue
-    from services.platform.settings import get_settings
-
     name = name or default_name()
     stop = threading.Event()
     for sig in (signal.SIGTERM, signal.SIGINT):

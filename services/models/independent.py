@@ -8,6 +8,9 @@ small-input stem would cost four times as much).
 from __future__ import annotations
 
 from pathlib import Path
+from db.models import Model
+from services.models.registry import find_model, load_classifier, model_to_dict
+from services.platform.database import read_session
 
 INDEPENDENT_SUFFIX = "-independent"
 # Measured on the demo (one busy CPU thread, 73 s per epoch): 6 epochs at lr 5e-3 give val 0.867, test 0.867,
@@ -20,10 +23,6 @@ def find_independent(dataset_id: int, exclude: int | None = None) -> dict | None
     """The newest independent classifier of the dataset (not `exclude`), or None."""
     from sqlalchemy import select
 
-    from db.models import Model
-    from services.platform.database import read_session
-    from services.models.registry import model_to_dict
-
     with read_session() as s:
         q = (select(Model).where(Model.kind == "classifier", Model.dataset_id == int(dataset_id),
                                  Model.name.like(f"%{INDEPENDENT_SUFFIX}")).order_by(Model.id.desc()))
@@ -35,8 +34,6 @@ def find_independent(dataset_id: int, exclude: int | None = None) -> dict | None
 
 def load_independent(dataset_id: int, device: str, exclude: int | None = None):
     """(classifier, row) of the dataset's independent classifier, or (None, None) when it has none."""
-    from services.models.registry import load_classifier
-
     row = find_independent(dataset_id, exclude)
     if row is None:
         return None, None
@@ -48,8 +45,6 @@ def demo_params(state: dict) -> dict:
 
 
 def demo_existing(state: dict) -> dict | None:
-    from services.models.registry import find_model
-
     m = find_model(DEMO_INDEPENDENT["name"], "classifier", state["dataset"]["dataset_id"])
     if m is None or not Path(m["checkpoint"]).is_file():
         return None

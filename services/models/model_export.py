@@ -13,6 +13,15 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
+from db.models import Image
+from services.data.datasets import load_arrays
+from services.models.model_import import acting
+from services.models.registry import get_model, lineage, load_classifier
+from services.models.retrain_models import get_retrain
+from services.platform.database import read_session
+from services.platform.settings import get_settings
+from services.team import audit
+from services.team.access import require
 
 Progress = Callable[..., None]
 CHECK_IMAGES = 16
@@ -38,9 +47,6 @@ def dataset_hash(dataset_id: int) -> str:
     """sha256 over the dataset's (image sha256, label, split) rows in id order: what the model was judged on."""
     from sqlalchemy import select
 
-    from db.models import Image
-    from services.platform.database import read_session
-
     h = hashlib.sha256()
     with read_session() as s:
         for sha, label, split in s.execute(select(Image.sha256, Image.label, Image.split)
@@ -51,8 +57,6 @@ def dataset_hash(dataset_id: int) -> str:
 
 def model_card(row: dict) -> dict:
     """The card of a registered classifier: everything a reader of the exported file needs to use and trust it."""
-    from services.models.registry import get_model, lineage
-
     cfg = row.get("config") or {}
     ak = cfg.get("arch_kwargs") or {}
     classes = list(cfg.get("classes") or [])
@@ -93,8 +97,6 @@ def model_card(row: dict) -> dict:
 def _retrain_part(cfg: dict) -> dict | None:
     """The model's place in its retrain (id, seed, role: child | control | random_control) and the group's verdict
     over every seed, when it came from one."""
-    from services.models.retrain_models import get_retrain
-
     rid = cfg.get("retrain_id")
     if rid is None:
         return None
@@ -156,7 +158,6 @@ def default_folder(model_id: int, fmt: str) -> Path:
     """A new folder under $EXEMPLAR_HOME/exports (what the web form writes into: never a path a user typed)."""
     import uuid
 
-    from services.platform.settings import get_settings
 
     return get_settings().path("exports") / f"model-{int(model_id)}-{fmt}-{uuid.uuid4().hex[:8]}"
 
@@ -169,12 +170,6 @@ def export_model(model_id: int, fmt: str, out: str | Path | None, *, user_id: in
 
     from core.models import create_model
     from core.models.export import FORMATS, WRITERS, portable_input, reference_logits, reload_logits
-    from services.data.datasets import load_arrays
-    from services.models.registry import load_classifier
-    from services.team.access import require
-
-    from services.models.model_import import acting
-
     actor = require(acting(user_id), "model.export")
     if fmt not in FORMATS:
         raise ValueError(f"--format must be one of {', '.join(FORMATS)}, not {fmt!r}")
@@ -205,7 +200,6 @@ def export_model(model_id: int, fmt: str, out: str | Path | None, *, user_id: in
     card_path, readme = out / "model_card.json", out / "README.md"
     card_path.write_text(json.dumps(card, indent=2, default=str))
     readme.write_text(card_readme(card, path.name))
-    from services.team import audit
 
     audit.record(actor, "model.export", f"model:{int(model_id)}",
                  after={"format": fmt, "file": path.name, "max_abs_logit_diff": diff})

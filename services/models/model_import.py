@@ -12,6 +12,11 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+from services.data.datasets import get_dataset, load_arrays
+from services.models.registry import load_classifier, prune_partial, register_model, save_checkpoint_dir
+from services.platform.settings import get_settings, resolve_device
+from services.team import audit
+from services.team.access import require
 
 Progress = Callable[..., None]
 EVAL_SPLITS = ("val", "test", "test_shifted")
@@ -161,11 +166,6 @@ def import_model(arch: str, weights: str | Path, dataset: int | str, *, user_id:
                  progress: Progress | None = None) -> ImportResult:
     """Import a classifier and register it; refusals are ValueErrors of one line and leave nothing behind."""
     from core.train.classifier import evaluate
-    from services.data.datasets import get_dataset, load_arrays
-    from services.models.registry import prune_partial, register_model, save_checkpoint_dir
-    from services.team.access import require
-    from services.platform.settings import resolve_device
-
     require(acting(user_id), "model.import")
     if arch.startswith("python:"):  # running a factory is running code on the server: admins only
         require(user_id, "model.import.code")
@@ -213,7 +213,6 @@ def import_model(arch: str, weights: str | Path, dataset: int | str, *, user_id:
 def list_layers(model_id: int) -> dict:
     """{target_layer, layers: [{name, shape, layout, carries_gradient}]} of a registered classifier."""
     from core.models.target import candidate_layers, target_spec
-    from services.models.registry import load_classifier
 
     model, row = load_classifier(int(model_id), "cpu")
     size = int(row["config"].get("image_size") or row["config"].get("input_size") or 64)
@@ -231,9 +230,6 @@ WEIGHT_SUFFIXES = (".pt", ".pth", ".safetensors")
 def save_weights_upload(filename: str, data: bytes, *, user_id: int) -> Path:
     """A weights file uploaded in the browser, stored under $EXEMPLAR_HOME/uploads/weights by its content hash
     (the page never passes a server path a user typed)."""
-    from services.team.access import require
-    from services.platform.settings import get_settings
-
     actor = require(acting(user_id), "model.import")
     suffix = Path(filename).suffix.lower()
     if suffix not in WEIGHT_SUFFIXES:
@@ -245,7 +241,6 @@ def save_weights_upload(filename: str, data: bytes, *, user_id: int) -> Path:
         tmp = path.with_suffix(path.suffix + ".part")
         tmp.write_bytes(data)
         tmp.replace(path)
-    from services.team import audit
 
     audit.record(actor, "model.upload", f"upload:{path.name}", after={"bytes": len(data), "suffix": suffix})
     return path

@@ -18,7 +18,7 @@ from sqlalchemy import select
 from db.models import Model
 from services.platform.database import read_session, session
 from services.team import audit
-from services.platform.settings import from_stored, get_settings, to_stored
+from services.platform.settings import from_stored, get_settings, to_stored, resolve_device
 
 CHECKPOINT_NAME = "model.safetensors"
 TMP_PREFIX = ".tmp-"
@@ -140,7 +140,6 @@ def lineage(model_id: int) -> list[int]:
 def load_classifier(model_id: int, device: str | None = None):
     """(torch module in eval mode on the device, registry row) for a classifier id."""
     from core.models.checkpoint import load_checkpoint
-    from services.platform.settings import resolve_device
 
     row = get_model(model_id)
     if row is None:

@@ -10,6 +10,10 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+from db.models import Model, Retrain
+from services.models.registry import register_model, save_checkpoint_dir
+from services.platform.database import read_session, session
+from services.team import audit
 
 ROLES = ("child", "control", "random_control")
 LINEAGE = {"control": "control of #{child}", "random_control": "random-pair control of #{child}"}
@@ -18,9 +22,6 @@ SUFFIX = {"child": "", "control": "-control", "random_control": "-random-pair"}
 
 def discard(model_id: int | None, ckpt: Path | None) -> None:
     """Remove one registry row and its checkpoint folder (either may be absent)."""
-    from db.models import Model
-    from services.platform.database import session
-
     if model_id is not None:
         with session() as s:
             m = s.get(Model, int(model_id))
@@ -31,10 +32,6 @@ def discard(model_id: int | None, ckpt: Path | None) -> None:
 
 
 def _new_retrain(parent: dict, method: str, seeds: int, config: dict, job_id, user_id) -> int:
-    from db.models import Retrain
-    from services.team import audit
-    from services.platform.database import session
-
     with session() as s:
         row = Retrain(parent_id=int(parent["id"]), method=method, seeds=int(seeds), config=config, evidence={},
                       job_id=job_id, created_by=user_id)
@@ -46,9 +43,6 @@ def _new_retrain(parent: dict, method: str, seeds: int, config: dict, job_id, us
 
 
 def _drop_retrain(retrain_id: int | None) -> None:
-    from db.models import Retrain
-    from services.platform.database import session
-
     if retrain_id is not None:
         with session() as s:
             r = s.get(Retrain, int(retrain_id))
@@ -58,8 +52,6 @@ def _drop_retrain(retrain_id: int | None) -> None:
 
 def _save_one(parent: dict, who: str, seed: int, model, config: dict, metrics: dict, name: str,
               feedback_ids: list, job_id, user_id, made: list) -> int:
-    from services.models.registry import register_model, save_checkpoint_dir
-
     ckpt = save_checkpoint_dir(model.cpu(), config)
     made.append((None, ckpt))
     mid = register_model(name=name, arch=parent["arch"], checkpoint=ckpt, dataset_id=parent["dataset_id"],
@@ -70,9 +62,6 @@ def _save_one(parent: dict, who: str, seed: int, model, config: dict, metrics: d
 
 
 def _set_config(model_id: int, **extra) -> None:
-    from db.models import Model
-    from services.platform.database import session
-
     with session() as s:
         row = s.get(Model, int(model_id))
         row.config = {**(row.config or {}), **extra}
@@ -83,9 +72,6 @@ def register_group(parent: dict, seeds: list[dict], group: dict, base_config: di
     """seeds: per seed {'seed', 'models': {role: module}, 'configs': {role: extra config}, 'metrics': {role: dict},
     'evidence': the child's one-seed evidence}; group: {'method', 'config', 'evidence'} of the retrain row.
     Returns {'retrain_id', 'seed_models': [{seed, child_id, control_id, random_control_id}], 'made'}."""
-    from db.models import Retrain
-    from services.platform.database import session
-
     made: list = []
     rid = None
     try:
@@ -130,9 +116,6 @@ def undo_group(reg: dict) -> None:
 
 def get_retrain(retrain_id: int) -> dict | None:
     """{'id', 'parent_id', 'method', 'seeds', 'config', 'evidence', 'created_at'} or None."""
-    from db.models import Retrain
-    from services.platform.database import read_session
-
     with read_session() as s:
         r = s.get(Retrain, int(retrain_id))
         if r is None:

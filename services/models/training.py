@@ -13,6 +13,8 @@ from typing import Any, Callable, Sequence
 
 from core.registries import ARCHITECTURES
 from services.platform.settings import resolve_device
+from services.data.datasets import get_dataset, load_arrays
+from services.models.registry import load_classifier, prune_partial, register_model, save_checkpoint_dir, update_metrics
 
 Progress = Callable[..., None]
 ARCHS = tuple(sorted(ARCHITECTURES.names()))
@@ -46,9 +48,6 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
     best_epoch, stopped_early, seconds, device}.
     """
     from core.train.classifier import TrainConfig, cpu_threads, evaluate, fit
-    from services.data.datasets import get_dataset, load_arrays
-    from services.models.registry import prune_partial
-
     t0 = time.monotonic()
     say = progress or (lambda *a, **k: None)
     _check_request(arch, epochs, pretrained)
@@ -128,8 +127,6 @@ def _build_model(arch: str, num_classes: int, input_size: int, arch_kwargs: dict
 def _save_and_register(model, config: dict, row: dict) -> tuple[int, Path]:
     """Write the checkpoint folder, then the registry row (register_model's keywords in `row`); a failed
     registration removes the folder. Returns (model id, checkpoint path)."""
-    from services.models.registry import register_model, save_checkpoint_dir
-
     ckpt = save_checkpoint_dir(model.cpu(), config)
     try:
         return register_model(checkpoint=ckpt, **row), ckpt
@@ -147,9 +144,6 @@ def evaluate_splits(model: Any, dataset: Any = None, splits: Sequence[str] = EVA
     """
     from core.data.arrays import DatasetArrays
     from core.train.classifier import evaluate
-    from services.data.datasets import get_dataset, load_arrays
-    from services.models.registry import load_classifier, update_metrics
-
     model_id = None
     dev = resolve_device(device)
     if isinstance(model, int):

@@ -8,6 +8,9 @@ from sqlalchemy import select
 from core.registries import METRICS
 from db.models import Explanation, ExplanationRun, Image, Study, StudyItem
 from services.platform.database import read_session, session
+from services.data.datasets import load_arrays
+from services.explanations.explaining import load_maps
+from services.models.registry import load_classifier
 
 FAITHFULNESS = tuple(METRICS.names(kind="faithfulness"))
 
@@ -17,10 +20,6 @@ def study_faithfulness(study_id: int, device: str | None = None, progress=None) 
     import torch
 
     from core.metrics.faithfulness import faithfulness
-    from services.data.datasets import load_arrays
-    from services.explanations.explaining import load_maps
-    from services.models.registry import load_classifier
-
     with read_session() as s:
         st_ = s.get(Study, int(study_id))
         if st_ is None or st_.kind != "map" or st_.run_id is None:

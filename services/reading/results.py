@@ -17,6 +17,9 @@ from services.team.audit import to_csv
 from services.platform.database import read_session
 from services.team.access import require
 from services.reading.studies import _current, _questions, _study
+from db.models import StudyAnswer
+from services.reading.studies import questions
+from services.team import audit
 
 MAP_METRICS = tuple(METRICS.names(kind="localisation", needs="mask"))  # a study item's map against its lung mask
 CF_METRICS = ("bpd", "l1")
@@ -45,8 +48,6 @@ def _question(s, st_, question_id):
 
 def answer_rows(user_id: int | None, study_id: int, history: bool = False) -> list[dict]:
     """Every reader's current answer (all versions with history=True) and the consensus, one row each."""
-    from db.models import StudyAnswer
-
     require(user_id, "study.read_results")
     with read_session() as s:
         st_ = _study(s, study_id)
@@ -171,8 +172,6 @@ def _vlh(d: dict) -> dict:
 
 def export(user_id: int | None, study_id: int, what: str = "answers", fmt: str = "csv") -> str:
     """Study answers (with history) or the agreement table, as CSV (escaped) or JSON text; audited."""
-    from services.team import audit
-
     actor = require(user_id, "export")
     if what == "answers":
         rows = answer_rows(user_id, study_id, history=True)
@@ -190,8 +189,6 @@ def export(user_id: int | None, study_id: int, what: str = "answers", fmt: str =
 
 
 def _qs(study_id: int) -> list[dict]:
-    from services.reading.studies import questions
-
     return questions(study_id)
 
 

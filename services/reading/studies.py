@@ -16,6 +16,9 @@ from services.team import audit
 from services.platform.database import read_session, session
 from services.team.roles import PermissionRefused
 from services.team.access import require
+from services.counterfactuals.runs import get_counterfactual, list_counterfactuals, load_arrays_of
+from services.data.datasets import load_arrays
+from services.explanations.explaining import load_maps, run_rows
 
 STRATA = ("ar", "class", "split", "random")
 MAX_ITEMS = 2000
@@ -144,8 +147,6 @@ def create_study(user_id: int | None, questions: list[tuple[str, str]], readers:
 
 
 def _map_items(run_id: int, n: int, stratify: str, image_ids: list[int] | None, seed: int) -> list[dict]:
-    from services.explanations.explaining import run_rows
-
     rows = run_rows(run_id)
     if image_ids is not None:
         by_image = {r["image_id"]: r for r in rows}
@@ -161,8 +162,6 @@ def _map_items(run_id: int, n: int, stratify: str, image_ids: list[int] | None, 
 
 
 def _pair_items(pairs: list[tuple[int, int]]) -> list[dict]:
-    from services.counterfactuals.runs import get_counterfactual
-
     out = []
     for a, b in pairs:
         ca, cb = get_counterfactual(int(a)), get_counterfactual(int(b))
@@ -179,8 +178,6 @@ def _pair_items(pairs: list[tuple[int, int]]) -> list[dict]:
 
 def auto_pairs(model_id: int, method_a: str, method_b: str, n: int = 20) -> list[tuple[int, int]]:
     """Pairs (a, b): the newest counterfactual of each method for the images that have both, up to n."""
-    from services.counterfactuals.runs import list_counterfactuals
-
     rows = list_counterfactuals(model_id=model_id, limit=100000)
     first: dict[tuple[int, str], int] = {}
     for r in rows:  # newest first
@@ -277,8 +274,6 @@ def worklist(user_id: int | None, study_id: int) -> list[dict]:
 def item_pictures(user_id: int | None, study_id: int, item_id: int) -> dict:
     """Pixels for one item as the reader sees it: {'image'} and {'map'} for a map study, {'image', 'left',
     'right'} for a pair (in this reader's order). Arrays only: nothing names a model or a method."""
-    from services.data.datasets import load_arrays
-
     user = require(user_id, "study.answer")
     with read_session() as s:
         st_ = _study(s, study_id)
@@ -297,12 +292,8 @@ def item_pictures(user_id: int | None, study_id: int, item_id: int) -> dict:
     arrays = load_arrays(ds_id)
     out = {"image": np.asarray(arrays.images[index])}
     if e is not None:
-        from services.explanations.explaining import load_maps
-
         out["map"] = np.asarray(load_maps(e.run_id)[e.index], np.float32)
     if sides != [""]:
-        from services.counterfactuals.runs import load_arrays_of
-
         for pos, sd in zip(("left", "right"), sides):
             z = load_arrays_of(cf_ids[sd])
             out[pos] = z.get("counterfactual", next(iter(z.values())))

@@ -20,6 +20,10 @@ import numpy as np
 from core.files import atomic_write
 from core.data.roles import HELDOUT
 from core.xbl.evidence import MEASURES, Evidence, per_image, summarise
+from services.data.datasets import cache_path, load_arrays
+from services.models.registry import get_model, load_classifier
+from services.models.retrain_models import get_retrain
+from services.platform.settings import get_settings, resolve_device
 
 __all__ = ["HELDOUT", "MEASURES", "heldout_sets", "measure", "for_pair", "for_retrain", "control_of"]
 CHUNK = 512  # held-out rows on the device at once when a report measures a large dataset
@@ -85,8 +89,6 @@ def control_of(child: dict, role: str = "control") -> int | None:
 
 def for_retrain(retrain_id: int) -> dict:
     """The group's evidence over every seed (stored by the retrain) with its retrain id and seed models."""
-    from services.models.retrain_models import get_retrain
-
     r = get_retrain(int(retrain_id))
     if r is None:
         raise ValueError(f"no retrain {retrain_id}")
@@ -100,8 +102,6 @@ def for_pair(parent_id: int, child_id: int, device: str | None = None) -> dict:
     """The evidence of child C alone against parent P: {'splits', 'effect', 'effect_recipe', 'effect_choice',
     'effect_parent', 'effect_vs', 'roles', 'seeds', 'interval', 'describes', 'verdict', 'control_id',
     'random_control_id', 'source'}."""
-    from services.models.registry import get_model
-
     parent, child = get_model(int(parent_id)), get_model(int(child_id))
     if parent is None or child is None:
         raise ValueError(f"no model {parent_id if parent is None else child_id}")
@@ -126,10 +126,6 @@ def for_pair(parent_id: int, child_id: int, device: str | None = None) -> dict:
 
 
 def _measure_now(models: dict, device: str | None) -> dict:
-    from services.data.datasets import load_arrays
-    from services.models.registry import load_classifier
-    from services.platform.settings import resolve_device
-
     dev = resolve_device(device)
     sets = heldout_sets(load_arrays(models["child"]["dataset_id"], mmap=True), dev, lazy=True)
     runs = {}
@@ -157,9 +153,6 @@ def _cache_file(models: dict) -> Path | None:
     """Where evidence measured now is kept, named by the models' ids and a fingerprint of the dataset's array cache
     and every checkpoint (path, mtime, size): the page, the HTML export and the CLI measure once, and a rebuilt
     dataset or a replaced checkpoint is measured again."""
-    from services.data.datasets import cache_path
-    from services.platform.settings import get_settings
-
     p = cache_path(int(models["child"]["dataset_id"]))
     if not p.exists():
         return None

@@ -27,6 +27,12 @@ from core.data.roles import heading, roles_of
 from core.registries import METRICS
 from services.team import audit
 from services.team.access import require
+from services.data.datasets import load_arrays
+from services.explanations.explaining import dataset_classes, latest_run, load_maps, run_rows
+from services.models.registry import get_model
+from services.platform.settings import get_settings
+from services.presentation.palette import version_colours
+from services.retraining.evidence import control_of, for_pair, for_retrain
 
 METRIC_KEYS = tuple(METRICS.names(groups="evidence"))  # AR, AP, WR on the held-out splits
 WHO = ("parent", "control", "random_control", "child")
@@ -48,8 +54,6 @@ def _mean(a) -> float | None:
 
 
 def _run_for(model_id: int, method: str = "gradcam") -> dict | None:
-    from services.explanations.explaining import latest_run
-
     return latest_run(model_id, method)
 
 
@@ -72,8 +76,6 @@ def evidence_report(parent_id: int, child_id: int, device: str | None = None) ->
     parent, child, control, random_control, splits: {split: {parent, control, random_control, child, effect, …}},
     effect, effect_recipe, effect_choice, effect_parent, effect_vs, roles, headings, verdict, seeds, interval,
     describes, source}; held-out splits only, None where undefined."""
-    from services.retraining.evidence import for_pair
-
     ev = for_pair(parent_id, child_id, device=device)
     return {"report": "child", "parent": int(parent_id), "child": int(child_id), "control": ev.get("control_id"),
             "random_control": ev.get("random_control_id"), **_shape(ev), "source": ev["source"]}
@@ -82,8 +84,6 @@ def evidence_report(parent_id: int, child_id: int, device: str | None = None) ->
 def retrain_report(retrain_id: int) -> dict:
     """`exemplar report --retrain R --json`: the group over every seed (means and intervals over seeds and images):
     {report: 'retrain', retrain, parent, child (seed 0's), seed_models, method, …the evidence keys…}."""
-    from services.retraining.evidence import for_retrain
-
     ev = for_retrain(retrain_id)
     sm = ev["seed_models"]
     return {"report": "retrain", "retrain": int(retrain_id), "parent": ev["parent_id"], "method": ev["method"],
@@ -122,9 +122,6 @@ def compare(parent_id: int, child_id: int, top: int = 8, split: str | None = Non
             evidence: dict | None = None) -> dict:
     """Everything the report shows, as plain data (lists and numbers; NaN where undefined); held-out only.
     evidence: evidence_report(parent_id, child_id) when the caller has it already (a cache)."""
-    from services.explanations.explaining import dataset_classes, run_rows
-    from services.models.registry import get_model
-
     parent, child = get_model(int(parent_id)), get_model(int(child_id))
     if parent is None or child is None:
         raise ValueError(f"no model {parent_id if parent is None else child_id}")
@@ -132,7 +129,6 @@ def compare(parent_id: int, child_id: int, top: int = 8, split: str | None = Non
         raise ValueError("parent and child were trained on different datasets: nothing to compare image by image")
     if split is not None and split not in SPLITS:
         raise ValueError(f"the report shows held-out splits only ({', '.join(SPLITS)}), not {split!r}")
-    from services.retraining.evidence import control_of
 
     classes = list((child["config"] or {}).get("classes") or dataset_classes(child["dataset_id"]))
     out: dict = {"parent": _model_info(parent), "child": _model_info(child), "classes": classes,
@@ -224,7 +220,6 @@ def accuracy_figure(ev: dict):
     """Accuracy per held-out split for parent | control | child, with the 95 % intervals as error bars."""
     import plotly.graph_objects as go
 
-    from services.presentation.palette import version_colours
 
     sp = list(ev["splits"])
     colours = version_colours(["parent", "child", "control", "random_control"])  # as the history panels
@@ -265,7 +260,6 @@ def history_figure(history: list[dict]):
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
 
-    from services.presentation.palette import version_colours
 
     runs = _history_runs(history)
     panels = [(k, t) for k, t in HISTORY_PANELS if any(h.get(k) is not None for h in history)]
@@ -320,10 +314,6 @@ def _png(rgb: np.ndarray, side: int = 160) -> bytes:
 
 def changed_images(data: dict, side: int = 160) -> list[dict]:
     """For each of data['changed']: PNG bytes of the image with the parent's and the child's map."""
-    from services.data.datasets import load_arrays
-    from services.explanations.explaining import load_maps
-    from services.models.registry import get_model
-
     if not data["changed"]:
         return []
     arrays = load_arrays(get_model(data["child"]["id"])["dataset_id"])
@@ -405,8 +395,6 @@ def export_report(parent_id: int, child_id: int, out: str | Path | None = None, 
                   **kw) -> Path:
     """Write the HTML report atomically (default $EXEMPLAR_HOME/exports/report_<parent>_<child>.html); a
     researcher or an admin (role action `export`), audited like every export."""
-    from services.platform.settings import get_settings
-
     actor = require(user_id, "export")  # team: refused before anything is written
     path = Path(out) if out else get_settings().path("exports") / f"report_{int(parent_id)}_{int(child_id)}.html"
     path.parent.mkdir(parents=True, exist_ok=True)

@@ -19,6 +19,13 @@ import time
 from typing import Any, Callable
 
 from services.platform.settings import resolve_device
+from services.data.datasets import load_arrays
+from services.explanations import explaining
+from services.models.registry import get_model, load_classifier, prune_partial
+from services.models.retrain_models import register_group, undo_group
+from services.models.training import evaluate_splits
+from services.retraining.evidence import heldout_sets, measure
+from services.retraining.retrain_pairs import random_pair, record_picks, resolve_pair
 
 Progress = Callable[..., None]
 # Fine-tune defaults (the bench/exbl_effect.py runs use them); the method list, the default method and every
@@ -65,8 +72,6 @@ def method_info() -> dict[str, dict]:
 
 
 def _validate(model_id: int, method: str, epochs: int | None, seeds: int) -> dict:
-    from services.models.registry import get_model
-
     if method not in methods():
         raise ValueError(f"unknown method {method!r}; choose one of {', '.join(methods())}")
     if int(epochs or DEFAULT_EPOCHS) < 1:
@@ -114,7 +119,6 @@ def _runs(parent_model, method: str, knobs: dict, cfg, seeds: int, whos: tuple[s
 
     from core.xbl import CONTROL_METHOD, get_method
     from core.xbl.finetune import finetune
-    from services.retraining.evidence import measure
 
     jobs = [(i, who) for i in range(seeds) for who in whos]
     out: dict = {k: {w: [] for w in whos} for k in ("models", "runs", "digests", "histories")}
@@ -158,11 +162,6 @@ def _prepare(parent: dict, pair: dict, dev, needs_masks: bool, seeds: list[int],
     from core.data.roles import EXEMPLAR_SPLITS
     from core.xbl import TrainSet
     from core.xbl.finetune import EvalSet
-    from services.data.datasets import load_arrays
-    from services.retraining.evidence import heldout_sets
-    from services.models.registry import load_classifier
-    from services.retraining.retrain_pairs import random_pair
-
     arrays = load_arrays(parent["dataset_id"])
     tr = arrays.split_index(*EXEMPLAR_SPLITS)
     if len(tr) == 0:
@@ -210,10 +209,6 @@ def _pair_info(p: dict) -> dict:
 def _save(parent: dict, method: str, out: dict, cfg, pair: dict, data: dict, ev: tuple, dev, name, user_id,
           job_id) -> dict:
     """Measure each model's split accuracies and register the whole group (services.models.retrain_models)."""
-    from services.models.retrain_models import register_group
-    from services.retraining.retrain_pairs import record_picks
-    from services.models.training import evaluate_splits
-
     seeds = [cfg.seed + i for i in range(len(out["runs"]["child"]))]
     run = pair.get("run")
     xbl_cfg = {"method": method, "settings": out["settings"], "finetune": cfg.to_dict(),
@@ -248,9 +243,6 @@ def _save(parent: dict, method: str, out: dict, cfg, pair: dict, data: dict, ev:
 
 def _rank(reg: dict, run: dict | None, device, user_id, job_id, progress) -> dict:
     """The first child's GradCAM ranking (the parent run's splits, target and τ); the group is undone on failure."""
-    from services.explanations import explaining
-    from services.models.retrain_models import undo_group
-
     try:
         r = explaining.run_explain(reg["seed_models"][0]["child_id"], "gradcam",
                                    splits=(run or {}).get("splits") or None,
@@ -286,10 +278,6 @@ def retrain(model_id: int, method: str | None = None, *, good: int | str | None 
     from core.train.classifier import cpu_threads
     from core.xbl import get_method
     from core.xbl.finetune import FinetuneConfig
-    from services.retraining.evidence import measure
-    from services.models.registry import prune_partial
-    from services.retraining.retrain_pairs import resolve_pair
-
     t0 = time.monotonic()
     say = progress or (lambda *a, **k: None)
     method = method or default_method()

@@ -13,6 +13,8 @@ from typing import Callable
 import numpy as np
 
 from core.data.roles import EXEMPLAR_SPLITS, exemplar_refusal
+from services.data.datasets import resolve_image
+from services.explanations import explaining, feedback
 
 Progress = Callable[..., None]
 RANDOM_STREAM = 0x52414E44  # "RAND": the random pair's own stream, apart from the fine-tune's batch order
@@ -25,8 +27,6 @@ def split_refusal(kind: str, ex: dict) -> str | None:
 
 def check_refs(dataset_id: int, good: int | str | None, bad: int | str | None) -> None:
     """Refuse explicit exemplar refs from a held-out split before any work (ValueError, one line)."""
-    from services.data.datasets import resolve_image
-
     for kind, ref in (("good", good), ("bad", bad)):
         if ref is not None:
             why = split_refusal(kind, resolve_image(dataset_id, ref))
@@ -36,8 +36,6 @@ def check_refs(dataset_id: int, good: int | str | None, bad: int | str | None) -
 
 def _auto_pair(run: dict) -> dict:
     """The eXBL paper's max-AR / min-AR suggestion within train (core.data.roles.EXEMPLAR_SPLITS) only."""
-    from services.explanations import feedback
-
     for split in EXEMPLAR_SPLITS:
         sug = feedback.suggest_pair(run["id"], split)
         if all(sug[k] is not None and sug[k].get("split") == split for k in ("good", "bad")):
@@ -51,10 +49,6 @@ def resolve_pair(model_id: int, dataset_id: int, *, good: int | str | None = Non
                  progress: Progress | None = None) -> dict:
     """{'good': ex, 'bad': ex, 'source': 'refs'|'auto'|'pinned', 'run': run | None}; ex has image_id, index, label,
     path, target (class whose map was judged: None = the parent's prediction), run_id, feedback_id."""
-    from services.explanations import explaining
-    from services.explanations import feedback
-    from services.data.datasets import resolve_image
-
     if (good is None) != (bad is None):
         raise ValueError("give both --good and --bad (or --auto, or pin a pair in the gallery)")
     if good is not None and auto:
@@ -115,8 +109,6 @@ def resolve_pair(model_id: int, dataset_id: int, *, good: int | str | None = Non
 
 def record_picks(pair: dict, model_id: int, user_id: int | None) -> list[int]:
     """Feedback ids used: the pinned picks' ids, or picks stored now for a suggested / explicit pair."""
-    from services.explanations import feedback
-
     ids = []
     for kind in ("good", "bad"):
         ex = pair[kind]

@@ -26,9 +26,9 @@ def _shot(page, name: str) -> None:
 
 
 def test_retrain_from_the_pinned_pair_then_open_the_report(page, live_app):
-    synth_dataset("t", n=160, size=32, seed=0)
-    mid = train_classifier("t", arch="simple_cnn", epochs=2, arch_kwargs={"width": 4}, batch_size=32)["model_id"]
-    run = explaining.run_explain(mid, "gradcam")
+    synth_dataset("t", n=160, size=32, seed=0, user_id=None)
+    mid = train_classifier("t", arch="simple_cnn", epochs=2, arch_kwargs={"width": 4}, batch_size=32, user_id=None)["model_id"]
+    run = explaining.run_explain(mid, "gradcam", user_id=None)
     uid = get_or_create_user("radiologist")
     rows = sorted((r for r in explaining.run_rows(run["run_id"]) if r["split"] == "train"),
                   key=lambda r: (r["ar"] is None, r["ar"]))

@@ -15,7 +15,7 @@ pytestmark = pytest.mark.browser
 
 
 def test_train_from_the_page_then_open_the_model_card(page, live_app):
-    synth_dataset("t", n=160, size=32, seed=0)
+    synth_dataset("t", n=160, size=32, seed=0, user_id=None)
     page.goto(live_app.url)
     wait_idle(page)
     for _ in range(3):  # the sidebar's create-user round trip can miss a click on a busy machine
