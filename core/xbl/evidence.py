@@ -1,4 +1,4 @@
-"""Evidence for a retrain (docs/architecture.md, "Evidence"): held-out measures per image, one kind of 95 % interval,
+"""Evidence for a retrain (docs/architecture.md, "Retraining and its evidence"): held-out measures per image, one kind of 95 % interval,
 the effects that separate the recipe from the user's choice, and the verdict.
 
 - per_image(model, ev): per held-out image, 1/0 correct and the AR / AP / WR of the predicted-class GradCAM.

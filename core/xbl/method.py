@@ -1,5 +1,5 @@
 """The XBL method base class and the shared pieces of every method: exemplars, the train set, the reference
-triplet, GradCAM anchors and the exemplar's map (docs/architecture.md, "Retraining"). The registry of methods is
+triplet, GradCAM anchors and the exemplar's map (docs/architecture.md, "Retraining and its evidence"). The registry of methods is
 core.xbl (torch-free, so the CLI can name them without importing torch)."""
 from __future__ import annotations
 

@@ -1,5 +1,5 @@
 """Registering a retrain's models: one `retrains` row and, per seed, the child, its plain control and its
-random-pair control, each a model a user can open (docs/architecture.md, "Retraining").
+random-pair control, each a model a user can open (docs/architecture.md, "Retraining and its evidence").
 
 Every model's config holds retrain_id, seed and role ('child' | 'control' | 'random_control'); a control's
 lineage reads "control of #C", a random-pair control's "random-pair control of #C"; a child's config holds

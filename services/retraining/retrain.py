@@ -1,6 +1,6 @@
 """eXBL retraining use case: a parent classifier + two exemplars → K seeds of a child, a plain control and a
 random-pair control, the held-out evidence (cells and effects with one kind of interval, a verdict) and the first
-child's new ranking (docs/architecture.md, "Retraining").
+child's new ranking (docs/architecture.md, "Retraining and its evidence").
 
 retrain() resolves the pair (services.retraining.retrain_pairs: the user's pinned picks, explicit image refs, or the eXBL
 paper's max-AR / min-AR train image of the parent's latest GradCAM run; an exemplar from any split but train is

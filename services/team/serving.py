@@ -1,4 +1,4 @@
-"""Where the app may listen (docs/architecture.md, "Team"): loopback, unless sign-in is configured or the operator
+"""Where the app may listen (docs/architecture.md, "Jobs"): loopback, unless sign-in is configured or the operator
 passed `exemplar serve --insecure-no-auth` (carried to the Streamlit process in EXEMPLAR_INSECURE_NO_AUTH)."""
 from __future__ import annotations
 
