@@ -146,10 +146,14 @@ class Architecture(Spec):
     entry: str                            # "module:function", fn(num_classes, in_chans, **kw) -> classifier
     help: str = ""
     lr: float = 1e-3                      # the trainer's default peak learning rate
+    demo_epochs: int = 6                  # the large demo's fit (services/demo/large.py): epochs, batch size and
+    demo_batch_size: int = 32             # builder keywords (MobileNetV2 as the eXBL paper, standard stem)
+    demo_kwargs: tuple[tuple[str, object], ...] = ()
 
 
 ARCHITECTURES: Registry[Architecture] = Registry("architecture", [
-    Architecture("simple_cnn", "Simple CNN", "core.models.simple_cnn:simple_cnn", help="fast on a CPU", lr=3e-3),
+    Architecture("simple_cnn", "Simple CNN", "core.models.simple_cnn:simple_cnn", help="fast on a CPU", lr=3e-3,
+                 demo_epochs=4, demo_batch_size=64, demo_kwargs=(("width", 16),)),
     Architecture("mobilenet_v2", "MobileNetV2", "core.models.mobilenet:mobilenet_v2",
                  help="the eXBL paper's architecture"),
     Architecture("resnet18", "ResNet-18", "core.models.resnet:resnet18", help="a stronger baseline (best with a GPU)"),

@@ -25,12 +25,8 @@ ALLOWED: dict[tuple[str, str], str] = {
     ("bench/exbl_effect.py", "retraining methods"): "the bench's hyper-parameter grid per method",
     ("bench/exbl_effect.py", "metrics"): "--pair-rule choices, named after the metric each rule maximises",
 }
-# Waiting for their owners (the lead's rooms): roles.py's ACTIONS / WHAT should read JOB_KINDS' role and what;
-# services/demo/large.py's per-architecture settings. Remove an entry once its module reads the registry.
-PENDING: dict[tuple[str, str], str] = {
-    ("services/team/roles.py", "job kinds"): "ACTIONS and WHAT: read JOB_KINDS (role, what)",
-    ("services/demo/large.py", "architectures"): "ARCH_SETTINGS per architecture",
-}
+# Modules that should read a registry and do not yet (none left). Remove an entry once its module reads it.
+PENDING: dict[tuple[str, str], str] = {}
 
 
 def _entries(reg: Registry) -> list[tuple[str, str]]:

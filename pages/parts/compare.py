@@ -7,6 +7,7 @@ from concurrent.futures import ThreadPoolExecutor
 
 import numpy as np
 import streamlit as st
+
 from services.explanations.explaining import explain_one
 from services.models.registry import load_classifier
 

@@ -8,6 +8,7 @@ from functools import lru_cache
 import numpy as np
 import streamlit as st
 from PIL import Image
+
 from services.data.datasets import cache_path, load_arrays
 from services.explanations.explaining import open_maps
 from services.platform.settings import get_settings

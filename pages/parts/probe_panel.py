@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import streamlit as st
+
 from services.counterfactuals.probe import probe_rows
 from services.platform.settings import get_settings
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 import importlib
 
 import typer
+
 from services.team.roles import PermissionRefused
 from services.team.users import process_user, shared_database
 
@@ -43,7 +44,6 @@ def main() -> None:
     """Run the CLI; any error is one line on stderr (EXEMPLAR_DEBUG=1 shows the traceback)."""
     import os
     import sys
-
 
     try:
         check_identity(sys.argv[1:])

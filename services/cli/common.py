@@ -11,6 +11,7 @@ import sys
 from typing import Any, NoReturn
 
 import typer
+
 from services.jobs import lifecycle as jobs
 from services.team.users import cli_user_id
 

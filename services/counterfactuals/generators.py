@@ -75,7 +75,6 @@ def pixels_hash(dataset_id: int) -> str:
     the same images are re-encoded (another PNG encoder or zlib level), so a shipped ε stays valid for them."""
     import numpy as np
 
-
     arr = load_arrays(dataset_id)
     order = np.argsort(arr.paths) if len(arr.paths) == len(arr.images) else np.arange(len(arr.images))
     h = hashlib.sha256()

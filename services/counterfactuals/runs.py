@@ -273,7 +273,6 @@ def _common_dataset(model_ids: list[int], rows0: list[dict | None]) -> int:
 def _load_source(dataset_id: int, image: int | str, target: Any) -> _Source:
     import torch
 
-
     img = resolve_image(dataset_id, image)
     arr = load_arrays(dataset_id)
     k = int(img["index"])
@@ -483,7 +482,6 @@ def cross_model_verdict(b_row: dict | None, model_id: int, original: np.ndarray,
     """The independent classifier B's verdict on a counterfactual made against model A: {model_id, name, flipped,
     target_prob, original_pred, pred}; flipped None when the dataset has no B (or B is the explained model)."""
     import torch
-
 
     if b_row is None or int(b_row["id"]) == int(model_id):
         return {"model_id": None, "flipped": None}

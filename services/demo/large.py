@@ -9,16 +9,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+from core.registries import ARCHITECTURES
 from services.data.datasets import get_dataset
 from services.demo import steps as demo
 from services.demo.steps import DemoStep
 from services.models.registry import find_model
 
-ARCH_SETTINGS = {  # per architecture: epochs, peak lr, batch size (MobileNetV2 as the eXBL paper, standard stem)
-    "simple_cnn": {"epochs": 4, "lr": 3e-3, "batch_size": 64, "arch_kwargs": {"width": 16}},
-    "mobilenet_v2": {"epochs": 6, "lr": 1e-3, "batch_size": 32, "arch_kwargs": {}},
-    "resnet18": {"epochs": 6, "lr": 1e-3, "batch_size": 32, "arch_kwargs": {}},
-}
+ARCH_SETTINGS = {  # per architecture: epochs, peak lr, batch size, builder keywords (core.registries.ARCHITECTURES)
+    a.name: {"epochs": a.demo_epochs, "lr": a.lr, "batch_size": a.demo_batch_size, "arch_kwargs": dict(a.demo_kwargs)}
+    for a in ARCHITECTURES}
 
 
 def names(size: int, arch: str) -> tuple[str, str]:

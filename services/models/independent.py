@@ -8,6 +8,7 @@ small-input stem would cost four times as much).
 from __future__ import annotations
 
 from pathlib import Path
+
 from db.models import Model
 from services.models.registry import find_model, load_classifier, model_to_dict
 from services.platform.database import read_session

@@ -13,6 +13,7 @@ import re
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Callable
+
 from db.models import Image
 from services.data.datasets import load_arrays
 from services.models.model_import import acting
@@ -157,7 +158,6 @@ def _check_images(arrays) -> tuple[str, object]:
 def default_folder(model_id: int, fmt: str) -> Path:
     """A new folder under $EXEMPLAR_HOME/exports (what the web form writes into: never a path a user typed)."""
     import uuid
-
 
     return get_settings().path("exports") / f"model-{int(model_id)}-{fmt}-{uuid.uuid4().hex[:8]}"
 

@@ -12,6 +12,7 @@ import shutil
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any, Callable
+
 from services.data.datasets import get_dataset, load_arrays
 from services.models.registry import load_classifier, prune_partial, register_model, save_checkpoint_dir
 from services.platform.settings import get_settings, resolve_device

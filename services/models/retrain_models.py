@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 from pathlib import Path
+
 from db.models import Model, Retrain
 from services.models.registry import register_model, save_checkpoint_dir
 from services.platform.database import read_session, session

@@ -220,7 +220,6 @@ def accuracy_figure(ev: dict):
     """Accuracy per held-out split for parent | control | child, with the 95 % intervals as error bars."""
     import plotly.graph_objects as go
 
-
     sp = list(ev["splits"])
     colours = version_colours(["parent", "child", "control", "random_control"])  # as the history panels
     f = go.Figure()
@@ -259,7 +258,6 @@ def history_figure(history: list[dict]):
     integer epoch ticks; the legend (two entries: the runs) below the panels, never on the data."""
     import plotly.graph_objects as go
     from plotly.subplots import make_subplots
-
 
     runs = _history_runs(history)
     panels = [(k, t) for k, t in HISTORY_PANELS if any(h.get(k) is not None for h in history)]
