@@ -172,6 +172,7 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
                         device: str | None = None, user_id: int | None, job_id: int | None = None,
                         progress=None) -> dict:
     """Generate, score and store counterfactuals; returns {results: [row dicts], …first result's keys}."""
+    require(user_id, "counterfactual")  # here too, not only at submit: a direct call fails closed
     import torch
 
     say = progress or (lambda *a, **k: None)

@@ -35,6 +35,7 @@ from services.platform.database import session
 from services.data.datasets import (NOT_UTF8, ImportRefused, ImportScan, Item, check_name, load_arrays, native_size,
                                printable_name, readable_name, register_rows, say, write_cache)
 from services.platform.settings import get_settings
+from services.team.access import require
 
 BURNED_IN = ("burned-in annotation (BurnedInAnnotation = YES): the pixels may show identifiers; "
              "use --allow-burned-in to import such images, or --skip-bad to import the rest")
@@ -264,6 +265,7 @@ def import_dicom(path: str | Path, name: str, labels: str | Path | None, skip_ba
     Raises ImportRefused (nothing written) on bad files — burned-in ones included — without skip_bad.
     Streams: each image is decoded, written as a PNG to a staging folder and as a row to the RowSpill, then
     dropped; peak memory does not grow with the number of images (bench/dicom_import.py)."""
+    require(user_id, "data.import")  # here too, not only at submit: a direct call fails closed
     from core.data.dicom import Deidentifier
     from core.data.spill import RowSpill
 

@@ -29,6 +29,7 @@ from services.data.datasets import load_arrays
 from services.models.registry import get_model, load_classifier, model_to_dict, prune_partial, register_model
 from services.models.registry import save_checkpoint_dir
 from services.platform.database import read_session
+from services.team.access import require
 
 Progress = Callable[..., None]
 DEFAULTS = {"epochs": 5, "batch_size": 32, "lr": 1e-3, "width": 8, "depth": 3, "out_stride": 4, "seed": 0}
@@ -58,6 +59,7 @@ def train_explainer(model_id: int, *, epochs: int = DEFAULTS["epochs"], batch_si
     """Pretrain an LTX explainer for classifier `model_id` on its dataset's train split (val split for the
     val_* columns of the history) and register it. Returns {explainer_id, model_id, checkpoint, history,
     alpha, seconds, device}."""
+    require(user_id, "ltx.train")  # here too, not only at submit: a direct call fails closed
     import torch
 
     from core.ltx import MASKING, LTXExplainer, pretrain

@@ -26,6 +26,7 @@ from services.models.retrain_models import register_group, undo_group
 from services.models.training import evaluate_splits
 from services.retraining.evidence import heldout_sets, measure
 from services.retraining.retrain_pairs import random_pair, record_picks, resolve_pair
+from services.team.access import require
 
 Progress = Callable[..., None]
 # Fine-tune defaults (the bench/exbl_effect.py runs use them); the method list, the default method and every
@@ -275,6 +276,7 @@ def retrain(model_id: int, method: str | None = None, *, good: int | str | None 
     feedback_ids, metrics, parent_metrics, control, random_control ({model_id, metrics} of seed 0 | None),
     effect, effect_recipe, effect_choice, effect_parent, effect_vs, splits, roles, verdict, seeds, interval,
     describes, history, explain, seconds, device}; the figures are the group's, over every seed."""
+    require(user_id, "exbl")  # here too, not only at submit: a direct call fails closed
     from core.train.classifier import cpu_threads
     from core.xbl import get_method
     from core.xbl.finetune import FinetuneConfig
