@@ -9,7 +9,7 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 WRITES = {"session", "atomic_write", "write_bytes", "write_text", "unlink", "rmtree", "save_file", "create_job"}
-CHECKS = {"require", "require_cancel"}
+CHECKS = {"require", "require_cancel", "check_use_case"}
 ACTOR = {"user_id", "actor_id"}
 
 PLATFORM = "the job platform's bookkeeping of a job whose submission was checked (create_job)"

@@ -30,7 +30,7 @@ from core.registries import COUNTERFACTUAL_METHODS
 from db.models import Annotation, Counterfactual, Image, Model
 from services.platform.database import read_session, session
 from services.team import audit
-from services.team.access import require
+from services.team.access import check_use_case, require
 from services.platform.settings import from_stored, get_settings, resolve_device, to_stored  # i17: relative paths
 from db.models import User
 from services.counterfactuals.gan import method_options as gan_options, result_extras
@@ -172,7 +172,7 @@ def run_counterfactuals(model_ids: list[int], image: int | str, target: Any, met
                         device: str | None = None, user_id: int | None, job_id: int | None = None,
                         progress=None) -> dict:
     """Generate, score and store counterfactuals; returns {results: [row dicts], …first result's keys}."""
-    require(user_id, "counterfactual")  # here too, not only at submit: a direct call fails closed
+    check_use_case(user_id, "counterfactual")  # a direct call is checked here; a job was checked when submitted
     import torch
 
     say = progress or (lambda *a, **k: None)

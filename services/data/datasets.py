@@ -29,7 +29,7 @@ from db.models import Dataset, Image, utcnow
 from services.jobs.lifecycle import JobCancelled
 from services.platform.database import session
 from services.platform.settings import from_stored, get_settings, to_stored
-from services.team.access import require
+from services.team.access import check_use_case
 
 NAME_RE = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 MAX_FILE_BYTES = 512 << 20
@@ -439,7 +439,7 @@ def import_folder(path: str | Path, layout: str, name: str, skip_bad: bool = Fal
 
     size None (the default) keeps the images' native size (the first image's longer side, within
     MIN_IMPORT_SIZE..MAX_IMPORT_SIZE); images of another size are resized to it and counted in the report."""
-    require(user_id, "data.import")  # here too, not only at submit: a direct call fails closed
+    check_use_case(user_id, "data.import")  # a direct call is checked here; a job was checked when submitted
     name = check_name(name)
     if size is not None:
         size = int(size)
@@ -689,7 +689,7 @@ def synth_dataset(name: str, n: int = 2400, size: int = 64, confounder: float = 
     Idempotent: the same name with the same arguments returns the existing dataset (created False); the same
     name with other arguments is a ValueError. Returns {dataset_id, name, root, counts, created}.
     """
-    require(user_id, "data.synth")  # here too, not only at submit: a direct call fails closed
+    check_use_case(user_id, "data.synth")  # a direct call is checked here; a job was checked when submitted
     name = check_name(name)
     man = synthcxr.manifest(n, size, confounder, seed)
     synthcxr._check_args(n, size, confounder)

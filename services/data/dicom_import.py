@@ -35,7 +35,7 @@ from services.platform.database import session
 from services.data.datasets import (NOT_UTF8, ImportRefused, ImportScan, Item, check_name, load_arrays, native_size,
                                printable_name, readable_name, register_rows, say, write_cache)
 from services.platform.settings import get_settings
-from services.team.access import require
+from services.team.access import check_use_case
 
 BURNED_IN = ("burned-in annotation (BurnedInAnnotation = YES): the pixels may show identifiers; "
              "use --allow-burned-in to import such images, or --skip-bad to import the rest")
@@ -265,7 +265,7 @@ def import_dicom(path: str | Path, name: str, labels: str | Path | None, skip_ba
     Raises ImportRefused (nothing written) on bad files — burned-in ones included — without skip_bad.
     Streams: each image is decoded, written as a PNG to a staging folder and as a row to the RowSpill, then
     dropped; peak memory does not grow with the number of images (bench/dicom_import.py)."""
-    require(user_id, "data.import")  # here too, not only at submit: a direct call fails closed
+    check_use_case(user_id, "data.import")  # a direct call is checked here; a job was checked when submitted
     from core.data.dicom import Deidentifier
     from core.data.spill import RowSpill
 

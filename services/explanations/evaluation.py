@@ -24,7 +24,7 @@ from services.platform.batching import adaptive_batches
 from db.models import Model
 from services.data.datasets import load_arrays
 from services.explanations.ltx import method_kwargs
-from services.models.registry import get_model, load_classifier
+from services.models.registry import classifier_with_dataset, load_classifier
 from services.platform.database import session
 from services.platform.settings import resolve_device
 
@@ -82,7 +82,7 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
     targets = _targets(targets)
     if not 0 < float(tau) <= 1:
         raise ValueError(f"tau must be in (0, 1], got {tau}")
-    row = _classifier_row(model_id, get_model(int(model_id)))
+    row = classifier_with_dataset(model_id)
     t0 = time.monotonic()
     dev = resolve_device(device)
     say(0.0, "loading model and dataset")
@@ -122,17 +122,6 @@ def _targets(targets: Sequence[str] | None) -> list[str]:
     if not out or "predicted" not in out:
         out = ["predicted", *[t for t in out if t != "predicted"]]
     return out
-
-
-def _classifier_row(model_id: int, row: dict | None) -> dict:
-    """The registry row of a classifier with a dataset; anything else is refused in one line."""
-    if row is None:
-        raise ValueError(f"no model {model_id}")
-    if row["kind"] != "classifier":
-        raise ValueError(f"model {model_id} is a {row['kind']}, not a classifier")
-    if not row["dataset_id"]:
-        raise ValueError(f"model {model_id} has no dataset")
-    return row
 
 
 def _plan_methods(model_id: int, names: list[str], dev, model, defaulted: bool, finetune_steps: int | None,

@@ -33,7 +33,7 @@ from services.data.datasets import load_arrays
 from services.explanations.ltx import LTX_METHODS, method_kwargs
 from services.models.registry import get_model, load_classifier
 from services.platform.settings import resolve_device
-from services.team.access import require
+from services.team.access import check_use_case
 
 METRICS = tuple(METRIC_SPECS.names(kind="localisation"))  # every map is scored against its image's masks
 SORTABLE = METRICS + ("prob",)
@@ -80,7 +80,7 @@ def run_explain(model_id: int, method: str = "gradcam", splits: Sequence[str] | 
     summary}; summary holds n, accuracy, <metric>_mean for every metric (None where undefined for all images),
     seconds, images_per_s.
     """
-    require(user_id, "explain")  # here too, not only at submit: a direct call fails closed
+    check_use_case(user_id, "explain")  # a direct call is checked here; a job was checked when submitted
     say = progress or (lambda *a, **k: None)
     if method not in EXPLANATION_METHODS:
         raise ValueError(f"unknown method {method!r}; choose one of {EXPLANATION_METHODS.choices(', ')}")

@@ -26,10 +26,10 @@ from core.registries import EXPLANATION_METHODS
 from services.platform.settings import resolve_device
 from db.models import Model
 from services.data.datasets import load_arrays
-from services.models.registry import get_model, load_classifier, model_to_dict, prune_partial, register_model
-from services.models.registry import save_checkpoint_dir
+from services.models.registry import (classifier_with_dataset, get_model, load_classifier, model_to_dict, prune_partial,
+                                      register_model, save_checkpoint_dir)
 from services.platform.database import read_session
-from services.team.access import require
+from services.team.access import check_use_case
 
 Progress = Callable[..., None]
 DEFAULTS = {"epochs": 5, "batch_size": 32, "lr": 1e-3, "width": 8, "depth": 3, "out_stride": 4, "seed": 0}
@@ -59,7 +59,7 @@ def train_explainer(model_id: int, *, epochs: int = DEFAULTS["epochs"], batch_si
     """Pretrain an LTX explainer for classifier `model_id` on its dataset's train split (val split for the
     val_* columns of the history) and register it. Returns {explainer_id, model_id, checkpoint, history,
     alpha, seconds, device}."""
-    require(user_id, "ltx.train")  # here too, not only at submit: a direct call fails closed
+    check_use_case(user_id, "ltx.train")  # a direct call is checked here; a job was checked when submitted
     import torch
 
     from core.ltx import MASKING, LTXExplainer, pretrain
@@ -69,13 +69,7 @@ def train_explainer(model_id: int, *, epochs: int = DEFAULTS["epochs"], batch_si
     say = progress or (lambda *a, **k: None)
     if epochs < 1:
         raise ValueError("--epochs must be at least 1")
-    row = get_model(int(model_id))
-    if row is None:
-        raise ValueError(f"no model {model_id}")
-    if row["kind"] != "classifier":
-        raise ValueError(f"model {model_id} is a {row['kind']}, not a classifier: LTX explains classifiers")
-    if not row["dataset_id"]:
-        raise ValueError(f"model {model_id} has no dataset to pretrain the explainer on")
+    row = classifier_with_dataset(model_id, ": LTX pretrains its explainer on a classifier's dataset")
     masking = masking or MASKING
     if masking not in MASKINGS:
         raise ValueError(f"--masking must be one of {', '.join(MASKINGS)}, got {masking!r}")

@@ -22,7 +22,7 @@ from services.platform.errors import plain_error
 from services.jobs import kinds
 from services.jobs.outputs import clear_outputs
 from services.jobs.reaper import HEARTBEAT_S, STALE_AFTER_S, reap  # noqa: F401  (re-exported)
-from services.team.access import require, require_cancel
+from services.team.access import require, require_cancel, running_job
 from db.models import User
 from services.jobs.queue import enqueue
 from services.jobs.reaper import LEASE_S
@@ -170,7 +170,8 @@ def execute_job(job_id: int, echo: bool = False, worker: str | None = None) -> d
     beat.start()
     status, result, error, tb = "succeeded", None, None, None
     try:
-        result = _resolve(c.kind)(ctx)
+        with running_job(job_id):
+            result = _resolve(c.kind)(ctx)
     except JobCancelled:
         status, error = "cancelled", "cancelled by user"
     except KeyboardInterrupt:

@@ -104,6 +104,19 @@ def get_model(model_id: int) -> dict | None:
         return model_to_dict(m) if m else None
 
 
+def classifier_with_dataset(model_id: int, why: str = "") -> dict:
+    """The registry row of a classifier that has a dataset (what explaining, evaluating, retraining and LTX need);
+    anything else is refused in one line, `why` appended to say what needed it."""
+    row = get_model(int(model_id))
+    if row is None:
+        raise ValueError(f"no model {model_id}")
+    if row["kind"] != "classifier":
+        raise ValueError(f"model {model_id} is a {row['kind']}, not a classifier{why}")
+    if not row["dataset_id"]:
+        raise ValueError(f"model {model_id} has no dataset{why}")
+    return row
+
+
 def find_model(name: str, kind: str | None = "classifier", dataset_id: int | None = None) -> dict | None:
     """The newest model with this name (and kind / dataset when given), or None."""
     with read_session() as s:

@@ -15,7 +15,7 @@ from core.registries import ARCHITECTURES
 from services.platform.settings import resolve_device
 from services.data.datasets import get_dataset, load_arrays
 from services.models.registry import load_classifier, prune_partial, register_model, save_checkpoint_dir, update_metrics
-from services.team.access import require
+from services.team.access import check_use_case
 
 Progress = Callable[..., None]
 ARCHS = tuple(sorted(ARCHITECTURES.names()))
@@ -48,7 +48,7 @@ def train_classifier(dataset: int | str, arch: str = "simple_cnn", epochs: int =
     Returns {model_id, name, arch, dataset_id, checkpoint, metrics: {val, test, test_shifted}, history,
     best_epoch, stopped_early, seconds, device}.
     """
-    require(user_id, "train")  # here too, not only at submit: a direct call fails closed
+    check_use_case(user_id, "train")  # a direct call is checked here; a job was checked when submitted
     from core.train.classifier import TrainConfig, cpu_threads, evaluate, fit
     t0 = time.monotonic()
     say = progress or (lambda *a, **k: None)

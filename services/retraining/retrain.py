@@ -21,12 +21,12 @@ from typing import Any, Callable
 from services.platform.settings import resolve_device
 from services.data.datasets import load_arrays
 from services.explanations import explaining
-from services.models.registry import get_model, load_classifier, prune_partial
+from services.models.registry import classifier_with_dataset, load_classifier, prune_partial
 from services.models.retrain_models import register_group, undo_group
 from services.models.training import evaluate_splits
 from services.retraining.evidence import heldout_sets, measure
 from services.retraining.retrain_pairs import random_pair, record_picks, resolve_pair
-from services.team.access import require
+from services.team.access import check_use_case
 
 Progress = Callable[..., None]
 # Fine-tune defaults (the bench/exbl_effect.py runs use them); the method list, the default method and every
@@ -79,14 +79,7 @@ def _validate(model_id: int, method: str, epochs: int | None, seeds: int) -> dic
         raise ValueError("--epochs must be at least 1")
     if not 1 <= int(seeds) <= MAX_SEEDS:
         raise ValueError(f"--seeds must be 1 to {MAX_SEEDS}")
-    parent = get_model(int(model_id))
-    if parent is None:
-        raise ValueError(f"no model {model_id}")
-    if parent["kind"] != "classifier":
-        raise ValueError(f"model {model_id} is a {parent['kind']}, not a classifier")
-    if not parent["dataset_id"]:
-        raise ValueError(f"model {model_id} has no dataset")
-    return parent
+    return classifier_with_dataset(model_id)
 
 
 def _knobs(method: str, settings: dict | None, lam: float | None, margin: float | None) -> dict:
@@ -276,7 +269,7 @@ def retrain(model_id: int, method: str | None = None, *, good: int | str | None 
     feedback_ids, metrics, parent_metrics, control, random_control ({model_id, metrics} of seed 0 | None),
     effect, effect_recipe, effect_choice, effect_parent, effect_vs, splits, roles, verdict, seeds, interval,
     describes, history, explain, seconds, device}; the figures are the group's, over every seed."""
-    require(user_id, "exbl")  # here too, not only at submit: a direct call fails closed
+    check_use_case(user_id, "exbl")  # a direct call is checked here; a job was checked when submitted
     from core.train.classifier import cpu_threads
     from core.xbl import get_method
     from core.xbl.finetune import FinetuneConfig

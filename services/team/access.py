@@ -7,6 +7,10 @@ token, the local user, or set-up mode on a shared database with no admin yet); m
 action."""
 from __future__ import annotations
 
+from contextlib import contextmanager
+from contextvars import ContextVar
+from typing import Iterator
+
 from sqlalchemy import select
 
 from db.models import Job, User
@@ -32,6 +36,29 @@ def require(user_id: int | None, action: str) -> dict:
         raise PermissionRefused(f"not allowed: user {user['name']} has role {user['role']}; "
                                 f"to {WHAT.get(action, action)} needs {who}")
     return user
+
+
+_JOB: ContextVar[int | None] = ContextVar("exemplar_running_job", default=None)
+
+
+@contextmanager
+def running_job(job_id: int) -> Iterator[None]:
+    """Marks the body of job `job_id` (services.jobs.lifecycle.execute_job): its kind's role was checked when the job
+    was created, and it runs as the job's owner (no one for a job admitted in set-up mode)."""
+    token = _JOB.set(int(job_id))
+    try:
+        yield
+    finally:
+        _JOB.reset(token)
+
+
+def check_use_case(user_id: int | None, action: str) -> dict | None:
+    """The role check of a use case that is also a job's body: called directly (a page, the CLI, a bench, a test)
+    it is require(user_id, action); inside a running job it passes (None), because create_job checked the kind's
+    role when the job was submitted (docs/architecture.md, Identity)."""
+    if _JOB.get() is not None:
+        return None
+    return require(user_id, action)
 
 
 def require_cancel(job_id: int, user_id: int | None) -> dict:
