@@ -16,6 +16,7 @@ from typing import Callable
 
 from db.models import Image
 from services.data.datasets import load_arrays
+from services.models.config_schema import retrain_link, xbl_config
 from services.models.model_import import acting
 from services.models.registry import get_model, lineage, load_classifier
 from services.models.retrain_models import get_retrain
@@ -67,7 +68,7 @@ def model_card(row: dict) -> dict:
         for i, j in enumerate(order):
             out[j] = classes[i]
         classes = out
-    xbl = cfg.get("xbl") or {}
+    xbl = xbl_config(cfg)
     chain = [get_model(i) for i in lineage(int(row["id"]))]
     ev = cfg.get("evidence") or {}
     return {
@@ -82,9 +83,9 @@ def model_card(row: dict) -> dict:
         "lineage": [{"id": m["id"], "name": m["name"], "method": ((m.get("config") or {}).get("xbl") or {})
                      .get("method", "imported" if (m.get("config") or {}).get("imported") else "trained")}
                     for m in chain if m],
-        "retraining": {"method": xbl.get("method"), "settings": xbl.get("settings"), "seeds": xbl.get("seeds"),
-                       "seed": (xbl.get("finetune") or {}).get("seed"), "exemplars": xbl.get("pair"),
-                       "pair_source": xbl.get("pair_source")} if xbl else None,
+        "retraining": {"method": xbl.method, "settings": xbl.settings, "seeds": xbl.seeds,
+                       "seed": xbl.finetune.get("seed"), "exemplars": xbl.pair,
+                       "pair_source": xbl.pair_source} if xbl else None,
         "held_out": {s: {k: m.get(k) for k in ("n", "accuracy", "auroc", "ece")}
                      for s, m in (row.get("metrics") or {}).items() if isinstance(m, dict) and "accuracy" in m},
         "verdict": ev.get("verdict"),
@@ -98,12 +99,12 @@ def model_card(row: dict) -> dict:
 def _retrain_part(cfg: dict) -> dict | None:
     """The model's place in its retrain (id, seed, role: child | control | random_control) and the group's verdict
     over every seed, when it came from one."""
-    rid = cfg.get("retrain_id")
-    if rid is None:
+    link = retrain_link(cfg)
+    if link is None:
         return None
-    r = get_retrain(int(rid))
-    return {"retrain_id": int(rid), "seed": cfg.get("seed"), "role": cfg.get("role"),
-            "lineage": cfg.get("lineage"), "seeds": r["seeds"] if r else None,
+    r = get_retrain(link.retrain_id)
+    return {"retrain_id": link.retrain_id, "seed": link.seed, "role": link.role,
+            "lineage": link.lineage, "seeds": r["seeds"] if r else None,
             "group_verdict": (r["evidence"] or {}).get("verdict") if r else None}
 
 

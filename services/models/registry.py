@@ -16,6 +16,7 @@ from typing import Any
 from sqlalchemy import select
 
 from db.models import Model
+from services.models.config_schema import check_config
 from services.platform.database import read_session, session
 from services.team import audit
 from services.platform.settings import from_stored, get_settings, to_stored, resolve_device
@@ -75,6 +76,7 @@ def register_model(*, name: str, arch: str, checkpoint: str | Path, kind: str = 
 
     Refuses (FileNotFoundError) a checkpoint whose weights or JSON config are missing.
     """
+    check_config(kind, config)  # the retrain sub-objects match their schema before anything is written
     ckpt = Path(checkpoint).resolve()
     if ckpt.is_dir():
         ckpt = ckpt / CHECKPOINT_NAME

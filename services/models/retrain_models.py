@@ -12,11 +12,11 @@ import shutil
 from pathlib import Path
 
 from db.models import Model, Retrain
+from services.models.config_schema import ROLES, check_config
 from services.models.registry import register_model, save_checkpoint_dir
 from services.platform.database import read_session, session
 from services.team import audit
 
-ROLES = ("child", "control", "random_control")
 LINEAGE = {"control": "control of #{child}", "random_control": "random-pair control of #{child}"}
 SUFFIX = {"child": "", "control": "-control", "random_control": "-random-pair"}
 
@@ -65,7 +65,9 @@ def _save_one(parent: dict, who: str, seed: int, model, config: dict, metrics: d
 def _set_config(model_id: int, **extra) -> None:
     with session() as s:
         row = s.get(Model, int(model_id))
-        row.config = {**(row.config or {}), **extra}
+        config = {**(row.config or {}), **extra}
+        check_config(row.kind, config)
+        row.config = config
 
 
 def register_group(parent: dict, seeds: list[dict], group: dict, base_config: dict, name: str,

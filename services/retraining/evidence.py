@@ -21,6 +21,7 @@ from core.files import atomic_write
 from core.data.roles import HELDOUT
 from core.xbl.evidence import MEASURES, Evidence, per_image, summarise
 from services.data.datasets import cache_path, load_arrays
+from services.models.config_schema import retrain_link
 from services.models.registry import get_model, load_classifier
 from services.models.retrain_models import get_retrain
 from services.platform.settings import get_settings, resolve_device
@@ -83,8 +84,8 @@ def measure(model, sets: dict, tau: float = 0.5) -> dict:
 
 def control_of(child: dict, role: str = "control") -> int | None:
     """The registered control's id of a retrained child (role 'control' or 'random_control'; None without one)."""
-    cid = (child.get("config") or {}).get(f"{role}_id")
-    return int(cid) if cid is not None else None
+    link = retrain_link(child.get("config"))
+    return getattr(link, f"{role}_id") if link is not None else None
 
 
 def for_retrain(retrain_id: int) -> dict:
