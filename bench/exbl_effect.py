@@ -268,9 +268,9 @@ def product(a, dev) -> dict:
         good = explaining.query_explanations(run, sort="f1", descending=True, splits=["train"], limit=1)[0][0]
         bad = explaining.query_explanations(run, sort="ar", descending=False, splits=["train"], limit=1)[0][0]
         return retrain(base["model_id"], a.method, good=good["image_id"], bad=bad["image_id"], epochs=a.epochs,
-                       seeds=a.seeds, explain=False, device=dev, threads=1, progress=say, user_id=None)
+                       seeds=a.seeds, explain=False, device=dev, threads=1, progress=say, user_id=None).to_dict()
     return retrain(base["model_id"], a.method, auto=True, epochs=a.epochs, seeds=a.seeds, explain=False,
-                   device=dev, threads=1, progress=say, user_id=None)
+                   device=dev, threads=1, progress=say, user_id=None).to_dict()
 
 
 def _iv(e: dict | None) -> str:

@@ -145,7 +145,7 @@ def test_retrain_then_export_loads_strict_outside_with_a_model_card(ds, tmp_path
     parent = _resnet(tmp_path / "r.pt")
     res = _import(ds, tmp_path / "r.pt")
     out = retrain(res.model_id, "exbl_cf", auto=True, epochs=1, batch_size=16, user_id=_me(), train_last=2)
-    child = out["model_id"]
+    child = out.model_id
     exp = export_model(child, "safetensors", tmp_path / "out", user_id=_me())
     fresh = torchvision.models.resnet18(num_classes=4)
     fresh.load_state_dict(load_file(exp.path), strict=True)

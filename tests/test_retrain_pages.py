@@ -108,16 +108,16 @@ def test_retrain_page_without_a_pair_explains_what_to_do(pinned):
 def test_report_page_renders_for_a_parent_child_pair(pinned):
     mid, uid, g, b = pinned
     res = retrain(mid, "exbl", epochs=1, user_id=uid, seeds=1)
-    ctl = res["control"]["model_id"]
-    rnd = res["random_control"]["model_id"]
+    ctl = res.control["model_id"]
+    rnd = res.random_control["model_id"]
     at = open_page(app_test(user={"id": uid, "name": "tester"},
-                            report_pair={"parent": mid, "child": res["model_id"]}), "report")
+                            report_pair={"parent": mid, "child": res.model_id}), "report")
     assert not at.exception, [e.value for e in at.exception]
-    assert at.selectbox(key="rp_child").value == res["model_id"]
+    assert at.selectbox(key="rp_child").value == res.model_id
     assert ctl not in at.selectbox(key="rp_child").options  # a control is not offered as a retrained child
     assert rnd not in at.selectbox(key="rp_child").options
     assert at.selectbox(key="rp_parent").value == mid
-    assert any(t.value == res["verdict"] for t in at.text)
+    assert any(t.value == res.verdict for t in at.text)
     assert len(at.dataframe) >= 3  # one table per held-out split (val, test, test_shifted) first; the probe panel follows
     table = at.dataframe[2].value
     assert list(table["measure"]) == ["accuracy", "mean AR", "mean AP", "mean wrong reason (WR)"]
@@ -127,7 +127,7 @@ def test_report_page_renders_for_a_parent_child_pair(pinned):
     assert _n_images(at) == 16  # the 8 images whose AR changed most, before | after
     assert len(at.get("download_button")) == 1
     # the retrain's group: its figures over every seed (one seed here), described as such
-    at.radio(key="rp_scope").set_value(f"retrain #{res['retrain_id']}: every seed").run()
+    at.radio(key="rp_scope").set_value(f"retrain #{res.retrain_id}: every seed").run()
     assert not at.exception, [e.value for e in at.exception]
     assert any("means over every seed" in c.value for c in at.caption)
 
@@ -137,7 +137,7 @@ def test_report_html_is_self_contained(pinned):
 
     mid, uid, g, b = pinned
     res = retrain(mid, "ce", epochs=1, user_id=uid, seeds=1, random_control=False)
-    data = compare(mid, res["model_id"])
+    data = compare(mid, res.model_id)
     heldout = sum(1 for r in explaining.run_rows(explaining.latest_run(mid, "gradcam")["id"])
                   if r["split"] != "train")
     assert data["related"] and data["summary"]["parent"]["n"] == data["summary"]["child"]["n"] == heldout < 160
@@ -145,7 +145,7 @@ def test_report_html_is_self_contained(pinned):
     assert len(data["changed"]) == 8
     deltas = [abs(r["delta_ar"]) for r in data["changed"]]
     assert deltas == sorted(deltas, reverse=True)
-    path = export_report(mid, res["model_id"], user_id=uid)
+    path = export_report(mid, res.model_id, user_id=uid)
     html = path.read_text()
     assert html.count("<img src='data:image/png;base64,") == 16  # 8 images × before / after
     assert "Plotly.newPlot" in html and len(html) > 1_000_000  # plotly.js inline

@@ -62,24 +62,24 @@ def test_retrain_from_the_pinned_pair_makes_a_child_with_lineage_and_ranking(par
     run = explaining.run_explain(mid, "gradcam", user_id=None)
     g, b = _pin(mid, run["run_id"], uid)
     res = retrain(mid, "exbl", epochs=2, user_id=uid, control=False, random_control=False, seeds=1)
-    child = get_model(res["model_id"])
-    assert res["control"] is None and res["effect_vs"] == "parent"
-    assert res["parent_id"] == mid and child["parent_id"] == mid and res["model_id"] != mid
-    assert child["feedback_ids"] == [g["id"], b["id"]] == res["feedback_ids"]
-    assert set(res["metrics"]) == {"val", "test", "test_shifted"}
-    assert {s: m["accuracy"] for s, m in child["metrics"].items()} == {s: m["accuracy"] for s, m in res["metrics"].items()}
+    child = get_model(res.model_id)
+    assert res.control is None and res.effect_vs == "parent"
+    assert res.parent_id == mid and child["parent_id"] == mid and res.model_id != mid
+    assert child["feedback_ids"] == [g["id"], b["id"]] == res.feedback_ids
+    assert set(res.metrics) == {"val", "test", "test_shifted"}
+    assert {s: m["accuracy"] for s, m in child["metrics"].items()} == {s: m["accuracy"] for s, m in res.metrics.items()}
     assert child["config"]["xbl"]["pair"]["good"]["image_id"] == g["image_id"]
     assert child["config"]["xbl"]["pair_source"] == "pinned"
     # per-epoch diagnostics of docs/architecture.md, Definitions
-    assert len(res["history"]) == 2
+    assert len(res.history) == 2
     for k in ("ce", "expl", "active", "d_pos", "d_neg", "val_acc", "val_ar", "val_ap"):
-        assert k in res["history"][0]
-    assert not any(k.startswith(("test", "shifted")) for r in res["history"] for k in r)
+        assert k in res.history[0]
+    assert not any(k.startswith(("test", "shifted")) for r in res.history for k in r)
     # the ranking was recomputed for the child, over the same splits as the parent's run
-    latest = explaining.latest_run(res["model_id"], "gradcam")
-    assert latest is not None and latest["id"] == res["explain"]["run_id"]
-    assert res["explain"]["summary"]["n"] == run["summary"]["n"]
-    assert 0.0 <= res["explain"]["summary"]["ar_mean"] <= 1.0
+    latest = explaining.latest_run(res.model_id, "gradcam")
+    assert latest is not None and latest["id"] == res.explain["run_id"]
+    assert res.explain["summary"]["n"] == run["summary"]["n"]
+    assert 0.0 <= res.explain["summary"]["ar_mean"] <= 1.0
 
 
 def test_auto_uses_the_suggested_pair_and_runs_gradcam_when_there_is_none(parent):
@@ -91,13 +91,13 @@ def test_auto_uses_the_suggested_pair_and_runs_gradcam_when_there_is_none(parent
     prun = explaining.latest_run(mid, "gradcam")
     assert prun is not None
     sug = feedback.suggest_pair(prun["id"], "train")
-    assert res["pair"]["good"]["split"] == res["pair"]["bad"]["split"] == "train"
-    assert res["pair"]["good"]["image_id"] == sug["good"]["image_id"]
-    assert res["pair"]["bad"]["image_id"] == sug["bad"]["image_id"]
-    assert res["pair_source"] == "auto"
+    assert res.pair["good"]["split"] == res.pair["bad"]["split"] == "train"
+    assert res.pair["good"]["image_id"] == sug["good"]["image_id"]
+    assert res.pair["bad"]["image_id"] == sug["bad"]["image_id"]
+    assert res.pair_source == "auto"
     # the pair used is recorded as the user's picks, and the child lists them
     pair = feedback.current_pair(mid, uid)
-    assert res["feedback_ids"] == [pair["good"]["id"], pair["bad"]["id"]]
+    assert res.feedback_ids == [pair["good"]["id"], pair["bad"]["id"]]
 
 
 def test_explicit_refs_by_id_and_path_and_clear_errors(parent):
@@ -107,8 +107,8 @@ def test_explicit_refs_by_id_and_path_and_clear_errors(parent):
     ims = list_images(ds, split="train")
     res = retrain(mid, "ce", good=str(ims[0]["id"]), bad=ims[1]["path"], epochs=1, explain=False, control=False,
                   random_control=False, seeds=1, user_id=None)
-    assert res["pair"]["good"]["image_id"] == ims[0]["id"] and res["pair"]["bad"]["image_id"] == ims[1]["id"]
-    assert res["feedback_ids"] == []  # no user: nothing recorded
+    assert res.pair["good"]["image_id"] == ims[0]["id"] and res.pair["bad"]["image_id"] == ims[1]["id"]
+    assert res.feedback_ids == []  # no user: nothing recorded
     with pytest.raises(ValueError, match="both"):
         retrain(mid, "exbl", good=ims[0]["id"], user_id=None)
     with pytest.raises(ValueError, match="same image"):
@@ -215,12 +215,12 @@ def test_every_seed_registers_child_control_and_random_pair_control_under_one_re
     ims = list_images(ds, split="train")
     res = retrain(mid, "exbl_cf", good=ims[0]["id"], bad=ims[1]["id"], epochs=1, explain=False, batch_size=16,
                   seeds=2, user_id=None)
-    assert res["seeds"] == 2 and len(res["seed_models"]) == 2 and isinstance(res["retrain_id"], int)
-    for sm in res["seed_models"]:
+    assert res.seeds == 2 and len(res.seed_models) == 2 and isinstance(res.retrain_id, int)
+    for sm in res.seed_models:
         child, ctl, rnd = (get_model(sm[k]) for k in ("child_id", "control_id", "random_control_id"))
         for m in (ctl, rnd):
             assert m["parent_id"] == mid and m["config"]["control_of"] == child["id"]
-            assert m["config"]["retrain_id"] == child["config"]["retrain_id"] == res["retrain_id"]
+            assert m["config"]["retrain_id"] == child["config"]["retrain_id"] == res.retrain_id
             assert m["config"]["seed"] == child["config"]["seed"] == sm["seed"]
             # same epochs, lr, seed, batch size, frozen blocks and the same batch order
             assert m["config"]["xbl"]["finetune"] == child["config"]["xbl"]["finetune"]
@@ -230,7 +230,7 @@ def test_every_seed_registers_child_control_and_random_pair_control_under_one_re
         assert rnd["config"]["xbl"]["method"] == "exbl_cf" and rnd["config"]["xbl"]["pair_source"] == "random"
         rp = rnd["config"]["xbl"]["pair"]
         assert rp["good"]["split"] == rp["bad"]["split"] == "train"
-        assert rp["good"]["label"] == res["pair"]["good"]["label"] and rp["bad"]["label"] == res["pair"]["bad"]["label"]
+        assert rp["good"]["label"] == res.pair["good"]["label"] and rp["bad"]["label"] == res.pair["bad"]["label"]
         assert {rp["good"]["image_id"], rp["bad"]["image_id"]}.isdisjoint({ims[0]["id"], ims[1]["id"]})
         assert child["config"]["control_id"] == ctl["id"] and child["config"]["random_control_id"] == rnd["id"]
         # report --child C describes C alone: its own figures, not the group's mean
@@ -239,23 +239,23 @@ def test_every_seed_registers_child_control_and_random_pair_control_under_one_re
         assert rep["splits"]["test"]["child"]["accuracy"] == pytest.approx(child["metrics"]["test"]["accuracy"])
         assert rep["random_control"] == rnd["id"]
     # each seed draws its own random pair and its own counterexample partners
-    pairs = [get_model(sm["random_control_id"])["config"]["xbl"]["pair"] for sm in res["seed_models"]]
+    pairs = [get_model(sm["random_control_id"])["config"]["xbl"]["pair"] for sm in res.seed_models]
     assert pairs[0] != pairs[1] or len(ims) < 4
-    group = retrain_report(res["retrain_id"])
-    assert group["report"] == "retrain" and group["seeds"] == 2 and group["verdict"] == res["verdict"]
-    accs = [get_model(sm["child_id"])["metrics"]["test"]["accuracy"] for sm in res["seed_models"]]
+    group = retrain_report(res.retrain_id)
+    assert group["report"] == "retrain" and group["seeds"] == 2 and group["verdict"] == res.verdict
+    accs = [get_model(sm["child_id"])["metrics"]["test"]["accuracy"] for sm in res.seed_models]
     assert group["splits"]["test"]["child"]["accuracy"] == pytest.approx(sum(accs) / 2)
     assert set(group["splits"]["test"]) >= {"parent", "control", "random_control", "child", "effect",
                                             "effect_recipe", "effect_choice"}
-    e = res["effect_choice"]["test"]["accuracy"]
-    cells = res["splits"]["test"]
+    e = res.effect_choice["test"]["accuracy"]
+    cells = res.splits["test"]
     assert e["mean"] == pytest.approx(cells["child"]["accuracy"] - cells["random_control"]["accuracy"])
     assert group["roles"]["val"] == "selection" and "train" not in group["splits"]
     from db.models import AuditRow
 
     with session() as s:
         rows = s.scalars(select(AuditRow).where(AuditRow.action == "retrain.register")).all()
-        assert [r.object for r in rows] == [f"retrain:{res['retrain_id']}"]
+        assert [r.object for r in rows] == [f"retrain:{res.retrain_id}"]
 
 
 def _forget_evidence(model_id: int) -> None:
@@ -279,8 +279,8 @@ def test_report_figures_exclude_train_images(parent, monkeypatch):
 
     mid, ds = parent
     res = retrain(mid, "ce", auto=True, epochs=1, explain=False, seeds=1, user_id=None)
-    _forget_evidence(res["model_id"])
-    first = evidence_report(mid, res["model_id"])
+    _forget_evidence(res.model_id)
+    first = evidence_report(mid, res.model_id)
     assert first["source"] == "measured now" and set(first["splits"]) == {"val", "test", "test_shifted"}
     real = evidence.load_arrays
     calls = []
@@ -295,7 +295,7 @@ def test_report_figures_exclude_train_images(parent, monkeypatch):
 
     monkeypatch.setattr(evidence, "load_arrays", poisoned)  # where the report's measurement looks it up
     _clear_cache()
-    again = evidence_report(mid, res["model_id"])
+    again = evidence_report(mid, res.model_id)
     assert calls and again["source"] == "measured now"  # the poisoned loader ran
     assert again["splits"] == first["splits"] and again["verdict"] == first["verdict"]
 
@@ -309,14 +309,14 @@ def test_a_changed_dataset_or_model_invalidates_the_evidence_cache(parent):
 
     mid, ds = parent
     res = retrain(mid, "ce", auto=True, epochs=1, explain=False, seeds=1, random_control=False, user_id=None)
-    _forget_evidence(res["model_id"])
-    assert evidence_report(mid, res["model_id"])["source"] == "measured now"
-    assert evidence_report(mid, res["model_id"])["source"] == "measured earlier (cached)"
+    _forget_evidence(res.model_id)
+    assert evidence_report(mid, res.model_id)["source"] == "measured now"
+    assert evidence_report(mid, res.model_id)["source"] == "measured earlier (cached)"
     later = time.time() + 5
     p = cache_path(ds)
     os.utime(p, (later, later))  # the dataset's array cache was rebuilt
-    assert evidence_report(mid, res["model_id"])["source"] == "measured now"
-    ck = Path(get_model(res["model_id"])["checkpoint"])
+    assert evidence_report(mid, res.model_id)["source"] == "measured now"
+    ck = Path(get_model(res.model_id)["checkpoint"])
     os.utime(ck, (later + 5, later + 5))  # the child's checkpoint was replaced
-    assert evidence_report(mid, res["model_id"])["source"] == "measured now"
-    assert evidence_report(mid, res["model_id"])["source"] == "measured earlier (cached)"
+    assert evidence_report(mid, res.model_id)["source"] == "measured now"
+    assert evidence_report(mid, res.model_id)["source"] == "measured earlier (cached)"

@@ -25,6 +25,7 @@ from services.models.registry import classifier_with_dataset, load_classifier, p
 from services.models.retrain_models import register_group, undo_group
 from services.models.training import evaluate_splits
 from services.retraining.evidence import heldout_sets, measure
+from services.retraining.results import RetrainResult
 from services.retraining.retrain_pairs import random_pair, record_picks, resolve_pair
 from services.team.access import check_use_case
 
@@ -261,14 +262,10 @@ def retrain(model_id: int, method: str | None = None, *, good: int | str | None 
             random_control: bool = True, settings: dict | None = None, explain: bool = True,
             name: str | None = None, device: str | None = None, threads: int | None = None,
             user_id: int | None, expect_feedback: list | None = None, job_id: int | None = None,
-            progress: Progress | None = None) -> dict:
+            progress: Progress | None = None) -> RetrainResult:
     """Fine-tune model `model_id` from two exemplars: K seeds of a child, a plain control and a random-pair control;
-    register them all under one retrain id; rank the first child.
-
-    Returns {model_id (seed 0's child), retrain_id, seed_models, parent_id, name, method, settings, pair,
-    feedback_ids, metrics, parent_metrics, control, random_control ({model_id, metrics} of seed 0 | None),
-    effect, effect_recipe, effect_choice, effect_parent, effect_vs, splits, roles, verdict, seeds, interval,
-    describes, history, explain, seconds, device}; the figures are the group's, over every seed."""
+    register them all under one retrain id; rank the first child. The figures of the result (RetrainResult) are the
+    group's, over every seed."""
     check_use_case(user_id, "exbl")  # a direct call is checked here; a job was checked when submitted
     from core.train.classifier import cpu_threads
     from core.xbl import get_method
@@ -301,18 +298,17 @@ def retrain(model_id: int, method: str | None = None, *, good: int | str | None 
     child_id = reg["seed_models"][0]["child_id"]
     g = ev[0]
     say(1.0, f"model #{child_id} (child of #{model_id}, retrain #{reg['retrain_id']}): {g['verdict']}", force=True)
-    return {"model_id": child_id, "retrain_id": reg["retrain_id"], "seed_models": reg["seed_models"],
-            "parent_id": int(model_id), "name": reg["name"], "method": method, "settings": out["settings"],
-            "pair": {k: pair[k] for k in ("good", "bad")}, "pair_source": pair["source"],
-            "random_pairs": [_pair_info(r) for r in data["random"]], "feedback_ids": reg["feedback_ids"],
-            "metrics": reg["metrics"]["child"][0], "parent_metrics": parent["metrics"],
-            "control": _model_ref(reg, "control"), "random_control": _model_ref(reg, "random_control"),
-            "order_digests": out["digests"], **{k: g[k] for k in (
-                "effect", "effect_recipe", "effect_choice", "effect_parent", "effect_vs", "splits", "roles",
-                "verdict", "seeds", "interval", "describes")},
-            "history": out["histories"]["child"][0], "control_history": (out["histories"].get("control") or [None])[0],
-            "epoch_seconds": out["epoch_seconds"], "explain": ranking,
-            "seconds": round(time.monotonic() - t0, 2), "device": str(dev)}
+    return RetrainResult(
+        model_id=child_id, retrain_id=reg["retrain_id"], seed_models=reg["seed_models"], parent_id=int(model_id),
+        name=reg["name"], method=method, settings=out["settings"], pair={k: pair[k] for k in ("good", "bad")},
+        pair_source=pair["source"], random_pairs=[_pair_info(r) for r in data["random"]],
+        feedback_ids=reg["feedback_ids"], metrics=reg["metrics"]["child"][0], parent_metrics=parent["metrics"],
+        control=_model_ref(reg, "control"), random_control=_model_ref(reg, "random_control"),
+        order_digests=out["digests"], **{k: g[k] for k in (
+            "effect", "effect_recipe", "effect_choice", "effect_parent", "effect_vs", "splits", "roles",
+            "verdict", "seeds", "interval", "describes")},
+        history=out["histories"]["child"][0], control_history=(out["histories"].get("control") or [None])[0],
+        epoch_seconds=out["epoch_seconds"], explain=ranking, seconds=round(time.monotonic() - t0, 2), device=str(dev))
 
 
 def exbl_job(ctx) -> dict:
@@ -330,4 +326,4 @@ def exbl_job(ctx) -> dict:
         seeds=int(p.get("seeds") or DEFAULT_SEEDS), control=bool(p.get("control", True)),
         random_control=bool(p.get("random_control", True)), settings=p.get("settings"),
         explain=bool(p.get("explain", True)), name=p.get("name"), device=p.get("device"), threads=p.get("threads"),
-        user_id=ctx.user_id, expect_feedback=p.get("feedback_ids"), job_id=ctx.job_id, progress=ctx.progress)
+        user_id=ctx.user_id, expect_feedback=p.get("feedback_ids"), job_id=ctx.job_id, progress=ctx.progress).to_dict()
