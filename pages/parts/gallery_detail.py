@@ -5,6 +5,7 @@ from __future__ import annotations
 import streamlit as st
 
 from pages.parts import compare as cmp, overlays as ov
+from services.explanations.compare import compute as compare_maps
 from pages.parts.plain import md_escape
 from pages.parts.gallery_actions import (METHOD_LABELS, NA_HELP, SORT_LABELS, annotation_form, cls_name, do_detail,
                                          do_pick, fmt)
@@ -53,7 +54,7 @@ def _compare(model: dict, run: dict, dataset_id: int, row: dict, opacity: float,
         if st.button("Compare with the other methods", key="g_det_compare",
                      help="computed once for this image in the background, then kept for everyone"):
             image = ov.dataset_array(dataset_id, "images")[i].copy()
-            st_.start(key, lambda: cmp.compute(model["id"], model["checkpoint"], image, others, target))
+            st_.start(key, lambda: compare_maps(model["id"], model["checkpoint"], image, others, target))
             state = "pending"
         else:
             return
