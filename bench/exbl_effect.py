@@ -280,7 +280,7 @@ def _iv(e: dict | None) -> str:
 
 def print_product(res: dict, a, dev) -> None:
     from core.data.roles import heading
-    from services.retraining.report import EFFECTS, WHO_NAMES, effect_rows
+    from services.presentation.report_view import EFFECTS, WHO_NAMES, effect_rows
 
     print(f"\neXBL effect · {'demo SynthCXR' if a.shortcut == 'marker' else 'top-edge band shortcut'} · method {res['method']} {res['settings']} · --auto pair "
           f"(good {res['pair']['good']['path']} / bad {res['pair']['bad']['path']}, both {res['pair']['good']['split']}"

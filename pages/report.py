@@ -14,6 +14,7 @@ from core.data.roles import heading
 from pages.parts.plain import md_escape
 
 from pages.common import refuse_open_bind, selected_dataset
+from services.presentation import report_view as view
 from services.retraining import report as rp
 from services.models.catalog import list_models
 from pages.parts.probe_panel import render_probe_panel
@@ -51,7 +52,7 @@ def _scoped(child: dict, parent_id: int) -> dict:
 
 def _figs(data: dict) -> dict:
     if "_figs" not in data:
-        data["_figs"] = rp.figures(data)
+        data["_figs"] = view.figures(data)
     return data["_figs"]
 
 
@@ -75,9 +76,9 @@ def evidence_panel(data: dict) -> None:
                f"{md_escape(ev['effect_vs'])} · {ev['seeds']} seed(s) · 95 % intervals: {md_escape(ev['interval'])} · "
                f"{md_escape(ev['source'])} · "
                "the verdict reads test and test_shifted only (val selected the settings: not evidence)")
-    cols = ("measure", *rp.WHO_NAMES.values(), *rp.EFFECTS.values())
+    cols = ("measure", *view.WHO_NAMES.values(), *view.EFFECTS.values())
     for s_, tab in zip(ev["splits"], st.tabs([heading(s) for s in ev["splits"]])):
-        tab.dataframe([r for r in rp.effect_rows(ev) if r["split"] == s_], hide_index=True,
+        tab.dataframe([r for r in view.effect_rows(ev) if r["split"] == s_], hide_index=True,
                       column_order=cols, key=f"rp_ev_{s_}")
     figs = _figs(data)
     if "accuracy" in figs:

@@ -17,9 +17,8 @@ from pages.parts import overlays as ov
 from pages.parts.job_progress import live_job
 from services.explanations import explaining as ex, feedback as fb
 from services.jobs.lifecycle import active_duplicate, get_job, submit
-from services.retraining.report import WHO, WHO_NAMES
 from services.retraining.retrain import DEFAULT_SEEDS
-from services.retraining.report import history_figure
+from services.presentation.report_view import WHO, WHO_NAMES, history_figure
 from services.retraining.retrain import default_method, method_info
 from services.retraining.retrain_pairs import split_refusal
 

@@ -49,7 +49,7 @@ def test_map_overlays_have_one_titled_colour_bar():
 
 
 def test_report_confusion_matrices_share_a_titled_palette_scale():
-    from services.retraining.report import figures
+    from services.presentation.report_view import figures
 
     data = {"parent": {"id": 1}, "child": {"id": 2}, "classes": ["a", "b"], "history": [],
             "confusion": {"test": {"parent": [[5, 1], [2, 4]], "child": [[6, 0], [1, 5]]}}}
@@ -71,7 +71,7 @@ def _history() -> list[dict]:
 
 
 def test_retrain_history_is_small_panels_with_titles_integer_epochs_and_palette_colours():
-    from services.retraining.report import HISTORY_PANELS, history_figure
+    from services.presentation.report_view import HISTORY_PANELS, history_figure
 
     fig = history_figure(_history())
     titles = [a.text for a in fig.layout.annotations]
@@ -92,7 +92,7 @@ def test_retrain_history_is_small_panels_with_titles_integer_epochs_and_palette_
 
 
 def test_report_accuracy_bars_have_axis_titles_and_palette_colours():
-    from services.retraining.report import accuracy_figure
+    from services.presentation.report_view import accuracy_figure
 
     cell = {"accuracy": 0.8, "ci": {"accuracy": [0.7, 0.9]}}
     fig = accuracy_figure({"splits": {"val": {"parent": cell, "child": cell}, "test": {"parent": cell, "child": cell}}})

@@ -8,7 +8,8 @@ from __future__ import annotations
 import typer
 
 from services.cli.common import emit, fail
-from services.retraining.report import WHO, WHO_NAMES, evidence_report, export_report, retrain_report
+from services.presentation.report_view import WHO, WHO_NAMES
+from services.retraining.report import evidence_report, export_report, retrain_report
 from services.team.users import cli_user_id
 
 

@@ -1,2 +1,3 @@
-"""Presentation shared by the pages and the figures services draw (the retrain report): colours and scales
-(`palette`). Nothing here computes a result; core/ holds no presentation (docs/architecture.md, Floors)."""
+"""Presentation shared by the pages, the CLI and the exports: colours and scales (`palette`) and how the before /
+after report looks (`report_view`). Nothing here computes a result; core/ holds no presentation
+(docs/architecture.md, Rooms)."""
