@@ -31,6 +31,8 @@ from db.models import Image, Model
 from services.platform.database import read_session, session
 from services.platform.settings import from_stored, get_settings, resolve_device, to_stored  # noqa: F401  (i17: paths relative to EXEMPLAR_HOME)
 from services.data.datasets import get_dataset, load_arrays
+from services.models.registry import update_metrics
+
 
 @dataclass(frozen=True)
 class GenKind:
@@ -137,11 +139,8 @@ def list_generators(dataset_id: int | None = None, kind: str | None = None) -> l
 
 
 def update_generator_metrics(generator_id: int, metrics: dict) -> None:
-    with session() as s:
-        m = s.get(Model, int(generator_id))
-        if m is None:
-            raise KeyError(f"no generator {generator_id}")
-        m.metrics = {**(m.metrics or {}), **metrics}
+    """Merge metrics (ε, realism) into a generator's row: a generator is a registry row like a classifier."""
+    update_metrics(int(generator_id), metrics)
 
 
 def load_ddpm_generator(row: dict, device: str | None = None):

@@ -7,13 +7,10 @@ input size = the image size. The shipped DDPM and GAN are 64 px models, so this 
 """
 from __future__ import annotations
 
-from pathlib import Path
-
 from core.registries import ARCHITECTURES
 from services.data.datasets import get_dataset
 from services.demo import steps as demo
 from services.demo.steps import DemoStep
-from services.models.registry import find_model
 
 ARCH_SETTINGS = {  # per architecture: epochs, peak lr, batch size, builder keywords (core.registries.ARCHITECTURES)
     a.name: {"epochs": a.demo_epochs, "lr": a.lr, "batch_size": a.demo_batch_size, "arch_kwargs": dict(a.demo_kwargs)}
@@ -44,15 +41,9 @@ def steps(size: int, arch: str) -> list[DemoStep]:
             raise ValueError(f"a dataset named {ds_name!r} exists but is not this demo's SynthCXR; rename or remove it")
         return {"dataset_id": d["id"], "name": d["name"], "root": d["root"], "counts": d["counts"], "created": False}
 
-    def existing_baseline(state: dict) -> dict | None:
-        m = find_model(model_name, "classifier", state["dataset"]["dataset_id"])
-        if m is None or not Path(m["checkpoint"]).is_file():
-            return None
-        return {"model_id": m["id"], "name": m["name"], "arch": m["arch"], "metrics": m["metrics"]}
-
     return [
         DemoStep("dataset", f"SynthCXR demo dataset at {size} px", "data.synth", lambda st: dict(synth),
                  existing_dataset, 1.0),
         DemoStep("baseline", f"baseline {arch} at {size} px", "train",
-                 lambda st: {**base, "dataset": st["dataset"]["dataset_id"]}, existing_baseline, 8.0),
+                 lambda st: {**base, "dataset": st["dataset"]["dataset_id"]}, demo.existing_model(model_name), 8.0),
     ]

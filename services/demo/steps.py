@@ -50,11 +50,18 @@ def _existing_dataset(state: dict) -> dict | None:
     return {"dataset_id": d["id"], "name": d["name"], "root": d["root"], "counts": d["counts"], "created": False}
 
 
-def _existing_baseline(state: dict) -> dict | None:
-    m = find_model(BASELINE_NAME, "classifier", state["dataset"]["dataset_id"])
-    if m is None or not Path(m["checkpoint"]).is_file():
-        return None
-    return {"model_id": m["id"], "name": m["name"], "arch": m["arch"], "metrics": m["metrics"]}
+def existing_model(model_name: str):
+    """A baseline step's resume check: the classifier `model_name` on the step's dataset, when its checkpoint is
+    there (the 64 px demo's baseline and the larger demo's)."""
+    def existing(state: dict) -> dict | None:
+        m = find_model(model_name, "classifier", state["dataset"]["dataset_id"])
+        if m is None or not Path(m["checkpoint"]).is_file():
+            return None
+        return {"model_id": m["id"], "name": m["name"], "arch": m["arch"], "metrics": m["metrics"]}
+    return existing
+
+
+_existing_baseline = existing_model(BASELINE_NAME)
 
 
 # The first screen's ranking: the baseline's GradCAM maps of every image (train and the held-out splits, labelled
