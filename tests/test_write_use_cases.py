@@ -36,7 +36,6 @@ STEPS: dict[str, str] = {
     "services/counterfactuals/gan.py:register_shipped_gan": STEP + ": the demo's",
     "services/explanations/evaluation.py:store_results": STEP + ": the evaluate job's",
     "services/models/registry.py:update_metrics": CACHE,
-    "services/counterfactuals/generators.py:update_generator_metrics": CACHE,
     "services/data/datasets.py:build_arrays": CACHE, "services/data/datasets.py:load_arrays": CACHE,
     "services/data/datasets.py:write_cache": CACHE, "services/retraining/evidence.py:for_pair": CACHE,
     "services/reading/metrics.py:study_faithfulness": CACHE + " (the study.metrics job)",

@@ -39,6 +39,7 @@ def open_as(page, url: str, user: str) -> None:
 def test_ranked_gallery_first_enter_creates_user_and_reload_keeps_state(page, live_app):
     ds_id, mid = dataset_and_model(n=40, size=32)
     fake_run(ds_id, mid)
+    before = [u["name"] for u in list_users()]  # the set-up's own identity (the test process's local user)
     page.goto(live_app.url)
     wait_idle(page)
     page.get_by_role("heading", name="Explanation gallery").wait_for()
@@ -51,7 +52,7 @@ def test_ranked_gallery_first_enter_creates_user_and_reload_keeps_state(page, li
     wait_idle(page)
     page.wait_for_function("() => location.search.includes('user=alice')")
     page.get_by_text("(of alice)").first.wait_for()  # the pinned pair is now alice's
-    assert [u["name"] for u in list_users()] == ["alice"]
+    assert sorted(u["name"] for u in list_users()) == sorted([*before, "alice"])  # one user more: alice
 
     page.get_by_test_id("stRadio").filter(has_text="Order").get_by_text("descending").click()
     wait_idle(page)
