@@ -101,7 +101,7 @@ def test_the_walk_would_catch_an_unchecked_writer():
     bad = ast.parse("def delete_run(run_id, *, user_id):\n    with session() as s:\n        s.delete(run_id)\n")
     good = ast.parse("def delete_run(run_id, *, user_id):\n    require(user_id, 'explain')\n"
                      "    with session() as s:\n        s.delete(run_id)\n")
-    defaulted = ast.parse("def delete_run(run_id, *, user_id=None):\n    require(user_id, 'explain')\n"
+    defaulted = ast.parse("def delete_run(run_id, *, user_id=SERVER):\n    require(user_id, 'explain')\n"
                           "    with session() as s:\n        s.delete(run_id)\n")
     assert _calls(bad.body[0]) & WRITES and not _calls(bad.body[0]) & CHECKS
     assert _required_actor(good.body[0]) and _calls(good.body[0]) & CHECKS
