@@ -11,6 +11,8 @@ import math
 
 import streamlit as st
 
+from core.data.roles import role
+
 from pages.common import refuse_open_bind, current_user, selected_dataset, selected_model
 from pages.parts import overlays as ov, state as url
 from pages.parts.plain import md_escape
@@ -236,7 +238,7 @@ def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: s
         badge = " · ✅ good" if iid == good_id else (" · ❌ bad" if iid == bad_id else "")
         st.image(img, width="stretch")
         ok = "✔" if r["correct"] else "✘"
-        st.text(f"{r['path'].rsplit('/', 1)[-1]}\n"  # a file name is plain text
+        st.text(f"{r['path'].rsplit('/', 1)[-1]}\n{r.get('split') or 'n/a'} split · {role(r.get('split'))}\n"  # plain
                 f"true {cls_name(classes, r['label'])}\npred {cls_name(classes, r['pred'])} {fmt(r['prob'])} {ok}\n"
                 + " · ".join(f"{SORT_LABELS[k]} {fmt(r[k])}" for k in CARD_METRICS)
                 + (f" · {SORT_LABELS[sort]} {fmt(r[sort])}" if sort not in CARD_METRICS else "") + badge,

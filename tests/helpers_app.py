@@ -29,6 +29,16 @@ def card_ids(at: AppTest) -> list[int]:
     return [int(g.key.removeprefix("g_card_")) for g in at.button_group if g.key and g.key.startswith("g_card_")]
 
 
+def train_only(image_ids: list[int]) -> list[int]:
+    """The ids (kept in order) of images from the train split: the only ones a pick accepts (core.data.roles)."""
+    from db.models import Image
+    from services.platform.database import session
+
+    with session() as s:
+        split = {i: s.get(Image, i).split for i in image_ids}
+    return [i for i in image_ids if split[i] == "train"]
+
+
 def card_action(at: AppTest, image_id: int, action: str) -> AppTest:
     """Click Good, Bad or Detail on a gallery card and rerun."""
     return at.button_group(key=f"g_card_{image_id}").set_value(action).run()

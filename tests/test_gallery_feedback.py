@@ -13,7 +13,7 @@ from tests.helpers_explain import dataset_and_model, fake_run
 def setup():
     ds_id, mid = dataset_and_model(n=20, size=32)
     rid = fake_run(ds_id, mid)
-    rows, _ = query_explanations(rid, sort="index", limit=None)
+    rows, _ = query_explanations(rid, sort="index", splits=["train"], limit=None)  # picks are of train images
     return mid, rid, [r["image_id"] for r in rows], get_or_create_user("ada"), get_or_create_user("bob")
 
 

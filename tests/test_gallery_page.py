@@ -11,7 +11,7 @@ from db.models import Annotation, Feedback
 from services.platform.database import session
 from services.explanations.explaining import query_explanations
 from services.team.users import get_or_create_user
-from tests.helpers_app import app_test, card_action, card_ids, open_page
+from tests.helpers_app import app_test, card_action, card_ids, open_page, train_only
 from tests.helpers_explain import dataset_and_model, fake_run
 
 
@@ -68,7 +68,7 @@ def test_filtering_changes_the_order(gallery):
 
 def test_good_and_bad_clicks_write_feedback_with_the_current_user(gallery):
     at, rid, mid, uid = gallery
-    ids = card_ids(at)
+    ids = train_only(card_ids(at))
     card_action(at, ids[-1], "Good")
     card_action(at, ids[1], "Bad")
     assert not at.exception
@@ -93,12 +93,27 @@ def test_good_and_bad_clicks_write_feedback_with_the_current_user(gallery):
     assert at.button(key="g_retrain").disabled is True
 
 
+def test_a_held_out_card_shows_its_split_and_refuses_a_pick_with_the_reason(gallery):
+    at, rid, mid, uid = gallery
+    ids = card_ids(at)
+    held = next(i for i in ids if i not in train_only(ids))
+    row = next(r for r in query_explanations(rid, "ar", False, limit=12)[0] if r["image_id"] == held)
+    texts = " ".join(t.value for t in at.text)
+    assert f"{row['split']} split · " in texts  # every card says its split and the split's role
+    card_action(at, held, "Good")
+    assert not at.exception, [e.value for e in at.exception]
+    assert any(f"from the {row['split']} split: pick exemplars from train" in t.value for t in at.toast)
+    assert at.button_group(key=f"g_card_{held}").value is None
+    with session() as s:
+        assert s.scalars(select(Feedback)).first() is None  # refused: nothing written
+
+
 def test_a_pick_without_a_user_says_so_and_writes_nothing():
     from services.explanations import feedback as fb
 
     ds_id, mid = dataset_and_model(n=20, size=32)
     rid = fake_run(ds_id, mid)
-    other = query_explanations(rid, limit=1)[0][0]["image_id"]
+    other = query_explanations(rid, splits=["train"], limit=1)[0][0]["image_id"]
     fb.pick(get_or_create_user("rivera"), mid, other, "good", rid)  # another user's pick
     at = open_page(app_test(), "gallery")
     assert at.button_group(key=f"g_card_{other}").value is None  # not shown as if it were the viewer's
@@ -187,7 +202,7 @@ def test_annotations_page_lists_annotations_and_picks_as_text():
     ds_id, mid = dataset_and_model(n=20, size=32)
     rid = fake_run(ds_id, mid)
     uid = get_or_create_user("tester")
-    iid = query_explanations(rid, limit=1)[0][0]["image_id"]
+    iid = query_explanations(rid, splits=["train"], limit=1)[0][0]["image_id"]
     fb.annotate(uid, iid, "good", 5, "<img src=x onerror=alert(1)>", run_id=rid)
     fb.pick(uid, mid, iid, "good", rid)
     fb.undo(uid, mid)

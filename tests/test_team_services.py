@@ -157,7 +157,7 @@ def test_audit_row_for_every_kind_of_write(team, tmp_path):
     studies.adjudicate(team["res"], res["study_id"], res["items"][0], "good")
     from services.explanations.explaining import run_rows
 
-    img = run_rows(run)[0]["image_id"]
+    img = next(r["image_id"] for r in run_rows(run) if r["split"] == "train")  # picks are of train images
     p = feedback.pick(team["r1"], mid, img, "good", run_id=run)
     feedback.undo(team["r1"], mid, p["id"])
     feedback.annotate(team["r2"], img, quality="bad", comment="=HYPERLINK(\"x\")", run_id=run)

@@ -46,7 +46,11 @@ def do_pick(model_id: int, run_id: int, image_id: int, kind: str) -> None:
     if u is None:
         flash("warning", "Pick or create a user in the sidebar first: every pick records who made it.")
         return
-    p = fb.pick(u["id"], model_id, image_id, kind, run_id)
+    try:
+        p = fb.pick(u["id"], model_id, image_id, kind, run_id)
+    except ValueError as exc:  # e.g. a held-out image: refused here, with the split and the reason
+        flash("warning", str(exc))
+        return
     flash("success", f"{md_escape(p['path'])} is now your {kind} exemplar.")
 
 

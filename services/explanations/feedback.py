@@ -13,6 +13,7 @@ from db.models import Annotation, Explanation, ExplanationRun, Feedback, Image, 
 from services.platform.database import read_session, session
 from services.team import audit
 from services.team.access import require
+from core.data.roles import exemplar_refusal
 from services.explanations.explaining import query_explanations, run_splits
 
 KINDS = ("good", "bad")
@@ -58,8 +59,12 @@ def pick(user_id: int, model_id: int, image_id: int, kind: str, run_id: int | No
             raise ValueError(f"no user {user_id}")
         if s.get(Model, int(model_id)) is None:
             raise ValueError(f"no model {model_id}")
-        if s.get(Image, int(image_id)) is None:
+        img = s.get(Image, int(image_id))
+        if img is None:
             raise ValueError(f"no image {image_id}")
+        why = exemplar_refusal(kind, img.split, img.path.rsplit("/", 1)[-1])
+        if why:  # refused at the card, not later on the Retrain page (docs/architecture.md, Split roles)
+            raise ValueError(why[0].upper() + why[1:] + ".")
         if run_id is not None and s.get(ExplanationRun, int(run_id)) is None:
             raise ValueError(f"no explanation run {run_id}")
         now = utcnow()

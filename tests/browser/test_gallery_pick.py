@@ -43,8 +43,9 @@ def picks() -> list[tuple[str, int, str]]:
 def test_pick_good_and_bad_and_see_the_pinned_pair(page, live_app):
     ds_id, mid = dataset_and_model(n=20, size=32)
     rid = fake_run(ds_id, mid)
-    rows, _ = query_explanations(rid, "ar", False, limit=12)
-    good, bad, third = rows[-1], rows[0], rows[1]
+    rows, _ = query_explanations(rid, "ar", False, limit=12)  # the first page of cards
+    train = [r for r in rows if r["split"] == "train"]  # a pick accepts train images only
+    good, bad, third = train[-1], train[0], train[1]
     page.goto(live_app.url)
     wait_idle(page)
     pick_user(page, "radiologist")
