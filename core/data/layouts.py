@@ -11,6 +11,7 @@ import os
 import shutil
 import stat
 import zipfile
+import zlib
 from dataclasses import dataclass, field
 from pathlib import Path, PurePosixPath
 
@@ -316,6 +317,51 @@ ZIP_MAX_ENTRIES = 200_000
 
 def _zip_is_symlink(info: zipfile.ZipInfo) -> bool:
     return stat.S_ISLNK(info.external_attr >> 16)
+
+
+ZIP_FULL_CHECK = 1 << 30    # a zip up to 1 GiB has every entry's CRC read before its import is queued
+DICOM_EXTS = (".dcm", ".dicom")
+
+
+def check_zip(zip_path: str | Path, shown: str, free_bytes: int | None = None) -> None:
+    """Refuse a zip before its import is queued (a damaged upload failed in the queue minutes later): it must open
+    as a zip, hold images, unpack within the limits and the free disk, and (up to ZIP_FULL_CHECK) pass every
+    entry's CRC. Raises ValueError, one line naming the zip as `shown` and never a file inside it."""
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError):
+        raise ValueError(f"{shown} is not a readable zip (damaged, cut short, or another format): "
+                         "make the zip again and upload it") from None
+    with zf:
+        infos = zf.infolist()
+        if len(infos) > ZIP_MAX_ENTRIES:
+            raise ValueError(f"{shown} has {len(infos):,} entries (limit {ZIP_MAX_ENTRIES:,}): split the dataset")
+        declared = sum(i.file_size for i in infos)
+        if declared > ZIP_MAX_TOTAL:
+            raise ValueError(f"{shown} would unpack to {declared / 2**30:.1f} GiB (limit {ZIP_MAX_TOTAL / 2**30:.0f} "
+                             "GiB): import the folder from a server path instead")
+        if free_bytes is not None and declared > free_bytes:
+            raise ValueError(f"{shown} would unpack to {declared / 2**30:.2f} GiB but only {free_bytes / 2**30:.2f} "
+                             "GiB are free on the server: free some space first")
+        if not any(PurePosixPath(i.filename).suffix.lower() in IMAGE_EXTS + DICOM_EXTS for i in infos):
+            raise ValueError(f"{shown} holds no PNG, JPEG or DICOM image: check that it is the dataset's zip")
+        if Path(zip_path).stat().st_size <= ZIP_FULL_CHECK and not _entries_read(zf, infos):
+            raise ValueError(f"{shown} is damaged (a file inside it fails its check): make the zip again and "
+                             "upload it")
+
+
+def _entries_read(zf: zipfile.ZipFile, infos: list[zipfile.ZipInfo]) -> bool:
+    """Whether every plain (not encrypted, not a folder) entry reads to its end with a matching CRC."""
+    try:
+        for info in infos:
+            if info.is_dir() or info.flag_bits & 0x1:  # encrypted entries are skipped at import (reported there)
+                continue
+            with zf.open(info) as fh:
+                while fh.read(1 << 20):
+                    pass
+    except (zipfile.BadZipFile, OSError, EOFError, zlib.error, NotImplementedError):
+        return False
+    return True
 
 
 def extract_zip(zip_path: str | Path, target: str | Path, max_total: int = ZIP_MAX_TOTAL,

@@ -158,9 +158,10 @@ def _start(kind: str, params: dict) -> None:
     try:
         check_name(params["name"])
         if kind == "data.import":  # a wrong path is refused here, not after a queued job ran
-            check_import_source(params["path"], params["layout"], params.get("labels"))
+            check_import_source(params["path"], params["layout"], params.get("labels"),
+                                shown=params.pop("shown", None))  # a damaged zip is refused before it is queued
     except ValueError as exc:
-        st.error(str(exc))
+        st.error(md_escape(str(exc)))  # names a path or an uploaded file's name: plain text
         if params.get("owned"):  # a zip the browser sent for an import that was refused
             Path(params["path"]).unlink(missing_ok=True)
         return
@@ -227,7 +228,8 @@ def _forms() -> None:
                     return
                 dest = get_settings().path("uploads") / f"upload-{uuid.uuid4().hex}.zip"
                 dest.write_bytes(upload.getvalue())
-                params.update(path=str(dest), owned=True)  # deleted with its upload once the import has ended
+                params.update(path=str(dest), owned=True,  # deleted with its upload once the import has ended
+                              shown=f"the uploaded zip {upload.name}")
             elif not path.strip():
                 st.error("enter a folder or .zip path on the server")
                 return

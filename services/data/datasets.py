@@ -411,9 +411,12 @@ def _prepare_root(path: Path, name: str, uploaded: bool, bad: list[layouts.Bad])
     return path.resolve(), None
 
 
-def check_import_source(path: str | Path, layout: str, labels: str | Path | None = None) -> Path:
-    """Refuse an import before it is queued (issue 16): the folder or .zip must exist on the server, and the dicom
-    layout needs an existing labels CSV. Raises ValueError with one plain line naming the path and what to do."""
+def check_import_source(path: str | Path, layout: str, labels: str | Path | None = None,
+                        shown: str | None = None) -> Path:
+    """Refuse an import before it is queued: the folder or .zip must exist on the server, a zip must open, hold
+    images, fit the limits and the free disk and pass its CRC checks (layouts.check_zip), and the dicom layout needs
+    an existing labels CSV. Raises ValueError with one plain line naming the path (or `shown`: an uploaded file's
+    own name) and what to do."""
     if layout not in layouts.LAYOUTS:
         raise ValueError(f"layout {layout!r} is unknown: choose one of {', '.join(layouts.LAYOUTS)}")
     p = Path(str(path or "").strip()).expanduser()
@@ -423,6 +426,8 @@ def check_import_source(path: str | Path, layout: str, labels: str | Path | None
         raise ValueError(f"{p} does not exist on the server: check the path (a dataset folder, or a .zip of one)")
     if p.is_file() and p.suffix.lower() != ".zip":
         raise ValueError(f"{p} is a file but not a .zip: give the dataset folder, or a .zip of it")
+    if p.is_file():
+        layouts.check_zip(p, shown or str(p), free_bytes=shutil.disk_usage(get_settings().path("uploads")).free)
     if layout == "dicom" and not labels:
         raise ValueError("the dicom layout needs a labels CSV with columns path,label[,split]: fill in Labels CSV")
     if labels and not Path(str(labels)).expanduser().is_file():
