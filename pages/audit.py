@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import refuse_open_bind, require_user
+from pages.parts.plain import md_escape
 from services.team import audit, audit_log
 from services.team.roles import ROLES, PermissionRefused
 from services.team.users import list_users
@@ -22,15 +23,19 @@ def _roles() -> None:
     users = list_users()
     st.dataframe(pd.DataFrame([{"user": u["name"], "role": u["role"]} for u in users]), hide_index=True,
                  key="au_users", width="stretch")
-    c1, c2, c3 = st.columns([3, 2, 1])
-    name = c1.text_input("User name (created when new)", key="au_role_user")
-    role = c2.selectbox("Role", ROLES, key="au_role_role")
-    if c3.button("Set role", key="au_role_set", disabled=not name.strip()):
+    with st.form("au_role_form", border=False, enter_to_submit=True):  # typed name + one click (or Enter) sets it
+        c1, c2, c3 = st.columns([3, 2, 1], vertical_alignment="bottom")
+        name = c1.text_input("User name (created when new)", key="au_role_user")
+        role = c2.selectbox("Role", ROLES, key="au_role_role")
+        go = c3.form_submit_button("Set role", key="au_role_set")
+    if go:
         try:
+            if not name.strip():
+                raise ValueError("enter the user's name first")
             u = set_role(me["id"], name, role)
-            st.success(f"role set: {u['role']}")
+            st.success(md_escape(f"{u['name']}: role set to {u['role']}"))
         except (ValueError, PermissionRefused) as exc:
-            st.error(str(exc))
+            st.error(md_escape(str(exc)))
 
 
 def _log() -> None:

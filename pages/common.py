@@ -130,12 +130,20 @@ def sidebar(pickers: bool = True) -> None:
         state.save_identity()
 
 
+def _switch_user() -> None:
+    """The user picker's callback: it runs before the script, so app.py builds the new user's navigation at once."""
+    pick = st.session_state.get("sb_user")
+    row = next((u for u in list_users() if u["name"] == pick), None)
+    if row is not None:
+        st.session_state["user"] = {"id": row["id"], "name": row["name"]}
+
+
 def _local_picker() -> None:
     users = list_users()
     names = [u["name"] for u in users]
     cur = current_user()
     idx = names.index(cur["name"]) if cur and cur["name"] in names else None
-    pick = st.selectbox("User", names, index=idx, key="sb_user", placeholder="pick a user")
+    pick = st.selectbox("User", names, index=idx, key="sb_user", placeholder="pick a user", on_change=_switch_user)
     with st.form("sb_user_form", border=False, enter_to_submit=True):  # Enter or one click creates the user
         st.text_input("…or create a user", key="sb_new_user", placeholder="your name")
         st.form_submit_button("Create user", key="sb_create_user", on_click=_create_user)

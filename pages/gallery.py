@@ -20,6 +20,7 @@ from pages.parts.gallery_actions import (CARD_ACTIONS, CARD_METRICS, METHOD_LABE
                                          cls_name, do_accept_suggestion, do_card, do_suggest, do_undo, fmt, show_flash)
 from services.explanations import explaining as ex, feedback as fb
 from services.jobs.lifecycle import submit
+from services.team.roles import allowed
 from pages.parts.gallery_detail import detail_view
 from pages.parts.job_progress import live_job
 
@@ -108,8 +109,10 @@ def pinned_pair(model: dict, run: dict, dataset_id: int, classes: list[str], opa
                             f"AP {fmt(row['ap'] if row else p['ap'])}")
         with cols[2]:
             both = pair["good"] is not None and pair["bad"] is not None
-            if st.button("Retrain with these", key="g_retrain", type="primary", disabled=not both,
-                         help="Open the Retrain page with this pair (eXBL)"):
+            if u is not None and not allowed(u["role"], "exbl"):  # a reader's pair feeds a researcher's retrain
+                st.caption("Your pair is saved: a researcher can start a retrain with it (readers do not retrain).")
+            elif st.button("Retrain with these", key="g_retrain", type="primary", disabled=not both,
+                           help="Open the Retrain page with this pair (eXBL)"):
                 st.session_state["exbl_pair"] = {"model_id": model["id"], "run_id": run["id"],
                                                  "good": pair["good"], "bad": pair["bad"]}
                 try:
@@ -326,7 +329,12 @@ def main() -> None:
                 f"(or `exemplar train --dataset {ds['name']}`), then compute its explanations here.")
         return
     runs = ex.list_runs(model["id"])
-    explain_panel(model, ds, bool(runs))
+    u = current_user()
+    if u is None or allowed(u["role"], "explain"):  # a reader browses and picks; a researcher computes maps
+        explain_panel(model, ds, bool(runs))
+    elif not runs:
+        st.info(f"No explanations for model #{model['id']} yet: a researcher computes them (your role is reader).")
+        return
     if not runs:
         st.info(f"No explanations for model #{model['id']} yet: start an explain job above (a worker must be "
                 f"running), or run `exemplar explain --model {model['id']} --method gradcam`.")

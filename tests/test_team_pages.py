@@ -86,9 +86,10 @@ def test_audit_page_for_admins_and_role_change(study):
     assert {"study.create", "user.role"} <= set(table["action"])
     at.selectbox(key="au_user").set_value("res").run()
     assert set(at.dataframe[0].value["user"]) == {"res"}
-    at.text_input(key="au_role_user").input("r2").run()
-    at.selectbox(key="au_role_role").set_value("researcher").run()
+    at.text_input(key="au_role_user").input("r2")  # a form: the name and role travel with the one click
+    at.selectbox(key="au_role_role").set_value("researcher")
     at.button(key="au_role_set").click().run()
+    assert any("r2: role set to researcher" in m.value for m in at.success)
     rows = audit_log.list_rows(ids["admin"], action="user.role", user="tester")
     assert rows[-1]["object"] == "user:r2" and rows[-1]["before"] == {"role": "reader"}
     res_at = open_page(app_test(user={"id": ids["res"], "name": "res"}), "gallery")
@@ -96,13 +97,35 @@ def test_audit_page_for_admins_and_role_change(study):
         res_at.switch_page("../pages/audit.py")  # researchers do not read the audit log
 
 
-def test_reader_cannot_cancel_anothers_job_in_the_page(study):
+def test_cancel_shows_only_where_it_would_be_accepted(study):
     ids, _ = study
     jid = jobs.create_job("data.synth", {"name": "x", "n": 10}, ids["res"])
     at = open_page(app_test(user={"id": ids["r1"], "name": "r1"}), "jobs")
-    at.button(key=f"jobs_cancel_{jid}").click().run()
-    assert any("role reader" in e.value for e in at.error)
-    assert jobs.get_job(jid)["status"] == "queued"
+    assert not at.exception, [e.value for e in at.exception]
+    assert f"jobs_cancel_{jid}" not in [b.key for b in at.button]  # a reader: no Cancel on another user's job
+    own = open_page(app_test(user={"id": ids["res"], "name": "res"}), "jobs")
+    own.button(key=f"jobs_cancel_{jid}").click().run()  # the owner cancels in one click
+    assert jobs.get_job(jid)["status"] == "cancelled" or jobs.get_job(jid)["cancel_requested"]
+
+
+def test_a_reader_deep_link_to_a_hidden_page_says_why(study):
+    from streamlit.testing.v1 import AppTest
+
+    ids, _ = study
+    script = ("from pathlib import Path\nfrom pages.parts.navigation import refusal_page\n"
+              "refusal_page('Retrain', 'exbl', {'name': 'r1 *bold*', 'role': 'reader'}, Path('pages/gallery.py'))()")
+    at = AppTest.from_string(script, default_timeout=60).run()
+    text = " ".join(w.value for w in at.warning)
+    assert "Retrain needs the researcher role (to start a retrain)" in text and "with the reader role" in text
+    assert "r1 \\*bold\\*" in text  # the user name as plain text
+
+
+def test_the_menu_follows_a_user_switch_at_once(study):
+    ids, _ = study
+    at = app_test(user={"id": ids["admin"], "name": "tester"}).run()
+    at.sidebar.selectbox(key="sb_user").set_value("r1").run()  # one switch: the next run is already r1's
+    with pytest.raises(ValueError, match="Could not find a navigation page"):
+        at.switch_page("../pages/retrain.py")
 
 
 def test_local_mode_label_and_role_in_sidebar(study):
@@ -110,3 +133,14 @@ def test_local_mode_label_and_role_in_sidebar(study):
     at = app_test(user={"id": ids["r1"], "name": "r1"}).run()
     assert any("local mode — no sign-in" in c.value for c in at.sidebar.caption)
     assert any("role: reader" in t.value for t in at.sidebar.text)
+
+
+def test_a_reader_sees_no_retrain_or_explain_controls_in_the_gallery(study):
+    ids, _ = study
+    at = open_page(app_test(user={"id": ids["r1"], "name": "r1"}), "gallery")
+    assert not at.exception, [e.value for e in at.exception]
+    keys = [b.key for b in at.button]
+    assert "g_retrain" not in keys and "g_start" not in keys
+    assert any("readers do not retrain" in c.value for c in at.caption)
+    res = open_page(app_test(user={"id": ids["res"], "name": "res"}), "gallery")
+    assert {"g_retrain", "g_start"} <= {b.key for b in res.button}

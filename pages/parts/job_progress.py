@@ -12,6 +12,7 @@ from services.presentation.palette import CANCELLED
 from pages.common import current_user
 from services.jobs.lifecycle import FINAL, get_job, request_cancel
 from services.platform.job_kinds import JOB_KINDS
+from services.team.access import may_cancel
 
 STATUS_ICON = {"queued": "⏳", "running": "🏃", "succeeded": "✅", "failed": "❌", "cancelled": "🛑", "lost": "👻"}
 
@@ -64,6 +65,19 @@ def grey_bar(fraction: float, text: str) -> None:
     st.caption(text)
 
 
+def _cancel(job_id: int, key: str) -> None:
+    """Cancel's callback (runs before the redraw, so the press is never lost to a poll); a refusal is kept."""
+    u = current_user()
+    if u is None:
+        st.session_state[f"{key}_cancel_said_{job_id}"] = "Pick or sign in a user first: a cancel records who asked."
+        return
+    try:  # team: own jobs for everyone, anyone's (and ownerless ones) for admins, checked in the service
+        request_cancel(job_id, u["id"])
+        st.session_state.pop(f"{key}_cancel_said_{job_id}", None)
+    except (PermissionError, ValueError) as exc:
+        st.session_state[f"{key}_cancel_said_{job_id}"] = str(exc)
+
+
 def render_job(job: dict, key: str, chart: bool = True) -> None:
     """One job: status, progress bar (grey when cancelled or lost), ETA from its measured rate, message; a metrics
     chart when it logged per-step metrics; cancel."""
@@ -81,19 +95,15 @@ def render_job(job: dict, key: str, chart: bool = True) -> None:
     else:
         st.progress(frac, text=f"{text} · {frac:.0%}" + (f" · {when}" if when else ""))
     cols = st.columns([1, 5])
+    u = current_user()  # the signed-in user, never the server process's identity
     if job["status"] in ("queued", "running") and not job.get("cancel_requested"):
-        if cols[0].button("Cancel", key=f"{key}_cancel_{job['id']}"):
-            u = current_user()  # the signed-in user, never the server process's identity
-            if u is None:
-                st.warning("Pick or sign in a user first: a cancel records who asked for it.")
-            else:
-                try:  # team: own jobs for everyone, anyone's (and ownerless ones) for admins, checked in the service
-                    request_cancel(job["id"], u["id"])
-                    st.rerun()
-                except PermissionError as exc:
-                    st.error(str(exc))
+        if u is None or may_cancel(u, job):  # a reader sees no Cancel on another user's job
+            cols[0].button("Cancel", key=f"{key}_cancel_{job['id']}", on_click=_cancel, args=(job["id"], key))
     elif job.get("cancel_requested") and job["status"] == "running":
         cols[0].caption("cancelling…")
+    said = st.session_state.get(f"{key}_cancel_said_{job['id']}")
+    if said:  # kept across the panel's redraws (a refusal shown for one poll vanished within 2 s)
+        cols[1].warning(said)
     if job["status"] in ("failed", "lost") and job.get("error"):
         st.error(job["error"])
     if chart:

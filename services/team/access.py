@@ -61,6 +61,13 @@ def check_use_case(user_id: int | None, action: str) -> dict | None:
     return require(user_id, action)
 
 
+def may_cancel(user: dict, job: dict) -> bool:
+    """Whether `user` ({'id', 'role'}) may cancel `job` (a job row): the same rule as require_cancel, without a
+    query, so a page shows Cancel only where it would be accepted."""
+    own = job.get("created_by") is not None and job.get("created_by") == user["id"]
+    return allowed(user["role"], "job.cancel.own" if own else "job.cancel.any")
+
+
 def require_cancel(job_id: int, user_id: int | None) -> dict:
     """Everyone may cancel their own jobs; cancelling another user's job, or an ownerless one (created by the
     process identity in set-up mode), needs an admin."""

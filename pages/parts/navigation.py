@@ -1,0 +1,57 @@
+"""The app's navigation for one user: every page with the action its role must allow, and for a page the role
+cannot open a hidden stand-in at the same link that says why (a deep link no longer lands on the gallery unexplained).
+"""
+from __future__ import annotations
+
+from pathlib import Path
+
+import streamlit as st
+
+from pages.parts.plain import md_escape
+
+from services.team.roles import WHAT, allowed, needed
+
+# section → (file under pages/, title, icon, url_path, the action the user's role must allow (None: everyone))
+PAGE_TABLE = {
+    "Explain": [("gallery", "Gallery", "🖼️", "gallery", None), ("retrain", "Retrain", "🔁", "retrain", "exbl"),
+                ("report", "Before / after", "📈", "report", None),
+                ("counterfactuals", "Counterfactuals", "🧪", "counterfactuals", None),
+                ("evaluate", "Evaluate", "📊", "evaluate", "evaluate"),
+                ("annotations", "Annotations", "📝", "annotations", None)],
+    "Manage": [("data_models", "Data & models", "🗂️", "data", "train"), ("jobs", "Jobs", "⚙️", "jobs", None)],
+    "Team": [("reading", "Reading", "👁️", "reading", None),
+             ("studies", "Studies", "🧑‍⚕️", "studies", "study.create"),
+             ("audit", "Audit log", "🧾", "audit", "audit.read")],
+}
+
+
+def refusal_text(title: str, action: str, me: dict) -> str:
+    return (f"{title} needs the {needed(action)} role (to {WHAT.get(action, action)}); you are {me['name']} with the "
+            f"{me['role']} role. An admin can change your role on the Audit log page (or with "
+            "`exemplar users add NAME --role ROLE`).")
+
+
+def refusal_page(title: str, action: str, me: dict, gallery: Path):
+    """The stand-in for a page `me` cannot open: its title and one line on why, and a link back to the gallery."""
+    def refused() -> None:
+        st.title(title)
+        st.warning(refusal_text(title, action, {**me, "name": md_escape(me["name"])}), icon="🔒")  # name: plain
+        st.page_link(gallery, label="Open the gallery", icon="🖼️")
+    refused.__name__ = f"refused_{action.replace('.', '_')}"
+    return refused
+
+
+def build_pages(root: Path, me: dict | None) -> dict:
+    """{section: [st.Page]} for this user, built at every run (a user switched in the sidebar sees their own menu
+    at once: the switch is a callback, so it lands before this runs). The services refuse these writes anyway."""
+    pages = {}
+    for section, rows in PAGE_TABLE.items():
+        pages[section] = []
+        for file, title, icon, url, action in rows:
+            if action is None or me is None or allowed(me["role"], action):
+                pages[section].append(st.Page(root / f"pages/{file}.py", title=title, icon=icon, url_path=url,
+                                              default=url == "gallery"))
+            else:
+                stand_in = refusal_page(title, action, me, root / "pages/gallery.py")
+                pages[section].append(st.Page(stand_in, title=title, icon=icon, url_path=url, visibility="hidden"))
+    return pages
