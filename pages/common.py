@@ -170,7 +170,7 @@ def _pickers() -> None:
         st.caption("No classifier for this dataset yet: train one on **Data & models**.")
         st.session_state["model"] = None
     else:
-        labels = [f"#{m['id']} {m['name']}" for m in models]
+        labels = [model_label(m) for m in models]
         cur_m = selected_model()
         ids = [m["id"] for m in models]
         mi = ids.index(cur_m["id"]) if cur_m and cur_m["id"] in ids else default_model_index(models)
@@ -189,12 +189,27 @@ def _opens_first(m: dict) -> bool:
 
 
 def default_model_index(models: list[dict]) -> int:
-    """The newest classifier that is not an independent classifier B (the demo trains one last for the cross-model
-    check; it has no ranking, so opening on it would leave the first screen empty) nor a retrain's control (a
+    """The newest classifier that has an explanation run (the gallery opens on its maps, never empty) and is not an
+    independent classifier B (the demo trains one last for the cross-model check) nor a retrain's control (a
     retrain registers its seeds' plain and random-pair controls after the child; of its seeds' children, the first
-    seed's, the one the retrain's result names), else the newest."""
+    seed's, the one the retrain's result names); else the newest such model without a run; else the newest."""
     own = [i for i, m in enumerate(models) if _opens_first(m)]
-    return own[-1] if own else len(models) - 1
+    explained = [i for i in own if models[i].get("has_run", True)]
+    return explained[-1] if explained else (own[-1] if own else len(models) - 1)
+
+
+CONTROL_WORDS = {"control": "plain control", "random_control": "random-pair control"}  # config_schema.ROLES
+
+
+def model_label(m: dict) -> str:
+    """'#7 demo-baseline-exbl_cf-control-s0 · plain control of #6': a control or a retrained child says its lineage."""
+    cfg = m.get("config") or {}
+    label = f"#{m['id']} {m['name']}"
+    if cfg.get("control_of"):
+        return f"{label} · {CONTROL_WORDS.get(cfg.get('role'), 'control')} of #{cfg['control_of']}"
+    if m.get("parent_id") and cfg.get("retrain_id") is not None:
+        return f"{label} · retrained from #{m['parent_id']}"
+    return label
 
 
 def worker_banner() -> None:

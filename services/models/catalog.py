@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from db.models import Dataset, Model
+from db.models import Dataset, ExplanationRun, Model
 from services.platform.database import read_session
 from services.platform.settings import from_stored  # i17: paths relative to EXEMPLAR_HOME
 
@@ -22,7 +22,9 @@ def list_models(kind: str | None = "classifier", dataset_id: int | None = None) 
             q = q.where(Model.kind == kind)
         if dataset_id is not None:
             q = q.where(Model.dataset_id == dataset_id)
+        explained = set(s.scalars(select(ExplanationRun.model_id).distinct()))  # one query: the sidebar's default
         return [{"id": m.id, "name": m.name, "kind": m.kind, "arch": m.arch, "dataset_id": m.dataset_id,
                  "parent_id": m.parent_id, "target_model_id": m.target_model_id, "metrics": m.metrics,
-                 "config": m.config, "checkpoint": from_stored(m.checkpoint), "created_at": m.created_at.isoformat()}
+                 "config": m.config, "checkpoint": from_stored(m.checkpoint), "created_at": m.created_at.isoformat(),
+                 "has_run": m.id in explained}
                 for m in s.scalars(q)]
