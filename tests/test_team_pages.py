@@ -44,9 +44,11 @@ def test_reader_worklist_answers_blinded(study):
     for leak in ("gradcam", "hidden-model-name", "AR", "soft", "your answer"):  # r2's answer is not r1's
         assert leak not in shown
     assert "Does the map justify the label?" in shown and "0 of 4 answered" in shown
-    assert [i.caption for el in at.get("image") for i in el.proto.imgs] == ["image", "explanation map"]
-    at.button(key="rd_ans_0").click().run()  # "1 · good"
-    at.button(key="rd_ans_1").click().run()  # next item: "2 · bad"
+    # the image and its map are one picture: a redraw can never pair one item's image with another's map
+    assert [i.caption for el in at.get("image") for i in el.proto.imgs] == ["image (left) · explanation map (right)"]
+    sid = res["study_id"]
+    at.button(key="rd_ans_0").click().run()  # unit 0: "1 · good"
+    at.button(key="rd_ans_1").click().run()  # unit 1: "2 · bad"
     at.button(key="rd_back").click().run()
     at.button(key="rd_ans_0").click().run()  # changed: a new version, the old kept
     assert not at.exception
@@ -56,6 +58,27 @@ def test_reader_worklist_answers_blinded(study):
     hist = study_results.answer_rows(ids["res"], res["study_id"], history=True)
     assert [r["version"] for r in hist if r["reader"] == "r1"] == [1, 1, 2]
     assert "2 of 4 answered" in _texts(at)
+    warn = " ".join(w.value for w in at.warning)  # the screen names what is still open and returns to it
+    assert "2 not answered yet: item 3, item 4" in warn
+    at.button(key=f"rd_goto_{sid}_3").click().run()
+    assert "Item 4 of 4" in _texts(at)
+
+
+def test_answers_in_a_row_are_all_stored_and_counted_alike(study):
+    """A press is stored for the item it was drawn with and only while that item is current; the position moves to
+    the next open item; the page and the study list count a skip alike."""
+    ids, res = study
+    sid = res["study_id"]
+    at = open_page(app_test(user={"id": ids["r1"], "name": "r1"}), "reading")
+    at.button(key="rd_ans_0").click().run()
+    at.button(key="rd_ans_1").click().run()
+    at.button(key="rd_skip").click().run()  # a skip is an answer ("skipped"), counted and named so
+    at.button(key="rd_ans_1").click().run()
+    wl = studies.worklist(ids["r1"], sid)
+    assert [list(i["answers"].values()) for i in wl] == [["good"], ["bad"], [None], ["bad"]]
+    assert "4 of 4 answered (1 skipped)" in _texts(at)
+    assert studies.my_studies(ids["r1"])[0]["answered"] == 4  # the study list counts the same way
+    assert any(f"study {sid} 4/4" in c.value for c in at.caption)
 
 
 def test_studies_page_shows_library_agreement_and_readers_do_not_see_it(study):
@@ -144,3 +167,16 @@ def test_a_reader_sees_no_retrain_or_explain_controls_in_the_gallery(study):
     assert any("readers do not retrain" in c.value for c in at.caption)
     res = open_page(app_test(user={"id": ids["res"], "name": "res"}), "gallery")
     assert {"g_retrain", "g_start"} <= {b.key for b in res.button}
+
+
+def test_a_press_from_a_previous_items_buttons_is_refused_in_words_and_stores_nothing(study):
+    """A key pressed before the next item's buttons were drawn reaches the previous item's callback (the unit it was
+    drawn for travels in its args): it must not overwrite that item nor skip the one now shown."""
+    ids, res = study
+    sid = res["study_id"]
+    at = open_page(app_test(user={"id": ids["r1"], "name": "r1"}), "reading")
+    at.session_state[f"rd_pos_{sid}"] = 1  # the page moved on to unit 1 while unit 0's buttons were on screen
+    at.button(key="rd_ans_1").click().run()  # drawn for unit 0
+    assert any("was not stored" in e.value for e in at.error)
+    assert all(not i["answers"] for i in studies.worklist(ids["r1"], sid))
+    assert "Item 2 of 4" in _texts(at)

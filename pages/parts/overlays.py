@@ -68,6 +68,14 @@ def mask_rgb(gray: np.ndarray, mask: np.ndarray, color=(0, 200, 255), opacity: f
     return np.where(m, (1 - opacity) * g + opacity * c, g).round().astype(np.uint8)
 
 
+def side_by_side(panels: list[np.ndarray], side: int, gap: int = 8) -> bytes:
+    """RGB panels, each resized to side × side, in one row with a white gap, as one PNG (one element on screen)."""
+    row = [np.asarray(Image.fromarray(p).resize((side, side), Image.Resampling.BILINEAR)) for p in panels]
+    white = np.full((side, gap, 3), 255, np.uint8)
+    parts = [x for p in row for x in (p, white)][:-1]
+    return png(np.concatenate(parts, axis=1))
+
+
 def png(rgb: np.ndarray, side: int | None = None) -> bytes:
     im = Image.fromarray(rgb)
     if side and im.width != side:

@@ -221,7 +221,8 @@ def _current(s, study_id: int, user_id: int | None = None, consensus: bool = Fal
 
 
 def my_studies(user_id: int | None) -> list[dict]:
-    """The studies the user reads, with progress (answered units / all units); no study internals."""
+    """The studies the user reads, with progress (answered units, a skip included / all units; skipped); no study
+    internals."""
     user = require(user_id, "study.answer")
     with read_session() as s:
         rows = s.execute(select(Study, StudyReader).join(StudyReader, StudyReader.study_id == Study.id)
@@ -230,8 +231,10 @@ def my_studies(user_id: int | None) -> list[dict]:
         for st_, _ in rows:
             wl = _worklist(s, st_, user)
             total = sum(len(it.sides) for it in wl) * len(_questions(s, st_.id))
-            done = sum(1 for it in wl for v in it.answers.values() if v is not None)
-            out.append({"study_id": st_.id, "name": st_.name, "items": len(wl), "answered": done, "total": total})
+            done = sum(len(it.answers) for it in wl)  # the same count as the Reading page's progress
+            skipped = sum(1 for it in wl for v in it.answers.values() if v is None)
+            out.append({"study_id": st_.id, "name": st_.name, "items": len(wl), "answered": done, "total": total,
+                        "skipped": skipped})
         return out
 
 
