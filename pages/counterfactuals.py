@@ -25,7 +25,7 @@ from services.data.datasets import list_images, resolve_image
 from services.counterfactuals.generators import get_generator
 from services.jobs.lifecycle import get_job, submit
 from services.team.roles import allowed
-from pages.parts.viewer import counterfactual_viewer
+from pages.parts.viewer import counterfactual_dialog
 from services.counterfactuals.realism import realism_table
 from services.data.datasets import cache_path, load_arrays
 from services.platform.settings import get_settings
@@ -100,8 +100,9 @@ def result_column(kind: str, row: dict, arrs: dict, classes: list[str], key: str
     result_captions(row, passes_text(row))
     st.caption(cross_text(m.get("cross_model") or {}, classes))
     badge(row["category"])
-    if st.toggle("Viewer", key=f"{key}_viewer", help="original | counterfactual | difference at native size"):  # i17
-        counterfactual_viewer(arrs["original"], img, f"{key}_view",
+    if st.button("Viewer", key=f"{key}_viewer", icon="🔍", width="stretch",
+                 help="original | counterfactual | difference at native size, in a large dialog"):
+        counterfactual_dialog(arrs["original"], img, f"{key}_view",
                               {"confounder mask (marker)": arrs["marker"]} if arrs.get("marker") is not None else None)
     rate_form(row, key=f"{key}_rate")
 

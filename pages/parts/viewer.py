@@ -189,3 +189,11 @@ def counterfactual_viewer(original: np.ndarray, counterfactual: np.ndarray, key:
     m = masks or {}
     return show(key, [Panel("original", a, None, m), Panel("counterfactual", b, None, m),
                       Panel("difference", diff=b.astype(np.float32) - a.astype(np.float32), masks=m)])
+
+
+@st.dialog("Counterfactual viewer", width="large")
+def counterfactual_dialog(original: np.ndarray, counterfactual: np.ndarray, key: str,
+                          masks: dict[str, np.ndarray] | None = None) -> None:
+    """The studio's viewer in a large dialog (up to 1280 px): a result column is ~150 px wide, too narrow for the
+    viewer's controls and three pictures."""
+    counterfactual_viewer(original, counterfactual, key, masks)

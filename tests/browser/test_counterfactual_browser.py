@@ -33,3 +33,11 @@ def test_studio_runs_a_job_through_the_worker(page, live_app):
     expect(page.get_by_text("Diffusion · Exemplar fast (noised start, early-stopped guidance, DDIM finish to t = 0)", exact=True).first).to_be_visible()
     expect(page.get_by_text("Trajectory", exact=False).first).to_be_visible()
     assert page.get_by_text("UNet passes").count() >= 2
+    # the viewer opens in a large dialog, not inside the ~150 px result column: its controls and pictures fit
+    page.locator("[class*='st-key-'][class*='_viewer'] button:visible").first.click()
+    dialog = page.get_by_role("dialog")
+    dialog.locator(".js-plotly-plot").first.wait_for(timeout=60_000)
+    assert exceptions_on(page) == []
+    assert dialog.locator(".js-plotly-plot").first.bounding_box()["width"] >= 600
+    slider = dialog.get_by_text("Level (window centre)").first.bounding_box()
+    assert slider["height"] < 40  # the label on one line, not a letter a line
