@@ -124,6 +124,8 @@ class Job(Base):
     history: Mapped[list | None] = mapped_column(JSON, default=list, nullable=True)  # one entry per finished attempt
     # --- faults (issue 23, migration 0009_leases): when the row's message was last sent to the queue ---
     queued_at: Mapped[datetime | None] = mapped_column(DateTime, nullable=True)
+    # --- ETAs (issue 25, migration 0010_timeline): [[seconds since the attempt started, progress], …] ---
+    timeline: Mapped[list | None] = mapped_column(JSON, nullable=True)
 
 
 class Worker(Base):

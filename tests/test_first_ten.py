@@ -146,11 +146,9 @@ def test_evaluate_compare_sentence_agrees_with_the_table():
 
 # ----------------------------------------------------------------------------------------------- jobs
 
-def test_eta_from_the_measured_rate():
-    from pages.parts.job_progress import duration, eta_seconds
+def test_duration_words():
+    from pages.parts.job_progress import duration
 
-    assert eta_seconds(0.25, 10.0) == pytest.approx(30.0)
-    assert eta_seconds(0.0, 10.0) is None and eta_seconds(0.5, 0.5) is None and eta_seconds(1.0, 9.0) is None
     assert duration(65) == "1m 05s" and duration(None) == "n/a"
 
 

@@ -2,6 +2,7 @@
 when cancelled), message, per-step metric chart and cancel, polled from `jobs`."""
 from __future__ import annotations
 
+import json
 from datetime import datetime, timezone
 
 import pandas as pd
@@ -10,7 +11,8 @@ import streamlit as st
 
 from services.presentation.palette import CANCELLED
 from pages.common import current_user
-from services.jobs.lifecycle import FINAL, get_job, request_cancel
+from services.jobs.eta import seconds_left
+from services.jobs.lifecycle import FINAL, get_job, reference_timeline, request_cancel
 from services.platform.job_kinds import JOB_KINDS
 from services.team.access import may_cancel
 
@@ -38,22 +40,24 @@ def duration(s: float | None) -> str:
     return f"{s // 3600}h {s % 3600 // 60:02d}m" if s >= 3600 else (f"{s // 60}m {s % 60:02d}s" if s >= 60 else f"{s}s")
 
 
-def eta_seconds(progress: float, elapsed: float | None, min_progress: float = 0.02, min_elapsed: float = 2.0):
-    """Seconds left at the job's measured rate (progress per second since it started); None until measurable."""
-    if elapsed is None or progress < min_progress or elapsed < min_elapsed or progress >= 1.0:
-        return None
-    return elapsed * (1.0 - progress) / progress
+@st.cache_data(ttl=60, show_spinner=False)
+def _reference(kind: str, params_json: str) -> list | None:
+    """The last finished job of this kind's progress curve (one query a minute per kind and params, not per poll)."""
+    return reference_timeline(kind, json.loads(params_json))
 
 
 def timing(job: dict) -> str:
-    """'12s elapsed · about 1m 05s left' for a running job, 'took 3m 02s' for a finished one."""
+    """'12s elapsed · about 1m 05s left' for a running job, 'took 3m 02s' for a finished one. The time left is
+    measured (services/jobs/eta.py): each phase weighted by its cost in the last finished job of this kind, else
+    the current phase's rate; the panel polls every second or two, so it is never older than 5 s."""
     if job["status"] == "queued":
         return "waiting for a worker"
     elapsed = _seconds(job.get("started_at"), job.get("finished_at"))
     if job["status"] != "running":
         return f"took {duration(elapsed)}" if elapsed is not None else ""
-    eta = eta_seconds(float(job["progress"] or 0.0), elapsed)
-    return f"{duration(elapsed)} elapsed · " + (f"about {duration(eta)} left" if eta is not None else "estimating…")
+    ref = _reference(job["kind"], json.dumps(job.get("params") or {}, sort_keys=True, default=str))
+    left = seconds_left(job.get("timeline") or [], elapsed, ref)
+    return f"{duration(elapsed)} elapsed · " + (f"about {duration(left)} left" if left is not None else "estimating…")
 
 
 def grey_bar(fraction: float, text: str) -> None:

@@ -26,6 +26,7 @@ from services.team.access import require, require_cancel, running_job
 from db.models import User
 from services.jobs.queue import enqueue
 from services.jobs.reaper import LEASE_S
+from services.jobs.eta import Timeline
 
 FINAL = job_state.FINAL
 state_path, drop_state = job_state.state_path, job_state.drop_state  # re-exported for handlers
@@ -56,6 +57,8 @@ class JobContext:
         self.job_id, self.params, self.user_id, self.echo, self.attempt = job_id, params, user_id, echo, attempt
         self._last_write = 0.0
         self._metrics: list = []
+        self._t0 = time.monotonic()
+        self._timeline = Timeline()
         self.lost = threading.Event()
 
     def progress(self, fraction: float, message: str = "", metrics: dict | None = None, force: bool = False) -> None:
@@ -74,6 +77,8 @@ class JobContext:
             return
         self._last_write = now
         values: dict[str, Any] = {"progress": float(max(0.0, min(1.0, fraction)))}
+        if self._timeline.add(now - self._t0, values["progress"]):
+            values["timeline"] = self._timeline.points()
         if message:
             values["message"] = message[:2000]
         if metrics is not None:
@@ -187,9 +192,12 @@ def execute_job(job_id: int, echo: bool = False, worker: str | None = None) -> d
         beat.join(timeout=5)
         if getattr(ctx, "echoed", False):
             print(file=sys.stderr, flush=True)
+    if status == "succeeded":  # the curve ends at 1.0: the next job of this kind reads each phase's cost from it
+        ctx._timeline.add(time.monotonic() - ctx._t0, 1.0)
     if status == "released":
         job_state.release(job_id, c.attempt)
-    elif status != "lost" and job_state.finish(job_id, c.attempt, status, result, error, tb):
+    elif status != "lost" and job_state.finish(job_id, c.attempt, status, result, error, tb,
+                                               timeline=ctx._timeline.points()):
         drop_state(job_id)  # final: resume state (per-epoch checkpoints) is never read again
     return get_job(job_id)
 
@@ -238,7 +246,20 @@ def job_to_dict(job: Job) -> dict:
         "attempts": job.attempts, "max_retries": job.max_retries, "history": job.history or [],
         "created_by": job.created_by, "created_at": _iso(job.created_at), "started_at": _iso(job.started_at),
         "finished_at": _iso(job.finished_at), "heartbeat_at": _iso(job.heartbeat_at),
+        "timeline": job.timeline or [],
     }
+
+
+def reference_timeline(kind: str, params: dict | None = None, look: int = 20) -> list | None:
+    """The progress curve of the newest succeeded job of `kind` (one with the same params first, among the last
+    `look`): the measured cost of each phase that an ETA weights the remaining work by (services/jobs/eta.py)."""
+    with read_session() as s:
+        rows = s.execute(select(Job.params, Job.timeline).where(Job.kind == kind, Job.status == "succeeded",
+                                                                 Job.timeline.is_not(None))
+                         .order_by(Job.id.desc()).limit(look)).all()
+    done = [(p, t) for p, t in rows if t and t[-1][1] >= 1.0 and len(t) >= 2]
+    same = [t for p, t in done if params is not None and p == params]
+    return (same or [t for _, t in done] or [None])[0]
 
 
 def list_jobs(limit: int = 100, status: str | None = None) -> list[dict]:

@@ -73,7 +73,7 @@ def beat(job_id: int, attempt: int, **values: Any) -> bool | None:
 
 
 def finish(job_id: int, attempt: int, status: str, result: dict | None = None, error: str | None = None,
-           tb: str | None = None) -> bool:
+           tb: str | None = None, timeline: list | None = None) -> bool:
     """running → a final status, only for our attempt (never over `cancelled` or `lost`)."""
     with session() as s:
         job = s.get(Job, job_id)
@@ -85,6 +85,8 @@ def finish(job_id: int, attempt: int, status: str, result: dict | None = None, e
                     heartbeat_at=utcnow(), message=msg, pid=None, history=_entry(job, status, error))
         if status == "succeeded":
             vals["progress"] = 1.0
+        if timeline:
+            vals["timeline"] = timeline
         res = s.execute(update(Job).where(*_mine(job_id, attempt)).values(**vals)
                         .execution_options(synchronize_session=False))
         return res.rowcount == 1

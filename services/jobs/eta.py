@@ -1,0 +1,107 @@
+"""ETAs from measured rates (docs/architecture.md, Jobs): a job records its progress curve (`jobs.timeline`,
+[[seconds since the attempt started, fraction], …]); the time left is read from it.
+
+A job's fractions are set by its code in fixed bands (a retrain's fine-tuning 10–80 %, its evidence 80–100 %), not
+by what each phase costs, so the old estimate (elapsed × (1 − p) / p) was off by 2–5× when an early phase was fast
+and a late one slow. Two estimators, both measured:
+
+- `by_reference`: the last finished job of the same kind (the same parameters first) gives each stretch of
+  progress its measured cost; the time left is that job's time from p to the end, scaled by how fast this job went
+  over the stretch it just did (the current phase, against the same stretch there).
+- `by_recent_rate`: without such a job, the rate of the current phase: progress per second over the recent
+  window (at least RECENT_S, or a quarter of the time so far), a stall included (time runs on at the same p).
+
+Pure functions over lists; `reference_for` is the one query (the jobs table, newest first).
+"""
+from __future__ import annotations
+
+from bisect import bisect_left
+
+MAX_POINTS = 400       # a timeline is thinned to at most this many points (every other one dropped)
+MIN_STEP = 0.002       # a new point when the fraction moved by this much …
+MIN_GAP_S = 5.0        # … or this many seconds passed
+RECENT_S = 30.0        # the current phase's window, at least
+STRETCH = 0.15         # the stretch of progress whose speed is compared with the reference job
+
+
+class Timeline:
+    """A job attempt's progress curve, kept small: add() says whether a point was added."""
+
+    def __init__(self):
+        self._pts: list[list[float]] = []
+
+    def add(self, seconds: float, fraction: float) -> bool:
+        if self._pts:
+            t, p = self._pts[-1]
+            if fraction < p or (fraction - p < MIN_STEP and seconds - t < MIN_GAP_S and fraction < 1.0):
+                return False
+        self._pts.append([round(float(seconds), 2), round(float(fraction), 5)])
+        if len(self._pts) > MAX_POINTS:
+            self._pts = self._pts[:1] + self._pts[1:-1:2] + self._pts[-1:]
+        return True
+
+    def points(self) -> list[list[float]]:
+        return [list(p) for p in self._pts]
+
+
+def time_at(timeline: list, fraction: float) -> float | None:
+    """Seconds at which the curve reached `fraction` (linear between its points); None for an empty curve."""
+    if not timeline:
+        return None
+    ps = [p for _, p in timeline]
+    k = bisect_left(ps, fraction)
+    if k == 0:
+        t0, p0 = timeline[0]
+        return float(t0) * (fraction / p0) if p0 > 0 else float(t0)
+    if k >= len(timeline):
+        return float(timeline[-1][0])
+    (ta, pa), (tb, pb) = timeline[k - 1], timeline[k]
+    return float(ta) if pb <= pa else float(ta) + (float(tb) - float(ta)) * (fraction - pa) / (pb - pa)
+
+
+def by_reference(timeline: list, elapsed: float, reference: list) -> float | None:
+    """Seconds left: the reference's cost from p to the end × this job's speed over the last stretch."""
+    if not timeline or not reference or reference[-1][1] < 1.0:
+        return None
+    p = float(timeline[-1][1])
+    if not 0.0 < p < 1.0:
+        return None
+    total, tp = float(reference[-1][0]), time_at(reference, p)
+    p0 = max(float(timeline[0][1]), p - STRETCH)
+    d_ref = tp - time_at(reference, p0)
+    d_now = elapsed - time_at(timeline, p0)
+    if d_ref > 0.5 and d_now > 0:
+        speed = d_now / d_ref
+    elif tp > 0:
+        speed = elapsed / tp
+    else:
+        return None
+    return max(0.0, (total - tp) * speed)
+
+
+def by_recent_rate(timeline: list, elapsed: float) -> float | None:
+    """Seconds left at the current phase's rate (progress per second over the recent window, a stall included)."""
+    if not timeline or elapsed <= 0:
+        return None
+    p = float(timeline[-1][1])
+    if not 0.0 < p < 1.0:
+        return None
+    window = max(RECENT_S, elapsed / 4)
+    start = max(0.0, elapsed - window)
+    past = [q for t, q in timeline if t <= start]
+    p_start = float(past[-1]) if past else 0.0
+    rate = (p - p_start) / (elapsed - start) if elapsed > start else 0.0
+    if rate <= 0:  # no progress within the window (a stall): since the last point before the current fraction
+        before = [(t, q) for t, q in timeline if q < p]
+        if before:
+            t_prev, q_prev = before[-1]
+            rate = (p - float(q_prev)) / max(elapsed - float(t_prev), 1e-9)
+    return (1.0 - p) / rate if rate > 0 else None
+
+
+def seconds_left(timeline: list, elapsed: float | None, reference: list | None = None) -> float | None:
+    """The ETA a page shows: by the reference job when there is one, else by the current phase's rate; None until
+    measurable (no progress yet)."""
+    if elapsed is None or not timeline:
+        return None
+    return by_reference(timeline, elapsed, reference or []) if reference else by_recent_rate(timeline, elapsed)

@@ -1,0 +1,68 @@
+"""ETAs from measured rates (services/jobs/eta.py): a job whose phases cost unlike their share of the progress bar
+(a fast 0–50 %, a slow 50–100 %) is estimated within 25 % by the reference job's phase costs after 20 %, where the
+old estimate (elapsed × (1 − p) / p) was off by 2× and more; the current phase's rate serves without a reference; a
+real job records its curve and the next job of its kind reads it."""
+from __future__ import annotations
+
+import pytest
+
+from services.jobs import eta
+from services.jobs import lifecycle as jobs
+
+
+def curve(total_fast: float, total_slow: float, step: float = 1.0) -> list[list[float]]:
+    """0 → 0.5 in total_fast seconds, 0.5 → 1 in total_slow seconds, one point a `step` seconds."""
+    pts, t = [], 0.0
+    while t <= total_fast + total_slow + 1e-9:
+        p = 0.5 * t / total_fast if t <= total_fast else 0.5 + 0.5 * (t - total_fast) / total_slow
+        pts.append([t, min(1.0, p)])
+        t += step
+    return pts
+
+
+def old_estimate(p: float, elapsed: float) -> float:
+    return elapsed * (1 - p) / p
+
+
+def test_the_reference_job_weights_each_phase_by_its_cost():
+    ref = curve(10, 90)           # the last finished job: half the bar in 10 s, the other half in 90 s
+    now = curve(12, 108)          # this one runs 1.2× slower everywhere
+    for cut in (0.2, 0.4, 0.6, 0.8):
+        k = next(i for i, (_, p) in enumerate(now) if p >= cut)
+        tl, elapsed = now[: k + 1], now[k][0]
+        real = now[-1][0] - elapsed
+        got = eta.by_reference(tl, elapsed, ref)
+        assert got == pytest.approx(real, rel=0.25), (cut, got, real)
+        if cut <= 0.4:  # the old estimate, in the fast phase, is off by far more than 25 %
+            assert abs(old_estimate(tl[-1][1], elapsed) - real) > 0.5 * real
+
+
+def test_without_a_reference_the_current_phase_rate_is_used_and_a_stall_slows_it():
+    now = curve(40, 40)
+    tl, elapsed = now[:61], now[60][0]           # 60 s in: in the second phase, 0.5 → 1 at 1/80 per second
+    assert eta.by_recent_rate(tl, elapsed) == pytest.approx(20.0, rel=0.05)
+    assert eta.by_recent_rate(tl, elapsed + 30) > 40  # no progress for 30 s: the estimate grows
+    assert eta.seconds_left([], 5.0) is None and eta.seconds_left([[1.0, 0.0]], 5.0) is None
+    assert eta.seconds_left(tl, elapsed, curve(10, 10)) == pytest.approx(eta.by_reference(tl, elapsed, curve(10, 10)))
+
+
+def test_a_timeline_stays_small_and_monotone():
+    t = eta.Timeline()
+    for i in range(5000):
+        t.add(i * 0.1, i / 5000)
+    pts = t.points()
+    assert len(pts) <= eta.MAX_POINTS and pts[0] == [0.0, 0.0]
+    assert all(a[0] <= b[0] and a[1] <= b[1] for a, b in zip(pts, pts[1:]))
+    assert not t.add(1e6, 0.0)  # a fraction never goes back
+
+
+def test_a_real_job_records_its_curve_and_the_next_reads_it(exemplar_home):
+    from services.team.users import get_or_create_user
+
+    uid = get_or_create_user("tester")
+    done = jobs.run_inline("data.synth", {"name": "eta", "n": 64, "size": 32}, uid, echo=False)
+    assert done["status"] == "succeeded"
+    tl = done["timeline"]
+    assert tl and tl[-1][1] == 1.0 and all(a[0] <= b[0] for a, b in zip(tl, tl[1:]))
+    assert jobs.reference_timeline("data.synth", {"name": "eta", "n": 64, "size": 32}) == tl
+    assert jobs.reference_timeline("train") is None
