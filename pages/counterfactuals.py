@@ -13,8 +13,8 @@ import streamlit as st
 from pages.common import refuse_open_bind, current_user, selected_dataset, selected_model
 from pages.parts.captions import edits_sentence
 from pages.parts.cf_table import na, render_stored_table, uniform
-from pages.parts.cf_view import (badge, class_name, fmt, gray_png, masks_rgb, na_help, png, prediction_line, prob_bars,
-                                 result_captions, show_delta, trajectory_panel)
+from pages.parts.cf_view import (badge, class_name, cross_text, fmt, gray_png, masks_rgb, na_help, png, prediction_line,
+                                 prob_bars, result_captions, show_delta, trajectory_panel)
 from pages.parts.gan_column import render_gan_result, render_gan_trajectory
 from pages.parts.job_progress import render_job
 from pages.parts.plain import md_escape
@@ -122,15 +122,6 @@ def passes_text(row: dict) -> str:
              if tries > 1 and m.get("unet_passes_total") is not None and m.get("flip_rate_per_try") is not None
              else "")
     return f"{row['unet_passes']} UNet passes ({'n/a' if guided is None else guided} guided) · {done}{every}"
-
-
-def cross_text(cross: dict, classes: list[str]) -> str:
-    """The independent classifier B's verdict on the counterfactual, in words."""
-    if cross.get("flipped") is None:
-        return "independent classifier: none for this dataset (cross-model validity not checked)"
-    pred = classes[cross["pred"]] if cross.get("pred") is not None and cross["pred"] < len(classes) else "?"
-    return (f"independent classifier #{cross['model_id']}: {'flipped too' if cross['flipped'] else 'not flipped'} "
-            f"(says {pred}, p(target) {fmt(cross.get('target_prob'))})")
 
 
 def side_by_side(rows: list[dict], key: str) -> None:
@@ -281,16 +272,17 @@ def run_form(ds: dict, image: dict, model_ids: list[int], key: str, methods_defa
     for m, why in avail.items():
         if why:
             st.caption(f"{cfs.METHOD_LABELS.get(m, m)}: {why}")
-    c1, c2, c3, c4 = st.columns([2, 2, 1, 1])
+    c1, c2 = st.columns([1, 3])  # the methods' full names fit ("Diffusion gui…" was cut in a sixth of the row)
+    c3, c4, c5 = st.columns([2, 1, 1])
     classes = list(ds["classes"])
     default_t = next((i for i, c in enumerate(classes) if c != image["class"]), 0)
     target = c1.selectbox("Target class", classes, index=default_t, key=f"{key}_target")
     methods = c2.multiselect("Methods", usable, default=[m for m in methods_default if m in usable],
                              format_func=lambda m: cfs.METHOD_LABELS.get(m, m), key=f"{key}_methods")
-    preset = c3.radio("Preset", list(cfs.PRESETS), key=f"{key}_preset", help="fast: from the noised input, ≤ 60 "
+    preset = c3.radio("Preset", list(cfs.PRESETS), key=f"{key}_preset", horizontal=True, help="fast: from the noised input, ≤ 60 "
                       "guided passes, early stop · xaidiff: the published defaults from pure noise (slow on CPU)")
     affirm = c4.checkbox("Affirmative", value=True, key=f"{key}_affirm")
-    n_seeds = c4.number_input("Seeds", 1, 8, 1, key=f"{key}_seeds")
+    n_seeds = c5.number_input("Seeds", 1, 8, 1, key=f"{key}_seeds")
     opts = advanced_options() if key == "cf_gen" else {}
     u = current_user()
     if st.button("Generate", type="primary", key=f"{key}_run", disabled=not methods or u is None):

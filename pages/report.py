@@ -17,7 +17,7 @@ from pages.common import refuse_open_bind, selected_dataset
 from services.presentation import report_view as view
 from services.retraining import report as rp
 from services.models.catalog import list_models
-from pages.parts.probe_panel import render_probe_panel
+from pages.parts.probe_panel import probe_or_reason, render_probe_panel
 from pages.parts.viewer import report_pair_viewer
 
 refuse_open_bind()  # no page on an open address without sign-in (pages/common.py)
@@ -58,7 +58,7 @@ def _figs(data: dict) -> dict:
 
 @st.cache_data(max_entries=8, show_spinner=False)
 def _html(parent: int, child: int, runs: tuple) -> bytes:
-    return rp.report_html(parent, child).encode("utf-8")
+    return rp.report_html(parent, child, probe=probe_or_reason(parent, child)).encode("utf-8")
 
 
 def _label(m: dict) -> str:

@@ -83,7 +83,8 @@ def _fmt(v) -> str:
 
 def _estimate_rows(ag: dict) -> pd.DataFrame:
     rows = study_results.agreement_rows(ag)
-    return pd.DataFrame([{"statistic": r["statistic"], "readers": r["readers"], "value": r["value"],
+    return pd.DataFrame([{"statistic": study_results.statistic_words(r["statistic"]), "readers": r["readers"],
+                          "value": r["value"],
                           "95 % low": r["low"], "95 % high": r["high"], "n": r["n"]} for r in rows])
 
 

@@ -153,6 +153,12 @@ def test_report_html_is_self_contained(pinned):
     assert not re.search(r"<script[^>]+src=['\"]https?://", html)  # nothing fetched from the network
     assert html_escape(data["evidence"]["verdict"]) in html and "<th>plain control</th>" in html
     assert "val · selection (not evidence)" in html
+    assert "matched control (plain CE)" in html  # the control's fine-tune curves beside the child's
+    assert "<h2>Shortcut probe</h2>" in html and "Artefact probe not available: not computed" in html
+    from services.counterfactuals.probe import probe_rows
+
+    html = export_report(mid, res.model_id, user_id=uid, probe=probe_rows([mid, res.model_id])).read_text()
+    assert "changed · top-left" in html and f"after (child) #{res.model_id}" in html
 
 
 def test_a_reader_is_refused_the_report_export_and_nothing_is_written(tmp_path):

@@ -90,10 +90,10 @@ def test_studies_page_shows_library_agreement_and_readers_do_not_see_it(study):
     at = open_page(app_test(user={"id": ids["res"], "name": "res"}), "studies")
     assert not at.exception, [e.value for e in at.exception]
     df = at.dataframe[0].value
-    alpha = df[df["statistic"] == "krippendorff_alpha"].iloc[0]
+    alpha = df[df["statistic"] == "Krippendorff's α"].iloc[0]  # words on screen, identifiers in the exports
     assert alpha["value"] == pytest.approx(want["krippendorff_alpha"]["value"])
     assert alpha["95 % low"] == pytest.approx(want["krippendorff_alpha"]["low"])
-    kappa = df[df["statistic"] == "cohen_kappa"].iloc[0]
+    kappa = df[df["statistic"] == "Cohen's κ"].iloc[0]
     assert kappa["value"] == pytest.approx(want["cohen_kappa"][0]["value"]) and kappa["readers"] == "r1 / r2"
     reader = app_test(user={"id": ids["r1"], "name": "r1"}).run()
     for hidden in ("studies", "audit", "retrain", "data_models"):  # hidden from readers (services refuse anyway)

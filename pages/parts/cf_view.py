@@ -179,3 +179,12 @@ def result_captions(row: dict, passes: str) -> None:
     st.caption(line, help=na_help(line))
     shares = f"|Δ| in marker box {fmt(m.get('marker_share'), 2)} · in lungs {fmt(m.get('lung_share'), 2)}"
     st.caption(shares, help=na_help(shares))
+
+
+def cross_text(cross: dict, classes: list[str]) -> str:
+    """The independent classifier B's verdict on the counterfactual, in words."""
+    if cross.get("flipped") is None:
+        return "independent classifier: none for this dataset (cross-model validity not checked)"
+    pred = classes[cross["pred"]] if cross.get("pred") is not None and cross["pred"] < len(classes) else "?"
+    return (f"independent classifier #{cross['model_id']}: {'flipped too' if cross['flipped'] else 'not flipped'} "
+            f"(says {pred}, p(target) {fmt(cross.get('target_prob'))})")

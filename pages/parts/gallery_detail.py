@@ -66,13 +66,15 @@ def _compare(model: dict, run: dict, dataset_id: int, row: dict, opacity: float,
         st.warning(f"The comparison failed: {res['error']}")
         return
     stamp = ov._cache_stamp(dataset_id)
-    cols = st.columns(len(others))
-    for col, m in zip(cols, others):
-        img = _compare_png(key, m, dataset_id, stamp, i, float(opacity), cmap)
-        if img is None:
-            col.warning(f"{METHOD_LABELS[m]}: {res.get(m, 'not computed')}")
-        else:
-            col.image(img, caption=METHOD_LABELS[m])
+    pngs = {m: _compare_png(key, m, dataset_id, stamp, i, float(opacity), cmap) for m in others}
+    shown = [m for m in others if pngs[m] is not None]
+    if shown:
+        for col, m in zip(st.columns(len(shown)), shown):
+            col.image(pngs[m], caption=METHOD_LABELS[m])
+    missing = [m for m in others if pngs[m] is None]
+    if missing:  # one full-width line, not a tall box in a narrow column per method
+        st.caption("Not shown: " + " · ".join(f"{METHOD_LABELS[m]} ({md_escape(res.get(m, 'not computed'))})"
+                                              for m in missing))
 
 
 @st.fragment(run_every=1.0)

@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import streamlit as st
 
-from pages.parts.cf_view import (badge, class_name, gray_png, prediction_line, prob_bars, result_captions, show_delta,
-                                 trajectory_panel)
+from pages.parts.cf_view import (badge, class_name, cross_text, gray_png, prediction_line, prob_bars, result_captions,
+                                 show_delta, trajectory_panel)
 from core.registries import attribute_words
 from pages.parts.plain import md_escape
 from services.counterfactuals import runs as cfs
@@ -53,6 +53,7 @@ def render_gan_result(cf_row: dict, arrs: dict | None = None, classes: list[str]
     st.caption(prediction_line(m, cf_row["target"], classes))
     passes = m.get("generator_passes")
     result_captions(cf_row, f"{'n/a' if passes is None else passes} generator passes")
+    st.caption(cross_text(m.get("cross_model") or {}, classes))  # as in the other columns
     badge(cf_row.get("category"))
     if m.get("category_basis") and not str(m["category_basis"]).startswith("bits/dim"):
         st.caption(f"unclassified: {m['category_basis']}")

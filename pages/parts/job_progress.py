@@ -111,15 +111,30 @@ def render_job(job: dict, key: str, chart: bool = True) -> None:
     if job["status"] in ("failed", "lost") and job.get("error"):
         st.error(job["error"])
     if chart:
-        df = metrics_frame(job)
-        num = [c for c in df.columns if c not in ("epoch", "step") and pd.api.types.is_numeric_dtype(df[c])]
-        xcol = "epoch" if "epoch" in df.columns else ("step" if "step" in df.columns else None)
-        if len(df) and num:
-            fig = px.line(df, x=xcol, y=num, markers=True) if xcol else px.line(df[num], markers=True)
-            fig.update_layout(height=260, margin=dict(l=0, r=0, t=10, b=0), legend_title_text="metric")
-            fig.update_xaxes(title_text=xcol or "step", tickformat="d", dtick=1 if len(df) <= 20 else None)
-            fig.update_yaxes(title_text="value (per metric; loss, accuracy 0–1)")
-            st.plotly_chart(fig, key=f"{key}_chart_{job['id']}_{len(df)}", use_container_width=True)
+        metrics_charts(job, key)
+
+
+def is_seconds(name: str) -> bool:
+    """A metric in seconds (an LTX step's 100–200 s) gets its own axis, never the losses' 0–3."""
+    return "second" in name or name.endswith("_s") or name in ("time", "elapsed")
+
+
+def metrics_charts(job: dict, key: str) -> None:
+    """The job's per-step metrics: losses and rates on one axis, any metric in seconds on a second chart."""
+    df = metrics_frame(job)
+    num = [c for c in df.columns if c not in ("epoch", "step") and pd.api.types.is_numeric_dtype(df[c])]
+    xcol = "epoch" if "epoch" in df.columns else ("step" if "step" in df.columns else None)
+    groups = [([c for c in num if not is_seconds(c)], "value (per metric; loss, accuracy 0–1)", "chart"),
+              ([c for c in num if is_seconds(c)], "seconds", "secs")]
+    for cols, ytitle, part in groups:
+        if not len(df) or not cols:
+            continue
+        fig = px.line(df, x=xcol, y=cols, markers=True) if xcol else px.line(df[cols], markers=True)
+        fig.update_layout(height=260 if part == "chart" else 200, margin=dict(l=0, r=0, t=10, b=0),
+                          legend_title_text="metric")
+        fig.update_xaxes(title_text=xcol or "step", tickformat="d", dtick=1 if len(df) <= 20 else None)
+        fig.update_yaxes(title_text=ytitle)
+        st.plotly_chart(fig, key=f"{key}_{part}_{job['id']}_{len(df)}", use_container_width=True)
 
 
 def live_job(job_id: int, key: str, every: float = 1.0, chart: bool = True, extra=None) -> None:
@@ -146,8 +161,11 @@ def live_job(job_id: int, key: str, every: float = 1.0, chart: bool = True, extr
     @st.fragment(run_every=every)
     def _poll() -> None:
         now = get_job(job_id)
-        _draw(now)
         if now is not None and now["status"] in FINAL:
-            st.rerun(scope="app")  # once: the page redraws the final state without the timer
+            # once, before drawing anything final: the page draws the final state (and its buttons, e.g. "Open
+            # the report") without the timer. Drawn here first, a button clicked during the page's redraw that
+            # replaced it was lost.
+            st.rerun(scope="app")
+        _draw(now)
 
     _poll()

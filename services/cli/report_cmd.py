@@ -9,6 +9,7 @@ import typer
 
 from services.cli.common import emit, fail
 from services.presentation.report_view import WHO, WHO_NAMES
+from services.counterfactuals.probe import probe_rows
 from services.retraining.report import evidence_report, export_report, retrain_report
 from services.team.users import cli_user_id
 
@@ -51,7 +52,16 @@ def register(app: typer.Typer) -> None:
             else:
                 j = evidence_report(parent, child, device=device)
             if html:
-                j["html"] = str(export_report(j["parent"], j["child"], out=html, user_id=cli_user_id()))
+                j["html"] = str(export_report(j["parent"], j["child"], out=html, user_id=cli_user_id(),
+                                              probe=_probe(j["parent"], j["child"])))
         except (ValueError, KeyError, FileNotFoundError) as exc:
             fail(str(exc))
         emit(j, json_, _human(j))
+
+
+def _probe(parent: int, child: int) -> list[dict] | str:
+    """The shortcut probe's rows for the HTML report, or the reason there are none (one line in the file)."""
+    try:
+        return probe_rows([int(parent), int(child)])
+    except ValueError as exc:
+        return str(exc)

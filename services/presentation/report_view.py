@@ -200,9 +200,48 @@ def _b64(png: bytes) -> str:
     return "data:image/png;base64," + base64.b64encode(png).decode("ascii")
 
 
-def render_html(data: dict, figs: dict, imgs: list[dict]) -> str:
+def go_copy(fig):
+    """A copy of a plotly figure (the page keeps its own)."""
+    import plotly.graph_objects as go
+
+    return go.Figure(fig)
+
+
+PROBE_CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
+
+
+def probe_table(rows: list[dict]) -> tuple[list[dict], str]:
+    """The shortcut probe's rows for the parent and the child (services.counterfactuals.probe.probe_rows) as table
+    rows and the caption that says how to read them: the page and the HTML export show the same."""
+    table = []
+    for label, r in zip(("before (parent)", "after (child)"), rows):
+        row = {"model": f"{label} #{r['model_id']}"}
+        for name, p in zip(PROBE_CORNERS, r["positions"]):
+            row[f"changed · {name}"] = round(p["changed"], 3)
+            row[f"→ {p['toward']} · {name}"] = _fmt(p.get("changed_other"), 2)
+        row["CF change mass · marker box"] = _fmt(r["marker_ratio"], 2)
+        row["CF change mass · lungs"] = _fmt(r["lung_ratio"], 2)
+        row["stored CFs"] = r["cf_n"]
+        table.append(row)
+    caption = (f"Artefact injection: the dataset's marker glyph pasted at each corner of {rows[0]['n'] if rows else 0} "
+               "held-out (test) images; 'changed' = share of predictions that change; '→ class' = share changed "
+               "among the images not already predicted as the class the glyph there moves most. Change mass = share "
+               "of |Δ| of the model's stored counterfactuals inside the marker box (or the lungs) over that region's "
+               "share of the image (1 = spread evenly; n/a without stored counterfactuals).")
+    return table, caption
+
+
+def _html_table(rows: list[dict]) -> str:
+    cols = list(rows[0]) if rows else []
+    return ("<table><tr>" + "".join(f"<th>{html.escape(str(c))}</th>" for c in cols) + "</tr>"
+            + "".join("<tr>" + "".join(f"<td>{html.escape(str(r.get(c)))}</td>" for c in cols) + "</tr>"
+                      for r in rows) + "</table>")
+
+
+def render_html(data: dict, figs: dict, imgs: list[dict], probe: list[dict] | str | None = None) -> str:
     """The report as one self-contained HTML string (plotly.js inline once, images as data URIs) from
-    compare()'s data, its figures and the changed images (services.retraining.report.report_html)."""
+    compare()'s data, its figures, the changed images and the shortcut probe's rows (or why there are none)
+    (services.retraining.report.report_html)."""
     p, c = data["parent"], data["child"]
     e = html.escape
     parts = [f"<!doctype html><html><head><meta charset='utf-8'><title>Exemplar report #{p['id']} → #{c['id']}"
@@ -238,8 +277,17 @@ def render_html(data: dict, figs: dict, imgs: list[dict]) -> str:
     for name in ["accuracy", "hist_ar", "hist_ap", "hist_wr", *[k for k in figs if k.startswith("confusion_")],
                  "history"]:
         if name in figs:
-            parts.append(figs[name].to_html(full_html=False, include_plotlyjs=True if first else False))
+            fig = go_copy(figs[name])
+            fig.update_layout(margin=dict(l=80, r=20, t=60, b=(fig.layout.margin.b or 10) + 20))
+            fig.update_yaxes(automargin=True)  # the page's tight margins clipped the y ticks in a file
+            parts.append(fig.to_html(full_html=False, include_plotlyjs=True if first else False))
             first = False
+    parts.append("<h2>Shortcut probe</h2>")
+    if isinstance(probe, list) and probe:
+        table, caption = probe_table(probe)
+        parts.append(_html_table(table) + f"<p><small>{e(caption)}</small></p>")
+    else:
+        parts.append(f"<p><i>Artefact probe not available: {e(str(probe or 'not computed'))}</i></p>")
     if imgs:
         parts.append("<h2>Images whose AR changed most (before | after)</h2>")
         cls = data["classes"]

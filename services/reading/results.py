@@ -25,6 +25,17 @@ MAP_METRICS = tuple(METRICS.names(kind="localisation", needs="mask"))  # a study
 CF_METRICS = ("bpd", "l1")
 ANSWER_COLUMNS = ["study_id", "item_id", "item", "side", "question_id", "question", "reader", "consensus", "value",
                   "version", "note", "at"]
+STATISTIC_WORDS = {"krippendorff_alpha": "Krippendorff's α", "fleiss_kappa": "Fleiss' κ", "cohen_kappa": "Cohen's κ",
+                   "cohen_kappa_quadratic": "Cohen's κ (quadratic weights)"}  # the screen's words; exports keep ids
+
+
+def statistic_words(name: str) -> str:
+    """'spearman_pos' → "Spearman's ρ with pos"; a known id → its words; else the id itself."""
+    if name.startswith("spearman_"):
+        return f"Spearman's ρ with {name.removeprefix('spearman_').upper()}"
+    return STATISTIC_WORDS.get(name, name)
+
+
 AGREEMENT_COLUMNS = ["question_id", "statistic", "readers", "value", "low", "high", "n"]
 
 

@@ -78,6 +78,17 @@ def retrain_report(retrain_id: int) -> dict:
             "source": ev["source"]}
 
 
+def run_histories(child: dict) -> list[dict]:
+    """The child's per-epoch fine-tune history and its matched control's (each row tagged run 'child' / 'control'),
+    so the page and the HTML export draw both curves."""
+    rows = [{**h, "run": h.get("run", "child")} for h in (child["config"] or {}).get("history") or []]
+    cid = control_of(child)
+    control = get_model(int(cid)) if cid is not None else None
+    if control is not None and not any(h["run"] == "control" for h in rows):
+        rows += [{**h, "run": "control"} for h in (control["config"] or {}).get("history") or []]
+    return rows
+
+
 def compare(parent_id: int, child_id: int, top: int = 8, split: str | None = None,
             evidence: dict | None = None) -> dict:
     """Everything the report shows, as plain data (lists and numbers; NaN where undefined); held-out only.
@@ -95,7 +106,7 @@ def compare(parent_id: int, child_id: int, top: int = 8, split: str | None = Non
                  "related": child["parent_id"] == parent["id"], "split": split, "control_id": control_of(child),
                  "evidence": evidence or evidence_report(parent_id, child_id),
                  "accuracy": {}, "confusion": {}, "runs": {}, "per_image": None, "changed": [], "summary": {},
-                 "xbl": (child["config"] or {}).get("xbl"), "history": (child["config"] or {}).get("history") or []}
+                 "xbl": (child["config"] or {}).get("xbl"), "history": run_histories(child)}
     for s in SPLITS:
         pm, cm = (parent["metrics"] or {}).get(s), (child["metrics"] or {}).get(s)
         if pm or cm:
@@ -147,11 +158,14 @@ def changed_images(data: dict, side: int = 160) -> list[dict]:
     return out
 
 
-def report_html(parent_id: int, child_id: int, top: int = 8, split: str | None = None) -> str:
-    """The whole report as one self-contained HTML string (plotly.js inline once, images as data URIs)."""
+def report_html(parent_id: int, child_id: int, top: int = 8, split: str | None = None,
+                probe: list[dict] | str | None = None) -> str:
+    """The whole report as one self-contained HTML string (plotly.js inline once, images as data URIs). probe: the
+    shortcut probe's rows for [parent, child] (services.counterfactuals.probe.probe_rows, a room this one does not
+    import: the caller computes them) or the reason there are none."""
     data = compare(parent_id, child_id, top=top, split=split)
     imgs = changed_images(data) if data["per_image"] is not None else []
-    return render_html(data, figures(data), imgs)
+    return render_html(data, figures(data), imgs, probe)
 
 
 def export_report(parent_id: int, child_id: int, out: str | Path | None = None, *, user_id: int | None,

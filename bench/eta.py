@@ -1,0 +1,127 @@
+"""ETA honesty on the demo's retrain and evaluate jobs (issue 25): how far the shown "about … left" is from the real
+remaining time, after 20 % of the job.
+
+In a fresh EXEMPLAR_HOME (or --home) it builds the demo (`exemplar demo`), then runs each job kind twice with the same
+parameters, by the product's own path (`exemplar exbl --model BASELINE --auto`, `exemplar evaluate --model
+BASELINE`: run inline, as jobs, recording their progress curves in `jobs.timeline`). The first run of a kind has no
+reference job; the second has the first. For every recorded point after 20 % it replays what the job panel showed
+(services/jobs/eta.py, the function the panel calls) and compares it with the real remaining time:
+
+  estimator     the old linear one (elapsed × (1 − p) / p), the current phase's rate (no reference), and the
+                reference job's phase costs scaled by this job's speed (what the panel shows once a job of the
+                kind has finished)
+
+It prints, per job and estimator, the median and the 90th percentile of |shown − real| / real, the share of points
+within 25 %, and the goal (within 25 % after 20 %). Nothing is asserted: this is a bench.
+
+Usage: python bench/eta.py [--home DIR] [--kinds exbl,evaluate] [--json OUT]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import statistics
+import subprocess
+import sys
+import tempfile
+from pathlib import Path
+
+ROOT = Path(__file__).resolve().parents[1]
+if str(ROOT) not in sys.path:
+    sys.path.insert(0, str(ROOT))
+
+GOAL = 0.25
+AFTER = 0.20
+
+
+def cli(home: Path, *args: str) -> dict:
+    env = {**os.environ, "EXEMPLAR_HOME": str(home), "EXEMPLAR_USER": "bench"}
+    out = subprocess.run([str(ROOT / ".venv/bin/exemplar"), *args, "--json"], env=env, capture_output=True,
+                         text=True, check=False)
+    if out.returncode != 0:
+        raise SystemExit(f"exemplar {' '.join(args)} failed: {out.stderr.strip()[-2000:]}")
+    return json.loads(out.stdout.strip().splitlines()[-1]) if out.stdout.strip() else {}
+
+
+def replay(timeline: list, reference: list | None) -> dict[str, list[float]]:
+    """Relative errors |shown − real| / real at every point after AFTER, per estimator."""
+    from services.jobs import eta
+
+    total = float(timeline[-1][0])
+    errs: dict[str, list[float]] = {"linear (old)": [], "current phase rate": [], "reference phases": []}
+    for k, (t, p) in enumerate(timeline):
+        real = total - float(t)
+        if p < AFTER or p >= 1.0 or real <= 1.0:
+            continue
+        prefix = timeline[: k + 1]
+        shown = {"linear (old)": float(t) * (1 - p) / p if p > 0 else None,
+                 "current phase rate": eta.by_recent_rate(prefix, float(t)),
+                 "reference phases": eta.by_reference(prefix, float(t), reference) if reference else None}
+        for name, v in shown.items():
+            if v is not None:
+                errs[name].append(abs(v - real) / real)
+    return errs
+
+
+def p90(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[min(len(xs) - 1, int(round(0.9 * (len(xs) - 1))))]
+
+
+def table(rows: list[dict]) -> str:
+    head = (f"{'job':<28}{'estimator':<22}{'points':>7}{'median err':>12}{'p90 err':>10}{'within 25 %':>13}"
+            f"{'goal':>7}")
+    lines = [head, "-" * len(head)]
+    for r in rows:
+        if not r["n"]:
+            lines.append(f"{r['job']:<28}{r['estimator']:<22}{0:>7}{'n/a':>12}{'n/a':>10}{'n/a':>13}{'':>7}")
+            continue
+        lines.append(f"{r['job']:<28}{r['estimator']:<22}{r['n']:>7}{r['median']:>12.1%}{r['p90']:>10.1%}"
+                     f"{r['within']:>13.0%}{'met' if r['median'] <= GOAL else 'MISSED':>7}")
+    return "\n".join(lines)
+
+
+def main(argv=None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0], epilog=__doc__,
+                                 formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--home", help="EXEMPLAR_HOME to use (default: a fresh temporary one)")
+    ap.add_argument("--kinds", default="exbl,evaluate")
+    ap.add_argument("--json", help="write the rows as JSON here")
+    a = ap.parse_args(argv)
+    home = Path(a.home or tempfile.mkdtemp(prefix="exemplar-eta-"))
+    os.environ["EXEMPLAR_HOME"] = str(home)
+    subprocess.run([str(ROOT / ".venv/bin/exemplar"), "db", "upgrade"], env={**os.environ}, check=True,
+                   capture_output=True)
+    demo = cli(home, "demo")
+    from services.jobs import lifecycle as jobs
+    from services.models.catalog import list_models
+
+    base = demo.get("baseline_id") or next(m["id"] for m in list_models("classifier") if m["name"].endswith("baseline"))
+    commands = {"exbl": ["exbl", "--model", str(base), "--auto"], "evaluate": ["evaluate", "--model", str(base)]}
+    rows = []
+    for kind in a.kinds.split(","):
+        for run in (1, 2):
+            cli(home, *commands[kind])
+            job = jobs.list_jobs(limit=1, status="succeeded")[0]
+            earlier = [j for j in jobs.list_jobs(limit=50, status="succeeded")
+                       if j["kind"] == job["kind"] and j["id"] < job["id"] and j["timeline"]]
+            ref = earlier[0]["timeline"] if earlier else None
+            errs = replay(job["timeline"], ref)
+            name = f"{kind} run {run} ({job['timeline'][-1][0]:.0f} s)"
+            for est, xs in errs.items():
+                rows.append({"job": name, "estimator": est, "n": len(xs),
+                             "median": statistics.median(xs) if xs else None, "p90": p90(xs) if xs else None,
+                             "within": sum(x <= GOAL for x in xs) / len(xs) if xs else None})
+            print(table(rows[-3:]), flush=True)
+    print(f"\nETA error after {AFTER:.0%} of the job, on this machine ({os.cpu_count()} cores); goal: within "
+          f"{GOAL:.0%} (median). The panel shows 'reference phases' once a job of the kind has finished, else "
+          "'current phase rate'.")
+    print(table(rows))
+    if a.json:
+        Path(a.json).write_text(json.dumps(rows, indent=2))
+    return 0
+
+
+if __name__ == "__main__":
+    raise SystemExit(main())
