@@ -8,6 +8,8 @@ Actions (the gallery of the demo's GradCAM ranking, the first screen):
   next page     page number +1 / −1           opacity       map opacity slider one step
   open detail   a card's Detail option        G / B / U     mark good / mark bad / undo in the detail view
   page nav      sidebar Gallery → Annotations → Gallery
+  reading       on the Reading page, a key 1–5 answers the item and the next item shows (goal, issue 25: median
+                ≤ 1 s); a study of the demo's GradCAM run is created for --user first (an ordinal 1–5 question)
   cancel        an Occlusion explain job is started from the gallery; Cancel → the bar says "cancelled"
                 (needs a worker; skipped otherwise)
 
@@ -31,7 +33,7 @@ if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 from tests.browser.harness import CHROMIUM_ARGS, choose  # noqa: E402  (one dropdown helper for tests and bench)
 
-ACTIONS = ("sort", "filter", "next_page", "opacity", "open_detail", "G", "B", "U", "page_nav", "cancel")
+ACTIONS = ("sort", "filter", "next_page", "opacity", "open_detail", "G", "B", "U", "page_nav", "reading", "cancel")
 QUIET_MS = 250
 
 # A MutationObserver on the whole app records the time of the last DOM change; idle() waits for the end of a run.
@@ -156,6 +158,39 @@ def nav_action(page, t: Timer, repeats: int) -> list[float]:
     return out
 
 
+def reading_study(user: str, n: int) -> int | None:
+    """A study of n items of the newest GradCAM run, read by `user` (created by this process's identity, an admin in
+    local mode, in the app's EXEMPLAR_HOME); None when there is no run."""
+    from services.explanations.explaining import list_runs
+    from services.reading import studies
+    from services.team.access import set_role
+
+    runs = [r for r in list_runs() if r["method"] == "gradcam"]
+    if not runs:
+        return None
+    set_role(None, user, "researcher")  # a researcher may answer as well as browse the gallery's picks
+    return studies.create_study(None, [("How well does the map justify the label?", "ordinal:1-5")], [user],
+                                run_id=runs[0]["id"], n=n, name=f"latency-{int(time.time())}")["study_id"]
+
+
+def reading_action(page, t: Timer, repeats: int, url: str, user: str) -> list[float]:
+    """Keypress → the next item on the Reading page (the study is chosen in its picker)."""
+    sid = reading_study(user, repeats + 1)
+    if sid is None:
+        print("reading: no GradCAM run (build the demo first): skipped", file=sys.stderr)
+        return []
+    page.goto(f"{url}/reading?user={user}")
+    t.idle()
+    box = page.get_by_label("Study", exact=True).first
+    box.click()
+    page.get_by_role("option").filter(has_text=f"Study {sid}:").first.click()
+    t.idle()
+    out = []
+    for k in range(repeats):
+        out.append(t.measure(lambda k=k: _shortcut(page, str(1 + k % 5))))
+    return out
+
+
 def cancel_action(page, t: Timer, repeats: int, timeout_s: float) -> list[float]:
     """Start an Occlusion explain job from the gallery, wait until it runs, click Cancel, time until "cancelled"."""
     out = []
@@ -219,6 +254,10 @@ def main(argv=None) -> int:
         results.update(gallery_actions(page, t, args.repeats, wanted))
         if "page_nav" in wanted:
             results["page_nav"] = nav_action(page, t, args.repeats)
+        if "reading" in wanted:
+            results["reading"] = reading_action(page, t, args.repeats, args.url, args.user)
+            page.goto(args.url)
+            t.idle()
         if "cancel" in wanted:
             results["cancel"] = cancel_action(page, t, max(1, min(args.repeats, 3)), args.timeout)
         browser.close()

@@ -37,13 +37,16 @@ def test_the_reference_job_weights_each_phase_by_its_cost():
             assert abs(old_estimate(tl[-1][1], elapsed) - real) > 0.5 * real
 
 
-def test_without_a_reference_the_current_phase_rate_is_used_and_a_stall_slows_it():
+def test_the_rates_without_a_reference_and_a_stall_slows_them():
     now = curve(40, 40)
     tl, elapsed = now[:61], now[60][0]           # 60 s in: in the second phase, 0.5 → 1 at 1/80 per second
     assert eta.by_recent_rate(tl, elapsed) == pytest.approx(20.0, rel=0.05)
     assert eta.by_recent_rate(tl, elapsed + 30) > 40  # no progress for 30 s: the estimate grows
     assert eta.seconds_left([], 5.0) is None and eta.seconds_left([[1.0, 0.0]], 5.0) is None
     assert eta.seconds_left(tl, elapsed, curve(10, 10)) == pytest.approx(eta.by_reference(tl, elapsed, curve(10, 10)))
+    # without a reference the panel shows the job's own rate so far, which a stall slows too
+    assert eta.seconds_left(tl, elapsed) == pytest.approx(elapsed * (1 - tl[-1][1]) / tl[-1][1])
+    assert eta.seconds_left(tl, elapsed + 30) > eta.seconds_left(tl, elapsed)
 
 
 def test_a_timeline_stays_small_and_monotone():

@@ -323,23 +323,30 @@ ZIP_FULL_CHECK = 1 << 30    # a zip up to 1 GiB has every entry's CRC read befor
 DICOM_EXTS = (".dcm", ".dicom")
 
 
+def _open_zip(zip_path: str | Path, shown: str, max_total: int) -> tuple[zipfile.ZipFile, list, int]:
+    """The open zip, its entries and their declared size, or ValueError (one line naming the zip as `shown`) when it
+    does not open, has too many entries or would unpack beyond max_total."""
+    try:
+        zf = zipfile.ZipFile(zip_path)
+    except (zipfile.BadZipFile, OSError):
+        raise ValueError(f"{shown} is not a readable zip (damaged, cut short, or another format): make the zip "
+                         "again") from None
+    infos = zf.infolist()
+    declared = sum(i.file_size for i in infos)
+    if len(infos) > ZIP_MAX_ENTRIES or declared > max_total:
+        zf.close()
+        raise ValueError(f"{shown} has {len(infos):,} entries and would unpack to {declared / 2**30:.2f} GiB (limits "
+                         f"{ZIP_MAX_ENTRIES:,} and {max_total / 2**30:.2f} GiB; a zip bomb?): import the folder from "
+                         "a server path instead")
+    return zf, infos, declared
+
+
 def check_zip(zip_path: str | Path, shown: str, free_bytes: int | None = None) -> None:
     """Refuse a zip before its import is queued (a damaged upload failed in the queue minutes later): it must open
     as a zip, hold images, unpack within the limits and the free disk, and (up to ZIP_FULL_CHECK) pass every
     entry's CRC. Raises ValueError, one line naming the zip as `shown` and never a file inside it."""
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError):
-        raise ValueError(f"{shown} is not a readable zip (damaged, cut short, or another format): "
-                         "make the zip again and upload it") from None
+    zf, infos, declared = _open_zip(zip_path, shown, ZIP_MAX_TOTAL)
     with zf:
-        infos = zf.infolist()
-        if len(infos) > ZIP_MAX_ENTRIES:
-            raise ValueError(f"{shown} has {len(infos):,} entries (limit {ZIP_MAX_ENTRIES:,}): split the dataset")
-        declared = sum(i.file_size for i in infos)
-        if declared > ZIP_MAX_TOTAL:
-            raise ValueError(f"{shown} would unpack to {declared / 2**30:.1f} GiB (limit {ZIP_MAX_TOTAL / 2**30:.0f} "
-                             "GiB): import the folder from a server path instead")
         if free_bytes is not None and declared > free_bytes:
             raise ValueError(f"{shown} would unpack to {declared / 2**30:.2f} GiB but only {free_bytes / 2**30:.2f} "
                              "GiB are free on the server: free some space first")
@@ -376,17 +383,8 @@ def extract_zip(zip_path: str | Path, target: str | Path, max_total: int = ZIP_M
     target.mkdir(parents=True, exist_ok=True)
     troot = target.resolve()
     bad: list[Bad] = []
-    try:
-        zf = zipfile.ZipFile(zip_path)
-    except (zipfile.BadZipFile, OSError) as exc:
-        raise ValueError(f"not a readable zip file: {exc}") from None
+    zf, infos, declared = _open_zip(zip_path, "the zip", max_total)
     with zf:
-        infos = zf.infolist()
-        if len(infos) > ZIP_MAX_ENTRIES:
-            raise ValueError(f"zip has {len(infos):,} entries (limit {ZIP_MAX_ENTRIES:,})")
-        declared = sum(i.file_size for i in infos)
-        if declared > max_total:
-            raise ValueError(f"zip would unpack to {declared:,} bytes (limit {max_total:,}): refusing (zip bomb?)")
         written = 0
         for info in infos:
             name = info.filename
