@@ -56,7 +56,9 @@ def timing(job: dict) -> str:
     if job["status"] != "running":
         return f"took {duration(elapsed)}" if elapsed is not None else ""
     ref = _reference(job["kind"], json.dumps(job.get("params") or {}, sort_keys=True, default=str))
-    left = seconds_left(job.get("timeline") or [], elapsed, ref)
+    p = float(job.get("progress") or 0.0)
+    tl = job.get("timeline") or ([[elapsed, p]] if elapsed and p > 0 else [])  # a row written before timelines
+    left = seconds_left(tl, elapsed, ref)
     return f"{duration(elapsed)} elapsed · " + (f"about {duration(left)} left" if left is not None else "estimating…")
 
 

@@ -11,17 +11,19 @@ from pages.parts.plain import md_escape
 
 from services.team.roles import WHAT, allowed, needed
 
-# section → (file under pages/, title, icon, url_path, the action the user's role must allow (None: everyone))
+def _page(file: str, title: str, icon: str, url: str | None = None, action: str | None = None) -> tuple:
+    """One row of the page table: the file under pages/, title, icon, url path (default: the file's name) and the
+    action the user's role must allow to open it (None: everyone; a job kind's name is its action)."""
+    return file, title, icon, url or file, action
+
+
 PAGE_TABLE = {
-    "Explain": [("gallery", "Gallery", "🖼️", "gallery", None), ("retrain", "Retrain", "🔁", "retrain", "exbl"),
-                ("report", "Before / after", "📈", "report", None),
-                ("counterfactuals", "Counterfactuals", "🧪", "counterfactuals", None),
-                ("evaluate", "Evaluate", "📊", "evaluate", "evaluate"),
-                ("annotations", "Annotations", "📝", "annotations", None)],
-    "Manage": [("data_models", "Data & models", "🗂️", "data", "train"), ("jobs", "Jobs", "⚙️", "jobs", None)],
-    "Team": [("reading", "Reading", "👁️", "reading", None),
-             ("studies", "Studies", "🧑‍⚕️", "studies", "study.create"),
-             ("audit", "Audit log", "🧾", "audit", "audit.read")],
+    "Explain": [_page("gallery", "Gallery", "🖼️"), _page("retrain", "Retrain", "🔁", action="exbl"),
+                _page("report", "Before / after", "📈"), _page("counterfactuals", "Counterfactuals", "🧪"),
+                _page("evaluate", "Evaluate", "📊", action="evaluate"), _page("annotations", "Annotations", "📝")],
+    "Manage": [_page("data_models", "Data & models", "🗂️", url="data", action="train"), _page("jobs", "Jobs", "⚙️")],
+    "Team": [_page("reading", "Reading", "👁️"), _page("studies", "Studies", "🧑‍⚕️", action="study.create"),
+             _page("audit", "Audit log", "🧾", action="audit.read")],
 }
 
 

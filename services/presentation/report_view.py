@@ -207,6 +207,11 @@ def go_copy(fig):
     return go.Figure(fig)
 
 
+def _na(v, nd: int = 2) -> str:
+    """A probe figure for a table: 'n/a' where it is undefined (no stored counterfactuals, no image of a class)."""
+    return "n/a" if v is None or (isinstance(v, float) and not math.isfinite(v)) else f"{v:.{nd}f}"
+
+
 PROBE_CORNERS = ("top-left", "top-right", "bottom-left", "bottom-right")
 
 
@@ -218,9 +223,9 @@ def probe_table(rows: list[dict]) -> tuple[list[dict], str]:
         row = {"model": f"{label} #{r['model_id']}"}
         for name, p in zip(PROBE_CORNERS, r["positions"]):
             row[f"changed · {name}"] = round(p["changed"], 3)
-            row[f"→ {p['toward']} · {name}"] = _fmt(p.get("changed_other"), 2)
-        row["CF change mass · marker box"] = _fmt(r["marker_ratio"], 2)
-        row["CF change mass · lungs"] = _fmt(r["lung_ratio"], 2)
+            row[f"→ {p['toward']} · {name}"] = _na(p.get("changed_other"))
+        row["CF change mass · marker box"] = _na(r["marker_ratio"])
+        row["CF change mass · lungs"] = _na(r["lung_ratio"])
         row["stored CFs"] = r["cf_n"]
         table.append(row)
     caption = (f"Artefact injection: the dataset's marker glyph pasted at each corner of {rows[0]['n'] if rows else 0} "
