@@ -141,10 +141,13 @@ def _retrain_pair(study: dict, qid: int) -> None:
     st.text(f"Consensus pair: good image {pair['good']}, bad image {pair['bad']} (model {pair['model_id']})")
     if st.button("Use as my exemplar pair for a retrain", key="stu_use_pair",
                  disabled=pair["good"] is None or pair["bad"] is None):
+        made = []
         try:
             for kind in ("good", "bad"):
-                feedback.pick(me["id"], pair["model_id"], pair[kind], kind, run_id=pair["run_id"])
+                made.append(feedback.pick(me["id"], pair["model_id"], pair[kind], kind, run_id=pair["run_id"]))
         except ValueError as exc:  # e.g. a consensus image from a held-out split: refused with the reason
+            for p in made:  # both or neither: the good pick is taken back when the bad one is refused
+                feedback.undo(me["id"], pair["model_id"], p["id"])
             st.error(str(exc))
             return
         st.success("Picked: open Retrain with this model to start it.")
