@@ -128,7 +128,7 @@ def _worklist(sid: int) -> None:
     later = [m for m in still if m > n] or [m for m in still if m != n]
     _buttons(sid, n, item, side, q, pos_key, later[0] if later else min(n + 1, len(units) - 1), len(units) - 1)
     if st.session_state.get("rd_error"):
-        st.error(st.session_state.pop("rd_error"))
+        st.error(md_escape(st.session_state.pop("rd_error")))  # plain text
     _unanswered(sid, units, wl, still, pos_key)
     others = studies.my_studies(me["id"])  # drawn here, so it counts as the bar above does after every answer
     st.caption("Your studies: " + " · ".join(f"study {m['study_id']} {m['answered']}/{m['total']}" for m in others))

@@ -6,6 +6,7 @@ import pandas as pd
 import streamlit as st
 
 from pages.common import refuse_open_bind, require_user, selected_model
+from pages.parts.plain import md_escape
 from services.explanations import feedback
 from services.reading import studies, results as study_results
 from services.team.roles import PermissionRefused
@@ -148,7 +149,7 @@ def _retrain_pair(study: dict, qid: int) -> None:
         except ValueError as exc:  # e.g. a consensus image from a held-out split: refused with the reason
             for p in made:  # both or neither: the good pick is taken back when the bad one is refused
                 feedback.undo(me["id"], pair["model_id"], p["id"])
-            st.error(str(exc))
+            st.error(md_escape(str(exc)))  # names an image file: plain text
             return
         st.success("Picked: open Retrain with this model to start it.")
 

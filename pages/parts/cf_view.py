@@ -10,6 +10,7 @@ import numpy as np
 import plotly.graph_objects as go
 import streamlit as st
 
+from pages.parts.plain import md_escape
 from services.presentation.palette import BEFORE_AFTER
 from services.counterfactuals import runs as cfs
 
@@ -187,4 +188,4 @@ def cross_text(cross: dict, classes: list[str]) -> str:
         return "independent classifier: none for this dataset (cross-model validity not checked)"
     pred = classes[cross["pred"]] if cross.get("pred") is not None and cross["pred"] < len(classes) else "?"
     return (f"independent classifier #{cross['model_id']}: {'flipped too' if cross['flipped'] else 'not flipped'} "
-            f"(says {pred}, p(target) {fmt(cross.get('target_prob'))})")
+            f"(says {md_escape(pred)}, p(target) {fmt(cross.get('target_prob'))})")  # a class name: plain text

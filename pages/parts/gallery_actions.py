@@ -49,7 +49,7 @@ def do_pick(model_id: int, run_id: int, image_id: int, kind: str) -> None:
     try:
         p = fb.pick(u["id"], model_id, image_id, kind, run_id)
     except ValueError as exc:  # e.g. a held-out image: refused here, with the split and the reason
-        flash("warning", str(exc))
+        flash("warning", md_escape(str(exc)))  # names the image file: plain text
         return
     flash("success", f"{md_escape(p['path'])} is now your {kind} exemplar.")
 

@@ -11,6 +11,7 @@ import streamlit as st
 
 from services.presentation.palette import CANCELLED
 from pages.common import current_user
+from pages.parts.plain import md_escape
 from services.jobs.eta import seconds_left
 from services.jobs.lifecycle import FINAL, get_job, reference_timeline, request_cancel
 from services.platform.job_kinds import JOB_KINDS
@@ -49,7 +50,7 @@ def _reference(kind: str, params_json: str) -> list | None:
 def timing(job: dict) -> str:
     """'12s elapsed · about 1m 05s left' for a running job, 'took 3m 02s' for a finished one. The time left is
     measured (services/jobs/eta.py): each phase weighted by its cost in the last finished job of this kind, else
-    the current phase's rate; the panel polls every second or two, so it is never older than 5 s."""
+    the job's own rate so far; the panel polls every second or two, so it is never older than 5 s."""
     if job["status"] == "queued":
         return "waiting for a worker"
     elapsed = _seconds(job.get("started_at"), job.get("finished_at"))
@@ -109,7 +110,7 @@ def render_job(job: dict, key: str, chart: bool = True) -> None:
         cols[0].caption("cancelling…")
     said = st.session_state.get(f"{key}_cancel_said_{job['id']}")
     if said:  # kept across the panel's redraws (a refusal shown for one poll vanished within 2 s)
-        cols[1].warning(said)
+        cols[1].warning(md_escape(said))
     if job["status"] in ("failed", "lost") and job.get("error"):
         st.error(job["error"])
     if chart:

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import streamlit as st
 
+from pages.parts.plain import md_escape
 from services.counterfactuals.probe import probe_rows
 from services.platform.settings import get_settings
 from services.presentation.report_view import probe_table
@@ -27,7 +28,7 @@ def render_probe_panel(parent_id: int, child_id: int) -> None:
     st.subheader("Shortcut probe")
     rows = probe_or_reason(parent_id, child_id)
     if isinstance(rows, str):
-        st.caption(f"Artefact probe not available: {rows}")
+        st.caption(f"Artefact probe not available: {md_escape(rows)}")
         return
     table, caption = probe_table(rows)
     st.dataframe(table, hide_index=True, key="rp_probe_table")
