@@ -111,6 +111,31 @@ def wait_idle(page, timeout: float = 30_000) -> None:
         "() => !document.querySelector('[data-testid=\"stStatusWidget\"]')", timeout=timeout)
 
 
+ARM_JS = """() => {
+  const app = document.querySelector('[data-testid="stApp"]');
+  if (window.__exRunObs) window.__exRunObs.disconnect();
+  window.__exRuns = 0;
+  window.__exRunObs = new MutationObserver(() => {
+    if (app.getAttribute('data-test-script-state') === 'running') window.__exRuns++;
+  });
+  window.__exRunObs.observe(app, {attributes: true, attributeFilter: ['data-test-script-state']});
+}"""
+SETTLED_JS = """() => window.__exRuns > 0
+  && document.querySelector('[data-testid="stApp"]').getAttribute('data-test-script-state') !== 'running'"""
+
+
+def act_and_settle(page, action, timeout: float = 30_000) -> None:
+    """Do `action` (a click that makes Streamlit rerun), then wait until a run has started *and* ended.
+    `wait_idle` alone cannot tell: the status widget shows only after a run has lasted 500 ms, and a click's run
+    starts a round trip later, so right after a click it finds "idle" while the click's callback has not run yet
+    (a test then read the database before the pick was stored). The app root's script-state attribute says when
+    the server runs the script, fragment runs included."""
+    page.evaluate(ARM_JS)
+    action()
+    page.wait_for_function(SETTLED_JS, timeout=timeout)
+    wait_idle(page, timeout)
+
+
 def exceptions_on(page) -> list[str]:
     return [e.inner_text() for e in page.query_selector_all('[data-testid="stException"]')]
 

@@ -6,7 +6,8 @@ from sqlalchemy import select
 from db.models import Feedback, User
 from services.platform.database import session
 from services.explanations.explaining import query_explanations
-from tests.browser.harness import card_option, exceptions_on, live_app, page, pick_user, wait_idle  # noqa: F401
+from tests.browser.harness import (act_and_settle, card_option, exceptions_on, live_app, page, pick_user,  # noqa: F401
+                                   wait_idle)
 from tests.helpers_explain import dataset_and_model, fake_run
 
 pytestmark = pytest.mark.browser
@@ -22,16 +23,14 @@ def click(page, key: str) -> None:
     btn = button(page, key)
     expect(btn).to_have_count(1)
     expect(btn).to_be_enabled()
-    btn.click()
-    wait_idle(page)
+    act_and_settle(page, btn.click)
 
 
 def click_card(page, image_id: int, action: str) -> None:
     """Click Good / Bad / Detail on a card once the rerun has settled."""
     opt = card_option(page, image_id, action)
     expect(opt).to_have_count(1)
-    opt.click()
-    wait_idle(page)
+    act_and_settle(page, opt.click)  # the click's run has stored the pick before the test reads the database
 
 
 def picks() -> list[tuple[str, int, str]]:
@@ -65,9 +64,7 @@ def test_pick_good_and_bad_and_see_the_pinned_pair(page, live_app):
     click_card(page, third["image_id"], "Detail")
     expect(button(page, "g_det_good")).to_have_count(1)
     page.evaluate("() => document.activeElement && document.activeElement.blur()")
-    page.keyboard.press("g")
-    page.wait_for_timeout(500)
-    wait_idle(page)
+    act_and_settle(page, lambda: page.keyboard.press("g"))
     assert exceptions_on(page) == []
     expect(card_option(page, third["image_id"], "Good")).to_have_attribute("aria-checked", "true")  # now the good one
     assert picks()[-1] == ("good", third["image_id"], "radiologist")
