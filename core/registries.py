@@ -25,6 +25,10 @@ class ExplanationMethod(Spec):
     masking: str | None = None            # LTX: the masking its explainer was trained with
     aliases: tuple[str, ...] = ()         # other spellings the evaluation accepts (`ig`)
     evaluated_by_default: bool = False    # in `exemplar evaluate` when no method is named
+    cost: float = 3.0                     # a prior of its cost per image, in classifier forward passes (a backward
+    #                                       counts 2): the evaluate job's progress weights methods by it until one
+    #                                       is measured (services/explanations/eval_progress.py)
+    cost_per_step: float = 0.0            # LTX: the cost of one finetuning step per image (× finetune_steps)
 
 
 _LTX = "core.explain.ltx:ltx"
@@ -33,20 +37,21 @@ EXPLANATION_METHODS: Registry[ExplanationMethod] = Registry("explanation method"
                       aliases=("grad_cam",), evaluated_by_default=True),
     ExplanationMethod("integrated_gradients", "Integrated Gradients",
                       "core.explain.integrated_gradients:integrated_gradients", aliases=("ig",),
-                      evaluated_by_default=True),
+                      evaluated_by_default=True, cost=96.0),  # 32 steps, each a forward and a backward pass
     ExplanationMethod("saliency", "Saliency", "core.explain.saliency:saliency"),
-    ExplanationMethod("occlusion", "Occlusion", "core.explain.occlusion:occlusion"),
+    ExplanationMethod("occlusion", "Occlusion", "core.explain.occlusion:occlusion", cost=225.0),  # 15 × 15 windows
     ExplanationMethod("guided_gradcam", "Guided GradCAM", "core.explain.guided_gradcam:guided_gradcam",
-                      needs=("target_layer",)),
+                      needs=("target_layer",), cost=6.0),
     # LTX (services.explanations.ltx): `ltx` is the paper's method (soft masking x ⊙ m, finetuned per image),
     # `ltx_pretrained` that explainer alone, `ltx_sampled` ours (binary masks sampled from m; it won the val sweep,
     # bench/methods.py). Each needs the classifier's newest explainer trained with its masking.
     ExplanationMethod("ltx_pretrained", "LTX (pretrained only)", _LTX, needs=("ltx_explainer",), variant_of="ltx",
-                      kwargs=(("finetune_steps", 0),), masking="soft", evaluated_by_default=True),
+                      kwargs=(("finetune_steps", 0),), masking="soft", evaluated_by_default=True, cost=2.0,
+                      cost_per_step=6.0),
     ExplanationMethod("ltx", "LTX (finetuned)", _LTX, needs=("ltx_explainer",), masking="soft",
-                      aliases=("ltx_finetuned",), evaluated_by_default=True),
+                      aliases=("ltx_finetuned",), evaluated_by_default=True, cost=2.0, cost_per_step=6.0),
     ExplanationMethod("ltx_sampled", "LTX (sampled masks, finetuned)", _LTX, needs=("ltx_explainer",),
-                      variant_of="ltx", masking="sample", evaluated_by_default=True),
+                      variant_of="ltx", masking="sample", evaluated_by_default=True, cost=2.0, cost_per_step=6.0),
 ])
 
 # ------------------------------------------------------------------------------------------------------ metrics

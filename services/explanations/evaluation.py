@@ -23,6 +23,7 @@ from core.registries import EXPLANATION_METHODS, METRICS as METRIC_SPECS
 from services.platform.batching import adaptive_batches
 from db.models import Model
 from services.data.datasets import load_arrays
+from services.explanations.eval_progress import EvalProgress, prior_cost
 from services.explanations.ltx import method_kwargs
 from services.models.registry import classifier_with_dataset, load_classifier
 from services.platform.database import session
@@ -96,10 +97,11 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
         raise ValueError(f"split {split!r} of dataset {row['dataset_id']} has no images")
     defaulted = methods is None or methods == "" or methods == []
     plan, skipped = _plan_methods(int(model_id), names, dev, model, defaulted, finetune_steps, say)
-    ticker = _Ticker(say, len(plan) * len(targets) * n)
+    ticker = EvalProgress(say, [prior_cost(name, kw, _default_steps()) for name, _, kw in plan], len(targets) * n)
     out: dict[str, dict] = {}
     with cpu_threads(threads if str(dev) == "cpu" else None):
-        for name, reg, kw in plan:
+        for i, (name, reg, kw) in enumerate(plan):
+            ticker.begin(i)
             out[name] = _score_method(model, arrays, idx, (name, reg, kw), targets, split, float(tau), batch_size,
                                       dev, ticker)
     stamp = datetime.now(timezone.utc).isoformat(timespec="seconds")
@@ -146,19 +148,8 @@ def _plan_methods(model_id: int, names: list[str], dev, model, defaulted: bool, 
     return plan, skipped
 
 
-class _Ticker:
-    """Images scored so far over all methods and classes, reported as the job's progress (0.02 … 0.95)."""
-
-    def __init__(self, say, total: int):
-        self.say, self.total, self.done = say, total, 0
-
-    def __call__(self, images: int, msg: str, force: bool = False) -> None:
-        self.done += images
-        self.say(0.02 + 0.93 * self.done / self.total, msg, **({"force": True} if force else {}))
-
-
 def _score_method(model, arrays, idx, method: tuple[str, str, dict], targets: list[str], split: str, tau: float,
-                  batch_size: int, dev, ticker: _Ticker) -> dict:
+                  batch_size: int, dev, ticker: EvalProgress) -> dict:
     """One method's record: the predicted class's metrics at the top level, the true class's under `true`."""
     from core.metrics.faithfulness import FRACTIONS
 
@@ -186,7 +177,7 @@ def _score_method(model, arrays, idx, method: tuple[str, str, dict], targets: li
 
 
 def _score_target(model, arrays, idx, method: tuple[str, str, dict], tk: str, tau: float, batch_size: int, dev,
-                  ticker: _Ticker) -> tuple[dict, float]:
+                  ticker: EvalProgress) -> tuple[dict, float]:
     """Mean AR, AP, POS, NEG, DEL, INS and the mean curves of one method for one explained class ("predicted" or
     "true") over the split, and the seconds its maps took."""
     import torch
