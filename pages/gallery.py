@@ -17,7 +17,8 @@ from pages.common import refuse_open_bind, current_user, selected_dataset, selec
 from pages.parts import overlays as ov, state as url
 from pages.parts.plain import md_escape
 from pages.parts.gallery_actions import (CARD_ACTIONS, CARD_METRICS, METHOD_LABELS, NA_HELP, SORT_LABELS, card_choice,
-                                         cls_name, do_accept_suggestion, do_card, do_suggest, do_undo, fmt, show_flash)
+                                         card_key, cls_name, do_accept_suggestion, do_card, do_suggest, do_undo, fmt,
+                                         show_flash)
 from services.explanations import explaining as ex, feedback as fb
 from services.jobs.lifecycle import submit
 from services.team.roles import allowed
@@ -236,7 +237,6 @@ def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: s
     """One thumbnail card. Few, cheap elements (plain st.text, one segmented control for Good / Bad / Detail): the
     browser redraws a page of them on every sort / filter / page change, each element costing it about 1 ms."""
     iid = r["image_id"]
-    key = f"g_card_{iid}"
     with st.container(border=True, width=CARD_PX):
         badge = " · ✅ good" if iid == good_id else (" · ❌ bad" if iid == bad_id else "")
         st.image(img, width="stretch")
@@ -246,10 +246,13 @@ def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: s
                 + " · ".join(f"{SORT_LABELS[k]} {fmt(r[k])}" for k in CARD_METRICS)
                 + (f" · {SORT_LABELS[sort]} {fmt(r[sort])}" if sort not in CARD_METRICS else "") + badge,
                 help=NA_HELP if any(r[k] is None for k in CARD_METRICS) else None)
-        # the control shows the card's state (its pick, or Detail while open): set before it is drawn
-        shown = st.session_state[key] = card_choice(iid, good_id, bad_id, st.session_state.get("g_detail"))
-        st.segmented_control("Good, bad or detail", CARD_ACTIONS, key=key,  # a fixed label: no file name as Markdown
-                             on_change=do_card, args=(model["id"], rid, iid, key, shown), label_visibility="collapsed",
+        # the control shows the card's state (its pick, or Detail while open) as its default, under a key that
+        # changes with it: the server never writes its value (card_key says why)
+        shown = card_choice(iid, good_id, bad_id, st.session_state.get("g_detail"))
+        key = card_key(iid, shown)
+        st.segmented_control("Good, bad or detail", CARD_ACTIONS, default=shown, key=key,  # a fixed label: no file
+                             on_change=do_card, args=(model["id"], rid, iid, key, shown),  # name as Markdown
+                             label_visibility="collapsed",
                              width="stretch")
         if a:
             st.text(f"annotated by {a['user']}: {a['quality'] or 'n/a'} · {a['rating'] or 'n/a'}/5")

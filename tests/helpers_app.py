@@ -25,8 +25,16 @@ def open_page(at: AppTest, name: str) -> AppTest:
 
 
 def card_ids(at: AppTest) -> list[int]:
-    """The image ids of the gallery's cards, in screen order (one Good / Bad / Detail control a card)."""
-    return [int(g.key.removeprefix("g_card_")) for g in at.button_group if g.key and g.key.startswith("g_card_")]
+    """The image ids of the gallery's cards, in screen order (one Good / Bad / Detail control a card; its key is
+    g_card_<image id>_<state>_<n>, pages/parts/gallery_actions.py: card_key)."""
+    return [int(g.key.split("_")[2]) for g in at.button_group if g.key and g.key.startswith("g_card_")]
+
+
+def card_control(at: AppTest, image_id: int):
+    """The Good / Bad / Detail control of the card of `image_id`."""
+    found = [g for g in at.button_group if g.key and g.key.startswith(f"g_card_{image_id}_")]
+    assert len(found) == 1, f"{len(found)} controls for image {image_id}"
+    return found[0]
 
 
 def train_only(image_ids: list[int]) -> list[int]:
@@ -41,4 +49,4 @@ def train_only(image_ids: list[int]) -> list[int]:
 
 def card_action(at: AppTest, image_id: int, action: str) -> AppTest:
     """Click Good, Bad or Detail on a gallery card and rerun."""
-    return at.button_group(key=f"g_card_{image_id}").set_value(action).run()
+    return card_control(at, image_id).set_value(action).run()

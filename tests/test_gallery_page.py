@@ -11,7 +11,7 @@ from db.models import Annotation, Feedback
 from services.platform.database import session
 from services.explanations.explaining import query_explanations
 from services.team.users import get_or_create_user
-from tests.helpers_app import app_test, card_action, card_ids, open_page, train_only
+from tests.helpers_app import app_test, card_action, card_control, card_ids, open_page, train_only
 from tests.helpers_explain import dataset_and_model, fake_run
 
 
@@ -79,13 +79,13 @@ def test_good_and_bad_clicks_write_feedback_with_the_current_user(gallery):
     md = " ".join(m.value for m in at.markdown)
     assert "✅ **good**" in md and "❌ **bad**" in md
     # each card's control shows its pick; the others show nothing selected
-    assert [at.button_group(key=f"g_card_{i}").value for i in (ids[-1], ids[1], ids[0])] == ["Good", "Bad", None]
+    assert [card_control(at, i).value for i in (ids[-1], ids[1], ids[0])] == ["Good", "Bad", None]
     assert at.button(key="g_retrain").disabled is False
     at.button(key="g_undo").click().run()
-    assert at.button_group(key=f"g_card_{ids[1]}").value is None
+    assert card_control(at, ids[1]).value is None
     # Good again on the good card changes nothing and says how to take a pick back
     card_action(at, ids[-1], None)
-    assert at.button_group(key=f"g_card_{ids[-1]}").value == "Good"
+    assert card_control(at, ids[-1]).value == "Good"
     assert any("already your good exemplar" in t.value and "Undo" in t.value for t in at.toast)
     with session() as s:
         last = s.scalars(select(Feedback).order_by(Feedback.id.desc())).first()
@@ -104,7 +104,7 @@ def test_a_held_out_card_shows_its_split_and_refuses_a_pick_with_the_reason(gall
     assert not at.exception, [e.value for e in at.exception]
     assert any(f"from the {row['split']} split: pick exemplars from train" in t.value.replace("\\", "")
                for t in at.toast)  # the toast is escaped Markdown (it names the file)
-    assert at.button_group(key=f"g_card_{held}").value is None
+    assert card_control(at, held).value is None
     with session() as s:
         assert s.scalars(select(Feedback)).first() is None  # refused: nothing written
 
@@ -117,17 +117,17 @@ def test_a_pick_without_a_user_says_so_and_writes_nothing():
     other = query_explanations(rid, splits=["train"], limit=1)[0][0]["image_id"]
     fb.pick(get_or_create_user("rivera"), mid, other, "good", rid)  # another user's pick
     at = open_page(app_test(), "gallery")
-    assert at.button_group(key=f"g_card_{other}").value is None  # not shown as if it were the viewer's
+    assert card_control(at, other).value is None  # not shown as if it were the viewer's
     assert not any("rivera" in m.value for m in at.markdown)
     iid = card_ids(at)[1]
     card_action(at, iid, "Good")
     assert not at.exception, [e.value for e in at.exception]
     assert any("Pick or create a user" in t.value for t in at.toast)  # a toast: seen wherever the page is scrolled
-    assert at.button_group(key=f"g_card_{iid}").value is None
+    assert card_control(at, iid).value is None
     with session() as s:
         assert len(s.scalars(select(Feedback)).all()) == 1  # only rivera's
     card_action(at, iid, "Detail")  # looking needs no user
-    assert at.button(key="g_close") is not None and at.button_group(key=f"g_card_{iid}").value == "Detail"
+    assert at.button(key="g_close") is not None and card_control(at, iid).value == "Detail"
 
 
 def test_suggest_then_accept(gallery):
@@ -216,3 +216,16 @@ def test_annotations_page_lists_annotations_and_picks_as_text():
     assert list(df["comment"]) == ["<img src=x onerror=alert(1)>"]
     assert at.dataframe[1].value["undone_at"].notna().all()
     assert not any("onerror" in m.value for m in at.markdown)
+
+
+def test_a_replayed_card_value_is_not_a_click():
+    """A late browser sends a card control's value again (pages/parts/gallery_actions.py: is_replay): the option the
+    control was drawn with, or a value this control's key has already had, is ignored; anything else is a click."""
+    from pages.parts.gallery_actions import is_replay
+
+    done = {"g_card_7_none_0": "Good"}
+    assert is_replay(done, "g_card_7_good_1", "Good", "Good")      # the drawn option: a click would deselect it
+    assert is_replay(done, "g_card_7_none_0", "Good", None)        # this key's click, sent again
+    assert not is_replay(done, "g_card_7_none_0", "Bad", None)     # the same stale control, a different option
+    assert not is_replay(done, "g_card_8_none_0", "Good", None)    # a first click
+    assert not is_replay(done, "g_card_7_good_1", None, "Good")    # deselecting the drawn option: a click

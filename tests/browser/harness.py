@@ -165,4 +165,9 @@ def choose(page, label: str, option: str, tries: int = 4) -> None:
 
 def card_option(page, image_id: int | str, action: str):
     """The Good / Bad / Detail option of a gallery card (one segmented control a card; aria-checked when selected)."""
-    return page.locator(f".st-key-g_card_{image_id}[data-stale='false']").get_by_role("radio", name=action, exact=True)
+    return card_control(page, image_id).get_by_role("radio", name=action, exact=True)
+
+
+def card_control(page, image_id: int | str, stale_too: bool = False):
+    """A gallery card's control as drawn by the current run (its key is g_card_<id>_<state>_<n>: card_key)."""
+    return page.locator(f"[class*='st-key-g_card_{image_id}_']" + ("" if stale_too else "[data-stale='false']"))
