@@ -8,9 +8,10 @@ reference job; the second has the first. For every recorded point after 20 % it 
 (services/jobs/eta.py, the function the panel calls) and compares it with the real remaining time:
 
   estimator     the job's overall rate (elapsed × (1 − p) / p: the old estimate, and what the panel shows until a
-                job of the kind has finished), the current phase's rate (the alternative, not shown), and the
-                reference job's phase costs scaled by this job's speed (what the panel shows once a job of the
-                kind has finished)
+                job of the kind has finished), the current phase's rate (the alternative, not shown), the
+                reference job's phase costs scaled by this job's speed (shown once a job of the kind has
+                finished), the job's own estimate (the evaluate job's measured seconds per image: shown whenever
+                the job gives one), and "panel": what services/jobs/eta.py: seconds_left chose at that point
 
 It prints, per job and estimator, the median and the 90th percentile of |shown − real| / real, the share of points
 within 25 %, and the goal (within 25 % after 20 %). Nothing is asserted: this is a bench.
@@ -45,6 +46,7 @@ if str(ROOT) not in sys.path:
 GOAL = 0.25
 AFTER = 0.20
 CHART_GOAL_S = 30.0
+ESTIMATORS = ("overall rate", "current phase rate", "reference phases", "job's own", "panel")
 
 
 class FirstChart(threading.Thread):
@@ -81,15 +83,18 @@ def replay(timeline: list, reference: list | None) -> dict[str, list[float]]:
     from services.jobs import eta
 
     total = float(timeline[-1][0])
-    errs: dict[str, list[float]] = {"overall rate": [], "current phase rate": [], "reference phases": []}
-    for k, (t, p) in enumerate(timeline):
+    errs: dict[str, list[float]] = {name: [] for name in ESTIMATORS}
+    for k, point in enumerate(timeline):
+        t, p = point[0], point[1]
         real = total - float(t)
         if p < AFTER or p >= 1.0 or real <= 1.0:
             continue
         prefix = timeline[: k + 1]
         shown = {"overall rate": eta.by_overall_rate(prefix, float(t)),
                  "current phase rate": eta.by_recent_rate(prefix, float(t)),
-                 "reference phases": eta.by_reference(prefix, float(t), reference) if reference else None}
+                 "reference phases": eta.by_reference(prefix, float(t), reference) if reference else None,
+                 "job's own": eta.by_job(prefix, float(t)),
+                 "panel": eta.seconds_left(prefix, float(t), reference)}
         for name, v in shown.items():
             if v is not None:
                 errs[name].append(abs(v - real) / real)
@@ -156,13 +161,14 @@ def main(argv=None) -> int:
                 rows.append({"job": name, "estimator": est, "n": len(xs),
                              "median": statistics.median(xs) if xs else None, "p90": p90(xs) if xs else None,
                              "within": sum(x <= GOAL for x in xs) / len(xs) if xs else None})
-            print(table(rows[-3:]), flush=True)
+            print(table(rows[-len(ESTIMATORS):]), flush=True)
             charts.append(f"{name}: first metrics point seen {chart.seconds:.1f} s after the start (goal ≤ "
                           f"{CHART_GOAL_S:.0f} s: {'met' if chart.seconds <= CHART_GOAL_S else 'MISSED'})"
                           if chart.seconds is not None else f"{name}: no metrics points (no live chart)")
             print(charts[-1], flush=True)
     print(f"\nETA error after {AFTER:.0%} of the job, on this machine ({os.cpu_count()} cores); goal: within "
-          f"{GOAL:.0%} (median). The panel shows 'reference phases' once a job of the kind has finished, else "
+          f"{GOAL:.0%} (median). The panel shows the job's own estimate when it gives one, else 'reference phases' "
+          "once a job of the kind has finished, else "
           "'overall rate'.")
     print(table(rows))
     print("\n".join(charts))

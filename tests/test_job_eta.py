@@ -69,3 +69,23 @@ def test_a_real_job_records_its_curve_and_the_next_reads_it(exemplar_home):
     assert tl and tl[-1][1] == 1.0 and all(a[0] <= b[0] for a, b in zip(tl, tl[1:]))
     assert jobs.reference_timeline("data.synth", {"name": "eta", "n": 64, "size": 32}) == tl
     assert jobs.reference_timeline("train") is None
+
+
+def test_the_jobs_own_estimate_is_kept_and_preferred():
+    """A job that knows its remaining work (the evaluate job) gives seconds left with its progress: the curve keeps
+    it as a third value, the panel counts it down from that point and prefers it to any rate; the other readers of
+    the curve read its first two values as before."""
+    tl = eta.Timeline()
+    assert tl.add(0.0, 0.1, left=90.0)
+    assert tl.add(10.0, 0.2, left=400.0)  # a slow method was just measured: far more left than the bar says
+    pts = tl.points()
+    assert pts == [[0.0, 0.1, 90.0], [10.0, 0.2, 400.0]]
+    assert eta.by_job(pts, 10.0) == 400.0
+    assert eta.by_job(pts, 25.0) == 385.0
+    assert eta.seconds_left(pts, 25.0, reference=[[0.0, 0.0], [50.0, 1.0]]) == 385.0
+    assert eta.by_job([[0.0, 0.1], [10.0, 0.2]], 10.0) is None  # a job without an estimate: the rates as before
+    assert eta.seconds_left([[0.0, 0.1], [10.0, 0.2]], 10.0) == eta.by_overall_rate([[0.0, 0.1], [10.0, 0.2]], 10.0)
+    assert eta.time_at(pts, 0.15) == pytest.approx(5.0)
+    assert eta.by_recent_rate(pts, 12.0) is not None
+    assert tl.add(20.0, 1.0, left=0.0) and tl.points()[-1] == [20.0, 1.0]  # a finished job needs no estimate
+    assert eta.by_job(tl.points(), 20.0) is None

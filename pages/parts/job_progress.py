@@ -49,7 +49,8 @@ def _reference(kind: str, params_json: str) -> list | None:
 
 def timing(job: dict) -> str:
     """'12s elapsed · about 1m 05s left' for a running job, 'took 3m 02s' for a finished one. The time left is
-    measured (services/jobs/eta.py): each phase weighted by its cost in the last finished job of this kind, else
+    measured (services/jobs/eta.py: seconds_left): the job's own estimate when it gives one (the evaluate job's
+    measured seconds per image), else each phase weighted by its cost in the last finished job of this kind, else
     the job's own rate so far; the panel polls every second or two, so it is never older than 5 s."""
     if job["status"] == "queued":
         return "waiting for a worker"

@@ -5,7 +5,11 @@ Equal bands per method and class made the first evaluate job's ETA 89 % wrong (b
 finetune every image and took ~80 % of the time on a small share of the bar. Here each method's work is weighted by
 its measured seconds per image once it has run a batch, and before that by its registry prior
 (`ExplanationMethod.cost`, in classifier passes) times the seconds per pass measured on the methods run so far.
-The fraction never goes back (a slower measurement than the prior only holds the bar until the work catches up).
+Each tick also gives the job's own estimate of the seconds left (`left_s`), which the panel prefers: when a method
+turns out slower than its prior, the bar holds (it never goes back) but the estimate is already right.
+The seconds before the scoring (the worker's start-up, loading the model and the data) count as work done: they
+are spent, so a fixed band for them made the job's own rate too slow at first. Storing the results takes the last
+1 %. The fraction never goes back (a slower measurement than the prior only holds the bar until the work catches up).
 """
 from __future__ import annotations
 
@@ -16,7 +20,7 @@ from core.registries import EXPLANATION_METHODS
 from core.registry import UnknownName
 
 FAITH_COST = 40.0    # POS, NEG, DEL, INS: 4 curves × 10 perturbed forward passes an image (core.metrics.faithfulness)
-LO, HI = 0.02, 0.95  # loading before, storing after
+HI = 0.99  # storing the results after
 
 
 def prior_cost(name: str, kwargs: dict, default_steps: int) -> float:
@@ -33,13 +37,14 @@ class EvalProgress:
     """Ticker of the evaluate job: `begin(i)` when method i starts, then `(images, msg)` after each batch."""
 
     def __init__(self, say: Callable[..., None], priors: list[float], images_per_method: int,
-                 clock: Callable[[], float] = time.monotonic):
+                 pre_seconds: float = 0.0, clock: Callable[[], float] = time.monotonic):
         self.say, self.prior, self.total, self.clock = say, [float(p) for p in priors], int(images_per_method), clock
+        self.pre = max(0.0, float(pre_seconds))
         self.done = [0] * len(self.prior)
         self.secs = [0.0] * len(self.prior)
         self.cur: int | None = None
         self.t = clock()
-        self.p = LO
+        self.p = 0.0
 
     def begin(self, i: int) -> None:
         self.cur, self.t = int(i), self.clock()
@@ -50,8 +55,12 @@ class EvalProgress:
             self.secs[self.cur] += now - self.t
             self.done[self.cur] += int(images)
         self.t = now
-        self.p = max(self.p, LO + (HI - LO) * self.fraction())
-        self.say(self.p, msg, **({"force": True} if force else {}))
+        self.p = max(self.p, HI * self.fraction())
+        self.say(self.p, msg, left_s=self.seconds_left(), **({"force": True} if force else {}))
+
+    def seconds_left(self) -> float:
+        """The expected seconds of the work not done yet (the job's own ETA: services/jobs/eta.py, by_job)."""
+        return sum(u * (self.total - d) for u, d in zip(self.seconds_per_image(), self.done))
 
     def seconds_per_image(self) -> list[float]:
         """Measured where a method has run a batch; else its prior × the measured seconds per prior unit."""
@@ -61,7 +70,7 @@ class EvalProgress:
         return [self.secs[i] / d if d else self.prior[i] * scale for i, d in enumerate(self.done)]
 
     def fraction(self) -> float:
-        """The share of the expected time done (0 … 1)."""
+        """The share of the expected time done (0 … 1), the seconds before the scoring included."""
         per = self.seconds_per_image()
-        total = sum(u * self.total for u in per)
-        return min(1.0, sum(u * d for u, d in zip(per, self.done)) / total) if total > 0 else 0.0
+        total = self.pre + sum(u * self.total for u in per)
+        return min(1.0, (self.pre + sum(u * d for u, d in zip(per, self.done))) / total) if total > 0 else 0.0

@@ -23,7 +23,7 @@ from core.registries import EXPLANATION_METHODS, METRICS as METRIC_SPECS
 from services.platform.batching import adaptive_batches
 from db.models import Model
 from services.data.datasets import load_arrays
-from services.explanations.eval_progress import EvalProgress, prior_cost
+from services.explanations.eval_progress import HI, EvalProgress, prior_cost
 from services.explanations.ltx import method_kwargs
 from services.models.registry import classifier_with_dataset, load_classifier
 from services.platform.database import session
@@ -71,11 +71,13 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
                      limit: int | None = None, targets: Sequence[str] = TARGETS, tau: float = 0.5,
                      batch_size: int = 32, finetune_steps: int | None = None, device: str | None = None,
                      store: bool = True, threads: int | None = None, job_id: int | None = None,
-                     progress: Progress | None = None) -> dict:
+                     progress: Progress | None = None, started: float | None = None) -> dict:
     """Score each method on `split` of the classifier's dataset; returns {model_id, dataset_id, split, n, tau,
     targets, methods: {name: {label, ar, ap, pos, neg, del, ins, seconds_per_image, n, true: {…}, curves: {…}}}}.
 
     The top-level ar … ins of a method are for the predicted class; `true` holds the same for the true class.
+    `started` (time.monotonic() when the job's attempt began): the seconds before the scoring count as work done in
+    the progress (services/explanations/eval_progress.py).
     """
     from core.train.classifier import cpu_threads
     say = progress or (lambda *a, **k: None)
@@ -97,7 +99,8 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
         raise ValueError(f"split {split!r} of dataset {row['dataset_id']} has no images")
     defaulted = methods is None or methods == "" or methods == []
     plan, skipped = _plan_methods(int(model_id), names, dev, model, defaulted, finetune_steps, say)
-    ticker = EvalProgress(say, [prior_cost(name, kw, _default_steps()) for name, _, kw in plan], len(targets) * n)
+    ticker = EvalProgress(say, [prior_cost(name, kw, _default_steps()) for name, _, kw in plan], len(targets) * n,
+                          pre_seconds=time.monotonic() - (t0 if started is None else started))
     out: dict[str, dict] = {}
     with cpu_threads(threads if str(dev) == "cpu" else None):
         for i, (name, reg, kw) in enumerate(plan):
@@ -108,7 +111,7 @@ def evaluate_methods(model_id: int, methods: str | Sequence[str] | None = None, 
     for r in out.values():
         r["evaluated_at"], r["job_id"] = stamp, job_id
     if store:
-        say(0.97, "storing results", force=True)
+        say(max(ticker.p, HI), "storing results", force=True)
         store_results(int(model_id), out)
     result = {"model_id": int(model_id), "dataset_id": int(row["dataset_id"]), "split": split, "n": n,
               "tau": float(tau), "targets": targets, "methods": out, "skipped": skipped,
@@ -260,4 +263,5 @@ def evaluate_job(ctx) -> dict:
         int(p["model_id"]), p.get("methods"), p.get("split") or "test", int(p["limit"]) if p.get("limit") else None,
         targets, float(p.get("tau", 0.5)), int(p.get("batch_size") or 32),
         int(p["finetune_steps"]) if p.get("finetune_steps") is not None else None, p.get("device"),
-        bool(p.get("store", True)), int(p["threads"]) if p.get("threads") else None, ctx.job_id, ctx.progress)
+        bool(p.get("store", True)), int(p["threads"]) if p.get("threads") else None, ctx.job_id, ctx.progress,
+        getattr(ctx, "started", None))

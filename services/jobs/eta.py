@@ -8,6 +8,9 @@ and a late one slow. Two estimators, both measured:
 - `by_reference`: the last finished job of the same kind (the same parameters first) gives each stretch of
   progress its measured cost; the time left is that job's time from p to the end, scaled by how fast this job went
   over the stretch it just did (the current phase, against the same stretch there).
+- `by_job`: a job that knows its own remaining work better than any band (the evaluate job: each method's
+  measured seconds per image, services/explanations/eval_progress.py) puts its estimate in the curve's points as a
+  third value, [seconds, fraction, seconds left]; the panel counts it down from that point and prefers it.
 - `by_overall_rate`: without such a job, the job's own rate so far (elapsed × (1 − p) / p, with elapsed counted to
   now, so a stall slows it). bench/eta.py compares it with `by_recent_rate` (the current phase's rate over the
   last RECENT_S or quarter of the time): on the demo's retrain and evaluate jobs the recent rate overreacts to
@@ -32,12 +35,14 @@ class Timeline:
     def __init__(self):
         self._pts: list[list[float]] = []
 
-    def add(self, seconds: float, fraction: float) -> bool:
+    def add(self, seconds: float, fraction: float, left: float | None = None) -> bool:
+        """A point [seconds, fraction] (with the job's own seconds left as a third value when it gave one)."""
         if self._pts:
-            t, p = self._pts[-1]
+            t, p = self._pts[-1][0], self._pts[-1][1]
             if fraction < p or (fraction - p < MIN_STEP and seconds - t < MIN_GAP_S and fraction < 1.0):
                 return False
-        self._pts.append([round(float(seconds), 2), round(float(fraction), 5)])
+        pt = [round(float(seconds), 2), round(float(fraction), 5)]
+        self._pts.append(pt if left is None or fraction >= 1.0 else [*pt, round(max(0.0, float(left)), 1)])
         if len(self._pts) > MAX_POINTS:
             self._pts = self._pts[:1] + self._pts[1:-1:2] + self._pts[-1:]
         return True
@@ -50,14 +55,14 @@ def time_at(timeline: list, fraction: float) -> float | None:
     """Seconds at which the curve reached `fraction` (linear between its points); None for an empty curve."""
     if not timeline:
         return None
-    ps = [p for _, p in timeline]
+    ps = [pt[1] for pt in timeline]
     k = bisect_left(ps, fraction)
     if k == 0:
-        t0, p0 = timeline[0]
+        t0, p0 = timeline[0][0], timeline[0][1]
         return float(t0) * (fraction / p0) if p0 > 0 else float(t0)
     if k >= len(timeline):
         return float(timeline[-1][0])
-    (ta, pa), (tb, pb) = timeline[k - 1], timeline[k]
+    (ta, pa), (tb, pb) = timeline[k - 1][:2], timeline[k][:2]
     return float(ta) if pb <= pa else float(ta) + (float(tb) - float(ta)) * (fraction - pa) / (pb - pa)
 
 
@@ -90,11 +95,11 @@ def by_recent_rate(timeline: list, elapsed: float) -> float | None:
         return None
     window = max(RECENT_S, elapsed / 4)
     start = max(0.0, elapsed - window)
-    past = [q for t, q in timeline if t <= start]
+    past = [pt[1] for pt in timeline if pt[0] <= start]
     p_start = float(past[-1]) if past else 0.0
     rate = (p - p_start) / (elapsed - start) if elapsed > start else 0.0
     if rate <= 0:  # no progress within the window (a stall): since the last point before the current fraction
-        before = [(t, q) for t, q in timeline if q < p]
+        before = [(pt[0], pt[1]) for pt in timeline if pt[1] < p]
         if before:
             t_prev, q_prev = before[-1]
             rate = (p - float(q_prev)) / max(elapsed - float(t_prev), 1e-9)
@@ -109,9 +114,19 @@ def by_overall_rate(timeline: list, elapsed: float) -> float | None:
     return elapsed * (1.0 - p) / p if 0.0 < p < 1.0 else None
 
 
+def by_job(timeline: list, elapsed: float) -> float | None:
+    """The job's own estimate at its last point, counted down since (None when the job gives none)."""
+    if not timeline or len(timeline[-1]) < 3 or not 0.0 < float(timeline[-1][1]) < 1.0:
+        return None
+    return max(0.0, float(timeline[-1][2]) - max(0.0, elapsed - float(timeline[-1][0])))
+
+
 def seconds_left(timeline: list, elapsed: float | None, reference: list | None = None) -> float | None:
-    """The ETA a page shows: by the reference job's phase costs when there is one, else by the job's own rate so
-    far; None until measurable (no progress yet)."""
+    """The ETA a page shows: the job's own estimate when it gives one, else by the reference job's phase costs when
+    there is one, else by the job's own rate so far; None until measurable (no progress yet)."""
     if elapsed is None or not timeline:
         return None
+    own = by_job(timeline, elapsed)
+    if own is not None:
+        return own
     return by_reference(timeline, elapsed, reference) if reference else by_overall_rate(timeline, elapsed)

@@ -61,8 +61,15 @@ class JobContext:
         self._timeline = Timeline()
         self.lost = threading.Event()
 
-    def progress(self, fraction: float, message: str = "", metrics: dict | None = None, force: bool = False) -> None:
-        """Record progress 0..1, a message and optionally one step's metrics; raise JobCancelled if asked.
+    @property
+    def started(self) -> float:
+        """time.monotonic() when this attempt started: the clock of its progress curve (`jobs.timeline`)."""
+        return self._t0
+
+    def progress(self, fraction: float, message: str = "", metrics: dict | None = None, force: bool = False,
+                 left_s: float | None = None) -> None:
+        """Record progress 0..1, a message and optionally one step's metrics (and the job's own estimate of the
+        seconds left, kept in its progress curve: services/jobs/eta.py, by_job); raise JobCancelled if asked.
         Each write is its own short transaction."""
         now = time.monotonic()
         if self.echo and message:  # one updating line (\r), ended by execute_job: a refusal stays one plain line
@@ -77,7 +84,7 @@ class JobContext:
             return
         self._last_write = now
         values: dict[str, Any] = {"progress": float(max(0.0, min(1.0, fraction)))}
-        if self._timeline.add(now - self._t0, values["progress"]):
+        if self._timeline.add(now - self._t0, values["progress"], left_s):
             values["timeline"] = self._timeline.points()
         if message:
             values["message"] = message[:2000]
