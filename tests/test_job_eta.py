@@ -89,3 +89,11 @@ def test_the_jobs_own_estimate_is_kept_and_preferred():
     assert eta.by_recent_rate(pts, 12.0) is not None
     assert tl.add(20.0, 1.0, left=0.0) and tl.points()[-1] == [20.0, 1.0]  # a finished job needs no estimate
     assert eta.by_job(tl.points(), 20.0) is None
+
+
+def test_a_spent_estimate_gives_way_to_the_rates():
+    """The job said 10 s left at 20 s and is still running at 45 s (a stall): the panel shows the job's own rate
+    (which a stall slows), not "0s left"."""
+    pts = [[0.0, 0.1, 200.0], [20.0, 0.5, 10.0]]
+    assert eta.by_job(pts, 45.0) == 0.0
+    assert eta.seconds_left(pts, 45.0) == pytest.approx(eta.by_overall_rate(pts, 45.0)) and eta.seconds_left(pts, 45.0) > 0

@@ -122,11 +122,11 @@ def by_job(timeline: list, elapsed: float) -> float | None:
 
 
 def seconds_left(timeline: list, elapsed: float | None, reference: list | None = None) -> float | None:
-    """The ETA a page shows: the job's own estimate when it gives one, else by the reference job's phase costs when
-    there is one, else by the job's own rate so far; None until measurable (no progress yet)."""
+    """The ETA a page shows: the job's own estimate when it gives one (and has not run out), else by the reference
+    job's phase costs when there is one, else by the job's own rate so far; None until measurable (no progress)."""
     if elapsed is None or not timeline:
         return None
     own = by_job(timeline, elapsed)
-    if own is not None:
+    if own:  # counted down to 0 with the job still running (a stall, or a slow last step): the rates take over
         return own
     return by_reference(timeline, elapsed, reference) if reference else by_overall_rate(timeline, elapsed)
