@@ -5,11 +5,11 @@ Equal bands per method and class made the first evaluate job's ETA 89 % wrong (b
 finetune every image and took ~80 % of the time on a small share of the bar. Here each method's work is weighted by
 its measured seconds per image once it has run a batch, and before that by its registry prior
 (`ExplanationMethod.cost`, in classifier passes) times the seconds per pass measured on the methods run so far.
-Each tick also gives the job's own estimate of the seconds left (`left_s`), which the panel prefers: when a method
-turns out slower than its prior, the bar holds (it never goes back) but the estimate is already right.
 The seconds before the scoring (the worker's start-up, loading the model and the data) count as work done: they
 are spent, so a fixed band for them made the job's own rate too slow at first. Storing the results takes the last
-1 %. The fraction never goes back (a slower measurement than the prior only holds the bar until the work catches up).
+1 %. The fraction never goes back: a method slower than its prior holds the bar until the work catches up. So each
+tick also gives the job's own estimate of the seconds left (`left_s`), which the panel prefers: it is right from the
+slow method's first batch on.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from core.registries import EXPLANATION_METHODS
 from core.registry import UnknownName
 
 FAITH_COST = 40.0    # POS, NEG, DEL, INS: 4 curves × 10 perturbed forward passes an image (core.metrics.faithfulness)
-HI = 0.99  # storing the results after
+HI = 0.99            # the bar's end before storing the results
 
 
 def prior_cost(name: str, kwargs: dict, default_steps: int) -> float:
