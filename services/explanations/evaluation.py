@@ -264,4 +264,4 @@ def evaluate_job(ctx) -> dict:
         targets, float(p.get("tau", 0.5)), int(p.get("batch_size") or 32),
         int(p["finetune_steps"]) if p.get("finetune_steps") is not None else None, p.get("device"),
         bool(p.get("store", True)), int(p["threads"]) if p.get("threads") else None, ctx.job_id, ctx.progress,
-        getattr(ctx, "started", None))
+        ctx.started)
