@@ -7,7 +7,7 @@ Actions (the gallery of the demo's GradCAM ranking, the first screen):
                 (both timed from the click on the option; the dropdown is opened before the clock starts)
   next page     page number +1 / −1           opacity       map opacity slider one step
   open detail   a card's Detail option        G / B / U     mark good / mark bad / undo in the detail view
-  page nav      sidebar Gallery → Annotations → Gallery
+  page nav      sidebar Gallery → Annotations → Gallery (both, then each direction)
   reading       on the Reading page, a key 1–5 answers the item and the next item shows (goal, issue 25: median
                 ≤ 1 s); a study of the demo's GradCAM run is created for --user first (an ordinal 1–5 question)
   cancel        an Occlusion explain job is started from the gallery; Cancel → the bar says "cancelled"
@@ -227,16 +227,21 @@ def table(results: dict[str, list[float]]) -> str:
     return "\n".join(lines)
 
 
-def main(argv=None) -> int:
-    args = parse_args(argv)
+def check_args(args: argparse.Namespace) -> set[str] | None:
+    """The wanted actions, or None after a one-line message (an unknown action, no browser)."""
     wanted = {a.strip() for a in args.actions.split(",") if a.strip()}
     unknown = wanted - set(ACTIONS)
     if unknown:
         print(f"unknown action(s) {', '.join(sorted(unknown))}; choose from {', '.join(ACTIONS)}", file=sys.stderr)
-        return 2
+        return None
     if not Path(args.chromium).exists():
         print(f"no browser at {args.chromium}: install Debian's chromium (make system-deps)", file=sys.stderr)
-        return 2
+        return None
+    return wanted
+
+
+def measure(url: str, args: argparse.Namespace, wanted: set[str]) -> dict[str, list[float]]:
+    """Every wanted action on the app at url, in one browser: {action: [seconds, …]} (bench/ui_latency_ab.py too)."""
     from playwright.sync_api import sync_playwright  # only when measuring: --help works without it
 
     results: dict[str, list[float]] = {}
@@ -246,21 +251,32 @@ def main(argv=None) -> int:
         page.set_default_timeout(args.timeout * 1000)
         t = Timer(page, args.timeout)
         t0 = time.monotonic()
-        page.goto(args.url)
+        page.goto(url)
         page.get_by_text("Explanation gallery").first.wait_for()
         t.idle()
         results["first screen"] = [time.monotonic() - t0]
         _sidebar_user(page, t, args.user)
         results.update(gallery_actions(page, t, args.repeats, wanted))
-        if "page_nav" in wanted:
-            results["page_nav"] = nav_action(page, t, args.repeats)
+        if "page_nav" in wanted:  # both directions, then each: the gallery is the heavier page to draw
+            nav = nav_action(page, t, args.repeats)
+            results["page_nav"] = nav
+            results[" →Annotations"], results[" →Gallery"] = nav[0::2], nav[1::2]
         if "reading" in wanted:
-            results["reading"] = reading_action(page, t, args.repeats, args.url, args.user)
-            page.goto(args.url)
+            results["reading"] = reading_action(page, t, args.repeats, url, args.user)
+            page.goto(url)
             t.idle()
         if "cancel" in wanted:
             results["cancel"] = cancel_action(page, t, max(1, min(args.repeats, 3)), args.timeout)
         browser.close()
+    return results
+
+
+def main(argv=None) -> int:
+    args = parse_args(argv)
+    wanted = check_args(args)
+    if wanted is None:
+        return 2
+    results = measure(args.url, args, wanted)
     print(table(results))
     if args.json_out:
         summary = {k: {"n": len(v), "median_s": statistics.median(v) if v else None, "p95_s": p95(v) if v else None,
@@ -268,7 +284,6 @@ def main(argv=None) -> int:
         Path(args.json_out).write_text(json.dumps({"url": args.url, "width": args.width, "results": summary},
                                                   indent=2))
     return 0
-
 
 if __name__ == "__main__":
     sys.exit(main())

@@ -53,7 +53,22 @@ def start_here(pair: dict, u: dict | None) -> None:
 # ----------------------------------------------------------------------------------------------- explain job
 
 def explain_panel(model: dict, dataset: dict, has_runs: bool) -> None:
-    with st.expander("Compute explanations (explain job)", expanded=not has_runs):
+    """Open at first (no run yet); once runs exist it opens on a click, and its controls are drawn only while it is
+    open: a closed expander's widgets are still sent and rendered, ~0.1 s of every navigation to the gallery."""
+    panel = st.expander("Compute explanations (explain job)", expanded=not has_runs, key="g_explain",
+                        on_change="rerun")
+    if panel.open:
+        explain_controls(panel, model)
+    jid = st.session_state.get("g_job")
+    if jid:
+        # polls every 0.25 s while the job runs (Cancel → "cancelled" within ~2 s with the worker's 0.3 s grace),
+        # then draws it once without a timer
+        live_job(jid, "g_job", every=0.25, chart=False, extra=_open_new_run)
+
+
+def explain_controls(panel, model: dict) -> None:
+    """Method, splits, target and τ of an explain job, and the button that queues it for the worker."""
+    with panel:
         c1, c2, c3, c4 = st.columns([2, 3, 2, 2])
         method = c1.selectbox("Method", list(METHOD_LABELS), format_func=METHOD_LABELS.get, key="g_job_method")
         splits = c2.multiselect("Splits (none = all)", ["train", "val", "test", "test_shifted"], key="g_job_splits")
@@ -69,11 +84,6 @@ def explain_panel(model: dict, dataset: dict, has_runs: bool) -> None:
                                          "target": target, "tau": tau}, u["id"])
                 st.session_state["g_job"] = jid
                 st.session_state["g_job_seen"] = False
-    jid = st.session_state.get("g_job")
-    if jid:
-        # polls every 0.25 s while the job runs (Cancel → "cancelled" within ~2 s with the worker's 0.3 s grace),
-        # then draws it once without a timer
-        live_job(jid, "g_job", every=0.25, chart=False, extra=_open_new_run)
 
 
 def _open_new_run(job: dict) -> None:
@@ -91,8 +101,8 @@ def own_pair(model_id: int, u: dict | None) -> dict:
 
 
 def pinned_pair(model: dict, run: dict, dataset_id: int, classes: list[str], opacity: float, cmap: str,
-                u: dict | None) -> dict:
-    pair = own_pair(model["id"], u)
+                u: dict | None, pair: dict) -> None:
+    """The viewer's good and bad exemplars (`pair`, own_pair: read once a run), Retrain, Suggest, Undo, history."""
     with st.container(border=True):
         st.markdown("**Chosen exemplar pair** " + (f"(of {md_escape(u['name'])})" if u else "(pick a user to choose)"))
         cols = st.columns([2, 2, 3])
@@ -138,7 +148,6 @@ def pinned_pair(model: dict, run: dict, dataset_id: int, classes: list[str], opa
             history = st.expander("Pick history", key="g_hist", on_change="rerun")
             if history.open:  # drawn only while open: a table on every click costs the browser ~70 ms
                 pick_history(history, model["id"], u)
-    return pair
 
 
 def pick_history(box, model_id: int, u: dict | None) -> None:
@@ -263,7 +272,8 @@ def body(model: dict, run: dict, dataset_id: int, classes: list[str]) -> None:
     """Settings, pinned pair, detail view and grid: one fragment, so a click reruns only this."""
     show_flash()
     u = current_user()
-    start_here(own_pair(model["id"], u), u)
+    pair = own_pair(model["id"], u)
+    start_here(pair, u)
     rid = run["id"]
     splits = run_splits(rid, str(run["maps_path"]))
     restore_view(classes, splits)
@@ -271,7 +281,7 @@ def body(model: dict, run: dict, dataset_id: int, classes: list[str]) -> None:
     ss = st.session_state
     opacity, cmap, sort = ss["g_opacity"], ss["g_cmap"], ss["g_sort"]
     rows, total, page, pages = page_rows(rid, page_box)
-    pair = pinned_pair(model, run, dataset_id, classes, opacity, cmap, u)
+    pinned_pair(model, run, dataset_id, classes, opacity, cmap, u, pair)
     det = ss.get("g_detail")
     if det is not None:
         drow = next((r for r in rows if r["image_id"] == det), None) or ex.explanation_for(rid, det)
@@ -310,13 +320,13 @@ def pick_run(runs: list[dict]) -> dict:
 
 def summary(run: dict) -> None:
     s = run["summary"]
-    m = st.columns(6)
-    m[0].metric("images", s.get("n", "n/a"))
-    m[1].metric("accuracy", fmt(s.get("accuracy"), 3))
-    m[2].metric("mean AR", fmt(s.get("ar_mean"), 3), help="mean over images where AR is defined; " + NA_HELP)
-    m[3].metric("mean AP", fmt(s.get("ap_mean"), 3), help="AR alone rewards a map that lights up everything")
-    m[4].metric("mean F1", fmt(s.get("f1_mean"), 3))
-    m[5].metric("mean WR", fmt(s.get("wr_mean"), 3), help="share of the confounder (marker) covered by T(E); "
+    m = st.container(horizontal=True)  # one flex row: 7 elements where six columns took 13
+    m.metric("images", s.get("n", "n/a"))
+    m.metric("accuracy", fmt(s.get("accuracy"), 3))
+    m.metric("mean AR", fmt(s.get("ar_mean"), 3), help="mean over images where AR is defined; " + NA_HELP)
+    m.metric("mean AP", fmt(s.get("ap_mean"), 3), help="AR alone rewards a map that lights up everything")
+    m.metric("mean F1", fmt(s.get("f1_mean"), 3))
+    m.metric("mean WR", fmt(s.get("wr_mean"), 3), help="share of the confounder (marker) covered by T(E); "
                 "n/a when the images have no marker mask")
 
 

@@ -165,8 +165,12 @@ def test_a_reader_sees_no_retrain_or_explain_controls_in_the_gallery(study):
     keys = [b.key for b in at.button]
     assert "g_retrain" not in keys and "g_start" not in keys
     assert any("readers do not retrain" in c.value for c in at.caption)
+    assert not any(e.label.startswith("Compute explanations") for e in at.expander)
     res = open_page(app_test(user={"id": ids["res"], "name": "res"}), "gallery")
-    assert {"g_retrain", "g_start"} <= {b.key for b in res.button}
+    assert "g_retrain" in {b.key for b in res.button}
+    assert any(e.label.startswith("Compute explanations") for e in res.expander)
+    res.session_state["g_explain"] = True  # a click on the closed panel: its controls are drawn only while it is open
+    assert "g_start" in {b.key for b in res.run().button}
 
 
 def test_a_press_from_a_previous_items_buttons_is_refused_in_words_and_stores_nothing(study):

@@ -32,7 +32,7 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
-def _wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
+def wait_http(url: str, proc: subprocess.Popen, timeout: float = 90) -> None:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:
@@ -63,7 +63,7 @@ class LiveApp:
         self.app = subprocess.Popen(
             streamlit_command(self.port, "127.0.0.1", True, "--server.fileWatcherType", "none"),  # as exemplar serve
             env=self.env, cwd=ROOT, stdout=self.app_log, stderr=subprocess.STDOUT, start_new_session=True)
-        _wait_http(self.url + "/_stcore/health", self.app)
+        wait_http(self.url + "/_stcore/health", self.app)
 
     def stop(self) -> None:
         for p in (self.app, self.worker):

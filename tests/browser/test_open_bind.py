@@ -9,7 +9,7 @@ import sys
 
 import pytest
 
-from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, _wait_http, free_port, wait_idle
+from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, wait_http, free_port, wait_idle
 
 pytestmark = pytest.mark.browser
 
@@ -25,7 +25,7 @@ def test_an_open_bind_without_sign_in_serves_only_the_refusal(exemplar_home):
                             "--server.address", "0.0.0.0", "--server.headless", "true"],
                            env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
     try:
-        _wait_http(f"http://127.0.0.1:{port}/_stcore/health", app)
+        wait_http(f"http://127.0.0.1:{port}/_stcore/health", app)
         with sync_playwright() as p:
             browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=CHROMIUM_ARGS)
             try:

@@ -10,7 +10,7 @@ import sys
 
 import pytest
 
-from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, _wait_http, free_port, wait_idle
+from tests.browser.harness import CHROMIUM, CHROMIUM_ARGS, ROOT, wait_http, free_port, wait_idle
 
 pytestmark = pytest.mark.browser
 oidc_mock = pytest.importorskip("oidc_provider_mock")
@@ -51,7 +51,7 @@ def signin_app(exemplar_home, seeded):
              "--server.fileWatcherType", "none", "--secrets.files", str(secrets)],
             env=env, cwd=ROOT, stdout=log, stderr=subprocess.STDOUT, start_new_session=True)
         try:
-            _wait_http(f"http://127.0.0.1:{port}/_stcore/health", app)
+            wait_http(f"http://127.0.0.1:{port}/_stcore/health", app)
             yield f"http://127.0.0.1:{port}"
         finally:
             os.killpg(app.pid, signal.SIGTERM)
