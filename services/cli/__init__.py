@@ -13,17 +13,11 @@ app = typer.Typer(help="Exemplar: explain image classifiers and correct them.", 
 
 # One module per area; each has register(app). Adding an area is one line here.
 AREAS = ["jobs_cmd", "runtime_cmd", "data_cmd", "train_cmd", "explain_cmd", "exbl_cmd",
-         "gen_cmd", "counterfactual_cmd", "ltx_cmd", "demo_cmd", "bench_cmd", "probe_cmd",
+         "gen_cmd", "counterfactual_cmd", "ltx_cmd", "demo_cmd", "probe_cmd",
          "users_cmd", "study_cmd", "audit_cmd", "report_cmd", "models_cmd"]
 
-for _name in AREAS:
-    try:
-        _mod = importlib.import_module(f"services.cli.{_name}")
-    except ModuleNotFoundError as exc:
-        if exc.name != f"services.cli.{_name}":
-            raise
-        continue
-    _mod.register(app)
+for _name in AREAS:  # a listed area that does not import is an error, never skipped
+    importlib.import_module(f"services.cli.{_name}").register(app)
 
 
 # Commands that act as no person: the schema (the one system action), the processes, and the bootstrap itself.
