@@ -54,14 +54,19 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--url", default="http://127.0.0.1:8501", help="the running app")
-    ap.add_argument("--repeats", type=int, default=5, help="timings per action")
-    ap.add_argument("--actions", default=",".join(ACTIONS), help=f"comma-separated subset of {', '.join(ACTIONS)}")
+    add_measure_args(ap, repeats=5, actions=",".join(ACTIONS))
+    return ap.parse_args(argv)
+
+
+def add_measure_args(ap: argparse.ArgumentParser, repeats: int, actions: str) -> None:
+    """The options measure() reads (bench/ui_latency_ab.py has them too), and --json."""
+    ap.add_argument("--repeats", type=int, default=repeats, help="timings per action")
+    ap.add_argument("--actions", default=actions, help=f"comma-separated subset of {', '.join(ACTIONS)}")
     ap.add_argument("--user", default="bench", help="user created / picked in the sidebar (picks need one)")
     ap.add_argument("--chromium", default="/usr/bin/chromium", help="browser executable (Debian's chromium)")
     ap.add_argument("--width", type=int, default=1280, help="viewport width in px")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one action")
     ap.add_argument("--json", dest="json_out", help="write the results as JSON here")
-    return ap.parse_args(argv)
 
 
 class Timer:

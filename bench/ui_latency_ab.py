@@ -23,7 +23,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
-from bench.ui_latency import ACTIONS, check_args, measure  # noqa: E402  (one set of timed actions)
+from bench.ui_latency import add_measure_args, check_args, measure  # noqa: E402  (one set of timed actions)
 from services.platform.streamlit_launch import streamlit_command  # noqa: E402  (served as exemplar serve)
 from tests.browser.harness import free_port, wait_http  # noqa: E402
 
@@ -35,13 +35,7 @@ def parse_args(argv=None) -> argparse.Namespace:
                                  formatter_class=argparse.RawDescriptionHelpFormatter, epilog=__doc__)
     ap.add_argument("--b", default="--runner.postScriptGC true", help="Streamlit options of variant B")
     ap.add_argument("--rounds", type=int, default=2, help="A then B, this many times (alternating)")
-    ap.add_argument("--repeats", type=int, default=6, help="timings per action per round")
-    ap.add_argument("--actions", default=GALLERY, help=f"comma-separated subset of {', '.join(ACTIONS)}")
-    ap.add_argument("--user", default="bench", help="user created / picked in the sidebar")
-    ap.add_argument("--chromium", default="/usr/bin/chromium", help="browser executable (Debian's chromium)")
-    ap.add_argument("--width", type=int, default=1280, help="viewport width in px")
-    ap.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one action")
-    ap.add_argument("--json", dest="json_out", help="write the samples as JSON here")
+    add_measure_args(ap, repeats=6, actions=GALLERY)  # --repeats a round, --actions, --user, … and --json
     return ap.parse_args(argv)
 
 
