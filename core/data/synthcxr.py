@@ -64,7 +64,8 @@ class SynthCXR:
 
 # ----------------------------------------------------------------------------------------------- parameters
 
-def _check_args(n: int, size: int, confounder: float) -> None:
+def check_args(n: int, size: int, confounder: float) -> None:
+    """A one-line ValueError for a size, count or confounder rate SynthCXR cannot make (also before a demo job)."""
     if not MIN_SIZE <= int(size) <= MAX_SIZE:
         raise ValueError(f"size must be between {MIN_SIZE} and {MAX_SIZE}, got {size}")
     if int(n) < len(CLASSES) * len(SPLITS):
@@ -418,7 +419,7 @@ def relpaths(labels: np.ndarray) -> list[str]:
 
 def generate(n: int = 2400, size: int = 64, confounder: float = 0.9, seed: int = 0) -> SynthCXR:
     """All n images in memory (use write_tree for large sizes: it streams chunk by chunk)."""
-    _check_args(n, size, confounder)
+    check_args(n, size, confounder)
     p = _params(n, confounder, seed)
     paths = relpaths(p["labels"])
     arrs = {k: np.zeros((n, size, size), np.uint8) for k in ("image", "lung", "lesion", "marker")}
@@ -454,7 +455,7 @@ def write_tree(root: str | Path, n: int = 2400, size: int = 64, confounder: floa
     (path,split), `attributes.csv` (per-image known attributes) and `synthcxr.json`. Returns the manifest with
     `counts` ({class: {split: n}}) added.
     """
-    _check_args(n, size, confounder)
+    check_args(n, size, confounder)
     root = Path(root)
     if root.exists() and any(root.iterdir()):
         raise FileExistsError(f"{root} exists and is not empty")

@@ -11,7 +11,6 @@ from pages.parts.gallery_actions import (METHOD_LABELS, NA_HELP, SORT_LABELS, an
                                          do_pick, fmt)
 from services.explanations import explaining as ex
 from pages.parts.viewer import explanation_viewer
-from services.platform.settings import get_settings
 
 SIDE = 220
 
@@ -20,14 +19,14 @@ SIDE = 220
 def detail_pngs(dataset_id: int, stamp: float, maps_path: str, map_index: int, image_index: int, opacity: float,
                 cmap: str) -> tuple[bytes, bytes, bytes | None, bytes | None]:
     """(original, overlay, lung mask, marker mask) as encoded PNGs; cached per image and style."""
-    home = str(get_settings().home_dir)
-    gray = ov._array(dataset_id, stamp, home, "images")[image_index]
-    emap = ov._maps(maps_path)[map_index].astype("float32")
-    has_lung = bool(ov._array(dataset_id, stamp, home, "has_lung")[image_index])
-    has_marker = bool(ov._array(dataset_id, stamp, home, "has_marker")[image_index])
-    lung = ov.png(ov.mask_rgb(gray, ov._array(dataset_id, stamp, home, "lung")[image_index]), SIDE) if has_lung else None
-    marker = (ov.png(ov.mask_rgb(gray, ov._array(dataset_id, stamp, home, "marker")[image_index], color=(255, 80, 0)),
-                     SIDE) if has_marker else None)
+    arr = ov.dataset_array  # `stamp` (ov.cache_stamp) keys this cache: a rebuilt dataset cache draws afresh
+    gray = arr(dataset_id, "images")[image_index]
+    emap = ov.maps_file(maps_path)[map_index].astype("float32")
+    has_lung = bool(arr(dataset_id, "has_lung")[image_index])
+    has_marker = bool(arr(dataset_id, "has_marker")[image_index])
+    lung = ov.png(ov.mask_rgb(gray, arr(dataset_id, "lung")[image_index]), SIDE) if has_lung else None
+    marker = (ov.png(ov.mask_rgb(gray, arr(dataset_id, "marker")[image_index], color=(255, 80, 0)), SIDE)
+              if has_marker else None)
     return (ov.png(ov.gray_rgb(gray), SIDE), ov.png(ov.blend(gray[None], emap[None], opacity, cmap)[0], SIDE), lung,
             marker)
 
@@ -40,7 +39,7 @@ def _compare_png(key: tuple, method: str, dataset_id: int, stamp: float, image_i
     if e is None or isinstance(e, str):
         return None
 
-    gray = ov._array(dataset_id, stamp, str(get_settings().home_dir), "images")[image_index]
+    gray = ov.dataset_array(dataset_id, "images")[image_index]
     return ov.png(ov.blend(gray[None], e[None], opacity, cmap)[0], SIDE)
 
 
@@ -65,7 +64,7 @@ def _compare(model: dict, run: dict, dataset_id: int, row: dict, opacity: float,
     if "error" in res:
         st.warning(f"The comparison failed: {res['error']}")
         return
-    stamp = ov._cache_stamp(dataset_id)
+    stamp = ov.cache_stamp(dataset_id)
     pngs = {m: _compare_png(key, m, dataset_id, stamp, i, float(opacity), cmap) for m in others}
     shown = [m for m in others if pngs[m] is not None]
     if shown:
@@ -88,7 +87,7 @@ def _wait_for(key: tuple) -> None:
 def detail_view(model: dict, run: dict, dataset_id: int, row: dict, page_rows: list[dict], classes: list[str],
                 opacity: float, cmap: str) -> None:
     i = int(row["image_index"])
-    stamp = ov._cache_stamp(dataset_id)
+    stamp = ov.cache_stamp(dataset_id)
     orig, over, lung, marker = detail_pngs(dataset_id, stamp, run["maps_path"], int(row["index"]), i, float(opacity),
                                            cmap)
     with st.container(border=True):

@@ -99,7 +99,8 @@ def colorbar_png(cmap: str, width: int = 220, height: int = 12) -> bytes:
     return png(np.repeat(lut[None], height, axis=0))
 
 
-def _cache_stamp(dataset_id: int) -> float:
+def cache_stamp(dataset_id: int) -> float:
+    """The dataset cache file's modification time: part of every cache key of what is drawn from it."""
     p = cache_path(dataset_id)
     return p.stat().st_mtime if p.exists() else 0.0
 
@@ -117,17 +118,18 @@ def _array(dataset_id: int, stamp: float, home: str, key: str) -> np.ndarray:
 
 def dataset_array(dataset_id: int, key: str) -> np.ndarray:
     """An array of the dataset cache, loaded once per server process (again when the cache file changes)."""
-    return _array(int(dataset_id), _cache_stamp(dataset_id), str(get_settings().home_dir), key)
+    return _array(int(dataset_id), cache_stamp(dataset_id), str(get_settings().home_dir), key)
 
 
 @st.cache_resource(max_entries=8, show_spinner=False)
-def _maps(maps_path: str):
+def maps_file(maps_path: str):
+    """The maps file of a run, opened once per server process."""
     return open_maps(maps_path)
 
 
 def run_maps(run: dict) -> np.ndarray:
     """A run's maps, memory-mapped (only the rows a page shows are read)."""
-    return _maps(run["maps_path"])
+    return maps_file(run["maps_path"])
 
 
 @st.cache_data(max_entries=64, show_spinner=False)
@@ -138,7 +140,7 @@ def page_overlays(run_id: int, maps_path: str, dataset_id: int, stamp: float, pa
         return []
 
     images = _array(int(dataset_id), stamp, str(get_settings().home_dir), "images")
-    maps = _maps(maps_path)
+    maps = maps_file(maps_path)
     mi = np.array([p[0] for p in pairs])
     ii = np.array([p[1] for p in pairs])
     gray = images[ii]
@@ -152,5 +154,5 @@ def page_overlays(run_id: int, maps_path: str, dataset_id: int, stamp: float, pa
 
 def overlays_for(run: dict, dataset_id: int, rows: list[dict], opacity: float, cmap: str, side: int = 160) -> list[bytes]:
     pairs = tuple((int(r["index"]), int(r["image_index"])) for r in rows)
-    return page_overlays(int(run["id"]), run["maps_path"], int(dataset_id), _cache_stamp(dataset_id), pairs,
+    return page_overlays(int(run["id"]), run["maps_path"], int(dataset_id), cache_stamp(dataset_id), pairs,
                          float(opacity), cmap, side)

@@ -697,7 +697,7 @@ def synth_dataset(name: str, n: int = 2400, size: int = 64, confounder: float = 
     check_use_case(user_id, "data.synth")  # a direct call is checked here; a job was checked when submitted
     name = check_name(name)
     man = synthcxr.manifest(n, size, confounder, seed)
-    synthcxr._check_args(n, size, confounder)
+    synthcxr.check_args(n, size, confounder)
     with session() as s:
         d = s.scalars(select(Dataset).where(Dataset.name == name)).first()
         if d is not None:
