@@ -7,7 +7,7 @@ import torch.nn as nn
 
 from core.models.base import Classifier
 from core.xbl import Exemplar, TrainSet, get_method
-from core.xbl.paste import _box
+from core.xbl.paste import paste_box
 
 
 class Corner(nn.Module):
@@ -56,8 +56,8 @@ def test_the_bad_region_is_pasted_at_random_places_by_the_runs_seed():
 
 def test_a_large_region_is_cut_to_max_area_around_the_peak():
     region = torch.ones(20, 20, dtype=torch.bool)
-    y0, y1, x0, x1 = _box(region, (5, 5), 0.09)
+    y0, y1, x0, x1 = paste_box(region, (5, 5), 0.09)
     assert (y1 - y0) * (x1 - x0) <= 0.09 * 400 and y0 <= 5 < y1 and x0 <= 5 < x1
     small = torch.zeros(20, 20, dtype=torch.bool)
     small[2:4, 3:6] = True
-    assert _box(small, (2, 3), 0.09) == (2, 4, 3, 6)
+    assert paste_box(small, (2, 3), 0.09) == (2, 4, 3, 6)

@@ -19,7 +19,7 @@ from core.xbl import XBLMethod, dilate, exemplar_map
 from core.xbl.counterexamples import Counterexamples
 
 
-def _box(region: torch.Tensor, peak: tuple[int, int], max_area: float) -> tuple[int, int, int, int]:
+def paste_box(region: torch.Tensor, peak: tuple[int, int], max_area: float) -> tuple[int, int, int, int]:
     """(y0, y1, x0, x1) of the region's bounding box, or a square of max_area around the peak when larger."""
     H, W = region.shape
     ys, xs = torch.nonzero(region, as_tuple=True)
@@ -45,7 +45,7 @@ class PasteCounterexamples(Counterexamples):
         if not bool(region.any()):
             raise ValueError("the bad exemplar's map is empty: no region to paste")
         peak = divmod(int(emap.argmax()), emap.shape[1])
-        y0, y1, x0, x1 = _box(region, peak, float(self.max_area))
+        y0, y1, x0, x1 = paste_box(region, peak, float(self.max_area))
         img = bad.image if bad.image.dim() == 3 else bad.image[None]
         self.patch = img[:, y0:y1, x0:x1].float()  # (C, h, w) in [0, 1]
         self.mask = region[y0:y1, x0:x1].float() if (y1 - y0) * (x1 - x0) < region.numel() else None

@@ -16,7 +16,7 @@ from db.models import Counterfactual, Explanation, StudyItem, StudyReader, User
 from services.team.audit import to_csv
 from services.platform.database import read_session
 from services.team.access import require
-from services.reading.studies import _current, _questions, _study
+from services.reading.studies import current_answers, study_questions, study_row
 from db.models import StudyAnswer
 from services.reading.studies import questions
 from services.team import audit
@@ -50,7 +50,7 @@ def _readers(s, study_id: int) -> list[User]:
 
 
 def _question(s, st_, question_id):
-    qs = _questions(s, st_.id)
+    qs = study_questions(s, st_.id)
     q = qs[0] if question_id is None else next((x for x in qs if x.id == int(question_id)), None)
     if q is None:
         raise ValueError(f"--question: study {st_.id} has no question {question_id}")
@@ -61,14 +61,14 @@ def answer_rows(user_id: int | None, study_id: int, history: bool = False) -> li
     """Every reader's current answer (all versions with history=True) and the consensus, one row each."""
     require(user_id, "study.read_results")
     with read_session() as s:
-        st_ = _study(s, study_id)
+        st_ = study_row(s, study_id)
         names = {u.id: u.name for u in s.scalars(select(User))}
-        qtext = {q.id: q.text for q in _questions(s, st_.id)}
+        qtext = {q.id: q.text for q in study_questions(s, st_.id)}
         pos = {it.id: it.position for it in s.scalars(select(StudyItem).where(StudyItem.study_id == st_.id))}
         if history:
             rows = list(s.scalars(select(StudyAnswer).where(StudyAnswer.study_id == st_.id).order_by(StudyAnswer.id)))
         else:
-            rows = list(_current(s, st_.id).values()) + list(_current(s, st_.id, consensus=True).values())
+            rows = list(current_answers(s, st_.id).values()) + list(current_answers(s, st_.id, consensus=True).values())
         return [{"study_id": st_.id, "item_id": a.item_id, "item": pos.get(a.item_id, 0) + 1, "side": a.side,
                  "question_id": a.question_id, "question": qtext.get(a.question_id, ""),
                  "reader": names.get(a.user_id, ""), "consensus": a.consensus, "value": a.value,
@@ -77,7 +77,7 @@ def answer_rows(user_id: int | None, study_id: int, history: bool = False) -> li
 
 
 def _matrix(s, st_, q, units, readers) -> np.ndarray:
-    cur = _current(s, st_.id)
+    cur = current_answers(s, st_.id)
     code = {v: i for i, v in enumerate(q.levels)}
     m = np.full((len(units), len(readers)), np.nan)
     for i, (it, sd) in enumerate(units):
@@ -131,7 +131,7 @@ def agreement(user_id: int | None, study_id: int, question_id: int | None = None
     spearman per metric (each {value|rho, low, high}), and the items with most disagreement."""
     require(user_id, "study.read_results")
     with read_session() as s:
-        st_ = _study(s, study_id)
+        st_ = study_row(s, study_id)
         q = _question(s, st_, question_id)
         units, readers = _units(s, st_), _readers(s, st_.id)
         m = _matrix(s, st_, q, units, readers)

@@ -188,7 +188,8 @@ def auto_pairs(model_id: int, method_a: str, method_b: str, n: int = 20) -> list
 
 # ------------------------------------------------------------------------------------------------ reading
 
-def _study(s, study_id: int) -> Study:
+def study_row(s, study_id: int) -> Study:
+    """The study's row in session s; a one-line ValueError for an unknown id."""
     st_ = s.get(Study, int(study_id))
     if st_ is None:
         raise ValueError(f"no study {study_id}")
@@ -209,7 +210,7 @@ def _sides(item: StudyItem, seed: int) -> list[str]:
     return ["b", "a"] if random.Random(f"{seed}:{item.id}").random() < 0.5 else ["a", "b"]
 
 
-def _current(s, study_id: int, user_id: int | None = None, consensus: bool = False) -> dict:
+def current_answers(s, study_id: int, user_id: int | None = None, consensus: bool = False) -> dict:
     """(item_id, question_id, side, user_id) → the newest answer row (answers are versions)."""
     q = select(StudyAnswer).where(StudyAnswer.study_id == int(study_id), StudyAnswer.consensus == consensus)
     if user_id is not None:
@@ -230,7 +231,7 @@ def my_studies(user_id: int | None) -> list[dict]:
         out = []
         for st_, _ in rows:
             wl = _worklist(s, st_, user)
-            total = sum(len(it.sides) for it in wl) * len(_questions(s, st_.id))
+            total = sum(len(it.sides) for it in wl) * len(study_questions(s, st_.id))
             done = sum(len(it.answers) for it in wl)  # the same count as the Reading page's progress
             skipped = sum(1 for it in wl for v in it.answers.values() if v is None)
             out.append({"study_id": st_.id, "name": st_.name, "items": len(wl), "answered": done, "total": total,
@@ -238,7 +239,8 @@ def my_studies(user_id: int | None) -> list[dict]:
         return out
 
 
-def _questions(s, study_id: int) -> list[StudyQuestion]:
+def study_questions(s, study_id: int) -> list[StudyQuestion]:
+    """The study's questions in their order."""
     return list(s.scalars(select(StudyQuestion).where(StudyQuestion.study_id == int(study_id))
                           .order_by(StudyQuestion.position)))
 
@@ -246,8 +248,9 @@ def _questions(s, study_id: int) -> list[StudyQuestion]:
 def questions(study_id: int) -> list[dict]:
     """The study's questions: id, text, scale, levels (the same for every reader)."""
     with read_session() as s:
-        _study(s, study_id)
-        return [{"id": q.id, "text": q.text, "scale": q.scale, "levels": list(q.levels)} for q in _questions(s, study_id)]
+        study_row(s, study_id)
+        return [{"id": q.id, "text": q.text, "scale": q.scale, "levels": list(q.levels)}
+                for q in study_questions(s, study_id)]
 
 
 def _worklist(s, st_: Study, user: dict) -> list[ReaderItem]:
@@ -255,8 +258,8 @@ def _worklist(s, st_: Study, user: dict) -> list[ReaderItem]:
     items = list(s.scalars(select(StudyItem).where(StudyItem.study_id == st_.id).order_by(StudyItem.position)))
     order = list(range(len(items)))
     random.Random(rd.seed).shuffle(order)  # each reader reads in their own order
-    mine = _current(s, st_.id, user["id"])
-    qids = [q.id for q in _questions(s, st_.id)]
+    mine = current_answers(s, st_.id, user["id"])
+    qids = [q.id for q in study_questions(s, st_.id)]
     out = []
     for num, i in enumerate(order, 1):
         it = items[i]
@@ -271,7 +274,7 @@ def worklist(user_id: int | None, study_id: int) -> list[dict]:
     """The reader's items in their own order, with their own current answers (blinded)."""
     user = require(user_id, "study.answer")
     with read_session() as s:
-        return [it.as_dict() for it in _worklist(s, _study(s, study_id), user)]
+        return [it.as_dict() for it in _worklist(s, study_row(s, study_id), user)]
 
 
 def item_pictures(user_id: int | None, study_id: int, item_id: int) -> dict:
@@ -279,7 +282,7 @@ def item_pictures(user_id: int | None, study_id: int, item_id: int) -> dict:
     'right'} for a pair (in this reader's order). Arrays only: nothing names a model or a method."""
     user = require(user_id, "study.answer")
     with read_session() as s:
-        st_ = _study(s, study_id)
+        st_ = study_row(s, study_id)
         rd = s.scalars(select(StudyReader).where(StudyReader.study_id == st_.id,
                                                  StudyReader.user_id == user["id"])).first()
         if rd is None and user["role"] == "reader":
@@ -308,13 +311,13 @@ def answer(user_id: int | None, study_id: int, item_id: int, value: str | None, 
     """Record the reader's answer (None = skip) as a new version; the old one stays. Returns {'answer_id', 'version'}."""
     user = require(user_id, "study.answer")
     with session() as s:
-        st_ = _study(s, study_id)
+        st_ = study_row(s, study_id)
         _reader_row(s, st_.id, user)
         return _store(s, st_, user, item_id, value, question_id, side, consensus=False, note="")
 
 
 def _store(s, st_: Study, user: dict, item_id: int, value, question_id, side: str, consensus: bool, note: str) -> dict:
-    qs = _questions(s, st_.id)
+    qs = study_questions(s, st_.id)
     q = qs[0] if question_id is None else next((x for x in qs if x.id == int(question_id)), None)
     if q is None:
         raise ValueError(f"--question: study {st_.id} has no question {question_id}")
@@ -346,7 +349,7 @@ def adjudicate(user_id: int | None, study_id: int, item_id: int, value: str, que
     """A researcher's or admin's consensus answer for an item (also a version: re-adjudication keeps the old)."""
     user = require(user_id, "study.adjudicate")
     with session() as s:
-        return _store(s, _study(s, study_id), user, item_id, value, question_id, side, consensus=True, note=note)
+        return _store(s, study_row(s, study_id), user, item_id, value, question_id, side, consensus=True, note=note)
 
 
 def consensus_pair(user_id: int | None, study_id: int, question_id: int | None = None) -> dict:
@@ -354,14 +357,14 @@ def consensus_pair(user_id: int | None, study_id: int, question_id: int | None =
     {'model_id', 'run_id', 'good': image_id | None, 'bad': image_id | None} (first consensus of each, in order)."""
     require(user_id, "study.read_results")
     with read_session() as s:
-        st_ = _study(s, study_id)
+        st_ = study_row(s, study_id)
         if st_.kind != "map":
             raise ValueError(f"study {study_id} is not over maps: no retrain pair")
-        qs = _questions(s, st_.id)
+        qs = study_questions(s, st_.id)
         q = qs[0] if question_id is None else next((x for x in qs if x.id == int(question_id)), None)
         if q is None or not {"good", "bad"} <= set(q.levels):
             raise ValueError("the retrain pair needs a question answered good / bad")
-        cons = _current(s, st_.id, consensus=True)
+        cons = current_answers(s, st_.id, consensus=True)
         items = {it.id: it for it in s.scalars(select(StudyItem).where(StudyItem.study_id == st_.id))}
         found: dict = {"good": None, "bad": None}
         for (iid, qid, _, _), a in sorted(cons.items(), key=lambda kv: items[kv[0][0]].position):
@@ -380,7 +383,8 @@ def list_studies(user_id: int | None) -> list[dict]:
             readers = [u.name for u in s.scalars(select(User).join(StudyReader, StudyReader.user_id == User.id)
                                                  .where(StudyReader.study_id == st_.id).order_by(User.name))]
             n = s.scalar(select(func.count(StudyItem.id)).where(StudyItem.study_id == st_.id)) or 0
-            qs = [{"id": q.id, "text": q.text, "scale": q.scale, "levels": list(q.levels)} for q in _questions(s, st_.id)]
+            qs = [{"id": q.id, "text": q.text, "scale": q.scale, "levels": list(q.levels)}
+                  for q in study_questions(s, st_.id)]
             out.append({"study_id": st_.id, "name": st_.name, "kind": st_.kind, "run_id": st_.run_id,
                         "readers": readers, "items": n, "questions": qs,
                         "created_at": st_.created_at.isoformat() if st_.created_at else None})
