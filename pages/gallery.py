@@ -52,7 +52,7 @@ def start_here(pair: dict, u: dict | None) -> None:
 
 # ----------------------------------------------------------------------------------------------- explain job
 
-def explain_panel(model: dict, dataset: dict, has_runs: bool) -> None:
+def explain_panel(model: dict, has_runs: bool) -> None:
     """Open at first (no run yet); once runs exist it opens on a click, and its controls are drawn only while it is
     open: a closed expander's widgets are still sent and rendered, ~0.1 s of every navigation to the gallery."""
     panel = st.expander("Compute explanations (explain job)", expanded=not has_runs, key="g_explain",
@@ -344,7 +344,7 @@ def main() -> None:
     runs = ex.list_runs(model["id"])
     u = current_user()
     if u is None or allowed(u["role"], "explain"):  # a reader browses and picks; a researcher computes maps
-        explain_panel(model, ds, bool(runs))
+        explain_panel(model, bool(runs))
     elif not runs:
         st.info(f"No explanations for model #{model['id']} yet: a researcher computes them (your role is reader).")
         return

@@ -210,11 +210,12 @@ def _sides(item: StudyItem, seed: int) -> list[str]:
     return ["b", "a"] if random.Random(f"{seed}:{item.id}").random() < 0.5 else ["a", "b"]
 
 
-def current_answers(s, study_id: int, user_id: int | None = None, consensus: bool = False) -> dict:
-    """(item_id, question_id, side, user_id) → the newest answer row (answers are versions)."""
+def current_answers(s, study_id: int, reader_id: int | None = None, consensus: bool = False) -> dict:
+    """(item_id, question_id, side, user_id) → the newest answer row (answers are versions). A read: `reader_id`
+    filters whose answers (None: every reader's), it is not who acts."""
     q = select(StudyAnswer).where(StudyAnswer.study_id == int(study_id), StudyAnswer.consensus == consensus)
-    if user_id is not None:
-        q = q.where(StudyAnswer.user_id == int(user_id))
+    if reader_id is not None:
+        q = q.where(StudyAnswer.user_id == int(reader_id))
     out: dict = {}
     for a in s.scalars(q.order_by(StudyAnswer.id)):
         out[(a.item_id, a.question_id, a.side, a.user_id)] = a
