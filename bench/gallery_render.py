@@ -188,6 +188,8 @@ def time_gallery(repeats: int = 3) -> dict[str, list[tuple[float, float]]]:
         times.setdefault("warm first page", []).append(clock(at.run))
         times.setdefault("sort change", []).append(clock(lambda: (at.selectbox(key="g_sort").set_value("ap"),
                                                                   at.radio(key="g_order").set_value("descending"))[1].run()))
+        at.session_state["g_more"] = True  # the filter panel is drawn only while open
+        at.run()
         times.setdefault("filter change", []).append(clock(lambda: at.selectbox(key="g_correct").set_value("wrong").run()))
         times.setdefault("next page", []).append(clock(lambda: at.number_input(key="g_page").set_value(2).run()))
     return times

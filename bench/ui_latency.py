@@ -4,7 +4,8 @@ once Streamlit is idle again (no "running" indicator, no stale elements, 250 ms 
 
 Actions (the gallery of the demo's GradCAM ranking, the first screen):
   sort          Sort by AR ↔ AP               filter        Prediction all ↔ wrong
-                (both timed from the click on the option; the dropdown is opened before the clock starts)
+                (both timed from the click on the option; the dropdown is opened before the clock starts; the
+                "Filter and display" panel, drawn only while open, is opened once before filter and opacity)
   next page     page number +1 / −1           opacity       map opacity slider one step
   open detail   a card's Detail option        G / B / U     mark good / mark bad / undo in the detail view
   page nav      sidebar Gallery → Annotations → Gallery (both, then each direction)
@@ -131,6 +132,9 @@ def gallery_actions(page, t: Timer, repeats: int, wanted: set[str]) -> dict[str,
             out.setdefault(name, []).append(t.measure(steps[k % len(steps)]))
 
     run("sort", [_select(page, "Sort by", "AP"), _select(page, "Sort by", "AR")])
+    if wanted & {"filter", "opacity"} and page.get_by_label("Prediction", exact=True).count() == 0:
+        page.get_by_text("Filter and display", exact=True).first.click()  # the panel is drawn only while open
+        t.idle()
     run("filter", [_select(page, "Prediction", "wrong"), _select(page, "Prediction", "all")])
     page_field = page.get_by_test_id("stNumberInput").filter(has_text="Page").first.locator("input")
 

@@ -16,6 +16,7 @@ from core.data.roles import role
 from pages.common import refuse_open_bind, current_user, selected_dataset, selected_model
 from pages.parts import overlays as ov, state as url
 from pages.parts.plain import md_escape
+from pages.parts.card_body import card_body
 from pages.parts.gallery_actions import (CARD_ACTIONS, CARD_METRICS, METHOD_LABELS, NA_HELP, SORT_LABELS, card_choice,
                                          card_key, cls_name, do_accept_suggestion, do_card, do_suggest, do_undo, fmt,
                                          show_flash)
@@ -31,6 +32,7 @@ PER_PAGE = (12, 24, 48, 96)
 VIEW_DEFAULTS = {"g_sort": "ar", "g_order": "ascending", "g_true": [], "g_pred": [], "g_correct": "all",
                  "g_split": [], "g_annot": "all", "g_opacity": 0.45, "g_cmap": None,
                  "g_per_page": url.GALLERY_PARAMS["per_page"][1]}
+PANEL_KEYS = ("g_correct", "g_annot", "g_split", "g_true", "g_pred", "g_opacity", "g_cmap")  # filter_controls draws
 CARD_PX = 262  # wide enough for Good | Bad | Detail on one line: three cards a row at 1280 px, four at 1600 px
 THUMB_PX = 240  # thumbnails encoded at about the card's image width (not upscaled by the browser)
 
@@ -197,27 +199,54 @@ def restore_view(classes: list[str], splits: list[str]) -> None:
 
 
 def settings(splits: list[str], classes: list[str]):
-    with st.expander("Sort, filter and display", expanded=True):
-        c = st.columns([2, 2, 1, 1])  # two rows of filters: every label and value readable at 1280 px
-        c[0].selectbox("Sort by", list(SORT_LABELS), format_func=SORT_LABELS.get, key="g_sort")
-        c[1].radio("Order", ["ascending", "descending"], key="g_order", horizontal=True)
-        c[2].selectbox("Prediction", ["all", "correct", "wrong"], key="g_correct")
-        c[3].selectbox("Annotated", ["all", "yes", "no"], key="g_annot")
-        f = st.columns(3)
-        f[0].multiselect("True class", list(range(len(classes))), format_func=lambda i: cls_name(classes, i),
-                         key="g_true", placeholder="any")
-        f[1].multiselect("Predicted class", list(range(len(classes))), format_func=lambda i: cls_name(classes, i),
-                         key="g_pred", placeholder="any")
+    """Sort, order and paging always; the filters and the map's look in a panel drawn only while open (the line
+    above the cards names the filters in force): nine widgets fewer on every navigation to the gallery. Returns the
+    row that the page number joins once the number of pages is known."""
+    row = st.container(horizontal=True, vertical_alignment="bottom")
+    row.selectbox("Sort by", list(SORT_LABELS), format_func=SORT_LABELS.get, key="g_sort", width=260)
+    row.radio("Order", ["ascending", "descending"], key="g_order", horizontal=True, width=250)
+    row.selectbox("Per page", PER_PAGE, key="g_per_page", width=100)
+    panel = st.expander("Filter and display", key="g_more", on_change="rerun")
+    if panel.open:
+        filter_controls(panel, splits, classes)
+    else:  # undrawn, their widget state may have been reset by Streamlit (after another page): the kept value rules
+        for k in PANEL_KEYS:
+            if f"_keep_{k}" in st.session_state:
+                st.session_state[k] = st.session_state[f"_keep_{k}"]
+    for k in VIEW_DEFAULTS:  # kept outside the widgets: Streamlit drops a widget's state on another page
+        st.session_state[f"_keep_{k}"] = st.session_state[k]
+    return row
+
+
+def filter_controls(panel, splits: list[str], classes: list[str]) -> None:
+    """Which images (prediction, annotation, split, true and predicted class) and how their maps look."""
+    with panel:
+        f = st.columns([1, 1, 2])  # every label and value readable at 1280 px
+        f[0].selectbox("Prediction", ["all", "correct", "wrong"], key="g_correct")
+        f[1].selectbox("Annotated", ["all", "yes", "no"], key="g_annot")
         f[2].multiselect("Split", splits, key="g_split", placeholder="any")
-        d = st.columns([2, 2, 1, 1])
+        g = st.columns(2)
+        g[0].multiselect("True class", list(range(len(classes))), format_func=lambda i: cls_name(classes, i),
+                         key="g_true", placeholder="any")
+        g[1].multiselect("Predicted class", list(range(len(classes))), format_func=lambda i: cls_name(classes, i),
+                         key="g_pred", placeholder="any")
+        d = st.columns(2)
         d[0].slider("Map opacity", 0.0, 1.0, step=0.05, key="g_opacity")
         d[1].selectbox("Colormap", ov.COLORMAPS, key="g_cmap")
         d[1].image(ov.colorbar_png(st.session_state["g_cmap"]), caption="map value E: 0 (left) → 1 (right)",
                    width="stretch")
-        d[2].selectbox("Per page", PER_PAGE, key="g_per_page")
-    for k in VIEW_DEFAULTS:  # kept outside the widgets: Streamlit drops a widget's state on another page
-        st.session_state[f"_keep_{k}"] = st.session_state[k]
-    return d[3]
+
+
+def active_filters(classes: list[str]) -> str:
+    """The filters in force, for the line above the cards (the panel that sets them may be closed)."""
+    ss = st.session_state
+    parts = [f"prediction {ss['g_correct']}" if ss["g_correct"] != "all" else "",
+             f"annotated {ss['g_annot']}" if ss["g_annot"] != "all" else "",
+             "split " + ", ".join(ss["g_split"]) if ss["g_split"] else "",
+             "true class " + ", ".join(cls_name(classes, i) for i in ss["g_true"]) if ss["g_true"] else "",
+             "predicted class " + ", ".join(cls_name(classes, i) for i in ss["g_pred"]) if ss["g_pred"] else ""]
+    shown = [md_escape(p) for p in parts if p]
+    return "filtered by " + " · ".join(shown) if shown else "no filter"
 
 
 def page_rows(rid: int, page_box) -> tuple[list[dict], int, int, int]:
@@ -238,23 +267,25 @@ def page_rows(rid: int, page_box) -> tuple[list[dict], int, int, int]:
         page = pages
         rows, total = ex.query_explanations(rid, offset=(page - 1) * per_page, **query)
     ss["g_page"] = page
-    page_box.number_input(f"Page (of {pages})", 1, pages, key="g_page")
+    page_box.number_input(f"Page (of {pages})", 1, pages, key="g_page", width=150)
     return rows, total, page, pages
 
 
 def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: str, good_id, bad_id, a) -> None:
-    """One thumbnail card. Few, cheap elements (plain st.text, one segmented control for Good / Bad / Detail): the
-    browser redraws a page of them on every sort / filter / page change, each element costing it about 1 ms."""
+    """One thumbnail card: three elements (its box, its map and lines as one st.html, one segmented control for
+    Good / Bad / Detail): the browser draws a page of them on every sort / filter / page change and navigation."""
     iid = r["image_id"]
     with st.container(border=True, width=CARD_PX):
         badge = " · ✅ good" if iid == good_id else (" · ❌ bad" if iid == bad_id else "")
-        st.image(img, width="stretch")
         ok = "✔" if r["correct"] else "✘"
-        st.text(f"{r['path'].rsplit('/', 1)[-1]}\n{r.get('split') or 'n/a'} split · {role(r.get('split'))}\n"  # plain
+        name = r["path"].rsplit("/", 1)[-1]
+        text = (f"{name}\n{r.get('split') or 'n/a'} split · {role(r.get('split'))}\n"
                 f"true {cls_name(classes, r['label'])}\npred {cls_name(classes, r['pred'])} {fmt(r['prob'])} {ok}\n"
                 + " · ".join(f"{SORT_LABELS[k]} {fmt(r[k])}" for k in CARD_METRICS)
-                + (f" · {SORT_LABELS[sort]} {fmt(r[sort])}" if sort not in CARD_METRICS else "") + badge,
-                help=NA_HELP if any(r[k] is None for k in CARD_METRICS) else None)
+                + (f" · {SORT_LABELS[sort]} {fmt(r[sort])}" if sort not in CARD_METRICS else "") + badge
+                + (f"\nannotated by {a['user']}: {a['quality'] or 'n/a'} · {a['rating'] or 'n/a'}/5" if a else ""))
+        st.html(card_body(img, f"map of {name}", text,
+                          tooltip=NA_HELP if any(r[k] is None for k in CARD_METRICS) else None))
         # the control shows the card's state (its pick, or Detail while open) as its default, under a key that
         # changes with it: the server never writes its value (card_key says why)
         shown = card_choice(iid, good_id, bad_id, st.session_state.get("g_detail"))
@@ -263,8 +294,6 @@ def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: s
                              on_change=do_card, args=(model["id"], rid, iid, key, shown),  # name as Markdown
                              label_visibility="collapsed",
                              width="stretch")
-        if a:
-            st.text(f"annotated by {a['user']}: {a['quality'] or 'n/a'} · {a['rating'] or 'n/a'}/5")
 
 
 @st.fragment
@@ -288,8 +317,9 @@ def body(model: dict, run: dict, dataset_id: int, classes: list[str]) -> None:
         if drow is not None:
             detail_view(model, run, dataset_id, drow, rows, classes, opacity, cmap)
     url.save_gallery(ss)
-    st.caption(f"{total} image(s) match · page {page} of {pages} · sorted by {SORT_LABELS[sort]} {ss['g_order']} "
-               f"(n/a last) · AR and AP at τ = {run['tau']} · n/a = undefined (no lung mask or an all-zero map)")
+    st.caption(f"{total} image(s) match ({active_filters(classes)}) · page {page} of {pages} · sorted by "
+               f"{SORT_LABELS[sort]} {ss['g_order']} (n/a last) · AR and AP at τ = {run['tau']} · n/a = undefined "
+               "(no lung mask or an all-zero map)")
     if not rows:
         st.info("No image matches these filters.")
         return

@@ -1,6 +1,7 @@
 """AppTest helpers: app_test() builds the app (through tests/apptest_entry.py), open_page(at, name) switches to a page."""
 from __future__ import annotations
 
+import html
 from pathlib import Path
 
 from streamlit.testing.v1 import AppTest
@@ -45,6 +46,18 @@ def train_only(image_ids: list[int]) -> list[int]:
     with session() as s:
         split = {i: s.get(Image, i).split for i in image_ids}
     return [i for i in image_ids if split[i] == "train"]
+
+
+def card_texts(at: AppTest) -> str:
+    """The lines of every gallery card as the user reads them (each card's map and lines are one st.html element,
+    pages/parts/card_body.py; its text is HTML-escaped)."""
+    return " ".join(html.unescape(h.value.split('class="card-text"', 1)[-1]) for h in at.html if "card-text" in h.value)
+
+
+def open_filters(at: AppTest) -> AppTest:
+    """Open the gallery's "Filter and display" panel (its widgets are drawn only while it is open) and rerun."""
+    at.session_state["g_more"] = True
+    return at.run()
 
 
 def card_action(at: AppTest, image_id: int, action: str) -> AppTest:

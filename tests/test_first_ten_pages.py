@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from db.models import utcnow
 from services.team.users import get_or_create_user, list_users
-from tests.helpers_app import ENTRY, app_test, card_ids
+from tests.helpers_app import ENTRY, app_test, card_ids, open_filters
 from tests.helpers_explain import dataset_and_model, fake_run
 
 
@@ -65,7 +65,7 @@ def test_a_reload_keeps_user_dataset_model_and_gallery_settings(ranked):
     uid = get_or_create_user("tester")
     at = app_test(user={"id": uid, "name": "tester"}).run()
     at.radio(key="g_order").set_value("descending").run()
-    at.multiselect(key="g_true").set_value([1]).run()
+    open_filters(at).multiselect(key="g_true").set_value([1]).run()
     at.selectbox(key="g_correct").set_value("correct").run()
     at.slider(key="g_opacity").set_value(0.7).run()
     kept = card_ids(at)
@@ -74,6 +74,7 @@ def test_a_reload_keeps_user_dataset_model_and_gallery_settings(ranked):
 
     fresh = AppTest.from_file(str(ENTRY), default_timeout=120)  # a new browser session: only the URL is left
     fresh.query_params.update(qp)
+    fresh.session_state["g_more"] = True  # the filter panel open, to read its widgets
     fresh.run()
     assert not fresh.exception, [e.value for e in fresh.exception]
     assert fresh.session_state["user"]["name"] == "tester"

@@ -11,7 +11,8 @@ from db.models import Annotation, Feedback
 from services.platform.database import session
 from services.explanations.explaining import query_explanations
 from services.team.users import get_or_create_user
-from tests.helpers_app import app_test, card_action, card_control, card_ids, open_page, train_only
+from tests.helpers_app import (app_test, card_action, card_control, card_ids, card_texts, open_filters, open_page,
+                               train_only)
 from tests.helpers_explain import dataset_and_model, fake_run
 
 
@@ -48,7 +49,8 @@ def test_sorting_changes_the_order(gallery):
 def test_filtering_changes_the_order(gallery):
     at, rid, _, _ = gallery
     before = card_ids(at)
-    at.selectbox(key="g_correct").set_value("wrong").run()
+    assert "g_correct" not in [w.key for w in at.selectbox]  # the filters: in a panel drawn only while open
+    open_filters(at).selectbox(key="g_correct").set_value("wrong").run()
     wrong = card_ids(at)
     assert wrong and wrong != before
     rows = {r["image_id"]: r for r in query_explanations(rid, limit=None)[0]}
@@ -62,8 +64,10 @@ def test_filtering_changes_the_order(gallery):
     kept = card_ids(at)
     at = open_page(open_page(at, "retrain"), "gallery")
     assert not at.exception, [e.value for e in at.exception]
-    assert at.multiselect(key="g_true").value == [1] and at.radio(key="g_order").value == "descending"
-    assert card_ids(at) == kept
+    assert at.radio(key="g_order").value == "descending" and card_ids(at) == kept
+    captions = " ".join(c.value for c in at.caption)
+    assert "filtered by true class" in captions  # named above the cards while the panel is closed
+    assert open_filters(at).multiselect(key="g_true").value == [1] and card_ids(at) == kept
 
 
 def test_good_and_bad_clicks_write_feedback_with_the_current_user(gallery):
@@ -98,7 +102,7 @@ def test_a_held_out_card_shows_its_split_and_refuses_a_pick_with_the_reason(gall
     ids = card_ids(at)
     held = next(i for i in ids if i not in train_only(ids))
     row = next(r for r in query_explanations(rid, "ar", False, limit=12)[0] if r["image_id"] == held)
-    texts = " ".join(t.value for t in at.text)
+    texts = card_texts(at)
     assert f"{row['split']} split · " in texts  # every card says its split and the split's role
     card_action(at, held, "Good")
     assert not at.exception, [e.value for e in at.exception]
@@ -158,10 +162,10 @@ def test_annotation_and_detail_view(gallery):
     # the saved rating stays visible on its form, and on the card
     assert at.radio(key=f"{key}_q").value == "bad" and at.select_slider(key=f"{key}_r").value == 2
     captions = " ".join(c.value for c in at.caption)
-    texts = " ".join(t.value for t in at.text)  # the card's lines are plain text
+    texts = card_texts(at)  # the card's lines are plain text
     assert "quality bad · rating 2/5" in captions and "annotated by tester: bad · 2/5" in texts
     at.button(key="g_close").click().run()
-    at.selectbox(key="g_annot").set_value("yes").run()
+    open_filters(at).selectbox(key="g_annot").set_value("yes").run()
     assert card_ids(at) == [iid]
     at.selectbox(key="g_annot").set_value("all").run()
     card_action(at, iid, "Detail")
