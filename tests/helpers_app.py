@@ -50,7 +50,7 @@ def train_only(image_ids: list[int]) -> list[int]:
 
 def card_texts(at: AppTest) -> str:
     """The lines of every gallery card as the user reads them (each card's map and lines are one st.html element,
-    pages/parts/card_body.py; its text is HTML-escaped)."""
+    pages/parts/html_blocks.py; its text is HTML-escaped)."""
     return " ".join(html.unescape(h.value.split('class="card-text"', 1)[-1]) for h in at.html if "card-text" in h.value)
 
 

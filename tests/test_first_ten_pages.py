@@ -9,7 +9,7 @@ from streamlit.testing.v1 import AppTest
 
 from db.models import utcnow
 from services.team.users import get_or_create_user, list_users
-from tests.helpers_app import ENTRY, app_test, card_ids, open_filters
+from tests.helpers_app import ENTRY, app_test, card_ids, card_texts, open_filters
 from tests.helpers_explain import dataset_and_model, fake_run
 
 
@@ -26,8 +26,9 @@ def test_the_first_screen_is_the_ranked_gallery_with_a_start_here_strip(ranked):
     assert at.title[0].value == "Explanation gallery"
     assert len(card_ids(at)) == 12
     assert any("Start here" in i.value for i in at.info)
-    shown = " ".join(m.value for m in at.markdown) + " ".join(str(m.value) for m in at.metric)
-    assert "None" not in shown and "NaN" not in shown  # undefined metrics read n/a
+    metrics = " ".join(h.value for h in at.html if 'class="metric"' in h.value)  # the run's numbers: one st.html
+    shown = " ".join(m.value for m in at.markdown) + metrics + card_texts(at)
+    assert "mean AR" in shown and "None" not in shown and "NaN" not in shown  # undefined metrics read n/a
 
 
 def test_the_first_screen_skips_the_independent_classifier_trained_after_the_baseline(ranked):

@@ -1,11 +1,11 @@
-"""A gallery card's map and lines as one st.html element (pages/parts/card_body.py): user text is escaped, lines are
-kept, the map is the PNG given, and the n/a explanation shows on hover."""
+"""Blocks drawn as one st.html element (pages/parts/html_blocks.py): a gallery card (user text escaped, lines kept,
+the map is the PNG given, the n/a explanation on hover) and a row of metrics."""
 from __future__ import annotations
 
 import base64
 import re
 
-from pages.parts.card_body import card_body
+from pages.parts.html_blocks import card_body, metric_row
 
 
 def test_user_text_is_escaped_and_the_map_is_the_png_given():
@@ -21,3 +21,10 @@ def test_user_text_is_escaped_and_the_map_is_the_png_given():
 
 def test_no_tooltip_without_one():
     assert "title=" not in card_body(b"png", "map", "line")
+
+
+def test_a_metric_row_shows_every_label_value_and_help_escaped():
+    out = metric_row([("images", 2400, None), ("mean AR", "n/a", 'undefined "n/a" <never 0>')])
+    assert out.count('class="metric"') == 2 and ">images<" in out and ">2400<" in out and ">n/a<" in out
+    assert 'title="undefined &quot;n/a&quot; &lt;never 0&gt;"' in out and "<never" not in out
+    assert out.count("cursor:help") == 1  # a help mark only where there is help
