@@ -1,11 +1,11 @@
 """Blocks drawn as one st.html element (pages/parts/html_blocks.py): a gallery card (user text escaped, lines kept,
-the map is the PNG given, the n/a explanation on hover) and a row of metrics."""
+the map is the PNG given, the n/a explanation on hover) and a row of metrics, a row of figures."""
 from __future__ import annotations
 
 import base64
 import re
 
-from pages.parts.html_blocks import card_body, metric_row
+from pages.parts.html_blocks import card_body, figure_row, metric_row
 
 
 def test_user_text_is_escaped_and_the_map_is_the_png_given():
@@ -28,3 +28,9 @@ def test_a_metric_row_shows_every_label_value_and_help_escaped():
     assert out.count('class="metric"') == 2 and ">images<" in out and ">2400<" in out and ">n/a<" in out
     assert 'title="undefined &quot;n/a&quot; &lt;never 0&gt;"' in out and "<never" not in out
     assert out.count("cursor:help") == 1  # a help mark only where there is help
+
+
+def test_a_figure_row_has_one_column_per_entry_and_notes_without_image():
+    out = figure_row([[(b"a", "original")], [(b"b", "map"), (b"c", "map value 0 -> 1")], [(None, "no <lung> mask")]])
+    assert "repeat(3," in out and out.count("<img ") == 3 and out.count('class="caption"') == 4
+    assert ">no &lt;lung&gt; mask<" in out and 'alt="original"' in out

@@ -7,6 +7,7 @@ import streamlit as st
 from pages.parts import compare as cmp, overlays as ov
 from services.explanations.compare import compute as compare_maps
 from pages.parts.plain import md_escape
+from pages.parts.html_blocks import figure_row
 from pages.parts.gallery_actions import (METHOD_LABELS, NA_HELP, SORT_LABELS, annotation_form, cls_name, do_detail,
                                          do_pick, fmt)
 from services.explanations import explaining as ex
@@ -97,18 +98,12 @@ def detail_view(model: dict, run: dict, dataset_id: int, row: dict, page_rows: l
         st.caption(f"true {cls_name(classes, row['label'])} · predicted {cls_name(classes, row['pred'])} "
                    f"({fmt(row['prob'])}) · explained class {cls_name(classes, row['target'])} · split {row['split']}"
                    f" · τ {run['tau']}")
-        c = st.columns(4)
-        c[0].image(orig, caption="original")
-        c[1].image(over, caption=f"{METHOD_LABELS.get(run['method'], run['method'])} map")
-        c[1].image(ov.colorbar_png(cmap), caption="map value 0 → 1", width="stretch")
-        if lung is not None:
-            c[2].image(lung, caption="lung mask (M)")
-        else:
-            c[2].caption("no lung mask for this image: AR / AP are undefined (n/a)")
-        if marker is not None:
-            c[3].image(marker, caption="confounder mask (marker)")
-        else:
-            c[3].caption("no confounder mask")
+        map_name = f"{METHOD_LABELS.get(run['method'], run['method'])} map"
+        st.html(figure_row([  # one element: five st.image in four columns cost the browser ~10 elements
+            [(orig, "original")], [(over, map_name), (ov.colorbar_png(cmap), "map value 0 → 1")],
+            [(lung, "lung mask (M)") if lung is not None else
+             (None, "no lung mask for this image: AR / AP are undefined (n/a)")],
+            [(marker, "confounder mask (marker)") if marker is not None else (None, "no confounder mask")]]))
         # one plain line, not a table: the detail view redraws on every G / B / ← / →
         st.text(" · ".join(f"{SORT_LABELS.get(k, k)} {fmt(row[k], 3)}" for k in ex.METRICS))
         if any(row[k] is None for k in ex.METRICS):

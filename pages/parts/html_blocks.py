@@ -37,3 +37,22 @@ def metric_row(items: list[tuple[str, object, str | None]]) -> str:
         cells.append(f'<div class="metric" style="flex:1;min-width:6rem"><div style="{METRIC_LABEL}">'
                      f'{html.escape(label)}{mark}</div><div style="{METRIC_VALUE}">{html.escape(str(value))}</div></div>')
     return f'<div style="display:flex;flex-wrap:wrap;gap:1rem">{"".join(cells)}</div>'
+
+
+CAPTION_STYLE = "font-size:0.875rem;opacity:0.6;text-align:center;margin-top:0.25rem;overflow-wrap:anywhere"
+
+
+def figure_row(columns: list[list[tuple[bytes | None, str]]]) -> str:
+    """HTML of equal columns of figures, as st.columns of st.image with captions draw them: in each column, a
+    (png, caption) is an image over its caption, a (None, text) a line of text alone (e.g. "no lung mask")."""
+    cells = []
+    for figures in columns:
+        parts = []
+        for png, caption in figures:
+            if png is not None:
+                src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+                parts.append(f'<img src="{src}" alt="{html.escape(caption)}" style="{IMG_STYLE}">')
+            parts.append(f'<div class="caption" style="{CAPTION_STYLE}">{html.escape(caption)}</div>')
+        cells.append(f'<div style="display:flex;flex-direction:column;gap:0.5rem">{"".join(parts)}</div>')
+    return (f'<div style="display:grid;grid-template-columns:repeat({max(1, len(columns))},minmax(0,1fr));gap:1rem">'
+            f'{"".join(cells)}</div>')
