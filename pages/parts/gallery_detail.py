@@ -92,9 +92,9 @@ def detail_view(model: dict, run: dict, dataset_id: int, row: dict, page_rows: l
     orig, over, lung, marker = detail_pngs(dataset_id, stamp, run["maps_path"], int(row["index"]), i, float(opacity),
                                            cmap)
     with st.container(border=True):
-        h1, h2 = st.columns([6, 1])
-        h1.subheader(md_escape(row['path']))  # a file name is plain text
-        h2.button("Close", key="g_close", on_click=do_detail, args=(None,))
+        head = st.container(horizontal=True, vertical_alignment="center")  # flex rows, not columns: fewer elements
+        head.subheader(md_escape(row['path']), anchor=False)  # a file name is plain text
+        head.button("Close", key="g_close", on_click=do_detail, args=(None,))
         st.caption(f"true {cls_name(classes, row['label'])} · predicted {cls_name(classes, row['pred'])} "
                    f"({fmt(row['prob'])}) · explained class {cls_name(classes, row['target'])} · split {row['split']}"
                    f" · τ {run['tau']}")
@@ -110,16 +110,16 @@ def detail_view(model: dict, run: dict, dataset_id: int, row: dict, page_rows: l
             st.caption(NA_HELP)
         ids = [r["image_id"] for r in page_rows]
         pos = ids.index(row["image_id"]) if row["image_id"] in ids else -1
-        b = st.columns([3, 3, 3, 3, 4])  # wide enough for a label and its key hint at 1280 px
-        b[0].button("Mark good", key="g_det_good", shortcut="G", on_click=do_pick,
-                    args=(model["id"], run["id"], row["image_id"], "good"))
-        b[1].button("Mark bad", key="g_det_bad", shortcut="B", on_click=do_pick,
-                    args=(model["id"], run["id"], row["image_id"], "bad"))
-        b[2].button("Previous", key="g_det_prev", shortcut="Left", disabled=pos <= 0, on_click=do_detail,
-                    args=(ids[pos - 1] if pos > 0 else None,))
-        b[3].button("Next", key="g_det_next", shortcut="Right", disabled=pos < 0 or pos >= len(ids) - 1,
-                    on_click=do_detail, args=(ids[pos + 1] if 0 <= pos < len(ids) - 1 else None,))
-        b[4].caption("Keys: G good · B bad · U undo · ← → move")
+        b = st.container(horizontal=True, vertical_alignment="center")  # each button as wide as its label and key
+        b.button("Mark good", key="g_det_good", shortcut="G", on_click=do_pick,
+                 args=(model["id"], run["id"], row["image_id"], "good"))
+        b.button("Mark bad", key="g_det_bad", shortcut="B", on_click=do_pick,
+                 args=(model["id"], run["id"], row["image_id"], "bad"))
+        b.button("Previous", key="g_det_prev", shortcut="Left", disabled=pos <= 0, on_click=do_detail,
+                 args=(ids[pos - 1] if pos > 0 else None,))
+        b.button("Next", key="g_det_next", shortcut="Right", disabled=pos < 0 or pos >= len(ids) - 1,
+                 on_click=do_detail, args=(ids[pos + 1] if 0 <= pos < len(ids) - 1 else None,))
+        b.caption("Keys: G good · B bad · U undo · ← → move")
         with st.expander("Annotate this explanation", expanded=True):
             annotation_form(model["id"], run["id"], row["image_id"], f"g_ann_{row['image_id']}")
         if st.toggle("Open in the viewer (native resolution, zoom and pan)", key="g_det_viewer"):  # issue 17
