@@ -150,6 +150,9 @@ def test_annotation_and_detail_view(gallery):
     iid = card_ids(at)[0]
     key = f"g_ann_{iid}"
     card_action(at, iid, "Detail")  # annotation lives in the detail view (no form per card)
+    assert f"{key}_q" not in [r.key for r in at.radio]  # in a panel drawn only while open
+    at.session_state["g_det_annotate"] = True
+    at.run()
     at.radio(key=f"{key}_q").set_value("bad")
     at.select_slider(key=f"{key}_r").set_value(2)
     at.text_area(key=f"{key}_c").input("<b>marker</b> not lungs")

@@ -149,16 +149,22 @@ def do_annotate(model_id: int, run_id: int, image_id: int, key: str) -> None:
         flash("warning", str(exc))
 
 
-def annotation_form(model_id: int, run_id: int, image_id: int, key: str) -> None:
-    """Quality, rating and comment; the saved values stay on the form (prefilled from your latest annotation)."""
+def saved_annotation(model_id: int, image_id: int, key: str) -> dict | None:
+    """The viewer's latest annotation of this image (the one saved in this session first); None without a user."""
     u = current_user()
     mine = None
     if u is not None:
         mine = next(iter(fb.list_annotations(model_id=model_id, user_id=u["id"], image_ids=[image_id], limit=1)), None)
-    saved = st.session_state.get(f"{key}_saved") or mine
-    if saved:
-        st.caption(f"Saved {str(saved['created_at'] or '')[:16].replace('T', ' ')} by {md_escape(saved['user'])}: "
-                   f"quality {saved['quality'] or 'n/a'} · rating {saved['rating'] or 'n/a'}/5")
+    return st.session_state.get(f"{key}_saved") or mine
+
+
+def saved_caption(saved: dict) -> None:
+    st.caption(f"Saved {str(saved['created_at'] or '')[:16].replace('T', ' ')} by {md_escape(saved['user'])}: "
+               f"quality {saved['quality'] or 'n/a'} · rating {saved['rating'] or 'n/a'}/5")
+
+
+def annotation_form(model_id: int, run_id: int, image_id: int, key: str, saved: dict | None) -> None:
+    """Quality, rating and comment; the saved values (saved_annotation) stay on the form."""
     with st.form(key=key, border=False):
         qi = fb.QUALITIES.index(saved["quality"]) if saved and saved["quality"] in fb.QUALITIES else None
         st.radio("Explanation quality", fb.QUALITIES, index=qi, horizontal=True, key=f"{key}_q")

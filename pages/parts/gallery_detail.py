@@ -9,7 +9,7 @@ from services.explanations.compare import compute as compare_maps
 from pages.parts.plain import md_escape
 from pages.parts.html_blocks import figure_row
 from pages.parts.gallery_actions import (METHOD_LABELS, NA_HELP, SORT_LABELS, annotation_form, cls_name, do_detail,
-                                         do_pick, fmt)
+                                         do_pick, fmt, saved_annotation, saved_caption)
 from services.explanations import explaining as ex
 from pages.parts.viewer import explanation_viewer
 
@@ -85,6 +85,19 @@ def _wait_for(key: tuple) -> None:
     st.caption("⏳ computing the other methods' maps for this image (you can keep browsing)…")
 
 
+def annotate(model_id: int, run_id: int, image_id: int) -> None:
+    """The viewer's saved annotation, and the form in a panel drawn only while open (four widgets fewer on every
+    redraw of the detail view); the panel stays open from image to image (one key) while a reader annotates."""
+    key = f"g_ann_{image_id}"
+    saved = saved_annotation(model_id, image_id, key)
+    if saved:
+        saved_caption(saved)
+    panel = st.expander("Annotate this explanation", key="g_det_annotate", on_change="rerun")
+    if panel.open:
+        with panel:
+            annotation_form(model_id, run_id, image_id, key, saved)
+
+
 def detail_view(model: dict, run: dict, dataset_id: int, row: dict, page_rows: list[dict], classes: list[str],
                 opacity: float, cmap: str) -> None:
     i = int(row["image_index"])
@@ -120,8 +133,7 @@ def detail_view(model: dict, run: dict, dataset_id: int, row: dict, page_rows: l
         b.button("Next", key="g_det_next", shortcut="Right", disabled=pos < 0 or pos >= len(ids) - 1,
                  on_click=do_detail, args=(ids[pos + 1] if 0 <= pos < len(ids) - 1 else None,))
         b.caption("Keys: G good · B bad · U undo · ← → move")
-        with st.expander("Annotate this explanation", expanded=True):
-            annotation_form(model["id"], run["id"], row["image_id"], f"g_ann_{row['image_id']}")
+        annotate(model["id"], run["id"], row["image_id"])
         if st.toggle("Open in the viewer (native resolution, zoom and pan)", key="g_det_viewer"):  # issue 17
             arr = {k: ov.dataset_array(dataset_id, k) for k in ("images", "lung", "marker", "has_lung", "has_marker")}
             explanation_viewer(arr, i, ov.run_maps(run)[int(row["index"])].astype("float32"), str(row["path"]),
