@@ -115,11 +115,11 @@ def pinned_pair(model: dict, run: dict, dataset_id: int, classes: list[str], opa
                     st.caption(f"No {kind} exemplar yet: use **{kind.capitalize()}** on a card.")
                     continue
                 row = ex.explanation_for(run["id"], p["image_id"])
-                if row is not None:
-                    st.image(ov.overlays_for(run, dataset_id, [row], opacity, cmap, side=120)[0])
-                st.markdown(f"{'✅' if kind == 'good' else '❌'} **{kind}**: {md_escape(p['path'])}  \n"
-                            f"{cls_name(classes, p['label'])} · AR {fmt(row['ar'] if row else p['ar'])} · "
-                            f"AP {fmt(row['ap'] if row else p['ap'])}")
+                png = ov.overlays_for(run, dataset_id, [row], opacity, cmap, side=120)[0] if row is not None else None
+                st.html(card_body(png, f"map of {p['path']}",  # one element (pages/parts/html_blocks.py)
+                                  f"{'✅' if kind == 'good' else '❌'} {kind}: {p['path']}\n"
+                                  f"{cls_name(classes, p['label'])} · AR {fmt(row['ar'] if row else p['ar'])} · "
+                                  f"AP {fmt(row['ap'] if row else p['ap'])}", img_px=120))
         with cols[2]:
             both = pair["good"] is not None and pair["bad"] is not None
             if u is not None and not allowed(u["role"], "exbl"):  # a reader's pair feeds a researcher's retrain
@@ -132,11 +132,11 @@ def pinned_pair(model: dict, run: dict, dataset_id: int, classes: list[str], opa
                     st.switch_page("pages/retrain.py")
                 except Exception:  # the page path differs when run outside app.py (tests)
                     st.info("Open **Retrain** in the sidebar: the pair is passed along.")
-            b1, b2 = st.columns(2)
-            b1.button("Suggest", key="g_suggest_btn", on_click=do_suggest, args=(run["id"],),
-                      help="max-AR image as good, min-AR as bad (the eXBL paper's choice), for you to confirm")
-            b2.button("Undo last pick", key="g_undo", on_click=do_undo, args=(model["id"],), shortcut="U",
-                      disabled=u is None)
+            act = st.container(horizontal=True)  # a flex row, not columns: fewer elements
+            act.button("Suggest", key="g_suggest_btn", on_click=do_suggest, args=(run["id"],),
+                       help="max-AR image as good, min-AR as bad (the eXBL paper's choice), for you to confirm")
+            act.button("Undo last pick", key="g_undo", on_click=do_undo, args=(model["id"],), shortcut="U",
+                       disabled=u is None)
             sug = st.session_state.get("g_suggest")
             if sug and sug.get("run_id") == run["id"]:
                 g, b = sug.get("good"), sug.get("bad")
@@ -144,7 +144,7 @@ def pinned_pair(model: dict, run: dict, dataset_id: int, classes: list[str], opa
                     st.caption("No image of this run has a defined AR (no lung masks?): nothing to suggest.")
                 else:
                     st.markdown(f"Suggested: good {md_escape(g['path'] if g else '—')} (AR {fmt(g and g['ar'])}), "
-                                f"bad `{b['path'] if b else '—'}` (AR {fmt(b and b['ar'])})")
+                                f"bad {md_escape(b['path'] if b else '—')} (AR {fmt(b and b['ar'])})")
                     st.button("Use the suggestion", key="g_accept", on_click=do_accept_suggestion,
                               args=(model["id"], run["id"]), disabled=u is None)
             history = st.expander("Pick history", key="g_hist", on_change="rerun")

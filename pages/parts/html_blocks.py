@@ -18,12 +18,17 @@ HELP_MARK = ("cursor:help;opacity:0.6;margin-left:0.35rem;display:inline-block;w
              "border:1px solid;border-radius:50%;font-size:0.7rem;line-height:1.05em;text-align:center")
 
 
-def card_body(png: bytes, alt: str, text: str, tooltip: str | None = None) -> str:
-    """HTML of one card's body: the PNG inline (a data URI: the page's thumbnails are ~10 kB each) above `text`,
-    whose lines are kept; `tooltip` shows on hover over the text (the browser's own title)."""
-    src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+def card_body(png: bytes | None, alt: str, text: str, tooltip: str | None = None, img_px: int | None = None) -> str:
+    """HTML of one card's body: the PNG inline (a data URI: the page's thumbnails are ~10 kB each; none: text
+    alone) above `text`, whose lines are kept; `tooltip` shows on hover over the text (the browser's own title);
+    `img_px` caps the image's width (else the card's full width)."""
     title = f' title="{html.escape(tooltip)}"' if tooltip else ""
-    return (f'<img src="{src}" alt="{html.escape(alt)}" style="{IMG_STYLE}">'
+    cap = f";max-width:{int(img_px)}px" if img_px else ""
+    img = ""
+    if png is not None:
+        src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+        img = f'<img src="{src}" alt="{html.escape(alt)}" style="{IMG_STYLE}{cap}">'
+    return (f'{img}'
             f'<div class="card-text" style="{TEXT_STYLE}"{title}>{html.escape(text)}</div>')
 
 
