@@ -32,7 +32,8 @@ PER_PAGE = (12, 24, 48, 96)
 VIEW_DEFAULTS = {"g_sort": "ar", "g_order": "ascending", "g_true": [], "g_pred": [], "g_correct": "all",
                  "g_split": [], "g_annot": "all", "g_opacity": 0.45, "g_cmap": None,
                  "g_per_page": url.GALLERY_PARAMS["per_page"][1]}
-PANEL_KEYS = ("g_correct", "g_annot", "g_split", "g_true", "g_pred", "g_opacity", "g_cmap")  # filter_controls draws
+# the settings filter_controls draws (only while its panel is open)
+PANEL_KEYS = ("g_correct", "g_annot", "g_split", "g_true", "g_pred", "g_opacity", "g_cmap", "g_per_page")
 CARD_PX = 262  # wide enough for Good | Bad | Detail on one line: three cards a row at 1280 px, four at 1600 px
 THUMB_PX = 240  # thumbnails encoded at about the card's image width (not upscaled by the browser)
 
@@ -199,13 +200,12 @@ def restore_view(classes: list[str], splits: list[str]) -> None:
 
 
 def settings(splits: list[str], classes: list[str]):
-    """Sort, order and paging always; the filters and the map's look in a panel drawn only while open (the line
-    above the cards names the filters in force): nine widgets fewer on every navigation to the gallery. Returns the
-    row that the page number joins once the number of pages is known."""
+    """Sort, order and page always; the filters, the map's look and the page size in a panel drawn only while open
+    (the line above the cards names the filters in force): eight widgets fewer on every navigation to the gallery.
+    Returns the row that the page number joins once the number of pages is known."""
     row = st.container(horizontal=True, vertical_alignment="bottom")
     row.selectbox("Sort by", list(SORT_LABELS), format_func=SORT_LABELS.get, key="g_sort", width=260)
     row.radio("Order", ["ascending", "descending"], key="g_order", horizontal=True, width=250)
-    row.selectbox("Per page", PER_PAGE, key="g_per_page", width=100)
     panel = st.expander("Filter and display", key="g_more", on_change="rerun")
     if panel.open:
         filter_controls(panel, splits, classes)
@@ -219,7 +219,7 @@ def settings(splits: list[str], classes: list[str]):
 
 
 def filter_controls(panel, splits: list[str], classes: list[str]) -> None:
-    """Which images (prediction, annotation, split, true and predicted class) and how their maps look."""
+    """Which images (prediction, annotation, split, true and predicted class), how their maps look, how many a page."""
     with panel:
         f = st.columns([1, 1, 2])  # every label and value readable at 1280 px
         f[0].selectbox("Prediction", ["all", "correct", "wrong"], key="g_correct")
@@ -230,8 +230,9 @@ def filter_controls(panel, splits: list[str], classes: list[str]) -> None:
                          key="g_true", placeholder="any")
         g[1].multiselect("Predicted class", list(range(len(classes))), format_func=lambda i: cls_name(classes, i),
                          key="g_pred", placeholder="any")
-        d = st.columns(2)
+        d = st.columns([2, 2, 1])
         d[0].slider("Map opacity", 0.0, 1.0, step=0.05, key="g_opacity")
+        d[2].selectbox("Per page", PER_PAGE, key="g_per_page")
         d[1].selectbox("Colormap", ov.COLORMAPS, key="g_cmap")
         d[1].image(ov.colorbar_png(st.session_state["g_cmap"]), caption="map value E: 0 (left) → 1 (right)",
                    width="stretch")
