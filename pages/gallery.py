@@ -239,14 +239,15 @@ def filter_controls(panel, splits: list[str], classes: list[str]) -> None:
 
 
 def active_filters(classes: list[str]) -> str:
-    """The filters in force, for the line above the cards (the panel that sets them may be closed)."""
+    """The filters in force, for the line above the cards (the panel that sets them may be closed); plain text
+    (class and split names come from the dataset: the caller escapes the whole line)."""
     ss = st.session_state
     parts = [f"prediction {ss['g_correct']}" if ss["g_correct"] != "all" else "",
              f"annotated {ss['g_annot']}" if ss["g_annot"] != "all" else "",
              "split " + ", ".join(ss["g_split"]) if ss["g_split"] else "",
              "true class " + ", ".join(cls_name(classes, i) for i in ss["g_true"]) if ss["g_true"] else "",
              "predicted class " + ", ".join(cls_name(classes, i) for i in ss["g_pred"]) if ss["g_pred"] else ""]
-    shown = [md_escape(p) for p in parts if p]
+    shown = [p for p in parts if p]
     return "filtered by " + " · ".join(shown) if shown else "no filter"
 
 
@@ -318,9 +319,10 @@ def body(model: dict, run: dict, dataset_id: int, classes: list[str]) -> None:
         if drow is not None:
             detail_view(model, run, dataset_id, drow, rows, classes, opacity, cmap)
     url.save_gallery(ss)
-    st.caption(f"{total} image(s) match ({active_filters(classes)}) · page {page} of {pages} · sorted by "
-               f"{SORT_LABELS[sort]} {ss['g_order']} (n/a last) · AR and AP at τ = {run['tau']} · n/a = undefined "
-               "(no lung mask or an all-zero map)")
+    line = (f"{total} image(s) match ({active_filters(classes)}) · page {page} of {pages} · sorted by "
+            f"{SORT_LABELS[sort]} {ss['g_order']} (n/a last) · AR and AP at τ = {run['tau']} · n/a = undefined "
+            "(no lung mask or an all-zero map)")
+    st.caption(md_escape(line))  # plain text: it names the dataset's classes and splits
     if not rows:
         st.info("No image matches these filters.")
         return

@@ -236,3 +236,19 @@ def test_a_replayed_card_value_is_not_a_click():
     assert not is_replay(done, "g_card_7_none_0", "Bad", None)     # the same stale control, a different option
     assert not is_replay(done, "g_card_8_none_0", "Good", None)    # a first click
     assert not is_replay(done, "g_card_7_good_1", None, "Good")    # deselecting the drawn option: a click
+
+
+def test_the_line_above_the_cards_shows_a_class_name_as_plain_text():
+    from db.models import Dataset
+
+    ds_id, mid = dataset_and_model(n=20, size=32)
+    fake_run(ds_id, mid)
+    evil = "[x](http://127.0.0.1:9/t) **b**"
+    with session() as s:
+        d = s.get(Dataset, ds_id)
+        d.classes = [d.classes[0], evil, *d.classes[2:]]
+    at = open_filters(open_page(app_test(), "gallery"))
+    at.multiselect(key="g_true").set_value([1]).run()
+    assert not at.exception, [e.value for e in at.exception]
+    line = next(c.value for c in at.caption if "match" in c.value and "page 1 of" in c.value)
+    assert "filtered by true class" in line and "\\[x\\]\\(http" in line and "\\*\\*b\\*\\*" in line  # escaped

@@ -159,8 +159,10 @@ def saved_annotation(model_id: int, image_id: int, key: str) -> dict | None:
 
 
 def saved_caption(saved: dict) -> None:
-    st.caption(f"Saved {str(saved['created_at'] or '')[:16].replace('T', ' ')} by {md_escape(saved['user'])}: "
-               f"quality {saved['quality'] or 'n/a'} · rating {saved['rating'] or 'n/a'}/5")
+    """When and by whom the annotation was saved, its quality and rating: plain text (it names a user)."""
+    line = (f"Saved {str(saved['created_at'] or '')[:16].replace('T', ' ')} by {saved['user']}: "
+            f"quality {saved['quality'] or 'n/a'} · rating {saved['rating'] or 'n/a'}/5")
+    st.caption(md_escape(line))
 
 
 def annotation_form(model_id: int, run_id: int, image_id: int, key: str, saved: dict | None) -> None:

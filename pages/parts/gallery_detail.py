@@ -108,9 +108,9 @@ def detail_view(model: dict, run: dict, dataset_id: int, row: dict, page_rows: l
         head = st.container(horizontal=True, vertical_alignment="center")  # flex rows, not columns: fewer elements
         head.subheader(md_escape(row['path']), anchor=False)  # a file name is plain text
         head.button("Close", key="g_close", on_click=do_detail, args=(None,))
-        st.caption(f"true {cls_name(classes, row['label'])} · predicted {cls_name(classes, row['pred'])} "
-                   f"({fmt(row['prob'])}) · explained class {cls_name(classes, row['target'])} · split {row['split']}"
-                   f" · τ {run['tau']}")
+        st.caption(md_escape(f"true {cls_name(classes, row['label'])} · predicted {cls_name(classes, row['pred'])} "
+                             f"({fmt(row['prob'])}) · explained class {cls_name(classes, row['target'])} · split "
+                             f"{row['split']} · τ {run['tau']}"))  # plain text: the dataset's class names
         map_name = f"{METHOD_LABELS.get(run['method'], run['method'])} map"
         st.html(figure_row([  # one element: five st.image in four columns cost the browser ~10 elements
             [(orig, "original")], [(over, map_name), (ov.colorbar_png(cmap), "map value 0 → 1")],

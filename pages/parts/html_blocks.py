@@ -18,16 +18,18 @@ HELP_MARK = ("cursor:help;opacity:0.6;margin-left:0.35rem;display:inline-block;w
              "border:1px solid;border-radius:50%;font-size:0.7rem;line-height:1.05em;text-align:center")
 
 
+def image_tag(png: bytes, alt: str, style: str = "") -> str:
+    """An <img> of the PNG inline (a data URI), rounded and as wide as its box; `style` adds to IMG_STYLE."""
+    src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
+    return f'<img src="{src}" alt="{html.escape(alt)}" style="{IMG_STYLE}{style}">'
+
+
 def card_body(png: bytes | None, alt: str, text: str, tooltip: str | None = None, img_px: int | None = None) -> str:
     """HTML of one card's body: the PNG inline (a data URI: the page's thumbnails are ~10 kB each; none: text
     alone) above `text`, whose lines are kept; `tooltip` shows on hover over the text (the browser's own title);
     `img_px` caps the image's width (else the card's full width)."""
     title = f' title="{html.escape(tooltip)}"' if tooltip else ""
-    cap = f";max-width:{int(img_px)}px" if img_px else ""
-    img = ""
-    if png is not None:
-        src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-        img = f'<img src="{src}" alt="{html.escape(alt)}" style="{IMG_STYLE}{cap}">'
+    img = image_tag(png, alt, f";max-width:{int(img_px)}px" if img_px else "") if png is not None else ""
     return (f'{img}'
             f'<div class="card-text" style="{TEXT_STYLE}"{title}>{html.escape(text)}</div>')
 
@@ -55,8 +57,7 @@ def figure_row(columns: list[list[tuple[bytes | None, str]]]) -> str:
         parts = []
         for png, caption in figures:
             if png is not None:
-                src = "data:image/png;base64," + base64.b64encode(png).decode("ascii")
-                parts.append(f'<img src="{src}" alt="{html.escape(caption)}" style="{IMG_STYLE}">')
+                parts.append(image_tag(png, caption))
             parts.append(f'<div class="caption" style="{CAPTION_STYLE}">{html.escape(caption)}</div>')
         cells.append(f'<div style="display:flex;flex-direction:column;gap:0.5rem">{"".join(parts)}</div>')
     return (f'<div style="display:grid;grid-template-columns:repeat({max(1, len(columns))},minmax(0,1fr));gap:1rem">'
