@@ -161,7 +161,7 @@ def time_gallery(repeats: int = 3) -> dict[str, list[tuple[float, float]]]:
     """Server-side render times of the gallery in the current EXEMPLAR_HOME (one AppTest session per repeat):
     {step: [(script run s, AppTest wall s), …]}."""
     from services.team.users import get_or_create_user
-    from tests.helpers_app import app_test
+    from tests.helpers_app import app_test, card_ids
 
     uid = get_or_create_user("bench")
     user = {"id": uid, "name": "bench"}
@@ -170,7 +170,7 @@ def time_gallery(repeats: int = 3) -> dict[str, list[tuple[float, float]]]:
     def check(at):
         if at.exception:
             raise SystemExit(f"exception on the page: {[e.value for e in at.exception]}")
-        n_cards = sum(1 for g in at.button_group if g.key and g.key.startswith("g_card_"))
+        n_cards = len(card_ids(at))
         if n_cards != PER_PAGE:
             raise SystemExit(f"expected {PER_PAGE} cards, got {n_cards}")
         return at

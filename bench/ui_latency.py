@@ -67,6 +67,9 @@ def add_measure_args(ap: argparse.ArgumentParser, repeats: int, actions: str) ->
     ap.add_argument("--chromium", default="/usr/bin/chromium", help="browser executable (Debian's chromium)")
     ap.add_argument("--width", type=int, default=1280, help="viewport width in px")
     ap.add_argument("--timeout", type=float, default=60.0, help="seconds to wait for one action")
+    ap.add_argument("--cpu-slowdown", type=float, default=1.0,
+                    help="slow the browser's CPU this many times (Chrome's CPU throttling; 1 = none): a slower "
+                         "reader's machine, measured on a fast one")
     ap.add_argument("--json", dest="json_out", help="write the results as JSON here")
 
 
@@ -145,8 +148,7 @@ def gallery_actions(page, t: Timer, repeats: int, wanted: set[str]) -> dict[str,
     run("next_page", [lambda: goto_page(2), lambda: goto_page(1)])
     slider = page.get_by_role("slider").first
     run("opacity", [lambda: slider.press("ArrowRight"), lambda: slider.press("ArrowLeft")])
-    details = page.locator("[class*='st-key-g_card_'][data-stale='false']").get_by_role("radio", name="Detail",
-                                                                                        exact=True)
+    details = page.locator(".st-key-g_cards[data-stale='false']").get_by_role("button", name="Detail", exact=True)
     run("open_detail", [lambda k=k: details.nth(k % max(1, details.count())).click() for k in range(1, 5)])
     if wanted & {"G", "B", "U"}:
         if page.get_by_role("button", name="Mark good").count() == 0:
@@ -258,6 +260,8 @@ def measure(url: str, args: argparse.Namespace, wanted: set[str]) -> dict[str, l
         browser = p.chromium.launch(executable_path=args.chromium, headless=True, args=CHROMIUM_ARGS)
         page = browser.new_context(viewport={"width": args.width, "height": 1000}).new_page()
         page.set_default_timeout(args.timeout * 1000)
+        if args.cpu_slowdown > 1:
+            page.context.new_cdp_session(page).send("Emulation.setCPUThrottlingRate", {"rate": args.cpu_slowdown})
         t = Timer(page, args.timeout)
         t0 = time.monotonic()
         page.goto(url)

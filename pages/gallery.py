@@ -17,9 +17,9 @@ from pages.common import refuse_open_bind, current_user, selected_dataset, selec
 from pages.parts import overlays as ov, state as url
 from pages.parts.plain import md_escape
 from pages.parts.html_blocks import card_body, metric_row
-from pages.parts.gallery_actions import (CARD_ACTIONS, CARD_METRICS, METHOD_LABELS, NA_HELP, SORT_LABELS, card_choice,
-                                         card_key, cls_name, do_accept_suggestion, do_card, do_suggest, do_undo, fmt,
-                                         show_flash)
+from pages.parts.card_grid import card_grid
+from pages.parts.gallery_actions import (CARD_METRICS, METHOD_LABELS, NA_HELP, SORT_LABELS, card_choice, cls_name,
+                                         do_accept_suggestion, do_card, do_suggest, do_undo, fmt, show_flash)
 from services.explanations import explaining as ex, feedback as fb
 from services.jobs.lifecycle import submit
 from services.team.roles import allowed
@@ -273,29 +273,20 @@ def page_rows(rid: int, page_box) -> tuple[list[dict], int, int, int]:
     return rows, total, page, pages
 
 
-def card(model: dict, rid: int, r: dict, img: bytes, classes: list[str], sort: str, good_id, bad_id, a) -> None:
-    """One thumbnail card: three elements (its box, its map and lines as one st.html, one segmented control for
-    Good / Bad / Detail): the browser draws a page of them on every sort / filter / page change and navigation."""
+def card(r: dict, img: bytes, classes: list[str], sort: str, good_id, bad_id, detail_id, a) -> dict:
+    """One thumbnail card for the card grid (pages/parts/card_grid.py): its id, its map and lines as HTML (escaped:
+    html_blocks.card_body) and the option its Good / Bad / Detail buttons show selected (card_choice)."""
     iid = r["image_id"]
-    with st.container(border=True, width=CARD_PX):
-        badge = " · ✅ good" if iid == good_id else (" · ❌ bad" if iid == bad_id else "")
-        ok = "✔" if r["correct"] else "✘"
-        name = r["path"].rsplit("/", 1)[-1]
-        text = (f"{name}\n{r.get('split') or 'n/a'} split · {role(r.get('split'))}\n"
-                f"true {cls_name(classes, r['label'])}\npred {cls_name(classes, r['pred'])} {fmt(r['prob'])} {ok}\n"
-                + " · ".join(f"{SORT_LABELS[k]} {fmt(r[k])}" for k in CARD_METRICS)
-                + (f" · {SORT_LABELS[sort]} {fmt(r[sort])}" if sort not in CARD_METRICS else "") + badge
-                + (f"\nannotated by {a['user']}: {a['quality'] or 'n/a'} · {a['rating'] or 'n/a'}/5" if a else ""))
-        st.html(card_body(img, f"map of {name}", text,
-                          tooltip=NA_HELP if any(r[k] is None for k in CARD_METRICS) else None))
-        # the control shows the card's state (its pick, or Detail while open) as its default, under a key that
-        # changes with it: the server never writes its value (card_key says why)
-        shown = card_choice(iid, good_id, bad_id, st.session_state.get("g_detail"))
-        key = card_key(iid, shown)
-        st.segmented_control("Good, bad or detail", CARD_ACTIONS, default=shown, key=key,  # a fixed label: no file
-                             on_change=do_card, args=(model["id"], rid, iid, key, shown),  # name as Markdown
-                             label_visibility="collapsed",
-                             width="stretch")
+    badge = " · ✅ good" if iid == good_id else (" · ❌ bad" if iid == bad_id else "")
+    ok = "✔" if r["correct"] else "✘"
+    name = r["path"].rsplit("/", 1)[-1]
+    text = (f"{name}\n{r.get('split') or 'n/a'} split · {role(r.get('split'))}\n"
+            f"true {cls_name(classes, r['label'])}\npred {cls_name(classes, r['pred'])} {fmt(r['prob'])} {ok}\n"
+            + " · ".join(f"{SORT_LABELS[k]} {fmt(r[k])}" for k in CARD_METRICS)
+            + (f" · {SORT_LABELS[sort]} {fmt(r[sort])}" if sort not in CARD_METRICS else "") + badge
+            + (f"\nannotated by {a['user']}: {a['quality'] or 'n/a'} · {a['rating'] or 'n/a'}/5" if a else ""))
+    body = card_body(img, f"map of {name}", text, tooltip=NA_HELP if any(r[k] is None for k in CARD_METRICS) else None)
+    return {"id": iid, "body": body, "shown": card_choice(iid, good_id, bad_id, detail_id)}
 
 
 @st.fragment
@@ -331,9 +322,9 @@ def body(model: dict, run: dict, dataset_id: int, classes: list[str]) -> None:
     annotated = {a["image_id"]: a for a in reversed(fb.list_annotations(model_id=model["id"],
                                                                         image_ids=[r["image_id"] for r in rows]))}
     pngs = ov.overlays_for(run, dataset_id, rows, opacity, cmap, side=THUMB_PX)
-    with st.container(horizontal=True, gap="small"):  # one wrapping row of fixed-width cards
-        for r, img in zip(rows, pngs):
-            card(model, rid, r, img, classes, sort, good_id, bad_id, annotated.get(r["image_id"]))
+    det = st.session_state.get("g_detail")
+    cards = [card(r, img, classes, sort, good_id, bad_id, det, annotated.get(r["image_id"])) for r, img in zip(rows, pngs)]
+    card_grid(cards, CARD_PX, lambda iid, action, shown: do_card(model["id"], rid, iid, action, shown))
 
 
 def pick_run(runs: list[dict]) -> dict:

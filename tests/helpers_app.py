@@ -2,9 +2,14 @@
 from __future__ import annotations
 
 import html
+import json
 from pathlib import Path
 
+from streamlit.proto.WidgetStates_pb2 import WidgetState
 from streamlit.testing.v1 import AppTest
+from streamlit.testing.v1.element_tree import Widget
+
+from pages.parts.card_grid import GRID_KEY
 
 ENTRY = Path(__file__).resolve().parent / "apptest_entry.py"
 
@@ -25,17 +30,83 @@ def open_page(at: AppTest, name: str) -> AppTest:
     return at.switch_page(f"../pages/{name}.py").run()
 
 
+def _grid(at: AppTest):
+    """The gallery's card grid (one st.components.v2 element, key g_cards: pages/parts/card_grid.py), or None."""
+    found = [e for e in at.get("bidi_component") if getattr(e, "key", None) == GRID_KEY]
+    assert len(found) <= 1, f"{len(found)} card grids"
+    return found[0] if found else None
+
+
+def grid_data(at: AppTest) -> dict:
+    """What the server sent the card grid: its cards (id, body HTML, shown) and the last click it applied."""
+    el = _grid(at)
+    return json.loads(el.proto.json) if el is not None else {"cards": [], "handled": 0}
+
+
 def card_ids(at: AppTest) -> list[int]:
-    """The image ids of the gallery's cards, in screen order (one Good / Bad / Detail control a card; its key is
-    g_card_<image id>_<state>_<n>, pages/parts/gallery_actions.py: card_key)."""
-    return [int(g.key.split("_")[2]) for g in at.button_group if g.key and g.key.startswith("g_card_")]
+    """The image ids of the gallery's cards, in screen order."""
+    return [c["id"] for c in grid_data(at)["cards"]]
 
 
-def card_control(at: AppTest, image_id: int):
-    """The Good / Bad / Detail control of the card of `image_id`."""
-    found = [g for g in at.button_group if g.key and g.key.startswith(f"g_card_{image_id}_")]
-    assert len(found) == 1, f"{len(found)} controls for image {image_id}"
-    return found[0]
+def card_shown(at: AppTest, image_id: int) -> str | None:
+    """The option the card of `image_id` shows selected (Good / Bad, or Detail while its detail view is open)."""
+    found = [c for c in grid_data(at)["cards"] if c["id"] == image_id]
+    assert len(found) == 1, f"{len(found)} cards for image {image_id}"
+    return found[0]["shown"]
+
+
+class _GridClicks(Widget):
+    """Stands in for the card grid in the tree for one run: it sends the component state the browser sends after
+    clicks (a log of {seq, image_id, action, shown}), through Streamlit's widget states, so the page's own
+    callback applies them (AppTest cannot run the component's JavaScript)."""
+
+    def __init__(self, el, clicks: list[dict]) -> None:
+        self.proto, self.root, self.type = el.proto, el.root, "bidi_component"
+        self.id, self.key, self.disabled, self._value = el.proto.id, GRID_KEY, False, None
+        self._clicks = clicks
+
+    @property
+    def value(self) -> dict:
+        return {"clicks": self._clicks}
+
+    @property
+    def _widget_state(self) -> WidgetState:
+        ws = WidgetState(id=self.id)
+        ws.json_value = json.dumps({"clicks": self._clicks})
+        return ws
+
+
+def _replace(block, old, new) -> bool:
+    for i, child in getattr(block, "children", {}).items():
+        if child is old:
+            block.children[i] = new
+            return True
+        if _replace(child, old, new):
+            return True
+    return False
+
+
+def send_clicks(at: AppTest, log: list[dict]) -> AppTest:
+    """Send the card grid's state as the browser does after clicks (`log`: {seq, image_id, action, shown}), then
+    rerun."""
+    el = _grid(at)
+    assert el is not None, "no card grid on the page"
+    assert _replace(at._tree, el, _GridClicks(el, log))
+    return at.run()
+
+
+def card_clicks(at: AppTest, clicks: list[tuple[int, str]]) -> AppTest:
+    """Click, in this order, (image id, Good / Bad / Detail) on the gallery's cards before the server answers (as
+    fast clicks reach it in one run), then rerun."""
+    data = grid_data(at)
+    shown = {c["id"]: c["shown"] for c in data["cards"]}
+    return send_clicks(at, [{"seq": data["handled"] + k + 1, "image_id": iid, "action": action,
+                             "shown": shown.get(iid)} for k, (iid, action) in enumerate(clicks)])
+
+
+def card_action(at: AppTest, image_id: int, action: str) -> AppTest:
+    """Click Good, Bad or Detail on a gallery card and rerun."""
+    return card_clicks(at, [(image_id, action)])
 
 
 def train_only(image_ids: list[int]) -> list[int]:
@@ -49,9 +120,9 @@ def train_only(image_ids: list[int]) -> list[int]:
 
 
 def card_texts(at: AppTest) -> str:
-    """The lines of every gallery card as the user reads them (each card's map and lines are one st.html element,
-    pages/parts/html_blocks.py; its text is HTML-escaped)."""
-    return " ".join(html.unescape(h.value.split('class="card-text"', 1)[-1]) for h in at.html if "card-text" in h.value)
+    """The lines of every gallery card as the user reads them (each card's body is HTML built by
+    pages/parts/html_blocks.py: card_body; its text is HTML-escaped)."""
+    return " ".join(html.unescape(c["body"].split('class="card-text"', 1)[-1]) for c in grid_data(at)["cards"])
 
 
 def open_filters(at: AppTest) -> AppTest:
@@ -59,7 +130,3 @@ def open_filters(at: AppTest) -> AppTest:
     at.session_state["g_more"] = True
     return at.run()
 
-
-def card_action(at: AppTest, image_id: int, action: str) -> AppTest:
-    """Click Good, Bad or Detail on a gallery card and rerun."""
-    return card_control(at, image_id).set_value(action).run()

@@ -11,8 +11,8 @@ from db.models import Annotation, Feedback
 from services.platform.database import session
 from services.explanations.explaining import query_explanations
 from services.team.users import get_or_create_user
-from tests.helpers_app import (app_test, card_action, card_control, card_ids, card_texts, open_filters, open_page,
-                               train_only)
+from tests.helpers_app import (app_test, card_action, card_ids, card_shown, card_texts, open_filters,
+                               open_page, send_clicks, train_only)
 from tests.helpers_explain import dataset_and_model, fake_run
 
 
@@ -82,14 +82,14 @@ def test_good_and_bad_clicks_write_feedback_with_the_current_user(gallery):
             ("good", ids[-1], uid, mid, rid, None), ("bad", ids[1], uid, mid, rid, None)]
     pair = " ".join(h.value for h in at.html if "card-text" in h.value)  # the pinned pair's slots: st.html too
     assert "✅ good: " in pair and "❌ bad: " in pair
-    # each card's control shows its pick; the others show nothing selected
-    assert [card_control(at, i).value for i in (ids[-1], ids[1], ids[0])] == ["Good", "Bad", None]
+    # each card's buttons show its pick; the others show nothing selected
+    assert [card_shown(at, i) for i in (ids[-1], ids[1], ids[0])] == ["Good", "Bad", None]
     assert at.button(key="g_retrain").disabled is False
     at.button(key="g_undo").click().run()
-    assert card_control(at, ids[1]).value is None
+    assert card_shown(at, ids[1]) is None
     # Good again on the good card changes nothing and says how to take a pick back
-    card_action(at, ids[-1], None)
-    assert card_control(at, ids[-1]).value == "Good"
+    card_action(at, ids[-1], "Good")
+    assert card_shown(at, ids[-1]) == "Good"
     assert any("already your good exemplar" in t.value and "Undo" in t.value for t in at.toast)
     with session() as s:
         last = s.scalars(select(Feedback).order_by(Feedback.id.desc())).first()
@@ -108,7 +108,7 @@ def test_a_held_out_card_shows_its_split_and_refuses_a_pick_with_the_reason(gall
     assert not at.exception, [e.value for e in at.exception]
     assert any(f"from the {row['split']} split: pick exemplars from train" in t.value.replace("\\", "")
                for t in at.toast)  # the toast is escaped Markdown (it names the file)
-    assert card_control(at, held).value is None
+    assert card_shown(at, held) is None
     with session() as s:
         assert s.scalars(select(Feedback)).first() is None  # refused: nothing written
 
@@ -121,17 +121,17 @@ def test_a_pick_without_a_user_says_so_and_writes_nothing():
     other = query_explanations(rid, splits=["train"], limit=1)[0][0]["image_id"]
     fb.pick(get_or_create_user("rivera"), mid, other, "good", rid)  # another user's pick
     at = open_page(app_test(), "gallery")
-    assert card_control(at, other).value is None  # not shown as if it were the viewer's
+    assert card_shown(at, other) is None  # not shown as if it were the viewer's
     assert not any("rivera" in m.value for m in at.markdown)
     iid = card_ids(at)[1]
     card_action(at, iid, "Good")
     assert not at.exception, [e.value for e in at.exception]
     assert any("Pick or create a user" in t.value for t in at.toast)  # a toast: seen wherever the page is scrolled
-    assert card_control(at, iid).value is None
+    assert card_shown(at, iid) is None
     with session() as s:
         assert len(s.scalars(select(Feedback)).all()) == 1  # only rivera's
     card_action(at, iid, "Detail")  # looking needs no user
-    assert at.button(key="g_close") is not None and card_control(at, iid).value == "Detail"
+    assert at.button(key="g_close") is not None and card_shown(at, iid) == "Detail"
 
 
 def test_suggest_then_accept(gallery):
@@ -225,17 +225,35 @@ def test_annotations_page_lists_annotations_and_picks_as_text():
     assert not any("onerror" in m.value for m in at.markdown)
 
 
-def test_a_replayed_card_value_is_not_a_click():
-    """A late browser sends a card control's value again (pages/parts/gallery_actions.py: is_replay): the option the
-    control was drawn with, or a value this control's key has already had, is ignored; anything else is a click."""
-    from pages.parts.gallery_actions import is_replay
+def test_clicks_are_applied_once_in_order_and_a_late_log_is_ignored():
+    """The card grid's state is a log of numbered clicks (pages/parts/card_grid.py): only clicks numbered above the
+    last applied one count, in order; a log the browser sends again, or a malformed entry, applies nothing."""
+    from pages.parts.card_grid import new_clicks
 
-    done = {"g_card_7_none_0": "Good"}
-    assert is_replay(done, "g_card_7_good_1", "Good", "Good")      # the drawn option: a click would deselect it
-    assert is_replay(done, "g_card_7_none_0", "Good", None)        # this key's click, sent again
-    assert not is_replay(done, "g_card_7_none_0", "Bad", None)     # the same stale control, a different option
-    assert not is_replay(done, "g_card_8_none_0", "Good", None)    # a first click
-    assert not is_replay(done, "g_card_7_good_1", None, "Good")    # deselecting the drawn option: a click
+    log = {"clicks": [{"seq": 3, "image_id": 9, "action": "Bad", "shown": None},
+                      {"seq": 2, "image_id": 7, "action": "Good", "shown": None},
+                      {"seq": 1, "image_id": 5, "action": "Detail", "shown": None}]}
+    assert [c["seq"] for c in new_clicks(log, 1)] == [2, 3]  # in the order they were made
+    assert new_clicks(log, 3) == []  # all applied: a replay of the log is no click
+    bad = {"clicks": [{"seq": 4, "image_id": "9", "action": "Good", "shown": None},
+                      {"seq": 5, "image_id": 9, "action": "Delete", "shown": None},
+                      {"seq": True, "image_id": 9, "action": "Good", "shown": None}, "x"]}
+    assert new_clicks(bad, 0) == [] and new_clicks(None, 0) == [] and new_clicks({"clicks": 3}, 0) == []
+
+
+def test_two_picks_in_one_run_are_both_stored_and_a_replayed_log_changes_nothing(gallery):
+    at, rid, mid, uid = gallery
+    ids = train_only(card_ids(at))
+    log = [{"seq": 1, "image_id": ids[0], "action": "Good", "shown": None},
+           {"seq": 2, "image_id": ids[1], "action": "Bad", "shown": None}]
+    send_clicks(at, log)  # both clicks reach the server in one run
+    assert not at.exception, [e.value for e in at.exception]
+    assert card_shown(at, ids[0]) == "Good" and card_shown(at, ids[1]) == "Bad"
+    send_clicks(at, log[::-1])  # a late browser sends the same log again
+    with session() as s:
+        assert [(f.kind, f.image_id, f.undone_at) for f in s.scalars(select(Feedback).order_by(Feedback.id))] == [
+            ("good", ids[0], None), ("bad", ids[1], None)]
+    assert card_shown(at, ids[0]) == "Good" and card_shown(at, ids[1]) == "Bad"
 
 
 def test_the_line_above_the_cards_shows_a_class_name_as_plain_text():

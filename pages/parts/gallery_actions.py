@@ -78,11 +78,8 @@ def do_detail(image_id: int | None) -> None:
     st.session_state["g_detail"] = image_id
 
 
-CARD_ACTIONS = ("Good", "Bad", "Detail")  # one segmented control a card: one element instead of three buttons
-
-
 def card_choice(image_id: int, good_id, bad_id, detail_id) -> str | None:
-    """What a card's control shows selected: its pick (Good / Bad), else Detail while its detail view is open."""
+    """What a card's buttons show selected: its pick (Good / Bad), else Detail while its detail view is open."""
     if image_id == good_id:
         return "Good"
     if image_id == bad_id:
@@ -90,46 +87,19 @@ def card_choice(image_id: int, good_id, bad_id, detail_id) -> str | None:
     return "Detail" if image_id == detail_id else None
 
 
-def card_key(image_id: int, shown: str | None) -> str:
-    """The widget key of a card's control: a new widget whenever what it shows changes, and after every click on it.
-
-    The server never writes a card control's value. It did (the control was reset to the card's state before each
-    draw), and a click elsewhere sent while that reset was still on its way to the browser carried the control's
-    old value back: the server took it for a click and stored a pick nobody made (a previous good image picked
-    again; tests/browser/test_gallery_fast_picks.py). A control drawn with its state as its default, under a key
-    that changes with the state, has no value for a late browser to contradict; `is_replay` refuses what a late
-    browser still sends for a control the server has already moved past."""
-    epoch = st.session_state.setdefault("g_card_epoch", {}).get(image_id, 0)
-    return f"g_card_{image_id}_{(shown or 'none').lower()}_{epoch}"
-
-
-def is_replay(done: dict, key: str, choice: str | None, shown: str | None) -> bool:
-    """True when a card control's change is a value the browser sent again, not a new click: the option the control
-    was drawn with (a click on it deselects it, so a genuine change never equals it), or the value of a click this
-    control has already had (`done`: {key: value handled}; a key is used for one click, and a rerun that forgot its
-    state sees the value again)."""
-    return choice == shown or (key in done and done[key] == choice)
-
-
-def do_card(model_id: int, run_id: int, image_id: int, key: str, shown: str | None) -> None:
-    """A card's control was clicked: Good / Bad pick the image, Detail opens its detail view. Clicking the option
-    that is already selected changes nothing and says how to take a pick back (`shown`: what the control showed
-    before the click). The card's control is then drawn afresh from the stored state (card_key); a replayed value
-    is ignored (is_replay)."""
-    choice = st.session_state.get(key)
-    done = st.session_state.setdefault("g_card_done", {})
-    if is_replay(done, key, choice, shown):
+def do_card(model_id: int, run_id: int, image_id: int, choice: str, shown: str | None) -> None:
+    """A card's button was clicked (pages/parts/card_grid.py gives each click once, in order): Good / Bad pick the
+    image, Detail opens its detail view. Clicking the option already selected (`shown`: what the card showed when
+    it was clicked) changes nothing and says how to take a pick back."""
+    if choice == shown:
+        if shown in ("Good", "Bad"):
+            flash("info", f"This image is already your {shown.lower()} exemplar: **Undo last pick** (key U) takes a "
+                          "pick back.")
         return
-    done[key] = choice
-    epochs = st.session_state.setdefault("g_card_epoch", {})
-    epochs[image_id] = epochs.get(image_id, 0) + 1
     if choice == "Detail":
         do_detail(image_id)
-    elif choice in ("Good", "Bad"):
+    else:
         do_pick(model_id, run_id, image_id, choice.lower())
-    elif shown in ("Good", "Bad"):
-        flash("info", f"This image is already your {shown.lower()} exemplar: **Undo last pick** (key U) takes a "
-                      "pick back.")
 
 
 def do_annotate(model_id: int, run_id: int, image_id: int, key: str) -> None:

@@ -164,10 +164,12 @@ def choose(page, label: str, option: str, tries: int = 4) -> None:
 
 
 def card_option(page, image_id: int | str, action: str):
-    """The Good / Bad / Detail option of a gallery card (one segmented control a card; aria-checked when selected)."""
-    return card_control(page, image_id).get_by_role("radio", name=action, exact=True)
+    """The Good / Bad / Detail button of a gallery card (aria-pressed when selected; pages/parts/card_grid.py)."""
+    return card_control(page, image_id).get_by_role("button", name=action, exact=True)
 
 
 def card_control(page, image_id: int | str, stale_too: bool = False):
-    """A gallery card's control as drawn by the current run (its key is g_card_<id>_<state>_<n>: card_key)."""
-    return page.locator(f"[class*='st-key-g_card_{image_id}_']" + ("" if stale_too else "[data-stale='false']"))
+    """A gallery card in the card grid as drawn by the current run (the grid is one component, key g_cards; a card
+    carries its image id; locators pierce the component's shadow root)."""
+    grid = ".st-key-g_cards" + ("" if stale_too else "[data-stale='false']")
+    return page.locator(f"{grid} .card[data-image-id='{image_id}']")

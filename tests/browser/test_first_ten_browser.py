@@ -3,7 +3,6 @@ Enter; a reload keeps user, model and gallery settings (URL query parameters); a
 the file in plain words."""
 from __future__ import annotations
 
-import re
 import shutil
 
 import pytest
@@ -18,12 +17,12 @@ pytestmark = pytest.mark.browser
 
 
 def cards(page):
-    return page.locator("[class*='st-key-g_card_'][data-stale='false'] [role='radiogroup']")
+    """The cards of the gallery's card grid as drawn by the current run (pages/parts/card_grid.py)."""
+    return page.locator(".st-key-g_cards[data-stale='false'] .card")
 
 
 def first_card_id(page) -> str:
-    cls = page.locator("[class*='st-key-g_card_'][data-stale='false']").first.get_attribute("class") or ""
-    return re.search(r"st-key-g_card_(\d+)", cls).group(1)
+    return cards(page).first.get_attribute("data-image-id") or ""
 
 
 def open_as(page, url: str, user: str) -> None:

@@ -66,5 +66,5 @@ def test_pick_good_and_bad_and_see_the_pinned_pair(page, live_app):
     page.evaluate("() => document.activeElement && document.activeElement.blur()")
     act_and_settle(page, lambda: page.keyboard.press("g"))
     assert exceptions_on(page) == []
-    expect(card_option(page, third["image_id"], "Good")).to_have_attribute("aria-checked", "true")  # now the good one
+    expect(card_option(page, third["image_id"], "Good")).to_have_attribute("aria-pressed", "true")  # now the good one
     assert picks()[-1] == ("good", third["image_id"], "radiologist")
