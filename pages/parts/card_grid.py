@@ -82,6 +82,9 @@ export default function (component) {
     grid.log.push({ seq: grid.seq, image_id: Number(card.dataset.imageId), action: b.dataset.action,
                     shown: shown ? shown.dataset.action : null });
     setStateValue("clicks", grid.log.slice());
+    for (const o of card.querySelectorAll("button[data-action]")) {  // shown at once; the server's redraw rules
+      o.setAttribute("aria-pressed", String(o === b));
+    }
   };
 }
 """
