@@ -18,7 +18,8 @@ Prints a table of median and 95th percentile per action (goal, issue 16: gallery
 p95 ≤ 1 s; Cancel → "cancelled" ≤ 2 s) and writes JSON with --json. Nothing is asserted: this is a bench.
 
 Usage: python bench/ui_latency.py [--url http://127.0.0.1:8501] [--repeats 5] [--actions sort,filter,...]
-       [--user bench] [--chromium /usr/bin/chromium] [--width 1280] [--json OUT]
+       [--user bench] [--chromium /usr/bin/chromium] [--width 1280] [--cpu-slowdown 2.5] [--json OUT]
+(--cpu-slowdown: the browser's CPU slowed N times, a slower reader's machine measured on a fast one)
 """
 from __future__ import annotations
 
