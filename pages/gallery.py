@@ -323,7 +323,8 @@ def body(model: dict, run: dict, dataset_id: int, classes: list[str]) -> None:
                                                                         image_ids=[r["image_id"] for r in rows]))}
     pngs = ov.overlays_for(run, dataset_id, rows, opacity, cmap, side=THUMB_PX)
     det = st.session_state.get("g_detail")
-    cards = [card(r, img, classes, sort, good_id, bad_id, det, annotated.get(r["image_id"])) for r, img in zip(rows, pngs)]
+    cards = [card(r, img, classes, sort, good_id, bad_id, det, annotated.get(r["image_id"]))
+             for r, img in zip(rows, pngs)]
     card_grid(cards, CARD_PX, lambda iid, action, shown: do_card(model["id"], rid, iid, action, shown))
 
 

@@ -93,8 +93,8 @@ _GRID = st.components.v2.component("exemplar.card_grid", css=CSS, js=JS)
 
 
 def new_clicks(value: object, handled: int) -> list[dict]:
-    """The clicks of a component state (a mapping `{"clicks": [...]}`) numbered above `handled`, in order; malformed entries
-    are dropped (the state comes from the browser)."""
+    """The clicks of a component state (a mapping `{"clicks": [...]}`) numbered above `handled`, in order;
+    malformed entries are dropped (the state comes from the browser)."""
     clicks = value.get("clicks") if isinstance(value, Mapping) else None
     out = []
     for c in clicks if isinstance(clicks, list) else []:

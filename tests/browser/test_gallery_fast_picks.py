@@ -45,7 +45,8 @@ def test_a_second_pick_during_the_redraw_is_stored(page, live_app):
         def both() -> None:
             if delay is None:
                 first, second = card_option(page, good, "Good"), card_option(page, bad, "Bad")
-                page.evaluate("([a, b]) => { a.click(); b.click(); }", [first.element_handle(), second.element_handle()])
+                page.evaluate("([a, b]) => { a.click(); b.click(); }",
+                              [first.element_handle(), second.element_handle()])
                 return
             card_option(page, good, "Good").click()
             page.wait_for_timeout(delay)  # the first click's run is under way (no wait for it to settle)
