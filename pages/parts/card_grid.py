@@ -1,8 +1,9 @@
 """The gallery's page of cards as ONE browser element: a custom component (st.components.v2) that draws every card
 (its map and lines, its Good / Bad / Detail buttons) and reports clicks as a numbered log.
 
-Why one element: the browser redraws the whole page of cards on every navigation to the gallery, and 12 cards of
-three Streamlit elements each cost it more than the 0.5 s navigation goal leaves (docs/architecture.md, Pages).
+Why one element: the browser redraws the whole page of cards on every navigation to the gallery, and on a slower
+reader's machine 12 cards of three Streamlit elements each cost it more than the 0.5 s navigation goal leaves
+(docs/architecture.md, Pages; bench/ui_latency.py --cpu-slowdown).
 
 Why a log: every click gets the next number (`seq`) and the component's state holds every click the server has not
 confirmed yet, so a later click never replaces an earlier one on its way to the server (Streamlit keeps only the
@@ -23,7 +24,6 @@ CSS = """
 .grid { display: flex; flex-wrap: wrap; gap: 1rem; font-family: "Source Sans", sans-serif; }
 .card { box-sizing: border-box; border: 1px solid rgba(128, 128, 128, 0.3); border-radius: 0.5rem;
         padding: 1rem; display: flex; flex-direction: column; gap: 1rem; }
-.card img { display: block; width: 100%; border-radius: 0.5rem; }
 .acts { display: flex; margin-top: auto; }
 .acts button { flex: 1; font: inherit; font-size: 0.875rem; line-height: 1.6; padding: 0.25rem 0.5rem;
                cursor: pointer; color: inherit; background: transparent; border: 1px solid rgba(128, 128, 128, 0.3);
