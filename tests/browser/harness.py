@@ -169,7 +169,7 @@ def card_option(page, image_id: int | str, action: str):
 
 
 def card_control(page, image_id: int | str, stale_too: bool = False):
-    """A gallery card in the card grid as drawn by the current run (the grid is one component, key g_cards; a card
-    carries its image id; locators pierce the component's shadow root)."""
+    """A gallery card in the card grid (one component, key g_cards, the same element from run to run: wait for
+    what a run draws with expect()); a card carries its image id; locators pierce the component's shadow root."""
     grid = ".st-key-g_cards" + ("" if stale_too else "[data-stale='false']")
     return page.locator(f"{grid} .card[data-image-id='{image_id}']")

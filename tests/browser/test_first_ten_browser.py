@@ -9,6 +9,7 @@ import pytest
 from playwright.sync_api import expect
 
 from services.data.datasets import synth_dataset
+from services.explanations.explaining import query_explanations
 from services.team.users import list_users
 from tests.browser.harness import choose, exceptions_on, live_app, page, wait_idle  # noqa: F401
 from tests.helpers_explain import dataset_and_model, fake_run
@@ -17,12 +18,9 @@ pytestmark = pytest.mark.browser
 
 
 def cards(page):
-    """The cards of the gallery's card grid as drawn by the current run (pages/parts/card_grid.py)."""
+    """The cards the gallery's card grid shows now (pages/parts/card_grid.py). The grid is one element from run to
+    run, so what a run draws into it is waited for with expect(), not read at once."""
     return page.locator(".st-key-g_cards[data-stale='false'] .card")
-
-
-def first_card_id(page) -> str:
-    return cards(page).first.get_attribute("data-image-id") or ""
 
 
 def open_as(page, url: str, user: str) -> None:
@@ -37,7 +35,8 @@ def open_as(page, url: str, user: str) -> None:
 
 def test_ranked_gallery_first_enter_creates_user_and_reload_keeps_state(page, live_app):
     ds_id, mid = dataset_and_model(n=40, size=32)
-    fake_run(ds_id, mid)
+    rid = fake_run(ds_id, mid)
+    top = str(query_explanations(rid, "ar", True, limit=1)[0][0]["image_id"])  # the highest AR first, descending
     before = [u["name"] for u in list_users()]  # the set-up's own identity (the test process's local user)
     page.goto(live_app.url)
     wait_idle(page)
@@ -56,7 +55,8 @@ def test_ranked_gallery_first_enter_creates_user_and_reload_keeps_state(page, li
     page.get_by_test_id("stRadio").filter(has_text="Order").get_by_text("descending").click()
     wait_idle(page)
     page.wait_for_function("() => location.search.includes('order=descending')")
-    first = first_card_id(page)
+    # the URL is saved before the cards are drawn in the same run: wait for the grid itself to show the new order
+    expect(cards(page).first).to_have_attribute("data-image-id", top)
     page.reload()
     wait_idle(page)
     page.get_by_role("heading", name="Explanation gallery").wait_for()
@@ -64,7 +64,7 @@ def test_ranked_gallery_first_enter_creates_user_and_reload_keeps_state(page, li
     page.get_by_text("(of alice)").first.wait_for()
     expect(page.get_by_role("radio", name="descending")).to_be_checked()
     expect(cards(page)).to_have_count(12, timeout=60_000)
-    assert first_card_id(page) == first
+    expect(cards(page).first).to_have_attribute("data-image-id", top)  # the order survived the reload
     assert exceptions_on(page) == []
 
 
